@@ -1,0 +1,235 @@
+//! A small client of RabbitMQ's management HTTP API (reqwest underneath).
+
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+
+use super::{BrokerError, DEFAULT_TIMEOUT};
+use crate::inventory::{BrokerConfig, Secret};
+
+/// Characters left as they are in a path segment; everything else (`/` included) is encoded.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-encodes one path segment (a vhost `/` becomes `%2F`).
+pub fn segment(value: &str) -> String {
+    utf8_percent_encode(value, SEGMENT).to_string()
+}
+
+/// A management API client for one broker and vhost.
+pub struct Management {
+    http: reqwest::Client,
+    base: String,
+    user: String,
+    password: Secret,
+    vhost: String,
+    /// How the broker is named in messages (no secret in it).
+    name: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Management {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Management")
+            .field("base", &self.base)
+            .field("user", &self.user)
+            .field("vhost", &self.vhost)
+            .finish()
+    }
+}
+
+/// What `GET /api/overview` tells about the broker.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Overview {
+    #[serde(default)]
+    pub rabbitmq_version: String,
+    #[serde(default)]
+    pub cluster_name: String,
+}
+
+impl Management {
+    /// A client for the broker of a group, with its password already read.
+    pub fn new(config: &BrokerConfig, password: Secret) -> Result<Management, BrokerError> {
+        Self::with_timeout(config, password, DEFAULT_TIMEOUT)
+    }
+
+    /// Like [`Management::new`] with another timeout per call.
+    pub fn with_timeout(
+        config: &BrokerConfig,
+        password: Secret,
+        timeout: Duration,
+    ) -> Result<Management, BrokerError> {
+        let name = config.display();
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .build()
+            .map_err(|err| BrokerError::BadUrl {
+                broker: name.clone(),
+                url: config.management_url.clone(),
+                detail: err.to_string(),
+            })?;
+        let base = config.management_url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(BrokerError::BadUrl {
+                broker: name,
+                url: config.management_url.clone(),
+                detail: "the management URL must start with http:// or https://".into(),
+            });
+        }
+        Ok(Management {
+            http,
+            base,
+            user: config.user.clone(),
+            password,
+            vhost: config.vhost.clone(),
+            name,
+            timeout,
+        })
+    }
+
+    /// The vhost this client works in.
+    pub fn vhost(&self) -> &str {
+        &self.vhost
+    }
+
+    /// GETs a path under `/api` and decodes the JSON answer. `what` names the request in errors.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        what: &str,
+    ) -> Result<T, BrokerError> {
+        let url = format!("{}/api/{}", self.base, path);
+        let request = self
+            .http
+            .get(&url)
+            .basic_auth(&self.user, Some(self.password.expose()))
+            .query(query);
+        let response = match tokio::time::timeout(self.timeout, request.send()).await {
+            Err(_) => return Err(self.timeout_error(what)),
+            Ok(Err(err)) if err.is_timeout() => return Err(self.timeout_error(what)),
+            Ok(Err(err)) => {
+                return Err(BrokerError::Unreachable {
+                    broker: self.name.clone(),
+                    url: self.base.clone(),
+                    detail: reqwest_detail(&err),
+                });
+            }
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        let body = match tokio::time::timeout(self.timeout, response.text()).await {
+            Err(_) => return Err(self.timeout_error(what)),
+            Ok(Err(err)) => {
+                return Err(BrokerError::Unreachable {
+                    broker: self.name.clone(),
+                    url: self.base.clone(),
+                    detail: reqwest_detail(&err),
+                });
+            }
+            Ok(Ok(body)) => body,
+        };
+        match status {
+            StatusCode::UNAUTHORIZED => Err(BrokerError::Unauthorized {
+                broker: self.name.clone(),
+                user: self.user.clone(),
+                detail: short(&body),
+            }),
+            s if s.is_success() => serde_json::from_str(&body).map_err(|err| BrokerError::Decode {
+                broker: self.name.clone(),
+                what: what.to_string(),
+                detail: err.to_string(),
+            }),
+            s => Err(BrokerError::Http {
+                broker: self.name.clone(),
+                what: what.to_string(),
+                status: s.as_u16(),
+                body: short(&body),
+            }),
+        }
+    }
+
+    fn timeout_error(&self, what: &str) -> BrokerError {
+        BrokerError::Timeout {
+            broker: self.name.clone(),
+            what: what.to_string(),
+            after: self.timeout,
+        }
+    }
+
+    /// The broker's version and cluster name; proves the API answers and our login works.
+    pub async fn overview(&self) -> Result<Overview, BrokerError> {
+        self.get(
+            "overview",
+            &[("columns", "rabbitmq_version,cluster_name".into())],
+            "overview",
+        )
+        .await
+    }
+
+    /// Proves the vhost exists and our user may use it (`GET /api/permissions/{vhost}/{user}`
+    /// needs administrator rights, so this reads the vhost itself).
+    pub async fn check_vhost(&self) -> Result<(), BrokerError> {
+        let path = format!("vhosts/{}", segment(&self.vhost));
+        match self
+            .get::<serde_json::Value>(&path, &[("columns", "name".into())], "vhost lookup")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(BrokerError::Http { status: 404, .. }) => Err(BrokerError::NoVhost {
+                broker: self.name.clone(),
+                vhost: self.vhost.clone(),
+                user: self.user.clone(),
+            }),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// One line from a reqwest error and its sources, without the URL's query.
+fn reqwest_detail(err: &reqwest::Error) -> String {
+    let mut text = String::new();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(err);
+    while let Some(inner) = source {
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    if text.is_empty() {
+        err.to_string()
+    } else {
+        text
+    }
+}
+
+/// The first line of a body, at most 200 characters.
+fn short(body: &str) -> String {
+    let line = body.lines().next().unwrap_or("").trim();
+    line.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_percent_encoded() {
+        assert_eq!(segment("/"), "%2F");
+        assert_eq!(segment("ops"), "ops");
+        assert_eq!(segment("q_a.b c"), "q_a.b%20c");
+    }
+
+    #[test]
+    fn short_keeps_the_first_line() {
+        assert_eq!(short("{\"error\":\"x\"}\nmore"), "{\"error\":\"x\"}");
+        assert_eq!(short(&"x".repeat(500)).len(), 200);
+    }
+}

@@ -1,0 +1,75 @@
+//! The broker: RabbitMQ's management HTTP API and AMQP 0-9-1, each with a timeout on every
+//! call and errors that name the broker and what failed.
+
+pub mod amqp;
+pub mod management;
+
+use std::time::Duration;
+
+/// Default time allowed for one call to the broker.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An error talking to the broker. Never carries a password.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker's password could not be read from its file or environment variable.
+    #[error("broker {broker}: cannot read the password: {detail}")]
+    Secret { broker: String, detail: String },
+    /// The URL in the inventory cannot be used.
+    #[error("broker {broker}: bad URL {url}: {detail}")]
+    BadUrl {
+        broker: String,
+        url: String,
+        detail: String,
+    },
+    /// Nothing answered, or the connection broke.
+    #[error("broker {broker}: unreachable at {url}: {detail}")]
+    Unreachable {
+        broker: String,
+        url: String,
+        detail: String,
+    },
+    /// No answer in time.
+    #[error("broker {broker}: {what} did not answer within {after:?}")]
+    Timeout {
+        broker: String,
+        what: String,
+        after: Duration,
+    },
+    /// The broker refused our user or password.
+    #[error("broker {broker}: login refused for user {user} ({detail})")]
+    Unauthorized {
+        broker: String,
+        user: String,
+        detail: String,
+    },
+    /// The vhost does not exist, or our user has no access to it.
+    #[error("broker {broker}: vhost {vhost} does not exist or user {user} has no access to it")]
+    NoVhost {
+        broker: String,
+        vhost: String,
+        user: String,
+    },
+    /// Any other refusal from the management API.
+    #[error("broker {broker}: {what} failed with HTTP {status}: {body}")]
+    Http {
+        broker: String,
+        what: String,
+        status: u16,
+        body: String,
+    },
+    /// An answer we could not understand.
+    #[error("broker {broker}: cannot read the answer to {what}: {detail}")]
+    Decode {
+        broker: String,
+        what: String,
+        detail: String,
+    },
+    /// An AMQP-level failure (channel or connection closed by the broker, and so on).
+    #[error("broker {broker}: AMQP {what} failed: {detail}")]
+    Amqp {
+        broker: String,
+        what: String,
+        detail: String,
+    },
+}

@@ -1,0 +1,129 @@
+//! The command line: clap parses it, this module turns it into calls of the commands, and
+//! decides the exit code. The commands never see clap.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+use crate::error::Error;
+use crate::inventory::{self, Half};
+use crate::output::OutputFormat;
+
+/// roll: rolling upgrades of fleets of hosts that live on a RabbitMQ broker.
+#[derive(Debug, Parser)]
+#[command(name = "roll", version, about, long_about = None)]
+pub struct Cli {
+    /// The inventory file.
+    #[arg(
+        short = 'i',
+        long,
+        env = "ROLL_INVENTORY",
+        default_value = "inventory/lab.toml",
+        global = true
+    )]
+    pub inventory: PathBuf,
+
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub output: OutputFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands of `roll`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the hosts of the inventory: group, half, role, SSH target and broker.
+    ///
+    /// Example: roll inventory -i inventory/example.toml --group ops --output json
+    Inventory {
+        /// Only this group.
+        #[arg(short, long)]
+        group: Option<String>,
+        /// Only this half (a or b).
+        #[arg(long, value_parser = parse_half)]
+        half: Option<Half>,
+    },
+    /// Check that every host (SSH) and every broker (management API and AMQP) is reachable.
+    ///
+    /// Exit code 0 when everything is reachable, 1 when anything is not.
+    /// Example: roll check --group ops
+    Check {
+        /// Only this group.
+        #[arg(short, long)]
+        group: Option<String>,
+    },
+}
+
+fn parse_half(value: &str) -> Result<Half, String> {
+    value
+        .parse::<Half>()
+        .map_err(|_| format!("half must be a or b, not {value:?}"))
+}
+
+/// Sets up tracing on stderr: `RUST_LOG` decides the detail, warnings by default.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Parses the command line, runs the command, prints errors, and returns the exit code.
+pub fn main() -> u8 {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("roll: error: {err}");
+            err.exit_code()
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<u8, Error> {
+    let inventory = inventory::load(&cli.inventory)?;
+    match cli.command {
+        Command::Inventory { group, half } => {
+            commands::inventory::run(&inventory, group.as_deref(), half, cli.output)
+        }
+        Command::Check { group } => runtime()?.block_on(commands::check::run(
+            &inventory,
+            group.as_deref(),
+            cli.output,
+        )),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bad_half_is_a_usage_error() {
+        let err = Cli::try_parse_from(["roll", "inventory", "--half", "c"]).unwrap_err();
+        assert_eq!(err.exit_code(), i32::from(exit::USAGE));
+    }
+}

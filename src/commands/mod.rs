@@ -1,0 +1,40 @@
+//! One module per `roll` command: each takes checked settings, does the work, returns rows
+//! for `output`, and an exit code.
+
+pub mod check;
+pub mod inventory;
+
+use crate::error::Error;
+use crate::inventory::{Group, Half, Host, Inventory};
+
+/// The groups a command works on: one named group, or all of them in file order.
+pub fn select_groups<'a>(
+    inventory: &'a Inventory,
+    group: Option<&str>,
+) -> Result<Vec<&'a Group>, Error> {
+    match group {
+        None => Ok(inventory.groups.iter().collect()),
+        Some(name) => match inventory.group(name) {
+            Some(group) => Ok(vec![group]),
+            None => Err(Error::Usage(format!(
+                "{}: no group named {name:?} (groups: {})",
+                inventory.path.display(),
+                inventory
+                    .groups
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        },
+    }
+}
+
+/// The hosts of the selected groups, optionally only one half.
+pub fn select_hosts<'a>(groups: &[&'a Group], half: Option<Half>) -> Vec<&'a Host> {
+    groups
+        .iter()
+        .flat_map(|g| g.hosts.iter())
+        .filter(|h| half.is_none_or(|wanted| h.half == wanted))
+        .collect()
+}

@@ -1,0 +1,37 @@
+//! The tool's top-level error: every module's typed error maps into it once, and it decides
+//! the exit code.
+
+use crate::broker::BrokerError;
+use crate::exit;
+use crate::inventory::InventoryError;
+use crate::remote::RemoteError;
+
+/// An error that ends a `roll` command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The inventory could not be read or is invalid.
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    /// The command line asked for something that does not exist or does not fit.
+    #[error("{0}")]
+    Usage(String),
+    /// The broker could not be reached or refused a request.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// A host could not be reached or a command on it failed.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// Writing the output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The exit code this error ends the process with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Inventory(_) | Error::Usage(_) => exit::USAGE,
+            Error::Broker(_) | Error::Remote(_) | Error::Output(_) => exit::FAILURE,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The inventory file as written, before merging and checks: serde structures with spans.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use toml::Spanned;
+
+use super::{Half, Role};
+use crate::units::HumanDuration;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInventory {
+    #[serde(default)]
+    pub defaults: Option<RawDefaults>,
+    #[serde(default)]
+    pub groups: Option<Spanned<RawGroups>>,
+}
+
+/// `[defaults]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDefaults {
+    pub ssh: Option<Spanned<RawSsh>>,
+    pub broker: Option<Spanned<RawBroker>>,
+}
+
+/// `[groups]`: the groups with the spans of their names, in file order.
+#[derive(Debug)]
+pub(super) struct RawGroups(pub Vec<(Spanned<String>, Spanned<RawGroup>)>);
+
+impl<'de> Deserialize<'de> for RawGroups {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct GroupsVisitor;
+
+        impl<'de> Visitor<'de> for GroupsVisitor {
+            type Value = RawGroups;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of groups")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawGroups, A::Error> {
+                let mut groups = Vec::new();
+                while let Some(entry) = map.next_entry::<Spanned<String>, Spanned<RawGroup>>()? {
+                    groups.push(entry);
+                }
+                // The parser hands keys over sorted; the spans give the file order back.
+                groups.sort_by_key(|(name, _)| name.span().start);
+                Ok(RawGroups(groups))
+            }
+        }
+
+        deserializer.deserialize_map(GroupsVisitor)
+    }
+}
+
+/// `[groups.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    pub requires: Option<Spanned<String>>,
+    pub broker: Option<Spanned<RawBroker>>,
+    pub ssh: Option<Spanned<RawSsh>>,
+    pub hosts: Spanned<Vec<Spanned<RawHost>>>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, VarValue>,
+}
+
+/// SSH settings of `[defaults.ssh]` and `[groups.NAME.ssh]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSsh {
+    pub user: Option<Spanned<String>>,
+    pub address: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub identity_file: Option<Spanned<String>>,
+    pub known_hosts_file: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<HumanDuration>>,
+    pub strict_host_key_checking: Option<bool>,
+}
+
+/// The SSH settings a host may override.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHostSsh {
+    pub user: Option<Spanned<String>>,
+    pub address: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+}
+
+impl From<RawHostSsh> for RawSsh {
+    fn from(host: RawHostSsh) -> Self {
+        RawSsh {
+            user: host.user,
+            address: host.address,
+            port: host.port,
+            ..RawSsh::default()
+        }
+    }
+}
+
+/// Broker settings of `[defaults.broker]` and `[groups.NAME.broker]`.
+///
+/// There is no `password` field: the pre-check refuses that key anywhere in the file before
+/// these structures are read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBroker {
+    pub management_url: Option<Spanned<String>>,
+    pub amqp_url: Option<Spanned<String>>,
+    pub vhost: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+}
+
+/// One entry of `hosts = [...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHost {
+    pub name: Spanned<String>,
+    pub half: Half,
+    pub role: Option<Role>,
+    pub pair: Option<Spanned<String>>,
+    pub ssh: Option<Spanned<RawHostSsh>>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, VarValue>,
+}
+
+/// The value of a variable: a string, an integer or a boolean, kept as text.
+#[derive(Debug, Clone)]
+pub(super) struct VarValue(pub String);
+
+impl<'de> Deserialize<'de> for VarValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct VarVisitor;
+
+        impl Visitor<'_> for VarVisitor {
+            type Value = VarValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, an integer or a boolean")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<VarValue, E> {
+                Ok(VarValue(v.to_string()))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<VarValue, E> {
+                Ok(VarValue(v.to_string()))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<VarValue, E> {
+                Ok(VarValue(v.to_string()))
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<VarValue, E> {
+                Ok(VarValue(v.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(VarVisitor)
+    }
+}

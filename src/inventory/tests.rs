@@ -1,0 +1,759 @@
+//! Loading the shipped inventories, every check with its line, and the merge rules.
+
+use super::*;
+
+fn manifest_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn load_ok(relative: &str) -> Inventory {
+    match load(&manifest_path(relative)) {
+        Ok(inventory) => inventory,
+        Err(err) => panic!("{relative} should load: {err}"),
+    }
+}
+
+/// A complete `[defaults.broker]` (lines 1-6) so that snippets only hold what they test.
+const BROKER: &str = r#"[defaults.broker]
+management_url = "http://127.0.0.1:15672"
+amqp_url = "amqp://127.0.0.1:5672"
+vhost = "/"
+user = "roll"
+password_env = "ROLL_BROKER_PASSWORD"
+"#;
+
+fn parse_ok(text: &str) -> Inventory {
+    match parse(text, Path::new("dir/inv.toml")) {
+        Ok(inventory) => inventory,
+        Err(err) => panic!("should parse: {err}\n{text}"),
+    }
+}
+
+/// The first error's full message, with `inv.toml` as the path.
+fn error(text: &str) -> String {
+    match parse(text, Path::new("inv.toml")) {
+        Ok(_) => panic!("should fail:\n{text}"),
+        Err(err) => err.to_string(),
+    }
+}
+
+fn names<'a>(hosts: impl Iterator<Item = &'a Host>) -> Vec<&'a str> {
+    hosts.map(|host| host.name.as_str()).collect()
+}
+
+#[test]
+fn lab_inventory_loads() {
+    let inventory = load_ok("inventory/lab.toml");
+    let groups: Vec<_> = inventory.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(groups, ["dev", "stage", "ops"]);
+    assert_eq!(inventory.hosts().count(), 14);
+
+    let dev = inventory.group("dev").expect("dev");
+    assert_eq!(dev.requires, None);
+    assert_eq!(names(dev.half(Half::A)), ["dev1"]);
+    assert_eq!(names(dev.half(Half::B)), ["dev2"]);
+    assert_eq!(
+        inventory.group("stage").and_then(|g| g.requires.as_deref()),
+        Some("dev")
+    );
+
+    let ops = inventory.group("ops").expect("ops");
+    assert_eq!(ops.requires.as_deref(), Some("stage"));
+    assert_eq!(
+        names(ops.half(Half::A)),
+        ["px1", "px2", "px3", "px4", "pxatx2"]
+    );
+    assert_eq!(
+        names(ops.half(Half::B)),
+        ["px5", "px6", "px7", "px8", "pxatx1"]
+    );
+    let px1 = inventory.host("px1").expect("px1");
+    assert_eq!(px1.group, "ops");
+    assert_eq!(px1.line, 38);
+    assert_eq!(px1.role, None);
+    assert_eq!(
+        px1.ssh,
+        SshTarget {
+            user: Some("rl-px1".into()),
+            address: "127.0.0.1".into(),
+            port: 2222,
+            identity_file: Some("/var/lib/roll-lab/ssh/id_ed25519".into()),
+            known_hosts_file: Some("/var/lib/roll-lab/ssh/known_hosts".into()),
+            connect_timeout: Duration::from_secs(10),
+            strict_host_key_checking: true,
+        }
+    );
+    assert_eq!(px1.ssh.destination(), "rl-px1@127.0.0.1:2222");
+    let pxatx1 = inventory.host("pxatx1").expect("pxatx1");
+    assert_eq!(
+        (pxatx1.half, pxatx1.role, pxatx1.pair.as_deref()),
+        (Half::B, Some(Role::Active), Some("pxatx"))
+    );
+    let pxatx2 = inventory.host("pxatx2").expect("pxatx2");
+    assert_eq!(
+        (pxatx2.half, pxatx2.role, pxatx2.pair.as_deref()),
+        (Half::A, Some(Role::Passive), Some("pxatx"))
+    );
+
+    assert_eq!(ops.broker.display(), "roll-lab@127.0.0.1:15672/ops");
+    assert_eq!(
+        ops.broker,
+        BrokerConfig {
+            management_url: "http://127.0.0.1:15672".into(),
+            amqp_url: "amqp://127.0.0.1:5672".into(),
+            vhost: "ops".into(),
+            user: "roll-lab".into(),
+            password: SecretRef::File("/var/lib/roll-lab/broker-password".into()),
+        }
+    );
+    assert_eq!(ops.ssh.user.as_deref(), Some("rl-{name}"));
+}
+
+#[test]
+fn example_inventory_loads() {
+    let inventory = load_ok("inventory/example.toml");
+    let groups: Vec<_> = inventory.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(groups, ["dev", "stage", "ops"]);
+
+    let dev = inventory.group("dev").expect("dev");
+    assert_eq!(names(dev.half(Half::A)), ["bunny1-dev.cmc", "urpd1.cmc"]);
+    assert_eq!(names(dev.half(Half::B)), ["bunny2-dev.cmc", "urpd2.cmc"]);
+    assert_eq!(
+        dev.broker.password,
+        SecretRef::Env("ROLL_DEV_BROKER_PASSWORD".into())
+    );
+
+    let stage = inventory.group("stage").expect("stage");
+    assert_eq!(stage.requires.as_deref(), Some("dev"));
+    assert_eq!(
+        names(stage.half(Half::A)),
+        [
+            "dms-ops-host1.edm",
+            "dms-ops-host2.edm",
+            "ddi1.edm",
+            "ddi1.cmc"
+        ]
+    );
+    assert_eq!(
+        names(stage.half(Half::B)),
+        [
+            "dms-ops-host3.edm",
+            "dms-ops-host4.edm",
+            "ddi2.edm",
+            "ddi2.cmc"
+        ]
+    );
+
+    let ops = inventory.group("ops").expect("ops");
+    assert_eq!(ops.requires.as_deref(), Some("stage"));
+    assert_eq!(ops.hosts.len(), 10);
+    assert_eq!(
+        names(ops.half(Half::A)),
+        ["px1-ops", "px2-ops", "px3-ops", "px4-ops", "pxatx2-ops"]
+    );
+    assert_eq!(
+        names(ops.half(Half::B)),
+        ["px5-ops", "px6-ops", "px7-ops", "px8-ops", "pxatx1-ops"]
+    );
+    let roles: Vec<_> = ops
+        .hosts
+        .iter()
+        .filter_map(|h| Some((h.name.as_str(), h.role?, h.pair.as_deref()?)))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("pxatx2-ops", Role::Passive, "pxatx"),
+            ("pxatx1-ops", Role::Active, "pxatx")
+        ]
+    );
+    assert_eq!(
+        ops.broker.display(),
+        "sarra-admin@ddsr.cmc.example:15671/%2F"
+    );
+    assert_eq!(ops.broker.amqp_url, "amqps://ddsr.cmc.example:5671");
+    assert_eq!(ops.broker.vhost, "/");
+    assert_eq!(
+        ops.broker.password,
+        SecretRef::File("/home/roll/.config/roll/ddsr-password".into())
+    );
+    let px5 = inventory.host("px5-ops").expect("px5-ops");
+    assert_eq!(px5.ssh.destination(), "sarra@px5-ops:22");
+    assert_eq!(px5.ssh.connect_timeout, Duration::from_secs(20));
+    assert_eq!(
+        px5.ssh.identity_file.as_deref(),
+        Some(Path::new("/home/roll/.ssh/id_ed25519"))
+    );
+    assert_eq!(px5.vars.get("cluster").map(String::as_str), Some("ddsr"));
+    let pxatx1 = inventory.host("pxatx1-ops").expect("pxatx1-ops");
+    assert_eq!(pxatx1.vars.get("flows").map(String::as_str), Some("pxatx"));
+    assert_eq!(
+        inventory.host("urpd1.cmc").map(|h| h.ssh.connect_timeout),
+        Some(DEFAULT_CONNECT_TIMEOUT)
+    );
+}
+
+/// Every fixture: the line of the error and its message.
+#[test]
+fn fixtures_fail_on_their_line() {
+    let cases = [
+        (
+            "unknown-key.toml",
+            "16:1",
+            "unknown field `adress`, expected one of `user`, `address`, `port`, \
+             `identity_file`, `known_hosts_file`, `connect_timeout`, `strict_host_key_checking`",
+        ),
+        (
+            "duplicate-host.toml",
+            "18:12",
+            "duplicate host px1: already defined at line 11 in group dev",
+        ),
+        (
+            "empty-range.toml",
+            "12:12",
+            "empty range px[8:5]: 8 is greater than 5",
+        ),
+        (
+            "inline-password.toml",
+            "7:1",
+            "inline broker passwords are refused: use password_file or password_env",
+        ),
+        (
+            "two-halves.toml",
+            "12:12",
+            "duplicate host px4 in two halves: half b here, half a at line 11; \
+             a host belongs to one half only",
+        ),
+        (
+            "incomplete-pair.toml",
+            "13:3",
+            "incomplete pair pxatx in group ops: active host pxatx1 (line 13) has no passive \
+             partner (a pair needs one active and one passive host)",
+        ),
+        ("empty-half.toml", "9:1", "group ops has no host in half b"),
+        (
+            "unknown-requires.toml",
+            "20:12",
+            "group ops requires unknown group stage (groups: dev, ops)",
+        ),
+        (
+            "invalid-port.toml",
+            "11:46",
+            "invalid ssh port 70000: must be between 1 and 65535",
+        ),
+        (
+            "invalid-half.toml",
+            "12:26",
+            "unknown variant `c`, expected `a` or `b`",
+        ),
+        (
+            "syntax-error.toml",
+            "12:3",
+            "missing comma between array elements, expected `,`",
+        ),
+        (
+            "incomplete-broker.toml",
+            "14:1",
+            "group ops has an incomplete broker: missing vhost \
+             (set it in [groups.ops.broker] or [defaults.broker])",
+        ),
+        (
+            "credentials-in-url.toml",
+            "4:12",
+            "inline broker passwords are refused: use password_file or password_env \
+             (found in amqp_url)",
+        ),
+        (
+            "requires-cycle.toml",
+            "10:12",
+            "requires cycle: dev -> ops -> dev",
+        ),
+        (
+            "range-with-role.toml",
+            "11:12",
+            "host entry px[1:2] has a role and a pair, so it must name exactly one host, not 2",
+        ),
+    ];
+    for (file, position, message) in cases {
+        let relative = format!("tests/fixtures/inventory/{file}");
+        let text = std::fs::read_to_string(manifest_path(&relative))
+            .unwrap_or_else(|err| panic!("{relative}: {err}"));
+        // The first comment line says where the error is.
+        let line = position.split(':').next().unwrap_or_default();
+        assert!(
+            text.starts_with(&format!("# Error on line {line}:")),
+            "{file}: the comment does not match line {line}"
+        );
+        let errors = match parse_all(&text, Path::new(&relative)) {
+            Ok(_) => panic!("{file} should fail"),
+            Err(errors) => errors,
+        };
+        assert_eq!(
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [format!("{relative}:{position}: {message}")],
+            "{file}"
+        );
+        let expected_line: usize = line.parse().unwrap_or_default();
+        assert_eq!(errors[0].line(), Some(expected_line), "{file}");
+    }
+}
+
+#[test]
+fn load_reports_unreadable_file() {
+    let err = load(Path::new("/nonexistent/roll/inv.toml")).err();
+    let text = err.map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        text.starts_with("/nonexistent/roll/inv.toml: cannot read: "),
+        "{text}"
+    );
+}
+
+#[test]
+fn error_display_without_position() {
+    let err = InventoryError::Invalid {
+        path: "x.toml".into(),
+        line: 3,
+        col: 0,
+        message: "bad".into(),
+    };
+    assert_eq!(err.to_string(), "x.toml:3: bad");
+    let err = InventoryError::Invalid {
+        path: "x.toml".into(),
+        line: 0,
+        col: 0,
+        message: "bad".into(),
+    };
+    assert_eq!(err.to_string(), "x.toml: bad");
+    assert_eq!(err.line(), None);
+}
+
+#[test]
+fn merges_ssh_settings_and_vars() {
+    let text = format!(
+        r#"{BROKER}
+[defaults.ssh]
+user = "deploy"
+port = 2200
+identity_file = "keys/id"
+connect_timeout = 30
+
+[groups.ops]
+vars = {{ site = "cmc", tier = 1, critical = true }}
+hosts = [
+  {{ name = "px[01:02]", half = "a", vars = {{ tier = 2 }} }},
+  {{ name = "px3", half = "b", ssh = {{ user = "u-{{name}}", address = "10.0.0.{{name}}", port = 22 }} }},
+]
+
+[groups.ops.ssh]
+known_hosts_file = "/etc/roll/known_hosts"
+strict_host_key_checking = false
+"#
+    );
+    let inventory = parse_ok(&text);
+    let px01 = inventory.host("px01").expect("px01");
+    assert_eq!(
+        px01.ssh,
+        SshTarget {
+            user: Some("deploy".into()),
+            address: "px01".into(),
+            port: 2200,
+            identity_file: Some(Path::new("dir").join("keys/id")),
+            known_hosts_file: Some("/etc/roll/known_hosts".into()),
+            connect_timeout: Duration::from_secs(30),
+            strict_host_key_checking: false,
+        }
+    );
+    assert_eq!(px01.ssh.destination(), "deploy@px01:2200");
+    let vars: Vec<_> = px01
+        .vars
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(vars, [("critical", "true"), ("site", "cmc"), ("tier", "2")]);
+    let px3 = inventory.host("px3").expect("px3");
+    assert_eq!(px3.ssh.destination(), "u-px3@10.0.0.px3:22");
+    assert_eq!(px3.vars.get("tier").map(String::as_str), Some("1"));
+    let ops = inventory.group("ops").expect("ops");
+    assert_eq!(ops.ssh.port, Some(2200));
+    assert_eq!(ops.ssh.strict_host_key_checking, Some(false));
+}
+
+#[test]
+fn ssh_defaults() {
+    let text = format!(
+        r#"{BROKER}
+[groups.ops]
+hosts = [{{ name = "a1", half = "a" }}, {{ name = "b1", half = "b" }}]
+"#
+    );
+    let inventory = parse_ok(&text);
+    let a1 = inventory.host("a1").expect("a1");
+    assert_eq!(
+        a1.ssh,
+        SshTarget {
+            user: None,
+            address: "a1".into(),
+            port: DEFAULT_SSH_PORT,
+            identity_file: None,
+            known_hosts_file: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            strict_host_key_checking: true,
+        }
+    );
+    assert_eq!(a1.ssh.destination(), "a1:22");
+    assert_eq!(a1.line, 9);
+}
+
+#[test]
+fn home_is_expanded_in_paths() {
+    let Some(home) = std::env::var_os("HOME") else {
+        return;
+    };
+    let text = format!(
+        r#"{BROKER}
+[defaults.ssh]
+identity_file = "~/.ssh/id_ed25519"
+
+[groups.ops]
+hosts = [{{ name = "a1", half = "a" }}, {{ name = "b1", half = "b" }}]
+"#
+    );
+    let inventory = parse_ok(&text);
+    assert_eq!(
+        inventory
+            .host("a1")
+            .and_then(|h| h.ssh.identity_file.clone()),
+        Some(PathBuf::from(home).join(".ssh/id_ed25519"))
+    );
+}
+
+#[test]
+fn group_broker_replaces_password_source() {
+    let text = r#"[defaults.broker]
+management_url = "https://mq.example:15671"
+amqp_url = "amqps://mq.example:5671"
+user = "admin"
+password_file = "secrets/mq"
+
+[groups.dev]
+broker = { vhost = "dev", password_env = "DEV_PW" }
+hosts = [{ name = "a1", half = "a" }, { name = "b1", half = "b" }]
+
+[groups.ops]
+broker = { vhost = "ops", user = "ops-admin" }
+hosts = [{ name = "a2", half = "a" }, { name = "b2", half = "b" }]
+"#;
+    let inventory = parse_ok(text);
+    let dev = inventory.group("dev").expect("dev");
+    assert_eq!(dev.broker.password, SecretRef::Env("DEV_PW".into()));
+    assert_eq!(dev.broker.display(), "admin@mq.example:15671/dev");
+    let ops = inventory.group("ops").expect("ops");
+    assert_eq!(
+        ops.broker.password,
+        SecretRef::File(Path::new("dir").join("secrets/mq"))
+    );
+    assert_eq!(ops.broker.display(), "ops-admin@mq.example:15671/ops");
+}
+
+#[test]
+fn duplicate_within_a_group() {
+    let text = format!(
+        r#"{BROKER}
+[groups.ops]
+hosts = [
+  {{ name = "px[1:3]", half = "a" }},
+  {{ name = "px2", half = "a" }},
+  {{ name = "px9", half = "b" }},
+]
+"#
+    );
+    assert_eq!(
+        error(&text),
+        "inv.toml:11:12: duplicate host px2: already defined at line 10"
+    );
+}
+
+#[test]
+fn pair_errors() {
+    let group = |entries: &str| {
+        format!(
+            "{BROKER}\n[groups.ops]\nhosts = [\n  {{ name = \"a1\", half = \"a\" }},\n  \
+             {{ name = \"b1\", half = \"b\" }},\n{entries}]\n"
+        )
+    };
+    // Lines 12 and 13 hold the entries under test.
+    let two_active = group(
+        "  { name = \"x1\", half = \"a\", role = \"active\", pair = \"x\" },\n  \
+         { name = \"x2\", half = \"b\", role = \"active\", pair = \"x\" },\n",
+    );
+    let errors: Vec<String> = match parse_all(&two_active, Path::new("inv.toml")) {
+        Ok(_) => panic!("two actives should fail"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    };
+    assert_eq!(
+        errors,
+        [
+            "inv.toml:12:3: incomplete pair x in group ops: active host x1 (line 12) has no \
+             passive partner (a pair needs one active and one passive host)",
+            "inv.toml:13:3: pair x has more than one active host: x1 (line 12) and x2 (line 13)",
+        ]
+    );
+    let same_half = group(
+        "  { name = \"x1\", half = \"a\", role = \"active\", pair = \"x\" },\n  \
+         { name = \"x2\", half = \"a\", role = \"passive\", pair = \"x\" },\n",
+    );
+    assert_eq!(
+        error(&same_half),
+        "inv.toml:13:3: pair x has both hosts in half a: x1 (line 12) and x2 (line 13); \
+         the active and the passive host must be in different halves"
+    );
+    let role_only = group("  { name = \"x1\", half = \"a\", role = \"active\" },\n");
+    assert_eq!(
+        error(&role_only),
+        "inv.toml:12:3: host x1 has role active but no pair: give both role and pair, or neither"
+    );
+    let pair_only = group("  { name = \"x1\", half = \"a\", pair = \"x\" },\n");
+    assert_eq!(
+        error(&pair_only),
+        "inv.toml:12:37: host x1 has pair x but no role: give role = \"active\" or \"passive\""
+    );
+    let bad_role = group("  { name = \"x1\", half = \"a\", role = \"primary\", pair = \"x\" },\n");
+    assert_eq!(
+        error(&bad_role),
+        "inv.toml:12:37: unknown variant `primary`, expected `active` or `passive`"
+    );
+}
+
+#[test]
+fn pair_across_groups() {
+    let text = format!(
+        r#"{BROKER}
+[groups.dev]
+hosts = [
+  {{ name = "d1", half = "a", role = "active", pair = "x" }},
+  {{ name = "d2", half = "b", role = "passive", pair = "x" }},
+]
+
+[groups.ops]
+hosts = [
+  {{ name = "o1", half = "a", role = "active", pair = "x" }},
+  {{ name = "o2", half = "b", role = "passive", pair = "x" }},
+]
+"#
+    );
+    assert_eq!(
+        error(&text),
+        "inv.toml:16:54: pair x is already used in group dev (line 10): \
+         a pair must be within one group"
+    );
+}
+
+#[test]
+fn requires_errors() {
+    let text = format!(
+        r#"{BROKER}
+[groups.ops]
+requires = "ops"
+hosts = [{{ name = "a1", half = "a" }}, {{ name = "b1", half = "b" }}]
+"#
+    );
+    assert_eq!(error(&text), "inv.toml:9:12: group ops requires itself");
+}
+
+#[test]
+fn structure_errors() {
+    assert_eq!(
+        error(&format!("{BROKER}\n[groups.ops]\nhosts = []\n")),
+        "inv.toml:9:9: group ops has no hosts"
+    );
+    assert_eq!(
+        error(&format!("{BROKER}\n[groups.ops]\nrequires = \"dev\"\n")),
+        "inv.toml:8:1: missing field `hosts`"
+    );
+    assert_eq!(
+        error(BROKER),
+        "inv.toml:1:1: no groups: add at least one [groups.NAME] table"
+    );
+    assert_eq!(
+        error("colour = \"red\"\n"),
+        "inv.toml:1:1: unknown field `colour`, expected `defaults` or `groups`"
+    );
+    assert_eq!(
+        error(&format!(
+            "{BROKER}\n[groups.\"my ops\"]\nhosts = [{{ name = \"a\", half = \"a\" }}, {{ name = \"b\", half = \"b\" }}]\n"
+        )),
+        "inv.toml:8:9: invalid group name \"my ops\": use letters, digits, '-', '.' and '_'"
+    );
+}
+
+#[test]
+fn per_host_ssh_is_limited() {
+    let text = format!(
+        "{BROKER}\n[groups.ops]\nhosts = [\n  {{ name = \"a\", half = \"a\", ssh = {{ identity_file = \"k\" }} }},\n]\n"
+    );
+    assert_eq!(
+        error(&text),
+        "inv.toml:10:37: unknown field `identity_file`, expected one of `user`, `address`, `port`"
+    );
+}
+
+#[test]
+fn ssh_value_errors() {
+    let ssh = |table: &str| {
+        format!(
+            "{BROKER}\n[defaults.ssh]\n{table}\n\n[groups.ops]\nhosts = [{{ name = \"a\", half = \"a\" }}, {{ name = \"b\", half = \"b\" }}]\n"
+        )
+    };
+    assert_eq!(
+        error(&ssh("port = 0")),
+        "inv.toml:9:8: invalid ssh port 0: must be between 1 and 65535"
+    );
+    assert_eq!(
+        error(&ssh("user = \"rl-{host}\"")),
+        "inv.toml:9:8: invalid ssh user \"rl-{host}\": the only placeholder is {name}"
+    );
+    assert_eq!(
+        error(&ssh("connect_timeout = \"10\"")),
+        "inv.toml:9:19: duration \"10\" has no unit: add one of ms, s, m, h, d, w (e.g. \"10s\")"
+    );
+    assert_eq!(
+        error(&ssh("connect_timeout = \"0s\"")),
+        "inv.toml:9:19: ssh connect_timeout must be more than 0s"
+    );
+    assert_eq!(
+        error(&ssh("password = \"x\"")),
+        "inv.toml:9:1: inline ssh passwords are refused: use identity_file (key-based login)"
+    );
+    assert_eq!(
+        error(&ssh("strict_host_key_checking = \"no\"")),
+        "inv.toml:9:28: invalid type: string \"no\", expected a boolean"
+    );
+}
+
+#[test]
+fn broker_value_errors() {
+    let broker = |extra: &str| {
+        format!(
+            "[defaults.broker]\nmanagement_url = \"http://127.0.0.1:15672\"\nvhost = \"/\"\nuser = \"roll\"\n{extra}\n\n[groups.ops]\nhosts = [{{ name = \"a\", half = \"a\" }}, {{ name = \"b\", half = \"b\" }}]\n"
+        )
+    };
+    assert_eq!(
+        error(&broker(
+            "amqp_url = \"amqp://h:5672\"\npassword_file = \"p\"\npassword_env = \"P\""
+        )),
+        "inv.toml:7:16: give only one of password_file and password_env in a broker table"
+    );
+    assert_eq!(
+        error(&broker(
+            "amqp_url = \"amqp://h:5672/ops\"\npassword_env = \"P\""
+        )),
+        "inv.toml:5:12: invalid amqp_url: it must not name a vhost; set the broker's vhost instead"
+    );
+    assert_eq!(
+        error(&broker(
+            "amqp_url = \"amqp://h:5672\"\npassword_env = \"MY-PW\""
+        )),
+        "inv.toml:6:16: invalid password_env \"MY-PW\": expected an environment variable name \
+         such as RABBITMQ_PASSWORD"
+    );
+    // A password under a group's broker, in dotted form.
+    let text = format!(
+        "{BROKER}\n[groups.ops]\nbroker.password = \"guest\"\nhosts = [{{ name = \"a\", half = \"a\" }}, {{ name = \"b\", half = \"b\" }}]\n"
+    );
+    assert_eq!(
+        error(&text),
+        "inv.toml:9:8: inline broker passwords are refused: use password_file or password_env"
+    );
+}
+
+#[test]
+fn parse_all_reports_every_error_in_file_order() {
+    let text = format!(
+        r#"{BROKER}
+[groups.ops]
+requires = "nope"
+hosts = [
+  {{ name = "px[3:1]", half = "a" }},
+  {{ name = "px5", half = "a" }},
+  {{ name = "px5", half = "a" }},
+]
+"#
+    );
+    let errors: Vec<String> = match parse_all(&text, Path::new("inv.toml")) {
+        Ok(_) => panic!("should fail"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    };
+    assert_eq!(
+        errors,
+        [
+            "inv.toml:8:1: group ops has no host in half b",
+            "inv.toml:9:12: group ops requires unknown group nope (groups: ops)",
+            "inv.toml:11:12: empty range px[3:1]: 3 is greater than 1",
+            "inv.toml:13:12: duplicate host px5: already defined at line 12",
+        ]
+    );
+}
+
+#[test]
+fn half_and_role_text() {
+    assert_eq!(Half::A.to_string(), "a");
+    assert_eq!(Half::B.other(), Half::A);
+    assert_eq!("B".parse::<Half>(), Ok(Half::B));
+    assert!("c".parse::<Half>().is_err());
+    assert_eq!(Role::Passive.to_string(), "passive");
+    assert_eq!("active".parse::<Role>(), Ok(Role::Active));
+    assert!("primary".parse::<Role>().is_err());
+    assert!(Half::A < Half::B);
+}
+
+#[test]
+fn destination_brackets_ipv6() {
+    let target = SshSettings {
+        address: Some("::1".into()),
+        ..SshSettings::default()
+    }
+    .target("h");
+    assert_eq!(target.destination(), "[::1]:22");
+}
+
+#[test]
+fn inventory_serializes_without_secrets() -> Result<(), serde_json::Error> {
+    let inventory = load_ok("inventory/lab.toml");
+    let json = serde_json::to_value(&inventory)?;
+    let ops = &json["groups"][2];
+    assert_eq!(ops["name"], "ops");
+    assert_eq!(
+        ops["broker"]["password"]["file"],
+        "/var/lib/roll-lab/broker-password"
+    );
+    assert_eq!(ops["hosts"][0]["ssh"]["connect_timeout"], "10s");
+    assert_eq!(ops["hosts"][0]["half"], "a");
+    assert_eq!(ops["hosts"][8]["role"], "active");
+    Ok(())
+}
+
+#[test]
+fn hosts_as_array_of_tables() {
+    let text = format!(
+        r#"{BROKER}
+[[groups.ops.hosts]]
+name = "px[1:2]"
+half = "a"
+
+[[groups.ops.hosts]]
+name = "px3"
+half = "b"
+ssh = {{ user = "rl-nobody" }}
+"#
+    );
+    let inventory = parse_ok(&text);
+    let lines: Vec<_> = inventory
+        .hosts()
+        .map(|h| (h.name.as_str(), h.line))
+        .collect();
+    assert_eq!(lines, [("px1", 8), ("px2", 8), ("px3", 12)]);
+    assert_eq!(
+        inventory.host("px3").and_then(|h| h.ssh.user.as_deref()),
+        Some("rl-nobody")
+    );
+}

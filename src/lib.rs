@@ -1,0 +1,20 @@
+//! `roll`: a rolling-upgrade controller for fleets of hosts that live on a RabbitMQ broker.
+//!
+//! The layers, from the outside in:
+//! - [`cli`]: the command line, turned into calls of [`commands`];
+//! - [`commands`]: one module per command;
+//! - [`inventory`]: the fleet (groups, halves, hosts, brokers);
+//! - [`broker`]: RabbitMQ's management API and AMQP;
+//! - [`remote`]: the hosts, over SSH;
+//! - [`output`]: tables and JSON;
+//! - [`exit`] and [`error`]: exit codes and the errors that decide them.
+
+pub mod broker;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod exit;
+pub mod inventory;
+pub mod output;
+pub mod remote;
+pub mod units;

@@ -1,0 +1,9 @@
+//! Integration tests: the `roll` binary against the real lab (RabbitMQ with its management
+//! plugin, the lab's sshd hosts, sr3 on them). `tests/run` brings the lab up first.
+//!
+//! Tests whose name contains `serial_` change the lab and run one at a time
+//! (see `.config/nextest.toml`); every other test here only reads.
+
+mod check;
+mod inventory_cli;
+mod support;
