@@ -4,6 +4,8 @@
 //! - [`cli`]: the command line, turned into calls of [`commands`];
 //! - [`commands`]: one module per command;
 //! - [`inventory`]: the fleet (groups, halves, hosts, brokers);
+//! - [`playbook`]: a release (commands, files, queue ownership and target settings);
+//! - [`plan`]: pure computations of what would change (the queue diff);
 //! - [`broker`]: RabbitMQ's management API and AMQP;
 //! - [`remote`]: the hosts, over SSH;
 //! - [`output`]: tables and JSON;
@@ -16,5 +18,9 @@ pub mod error;
 pub mod exit;
 pub mod inventory;
 pub mod output;
+pub mod plan;
+pub mod playbook;
 pub mod remote;
+pub mod source;
+pub mod template;
 pub mod units;

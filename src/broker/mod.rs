@@ -2,6 +2,7 @@
 //! call and errors that name the broker and what failed.
 
 pub mod amqp;
+pub mod equivalence;
 pub mod management;
 
 use std::time::Duration;

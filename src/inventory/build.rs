@@ -1,7 +1,7 @@
 //! From the file's text to a checked [`Inventory`]: reading, merging, expanding and every check,
 //! each error tied to the position of the offending item.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use toml::Spanned;
@@ -194,6 +194,10 @@ struct Checker<'a> {
     line_starts: Vec<usize>,
     /// Byte offset (None: no position) and message.
     errors: Vec<(Option<usize>, String)>,
+    /// Every host name so far, across groups.
+    seen_hosts: HashMap<String, Seen>,
+    /// Every pair name so far: its group and line.
+    pair_groups: HashMap<String, (String, usize)>,
 }
 
 impl<'a> Checker<'a> {
@@ -207,6 +211,8 @@ impl<'a> Checker<'a> {
             text,
             line_starts,
             errors: Vec::new(),
+            seen_hosts: HashMap::new(),
+            pair_groups: HashMap::new(),
         }
     }
 
@@ -285,8 +291,6 @@ impl<'a> Checker<'a> {
         if raw_groups.is_empty() {
             self.error(groups_at, "no groups: add at least one [groups.NAME] table");
         }
-        let mut seen_hosts: HashMap<String, Seen> = HashMap::new();
-        let mut pair_groups: HashMap<String, (String, usize)> = HashMap::new();
         let mut requirements = Vec::new();
         for (name, group) in raw_groups {
             let name_at = name.span().start;
@@ -295,16 +299,8 @@ impl<'a> Checker<'a> {
             let header_at = group.span().start;
             let group = group.into_inner();
             requirements.push((name.clone(), group.requires.clone()));
-            let built = self.group(
-                &name,
-                header_at,
-                group,
-                &default_ssh,
-                &default_broker,
-                &mut seen_hosts,
-                &mut pair_groups,
-            );
-            if let Some(built) = built {
+            if let Some(built) = self.group(&name, header_at, group, &default_ssh, &default_broker)
+            {
                 inventory.groups.push(built);
             }
         }
@@ -313,7 +309,6 @@ impl<'a> Checker<'a> {
     }
 
     /// One group; `None` when its broker is incomplete (the error is recorded).
-    #[allow(clippy::too_many_arguments)]
     fn group(
         &mut self,
         name: &str,
@@ -321,8 +316,6 @@ impl<'a> Checker<'a> {
         raw: RawGroup,
         default_ssh: &SshSettings,
         default_broker: &PartialBroker,
-        seen_hosts: &mut HashMap<String, Seen>,
-        pair_groups: &mut HashMap<String, (String, usize)>,
     ) -> Option<Group> {
         let ssh = match raw.ssh {
             Some(ssh) => {
@@ -417,7 +410,7 @@ impl<'a> Checker<'a> {
                         );
                     }
                     if self.check_name(&pair, pair_at, "pair") {
-                        self.join_pair(&pair, name, pair_at, pair_groups);
+                        self.join_pair(&pair, name, pair_at);
                         // With a range (refused above) the pattern stands for the member.
                         let member = PairMember {
                             host: if names.len() == 1 {
@@ -445,14 +438,14 @@ impl<'a> Checker<'a> {
                 }
                 None => ssh.clone(),
             };
-            let mut vars: std::collections::BTreeMap<String, String> = raw
+            let mut vars: BTreeMap<String, String> = raw
                 .vars
                 .iter()
                 .map(|(key, value)| (key.clone(), value.0.clone()))
                 .collect();
             vars.extend(entry.vars.into_iter().map(|(key, value)| (key, value.0)));
             for host in names {
-                if self.is_duplicate(&host, entry.half, name, name_at, line, seen_hosts) {
+                if self.is_duplicate(&host, entry.half, name, name_at, line) {
                     continue;
                 }
                 hosts.push(Host {
@@ -499,10 +492,9 @@ impl<'a> Checker<'a> {
         group: &str,
         at: usize,
         line: usize,
-        seen_hosts: &mut HashMap<String, Seen>,
     ) -> bool {
-        let Some(first) = seen_hosts.get(host) else {
-            seen_hosts.insert(
+        let Some(first) = self.seen_hosts.get(host) else {
+            self.seen_hosts.insert(
                 host.to_string(),
                 Seen {
                     line,
@@ -534,15 +526,9 @@ impl<'a> Checker<'a> {
     }
 
     /// Records that `pair` belongs to `group`, refusing a pair spread over two groups.
-    fn join_pair(
-        &mut self,
-        pair: &str,
-        group: &str,
-        at: usize,
-        pair_groups: &mut HashMap<String, (String, usize)>,
-    ) {
+    fn join_pair(&mut self, pair: &str, group: &str, at: usize) {
         let line = self.line(at);
-        match pair_groups.get(pair) {
+        match self.pair_groups.get(pair) {
             Some((first_group, first_line)) if first_group != group => {
                 let message = format!(
                     "pair {pair} is already used in group {first_group} (line {first_line}): \
@@ -552,7 +538,8 @@ impl<'a> Checker<'a> {
             }
             Some(_) => {}
             None => {
-                pair_groups.insert(pair.to_string(), (group.to_string(), line));
+                self.pair_groups
+                    .insert(pair.to_string(), (group.to_string(), line));
             }
         }
     }

@@ -1,0 +1,361 @@
+//! The queue diff: for every queue of a vhost, what a release will do to it, decided as the
+//! broker decides (see [`crate::broker::equivalence`]).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::ownership::{Claims, Owner};
+use crate::broker::equivalence::{Difference, QueueSettings, differences, policy_key, show};
+use crate::inventory::Half;
+use crate::units::format_duration;
+
+/// What will happen to a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The broker will refuse the new declare: delete and declare again.
+    Recreate,
+    /// Differs only in arguments the broker does not check: a redeclare succeeds but the new
+    /// value never takes effect; recreate to apply it.
+    IgnoredByBroker,
+    /// Owned and expected, but absent on the broker.
+    Missing,
+    /// Already as the release wants it.
+    Unchanged,
+    /// Owned by the half that this run does not touch.
+    Outside,
+    /// Not ours: never touched.
+    Foreign,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Recreate => "recreate",
+            Verdict::IgnoredByBroker => "ignored-by-broker",
+            Verdict::Missing => "missing",
+            Verdict::Unchanged => "unchanged",
+            Verdict::Outside => "outside",
+            Verdict::Foreign => "foreign",
+        }
+    }
+
+    /// True when the release changes the queue.
+    pub fn is_change(self) -> bool {
+        matches!(
+            self,
+            Verdict::Recreate | Verdict::IgnoredByBroker | Verdict::Missing
+        )
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A queue as the broker shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveQueue {
+    pub name: String,
+    pub settings: QueueSettings,
+    pub exclusive: bool,
+    pub messages: u64,
+    pub consumers: u64,
+}
+
+/// One row of the diff.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueRow {
+    pub name: String,
+    pub owner: Owner,
+    pub verdict: Verdict,
+    /// Messages in the queue now (0 when missing).
+    pub messages: u64,
+    /// Current settings; `None` when missing.
+    pub current: Option<QueueSettings>,
+    /// Target settings; `None` for foreign queues.
+    pub target: Option<QueueSettings>,
+    pub differences: Vec<Difference>,
+    /// A remark for the operator (a policy that could apply the difference, ...).
+    pub note: Option<String>,
+}
+
+/// The whole diff: rows, warnings and counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueDiff {
+    pub vhost: String,
+    /// The half the run is about; `None` for the whole group.
+    pub half: Option<Half>,
+    pub rows: Vec<QueueRow>,
+    pub warnings: Vec<String>,
+    pub summary: Summary,
+}
+
+/// The counts of the summary line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub recreate: usize,
+    pub ignored_by_broker: usize,
+    pub missing: usize,
+    pub unchanged: usize,
+    pub outside: usize,
+    pub foreign: usize,
+    /// Messages held by the queues to recreate.
+    pub messages_at_risk: u64,
+    /// Shared queues to recreate: both halves stop consuming from them.
+    pub critical_window: Vec<String>,
+}
+
+impl Summary {
+    /// True when the release changes nothing on the broker.
+    pub fn no_changes(&self) -> bool {
+        self.recreate + self.ignored_by_broker + self.missing == 0
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = vec![format!("{} to recreate", self.recreate)];
+        if self.ignored_by_broker > 0 {
+            parts.push(format!(
+                "{} ignored by the broker (recreate to apply)",
+                self.ignored_by_broker
+            ));
+        }
+        if self.missing > 0 {
+            parts.push(format!("{} missing", self.missing));
+        }
+        parts.push(format!("{} unchanged", self.unchanged));
+        if self.outside > 0 {
+            parts.push(format!(
+                "{} of the other half (not in this run)",
+                self.outside
+            ));
+        }
+        parts.push(format!("{} foreign (untouched)", self.foreign));
+        let critical = if self.critical_window.is_empty() {
+            "no".to_string()
+        } else {
+            format!(
+                "yes (shared queue{} {})",
+                if self.critical_window.len() > 1 {
+                    "s"
+                } else {
+                    ""
+                },
+                self.critical_window.join(", ")
+            )
+        };
+        write!(
+            f,
+            "Plan: {}; {} messages in queues to recreate; critical window: {critical}",
+            parts.join(", "),
+            self.messages_at_risk
+        )
+    }
+}
+
+/// Computes the diff. `queues` may come in any order; rows come sorted by verdict and name.
+pub fn diff(
+    vhost: &str,
+    half: Option<Half>,
+    queues: impl IntoIterator<Item = LiveQueue>,
+    claims: &Claims,
+    target: &QueueSettings,
+    stop_window: Duration,
+) -> QueueDiff {
+    let mut rows = Vec::new();
+    let mut seen = BTreeSet::new();
+    for queue in queues {
+        seen.insert(queue.name.clone());
+        let owner = claims.owner(&queue.name);
+        rows.push(row_for(queue, owner, half, target));
+    }
+    for name in claims.expected() {
+        if seen.contains(&name) {
+            continue;
+        }
+        let owner = claims.owner(&name);
+        if owner == Owner::Foreign {
+            continue;
+        }
+        let verdict = if owner.in_scope(half) {
+            Verdict::Missing
+        } else {
+            Verdict::Outside
+        };
+        rows.push(QueueRow {
+            name,
+            owner,
+            verdict,
+            messages: 0,
+            current: None,
+            target: Some(target.clone()),
+            differences: vec![],
+            note: Some("absent on the broker: the service declares it when it starts".into()),
+        });
+    }
+    rows.sort_by(|a, b| (a.verdict, &a.name).cmp(&(b.verdict, &b.name)));
+    let warnings = warnings(&rows, target, stop_window);
+    let summary = summarise(&rows);
+    QueueDiff {
+        vhost: vhost.to_string(),
+        half,
+        rows,
+        warnings,
+        summary,
+    }
+}
+
+fn row_for(queue: LiveQueue, owner: Owner, half: Option<Half>, target: &QueueSettings) -> QueueRow {
+    if owner == Owner::Foreign {
+        return QueueRow {
+            name: queue.name,
+            owner,
+            verdict: Verdict::Foreign,
+            messages: queue.messages,
+            current: Some(queue.settings),
+            target: None,
+            differences: vec![],
+            note: None,
+        };
+    }
+    let differences = differences(&queue.settings, target);
+    let verdict = if !owner.in_scope(half) {
+        Verdict::Outside
+    } else if differences.iter().any(|d| d.checked) {
+        Verdict::Recreate
+    } else if !differences.is_empty() {
+        Verdict::IgnoredByBroker
+    } else {
+        Verdict::Unchanged
+    };
+    let note = match verdict {
+        Verdict::Outside => Some(format!(
+            "changed when {} is upgraded",
+            match &owner {
+                Owner::Host { half, .. } | Owner::Half { half } => format!("half {half}"),
+                _ => "the other half".to_string(),
+            }
+        )),
+        Verdict::Recreate | Verdict::IgnoredByBroker => policy_note(&differences),
+        _ => None,
+    };
+    QueueRow {
+        name: queue.name,
+        owner,
+        verdict,
+        messages: queue.messages,
+        current: Some(queue.settings),
+        target: Some(target.clone()),
+        differences,
+        note,
+    }
+}
+
+/// When every difference is an argument a policy can set, say so.
+fn policy_note(differences: &[Difference]) -> Option<String> {
+    let keys: Option<Vec<String>> = differences
+        .iter()
+        .map(|d| {
+            let key = policy_key(&d.setting)?;
+            let value = d.target.as_ref()?;
+            Some(format!("{key}={}", show(Some(value))))
+        })
+        .collect();
+    keys.filter(|k| !k.is_empty()).map(|keys| {
+        format!(
+            "a policy ({}) could apply this without a recreate, but a client that declares the \
+             new argument is still refused until the queue is recreated",
+            keys.join(", ")
+        )
+    })
+}
+
+fn expires(settings: &QueueSettings) -> Option<Duration> {
+    settings
+        .arguments
+        .get("x-expires")
+        .and_then(Value::as_u64)
+        .map(Duration::from_millis)
+}
+
+fn warnings(rows: &[QueueRow], target: &QueueSettings, stop_window: Duration) -> Vec<String> {
+    let mut out = Vec::new();
+    for row in rows.iter().filter(|r| r.verdict == Verdict::Recreate) {
+        if row.messages > 0 {
+            out.push(format!(
+                "{} holds {} message{}: a recreate that does not move them loses them",
+                row.name,
+                row.messages,
+                if row.messages == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    if let Some(expires) = expires(target)
+        && expires < stop_window
+    {
+        out.push(format!(
+            "the target x-expires ({}) is shorter than the expected stop window ({}): \
+             queues may expire, with their messages, while their consumers are stopped",
+            format_duration(expires),
+            format_duration(stop_window)
+        ));
+    }
+    for row in rows
+        .iter()
+        .filter(|r| r.verdict.is_change() || r.verdict == Verdict::Unchanged)
+    {
+        if let Some(expires) = row.current.as_ref().and_then(expires)
+            && expires < stop_window
+        {
+            out.push(format!(
+                "{} expires after {} unused, less than the expected stop window ({})",
+                row.name,
+                format_duration(expires),
+                format_duration(stop_window)
+            ));
+        }
+    }
+    for row in rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Recreate && r.owner == Owner::Shared)
+    {
+        out.push(format!(
+            "shared queue {} must be recreated: every consumer in both halves stops \
+             (critical window)",
+            row.name
+        ));
+    }
+    out
+}
+
+fn summarise(rows: &[QueueRow]) -> Summary {
+    let mut s = Summary::default();
+    for row in rows {
+        match row.verdict {
+            Verdict::Recreate => {
+                s.recreate += 1;
+                s.messages_at_risk += row.messages;
+                if row.owner == Owner::Shared {
+                    s.critical_window.push(row.name.clone());
+                }
+            }
+            Verdict::IgnoredByBroker => s.ignored_by_broker += 1,
+            Verdict::Missing => s.missing += 1,
+            Verdict::Unchanged => s.unchanged += 1,
+            Verdict::Outside => s.outside += 1,
+            Verdict::Foreign => s.foreign += 1,
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+//! Playbooks: what a release does to a fleet, read from a TOML file (`playbooks/*.toml`).
+//!
+//! A playbook names the package and target version, the host-side commands of each phase,
+//! the files deployed with the release, which queues belong to the fleet (and to which host,
+//! half or the whole group), and the settings those queues must have. Every error names the
+//! file and line. `playbooks/sr3-queue-expire.toml` documents the format.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use toml::Spanned;
+
+use crate::broker::equivalence::{DURATION_ARGUMENTS, QueueSettings};
+use crate::inventory::{BrokerConfig, Half, Host};
+use crate::source::SourceError;
+use crate::template::{self, Escape, Vars};
+
+/// Default time allowed for one host-side command.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default stop window used for x-expires warnings.
+pub const DEFAULT_STOP_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// A checked playbook.
+#[derive(Debug, Clone, Serialize)]
+pub struct Playbook {
+    pub path: PathBuf,
+    pub name: String,
+    pub description: Option<String>,
+    pub package: String,
+    pub version: String,
+    pub commands: Commands,
+    pub files: Vec<FileSpec>,
+    pub queues: QueueRules,
+}
+
+/// The host-side commands, as templates (see [`crate::template`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Commands {
+    pub stop: String,
+    pub start: String,
+    /// Prints `running` or `stopped` (first word of its output).
+    pub status: String,
+    pub upgrade: String,
+    /// Prints the installed version of the package.
+    pub installed_version: String,
+    /// Makes the service forget its saved queue settings (for sr3: its subscriptions.json).
+    pub reset_queue_state: Option<String>,
+    #[serde(serialize_with = "crate::units::serialize_duration")]
+    pub timeout: Duration,
+}
+
+/// A file deployed with the release.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSpec {
+    /// Where on the host: relative to the SSH user's home, or absolute.
+    pub path: String,
+    /// The template file, resolved.
+    pub template: PathBuf,
+    /// The template's text, read when the playbook is loaded.
+    #[serde(skip)]
+    pub content: String,
+    pub mode: Option<u32>,
+    /// Only replace the file where it already exists (a config that some hosts have).
+    pub only_if_present: bool,
+}
+
+/// Who a queue pattern gives a queue to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PatternOwner {
+    /// The host whose variables the pattern names (`{host}` or `{user}` in it).
+    Host,
+    /// One half of the group.
+    Half(Half),
+    /// The whole group.
+    Shared,
+}
+
+/// A rule giving queues to the fleet by name.
+#[derive(Debug, Clone, Serialize)]
+pub struct OwnedPattern {
+    /// A glob (`*`, `?`) with placeholders.
+    pub pattern: String,
+    pub owner: PatternOwner,
+    pub line: usize,
+}
+
+/// Which queues belong to the fleet, and how they must be.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueRules {
+    /// A host-side command printing the names of the queues the host uses, one per line.
+    pub discover: Option<String>,
+    pub owned: Vec<OwnedPattern>,
+    pub target: QueueSettings,
+    #[serde(serialize_with = "crate::units::serialize_duration")]
+    pub expected_stop_window: Duration,
+}
+
+/// Why a playbook cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaybookError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Invalid(#[from] SourceError),
+}
+
+/// Reads and checks a playbook file.
+pub fn load(path: &Path) -> Result<Playbook, PlaybookError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PlaybookError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Checks a playbook given as text; `path` names it and anchors relative template paths.
+pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
+    let raw: raw::RawPlaybook =
+        toml::from_str(text).map_err(|err| SourceError::toml(path, text, &err))?;
+    let error = |at: usize, message: String| SourceError::at(path, text, at, message);
+    let checked = |value: &Spanned<String>| -> Result<String, SourceError> {
+        template::check(value.get_ref())
+            .map_err(|(offset, message)| error(value.span().start + 1 + offset, message))?;
+        if value.get_ref().trim().is_empty() {
+            return Err(error(value.span().start, "must not be empty".into()));
+        }
+        Ok(value.get_ref().clone())
+    };
+    let commands = Commands {
+        stop: checked(&raw.commands.stop)?,
+        start: checked(&raw.commands.start)?,
+        status: checked(&raw.commands.status)?,
+        upgrade: checked(&raw.commands.upgrade)?,
+        installed_version: checked(&raw.commands.installed_version)?,
+        reset_queue_state: raw
+            .commands
+            .reset_queue_state
+            .as_ref()
+            .map(checked)
+            .transpose()?,
+        timeout: raw.commands.timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut files = Vec::new();
+    for file in &raw.files {
+        let template_path = base.join(file.template.get_ref());
+        let content = std::fs::read_to_string(&template_path).map_err(|err| {
+            error(
+                file.template.span().start,
+                format!("cannot read template {}: {err}", template_path.display()),
+            )
+        })?;
+        template::check(&content).map_err(|(_, message)| {
+            error(
+                file.template.span().start,
+                format!("template {}: {message}", template_path.display()),
+            )
+        })?;
+        let mode = match &file.mode {
+            None => None,
+            Some(mode) => Some(u32::from_str_radix(mode.get_ref(), 8).map_err(|_| {
+                error(
+                    mode.span().start,
+                    format!("mode {:?} is not octal (e.g. \"0644\")", mode.get_ref()),
+                )
+            })?),
+        };
+        files.push(FileSpec {
+            path: checked(&file.path)?,
+            template: template_path,
+            content,
+            mode,
+            only_if_present: file.only_if_present,
+        });
+    }
+    let mut owned = Vec::new();
+    for rule in &raw.queues.owned {
+        let pattern = checked(&rule.pattern)?;
+        let names_host = pattern.contains("{host}") || pattern.contains("{user}");
+        let owner = match rule.owner.as_ref().map(|o| (o, o.get_ref().as_str())) {
+            None if names_host => PatternOwner::Host,
+            None => PatternOwner::Shared,
+            Some((_, "host")) if names_host => PatternOwner::Host,
+            Some((o, "host")) => {
+                return Err(error(
+                    o.span().start,
+                    "owner \"host\" needs {host} or {user} in the pattern".into(),
+                )
+                .into());
+            }
+            Some((_, "shared")) => PatternOwner::Shared,
+            Some((_, "a")) => PatternOwner::Half(Half::A),
+            Some((_, "b")) => PatternOwner::Half(Half::B),
+            Some((o, other)) => {
+                return Err(error(
+                    o.span().start,
+                    format!("unknown owner {other:?}: use host, a, b or shared"),
+                )
+                .into());
+            }
+        };
+        let line = crate::source::Positions::new(text)
+            .line_col(rule.pattern.span().start)
+            .0;
+        owned.push(OwnedPattern {
+            pattern,
+            owner,
+            line,
+        });
+    }
+    let discover = raw.queues.discover.as_ref().map(checked).transpose()?;
+    if discover.is_none() && owned.is_empty() {
+        return Err(SourceError {
+            path: path.to_path_buf(),
+            line: 0,
+            col: 0,
+            message: "[queues] needs `discover` or at least one [[queues.owned]] pattern".into(),
+        }
+        .into());
+    }
+    let mut arguments = BTreeMap::new();
+    for (key, value) in &raw.queues.target.arguments {
+        let name = key.get_ref().clone();
+        let parsed = argument_value(&name, value.get_ref())
+            .map_err(|message| error(value.span().start, format!("{name}: {message}")))?;
+        arguments.insert(name, parsed);
+    }
+    Ok(Playbook {
+        path: path.to_path_buf(),
+        name: raw.release.name.get_ref().clone(),
+        description: raw.release.description,
+        package: checked(&raw.release.package)?,
+        version: checked(&raw.release.version)?,
+        commands,
+        files,
+        queues: QueueRules {
+            discover,
+            owned,
+            target: QueueSettings::new(
+                raw.queues.target.durable,
+                raw.queues.target.auto_delete,
+                arguments,
+            ),
+            expected_stop_window: raw
+                .queues
+                .expected_stop_window
+                .unwrap_or(DEFAULT_STOP_WINDOW),
+        },
+    })
+}
+
+/// A target argument from TOML: durations with units for the duration arguments (in ms).
+fn argument_value(name: &str, value: &toml::Value) -> Result<Value, String> {
+    match value {
+        toml::Value::String(s) if DURATION_ARGUMENTS.contains(&name) => {
+            let d = crate::units::parse_duration(s)?;
+            Ok(Value::from(d.as_millis() as i64))
+        }
+        toml::Value::String(s) => Ok(Value::from(s.clone())),
+        toml::Value::Integer(i) => Ok(Value::from(*i)),
+        toml::Value::Boolean(b) => Ok(Value::from(*b)),
+        toml::Value::Float(f) => Ok(Value::from(*f)),
+        other => Err(format!(
+            "unsupported value {other}: use a string, integer or boolean"
+        )),
+    }
+}
+
+impl Playbook {
+    /// The variables of a host for this playbook.
+    pub fn vars(&self, host: &Host, broker: &BrokerConfig) -> Vars {
+        let mut vars = Vars::new();
+        vars.insert("package", self.package.clone());
+        vars.insert("version", self.version.clone());
+        vars.insert("host", host.name.clone());
+        vars.insert(
+            "user",
+            host.ssh.user.clone().unwrap_or_else(|| host.name.clone()),
+        );
+        vars.insert("group", host.group.clone());
+        vars.insert("half", host.half.to_string());
+        vars.insert("vhost", broker.vhost.clone());
+        vars.insert("broker_user", broker.user.clone());
+        vars
+    }
+
+    /// A command of this playbook for a host, values shell-quoted.
+    pub fn command(&self, template: &str, vars: &Vars) -> Result<String, String> {
+        template::render(template, vars, Escape::Shell)
+    }
+}
+
+/// Matches a name against a glob with `*` (any run) and `?` (one character).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests;

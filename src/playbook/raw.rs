@@ -1,0 +1,92 @@
+//! The playbook file as serde reads it, with positions for messages.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlaybook {
+    pub release: RawRelease,
+    pub commands: RawCommands,
+    #[serde(default)]
+    pub files: Vec<RawFile>,
+    pub queues: RawQueues,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRelease {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub package: Spanned<String>,
+    pub version: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCommands {
+    pub stop: Spanned<String>,
+    pub start: Spanned<String>,
+    pub status: Spanned<String>,
+    pub upgrade: Spanned<String>,
+    pub installed_version: Spanned<String>,
+    #[serde(default)]
+    pub reset_queue_state: Option<Spanned<String>>,
+    #[serde(
+        default,
+        deserialize_with = "crate::units::deserialize_optional_duration"
+    )]
+    pub timeout: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    pub path: Spanned<String>,
+    pub template: Spanned<String>,
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    #[serde(default)]
+    pub only_if_present: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueues {
+    #[serde(default)]
+    pub discover: Option<Spanned<String>>,
+    #[serde(default)]
+    pub owned: Vec<RawOwned>,
+    pub target: RawTarget,
+    #[serde(
+        default,
+        deserialize_with = "crate::units::deserialize_optional_duration"
+    )]
+    pub expected_stop_window: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOwned {
+    pub pattern: Spanned<String>,
+    #[serde(default)]
+    pub owner: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    #[serde(default = "yes")]
+    pub durable: bool,
+    #[serde(default)]
+    pub auto_delete: bool,
+    #[serde(default)]
+    pub arguments: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+}
+
+fn yes() -> bool {
+    true
+}
