@@ -32,8 +32,11 @@ pub enum Escape {
     Shell,
 }
 
-/// A placeholder's name and its byte offset in the template.
-fn placeholders(template: &str) -> Result<Vec<(usize, usize, &str)>, (usize, String)> {
+/// A placeholder in a template: its start and end byte offsets and its name.
+type Found<'a> = (usize, usize, &'a str);
+
+/// The placeholders of a template, or the offset and reason of a syntax error.
+fn placeholders(template: &str) -> Result<Vec<Found<'_>>, (usize, String)> {
     let bytes = template.as_bytes();
     let mut found = Vec::new();
     let mut i = 0;
