@@ -56,6 +56,30 @@ pub enum Command {
         #[arg(short, long)]
         group: Option<String>,
     },
+    /// Show what a release will do to the broker's queues, before anything changes.
+    ///
+    /// One row per queue of the group's vhost: owner (a host, a half, shared or foreign),
+    /// messages, bindings, current and target settings, and a verdict: recreate,
+    /// ignored-by-broker, missing, unchanged, outside (the other half) or foreign.
+    /// Read-only. Exit code 0 when nothing would change, 2 when changes are pending, 1 on error.
+    ///
+    /// Example: roll queue-diff -p playbooks/sr3-queue-expire.toml --group ops --half b
+    QueueDiff {
+        /// The playbook (release) to compare the queues with.
+        #[arg(short, long)]
+        playbook: PathBuf,
+        /// The group whose broker vhost is read.
+        #[arg(short, long)]
+        group: String,
+        /// Only this half is being upgraded (the other half's queues are shown as outside).
+        #[arg(long, value_parser = parse_half)]
+        half: Option<Half>,
+        /// Confirm each verdict with the broker: declare each existing owned queue with the
+        /// target settings on a throwaway AMQP channel (a no-op when equivalent, refused with
+        /// 406 when not). Never creates a queue.
+        #[arg(long)]
+        probe: bool,
+    },
 }
 
 fn parse_half(value: &str) -> Result<Half, String> {
@@ -64,10 +88,12 @@ fn parse_half(value: &str) -> Result<Half, String> {
         .map_err(|_| format!("half must be a or b, not {value:?}"))
 }
 
-/// Sets up tracing on stderr: `RUST_LOG` decides the detail, warnings by default.
+/// Sets up tracing on stderr: `RUST_LOG` decides the detail; by default warnings, without
+/// lapin's own error lines for channels the broker closes (a `--probe` expects 406s, and
+/// every real failure reaches the operator as a typed error anyway).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -99,6 +125,14 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             &inventory,
             group.as_deref(),
             cli.output,
+        )),
+        Command::QueueDiff {
+            playbook,
+            group,
+            half,
+            probe,
+        } => runtime()?.block_on(commands::queue_diff::run(
+            &inventory, &playbook, &group, half, probe, cli.output,
         )),
     }
 }

@@ -21,6 +21,9 @@ pub enum Error {
     /// A host could not be reached or a command on it failed.
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    /// The playbook could not be read or is invalid.
+    #[error(transparent)]
+    Playbook(#[from] crate::playbook::PlaybookError),
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -30,7 +33,7 @@ impl Error {
     /// The exit code this error ends the process with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Inventory(_) | Error::Usage(_) => exit::USAGE,
+            Error::Inventory(_) | Error::Usage(_) | Error::Playbook(_) => exit::USAGE,
             Error::Broker(_) | Error::Remote(_) | Error::Output(_) => exit::FAILURE,
         }
     }

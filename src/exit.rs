@@ -5,6 +5,7 @@
 //! | 0 | success: everything asked for was done, or nothing needed doing |
 //! | 1 | failure: a host, the broker or the tool itself failed |
 //! | 2 | usage, inventory or playbook error: nothing was done |
+//! | 2 | `queue-diff` only: changes are pending |
 //! | 3 | partial: some of the work was done, some failed |
 
 /// Everything went as asked.
@@ -13,6 +14,9 @@ pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;
 /// Bad command line, inventory or playbook: nothing was done.
 pub const USAGE: u8 = 2;
+/// `queue-diff`: changes are pending (the same number as a usage error, as with `diff`-like
+/// tools; the message on stderr tells them apart).
+pub const CHANGES_PENDING: u8 = 2;
 /// Part of the work was done and part failed.
 pub const PARTIAL: u8 = 3;
 

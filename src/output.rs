@@ -52,6 +52,26 @@ pub fn print_rows<T: Tabled + Serialize>(
     out.flush()
 }
 
+/// True when stdout is a terminal.
+pub fn stdout_is_terminal() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+/// Prints any serialisable value as pretty JSON.
+pub fn print_json<T: Serialize>(value: &T) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::other)?;
+    writeln!(out)?;
+    out.flush()
+}
+
+/// Prints text and a newline.
+pub fn print_text(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()
+}
+
 /// Formats an optional value for a table cell: `-` when absent.
 pub fn cell<T: std::fmt::Display>(value: &Option<T>) -> String {
     match value {

@@ -94,3 +94,120 @@ pub async fn close(connection: Connection) {
         Err(_) => tracing::debug!("amqp close timed out"),
     }
 }
+
+/// Converts normalised argument values (JSON) into an AMQP field table: integers as
+/// `signedint` when they fit (as most clients send them), else 64-bit.
+pub fn field_table(
+    arguments: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> lapin::types::FieldTable {
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    let mut table = FieldTable::default();
+    for (key, value) in arguments {
+        let value = match value {
+            serde_json::Value::Bool(b) => AMQPValue::Boolean(*b),
+            serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => match i32::try_from(i) {
+                    Ok(small) => AMQPValue::LongInt(small),
+                    Err(_) => AMQPValue::LongLongInt(i),
+                },
+                (None, Some(f)) => AMQPValue::Double(f),
+                (None, None) => continue,
+            },
+            serde_json::Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
+            other => AMQPValue::LongString(LongString::from(other.to_string())),
+        };
+        table.insert(key.as_str().into(), value);
+    }
+    table
+}
+
+/// What the broker said to a declare of an existing queue with given settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum ProbeResult {
+    /// The declare succeeded: the broker considers the settings equivalent.
+    Equivalent,
+    /// The broker refused with 406 PRECONDITION_FAILED.
+    Inequivalent { reply: String },
+    /// The queue does not exist (nothing was declared).
+    Absent,
+}
+
+/// Asks the broker whether `settings` are equivalent to those of the existing queue `name`:
+/// a passive declare first (so that a queue that does not exist is never created), then a
+/// real declare with the settings, each on its own throwaway channel.
+pub async fn probe(
+    connection: &Connection,
+    broker: &str,
+    name: &str,
+    settings: &crate::broker::equivalence::QueueSettings,
+) -> Result<ProbeResult, BrokerError> {
+    use lapin::options::QueueDeclareOptions;
+    let amqp_error = |what: &str, err: lapin::Error| BrokerError::Amqp {
+        broker: broker.to_string(),
+        what: format!("{what} {name}"),
+        detail: err.to_string(),
+    };
+    let timeout = DEFAULT_TIMEOUT;
+    let within = |what: &'static str| BrokerError::Timeout {
+        broker: broker.to_string(),
+        what: format!("{what} {name}"),
+        after: timeout,
+    };
+    let passive = tokio::time::timeout(timeout, connection.create_channel())
+        .await
+        .map_err(|_| within("open channel for"))?
+        .map_err(|e| amqp_error("open channel for", e))?;
+    let exists = tokio::time::timeout(
+        timeout,
+        passive.queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        ),
+    )
+    .await
+    .map_err(|_| within("passive declare of"))?;
+    if let Err(err) = exists {
+        if err.to_string().contains("NOT_FOUND") || err.to_string().contains("404") {
+            return Ok(ProbeResult::Absent);
+        }
+        return Err(amqp_error("passive declare of", err));
+    }
+    let _ = passive.close(200, "probe done".into()).await;
+    let channel = tokio::time::timeout(timeout, connection.create_channel())
+        .await
+        .map_err(|_| within("open channel for"))?
+        .map_err(|e| amqp_error("open channel for", e))?;
+    let declared = tokio::time::timeout(
+        timeout,
+        channel.queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: settings.durable,
+                auto_delete: settings.auto_delete,
+                ..QueueDeclareOptions::default()
+            },
+            field_table(&settings.arguments),
+        ),
+    )
+    .await
+    .map_err(|_| within("probe declare of"))?;
+    match declared {
+        Ok(_) => {
+            let _ = channel.close(200, "probe done".into()).await;
+            Ok(ProbeResult::Equivalent)
+        }
+        Err(err) => {
+            let text = err.to_string();
+            if text.contains("PRECONDITION_FAILED") || text.contains("406") {
+                Ok(ProbeResult::Inequivalent { reply: text })
+            } else {
+                Err(amqp_error("probe declare of", err))
+            }
+        }
+    }
+}

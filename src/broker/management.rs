@@ -192,6 +192,175 @@ impl Management {
     }
 }
 
+/// Queues per page when listing (the management API's maximum is 500).
+pub const PAGE_SIZE: usize = 500;
+
+/// A queue as the management API lists it (only the columns `roll` asks for).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct QueueInfo {
+    pub name: String,
+    #[serde(default)]
+    pub durable: bool,
+    #[serde(default)]
+    pub auto_delete: bool,
+    #[serde(default)]
+    pub exclusive: bool,
+    #[serde(default)]
+    pub arguments: std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub messages: Option<u64>,
+    #[serde(default)]
+    pub consumers: Option<u64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Page<T> {
+    #[serde(default = "Vec::new")]
+    items: Vec<T>,
+    #[serde(default)]
+    page_count: usize,
+}
+
+/// A binding as the management API lists it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+pub struct BindingInfo {
+    pub source: String,
+    pub destination: String,
+    pub destination_type: String,
+    pub routing_key: String,
+    #[serde(default)]
+    pub arguments: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// A client connection as the management API lists it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ConnectionInfo {
+    #[serde(default)]
+    pub vhost: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub peer_host: String,
+    #[serde(default)]
+    pub client_properties: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ConnectionInfo {
+    /// `client_properties.product` and `product_version`, when the client sent them.
+    pub fn product(&self) -> (String, String) {
+        let get = |key: &str| {
+            self.client_properties
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        (get("product"), get("product_version"))
+    }
+}
+
+impl Management {
+    /// Lists the vhost's queues page by page, handing each page to `each` as it arrives, so
+    /// that memory does not grow with the number of queues beyond what `each` keeps.
+    pub async fn for_each_queue_page(
+        &self,
+        mut each: impl FnMut(Vec<QueueInfo>),
+    ) -> Result<(), BrokerError> {
+        let path = format!("queues/{}", segment(&self.vhost));
+        let mut page = 1;
+        loop {
+            let answer: Page<QueueInfo> = self
+                .get(
+                    &path,
+                    &[
+                        ("page", page.to_string()),
+                        ("page_size", PAGE_SIZE.to_string()),
+                        ("sort", "name".into()),
+                        (
+                            "columns",
+                            "name,durable,auto_delete,exclusive,arguments,messages,consumers"
+                                .into(),
+                        ),
+                    ],
+                    "queue listing",
+                )
+                .await
+                .map_err(|err| self.vhost_error(err))?;
+            let count = answer.page_count;
+            each(answer.items);
+            if page >= count {
+                return Ok(());
+            }
+            page += 1;
+        }
+    }
+
+    /// One queue, or `None` when it does not exist.
+    pub async fn queue(&self, name: &str) -> Result<Option<QueueInfo>, BrokerError> {
+        let path = format!("queues/{}/{}", segment(&self.vhost), segment(name));
+        match self
+            .get(
+                &path,
+                &[(
+                    "columns",
+                    "name,durable,auto_delete,exclusive,arguments,messages,consumers".into(),
+                )],
+                "queue lookup",
+            )
+            .await
+        {
+            Ok(info) => Ok(Some(info)),
+            Err(BrokerError::Http { status: 404, .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Every binding of the vhost whose destination is a queue, without the implicit binding
+    /// of every queue to the default exchange (which cannot be made or removed).
+    pub async fn queue_bindings(&self) -> Result<Vec<BindingInfo>, BrokerError> {
+        let path = format!("bindings/{}", segment(&self.vhost));
+        let all: Vec<BindingInfo> = self
+            .get(
+                &path,
+                &[(
+                    "columns",
+                    "source,destination,destination_type,routing_key,arguments".into(),
+                )],
+                "binding listing",
+            )
+            .await
+            .map_err(|err| self.vhost_error(err))?;
+        Ok(all
+            .into_iter()
+            .filter(|b| b.destination_type == "queue" && !b.source.is_empty())
+            .collect())
+    }
+
+    /// The client connections to this vhost that our user may see.
+    pub async fn connections(&self) -> Result<Vec<ConnectionInfo>, BrokerError> {
+        let all: Vec<ConnectionInfo> = self
+            .get(
+                "connections",
+                &[("columns", "vhost,user,peer_host,client_properties".into())],
+                "connection listing",
+            )
+            .await?;
+        Ok(all.into_iter().filter(|c| c.vhost == self.vhost).collect())
+    }
+
+    /// A 404 on a vhost path means the vhost does not exist.
+    fn vhost_error(&self, err: BrokerError) -> BrokerError {
+        match err {
+            BrokerError::Http { status: 404, .. } => BrokerError::NoVhost {
+                broker: self.name.clone(),
+                vhost: self.vhost.clone(),
+                user: self.user.clone(),
+            },
+            other => other,
+        }
+    }
+}
+
 /// One line from a reqwest error and its sources, without the URL's query.
 fn reqwest_detail(err: &reqwest::Error) -> String {
     let mut text = String::new();

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod inventory;
+pub mod queue_diff;
 
 use crate::error::Error;
 use crate::inventory::{Group, Half, Host, Inventory};

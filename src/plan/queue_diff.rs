@@ -271,8 +271,8 @@ fn policy_note(differences: &[Difference]) -> Option<String> {
         .collect();
     keys.filter(|k| !k.is_empty()).map(|keys| {
         format!(
-            "a policy ({}) could apply this without a recreate, but a client that declares the \
-             new argument is still refused until the queue is recreated",
+            "a policy ({}) could apply it without a recreate (a client declaring the new value \
+             is still refused)",
             keys.join(", ")
         )
     })

@@ -6,4 +6,5 @@
 
 mod check;
 mod inventory_cli;
+mod queue_diff;
 mod support;
