@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::source::Positions;
+
 use super::raw::{RawBroker, RawGroup, RawInventory, RawSsh};
 use super::{
     BrokerConfig, Group, Half, Host, Inventory, InventoryError, NAME_PLACEHOLDER, Role, SecretRef,
@@ -189,9 +191,8 @@ struct Checker<'a> {
     path: &'a Path,
     /// The directory relative paths are resolved against.
     base_dir: PathBuf,
-    text: &'a str,
-    /// Byte offset of the start of each line.
-    line_starts: Vec<usize>,
+    /// Lines and columns of byte offsets in the file.
+    positions: Positions<'a>,
     /// Byte offset (None: no position) and message.
     errors: Vec<(Option<usize>, String)>,
     /// Every host name so far, across groups.
@@ -202,14 +203,10 @@ struct Checker<'a> {
 
 impl<'a> Checker<'a> {
     fn new(text: &'a str, path: &'a Path) -> Self {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
         Checker {
             path,
             base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-            text,
-            line_starts,
+            positions: Positions::new(text),
             errors: Vec::new(),
             seen_hosts: HashMap::new(),
             pair_groups: HashMap::new(),
@@ -223,14 +220,7 @@ impl<'a> Checker<'a> {
 
     /// Line and column, both from 1, of byte offset `at`.
     fn position(&self, at: usize) -> (usize, usize) {
-        let at = at.min(self.text.len());
-        let index = self.line_starts.partition_point(|&start| start <= at);
-        let line_start = self.line_starts[index.saturating_sub(1)];
-        let col = self
-            .text
-            .get(line_start..at)
-            .map_or(at - line_start, |before| before.chars().count());
-        (index, col + 1)
+        self.positions.line_col(at)
     }
 
     /// The line, from 1, of byte offset `at`.

@@ -69,7 +69,7 @@ pub enum InventoryError {
         source: std::io::Error,
     },
     /// The file is not a valid inventory. `line` and `col` count from 1; 0 means unknown.
-    #[error("{}", position_prefix(path, *line, *col, message))]
+    #[error("{}", crate::source::located(path, *line, *col, message))]
     Invalid {
         /// The inventory file.
         path: PathBuf,
@@ -89,15 +89,6 @@ impl InventoryError {
             InventoryError::Invalid { line, .. } if *line > 0 => Some(*line),
             _ => None,
         }
-    }
-}
-
-/// `PATH:LINE:COL: message`, `PATH:LINE: message` or `PATH: message`.
-fn position_prefix(path: &Path, line: usize, col: usize, message: &str) -> String {
-    match (line, col) {
-        (0, _) => format!("{}: {message}", path.display()),
-        (line, 0) => format!("{}:{line}: {message}", path.display()),
-        (line, col) => format!("{}:{line}:{col}: {message}", path.display()),
     }
 }
 
