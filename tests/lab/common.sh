@@ -73,3 +73,7 @@ trap lab_cleanup EXIT
 urlenc() { "$SYS_PYTHON" -c 'import sys,urllib.parse;print(urllib.parse.quote(sys.argv[1],safe=""))' "$1"; }
 
 broker_running() { rabbitmqctl -q --timeout 10 ping >/dev/null 2>&1; }
+
+# live (non-zombie) processes of a user? Zombies of reparented sr3 daemons may
+# linger until PID 1 reaps them; they do not matter.
+user_has_procs() { ps -u "$1" -o stat= 2>/dev/null | grep -qv '^Z'; }
