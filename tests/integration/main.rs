@@ -6,5 +6,6 @@
 
 mod check;
 mod inventory_cli;
+mod lab;
 mod queue_diff;
 mod support;
