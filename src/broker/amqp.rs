@@ -133,6 +133,38 @@ pub enum ProbeResult {
     Absent,
 }
 
+/// Opens a channel and declares `name` on it, each step within the default timeout. Returns
+/// the channel (closed by the broker when the declare was refused) and the broker's answer.
+async fn declare_on_new_channel(
+    connection: &Connection,
+    broker: &str,
+    name: &str,
+    options: lapin::options::QueueDeclareOptions,
+    arguments: lapin::types::FieldTable,
+) -> Result<(lapin::Channel, lapin::Result<lapin::Queue>), BrokerError> {
+    let timeout = DEFAULT_TIMEOUT;
+    let timed_out = |what: &str| BrokerError::Timeout {
+        broker: broker.to_string(),
+        what: format!("{what} {name}"),
+        after: timeout,
+    };
+    let channel = tokio::time::timeout(timeout, connection.create_channel())
+        .await
+        .map_err(|_| timed_out("open channel for"))?
+        .map_err(|err| BrokerError::Amqp {
+            broker: broker.to_string(),
+            what: format!("open channel for {name}"),
+            detail: err.to_string(),
+        })?;
+    let answer = tokio::time::timeout(
+        timeout,
+        channel.queue_declare(name.into(), options, arguments),
+    )
+    .await
+    .map_err(|_| timed_out("declare of"))?;
+    Ok((channel, answer))
+}
+
 /// Asks the broker whether `settings` are equivalent to those of the existing queue `name`:
 /// a passive declare first (so that a queue that does not exist is never created), then a
 /// real declare with the settings, each on its own throwaway channel.
@@ -148,54 +180,33 @@ pub async fn probe(
         what: format!("{what} {name}"),
         detail: err.to_string(),
     };
-    let timeout = DEFAULT_TIMEOUT;
-    let within = |what: &'static str| BrokerError::Timeout {
-        broker: broker.to_string(),
-        what: format!("{what} {name}"),
-        after: timeout,
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
     };
-    let passive = tokio::time::timeout(timeout, connection.create_channel())
-        .await
-        .map_err(|_| within("open channel for"))?
-        .map_err(|e| amqp_error("open channel for", e))?;
-    let exists = tokio::time::timeout(
-        timeout,
-        passive.queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..QueueDeclareOptions::default()
-            },
-            lapin::types::FieldTable::default(),
-        ),
-    )
-    .await
-    .map_err(|_| within("passive declare of"))?;
+    let (channel, exists) =
+        declare_on_new_channel(connection, broker, name, passive, Default::default()).await?;
     if let Err(err) = exists {
-        if err.to_string().contains("NOT_FOUND") || err.to_string().contains("404") {
+        let text = err.to_string();
+        if text.contains("NOT_FOUND") || text.contains("404") {
             return Ok(ProbeResult::Absent);
         }
         return Err(amqp_error("passive declare of", err));
     }
-    let _ = passive.close(200, "probe done".into()).await;
-    let channel = tokio::time::timeout(timeout, connection.create_channel())
-        .await
-        .map_err(|_| within("open channel for"))?
-        .map_err(|e| amqp_error("open channel for", e))?;
-    let declared = tokio::time::timeout(
-        timeout,
-        channel.queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: settings.durable,
-                auto_delete: settings.auto_delete,
-                ..QueueDeclareOptions::default()
-            },
-            field_table(&settings.arguments),
-        ),
+    let _ = channel.close(200, "probe done".into()).await;
+    let real = QueueDeclareOptions {
+        durable: settings.durable,
+        auto_delete: settings.auto_delete,
+        ..QueueDeclareOptions::default()
+    };
+    let (channel, declared) = declare_on_new_channel(
+        connection,
+        broker,
+        name,
+        real,
+        field_table(&settings.arguments),
     )
-    .await
-    .map_err(|_| within("probe declare of"))?;
+    .await?;
     match declared {
         Ok(_) => {
             let _ = channel.close(200, "probe done".into()).await;
