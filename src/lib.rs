@@ -8,15 +8,19 @@
 //! - [`plan`]: pure computations of what would change (the queue diff);
 //! - [`broker`]: RabbitMQ's management API and AMQP;
 //! - [`remote`]: the hosts, over SSH;
+//! - [`journal`]: the append-only record of every run, its plan and its backups;
 //! - [`output`]: tables and JSON;
 //! - [`exit`] and [`error`]: exit codes and the errors that decide them.
 
 pub mod broker;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod error;
 pub mod exit;
 pub mod inventory;
+pub mod journal;
+pub mod lock;
 pub mod output;
 pub mod plan;
 pub mod playbook;

@@ -98,19 +98,25 @@ impl Management {
         &self.vhost
     }
 
-    /// GETs a path under `/api` and decodes the JSON answer. `what` names the request in errors.
-    pub async fn get<T: DeserializeOwned>(
+    /// Sends a request to a path under `/api`; returns the body of a 2xx answer, and a typed
+    /// error for anything else. `what` names the request in errors.
+    async fn send(
         &self,
+        method: reqwest::Method,
         path: &str,
         query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
         what: &str,
-    ) -> Result<T, BrokerError> {
+    ) -> Result<String, BrokerError> {
         let url = format!("{}/api/{}", self.base, path);
-        let request = self
+        let mut request = self
             .http
-            .get(&url)
+            .request(method, &url)
             .basic_auth(&self.user, Some(self.password.expose()))
             .query(query);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         let response = match tokio::time::timeout(self.timeout, request.send()).await {
             Err(_) => return Err(self.timeout_error(what)),
             Ok(Err(err)) if err.is_timeout() => return Err(self.timeout_error(what)),
@@ -141,11 +147,7 @@ impl Management {
                 user: self.user.clone(),
                 detail: short(&body),
             }),
-            s if s.is_success() => serde_json::from_str(&body).map_err(|err| BrokerError::Decode {
-                broker: self.name.clone(),
-                what: what.to_string(),
-                detail: err.to_string(),
-            }),
+            s if s.is_success() => Ok(body),
             s => Err(BrokerError::Http {
                 broker: self.name.clone(),
                 what: what.to_string(),
@@ -153,6 +155,117 @@ impl Management {
                 body: short(&body),
             }),
         }
+    }
+
+    /// GETs a path under `/api` and decodes the JSON answer. `what` names the request in errors.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        what: &str,
+    ) -> Result<T, BrokerError> {
+        let body = self
+            .send(reqwest::Method::GET, path, query, None, what)
+            .await?;
+        serde_json::from_str(&body).map_err(|err| BrokerError::Decode {
+            broker: self.name.clone(),
+            what: what.to_string(),
+            detail: err.to_string(),
+        })
+    }
+
+    /// Declares a queue with these settings (`PUT /api/queues/{vhost}/{name}`). Like an AMQP
+    /// declare: a no-op when it exists with equivalent settings, refused (400) when not.
+    pub async fn declare_queue(
+        &self,
+        name: &str,
+        settings: &crate::broker::equivalence::QueueSettings,
+    ) -> Result<(), BrokerError> {
+        let path = format!("queues/{}/{}", segment(&self.vhost), segment(name));
+        let body = serde_json::json!({
+            "durable": settings.durable,
+            "auto_delete": settings.auto_delete,
+            "arguments": settings.arguments,
+        });
+        self.send(
+            reqwest::Method::PUT,
+            &path,
+            &[],
+            Some(&body),
+            &format!("declare of queue {name}"),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes a queue. With `if_empty`, the broker refuses while it holds messages.
+    /// Deleting a queue that does not exist is not an error (the step can run again).
+    pub async fn delete_queue(&self, name: &str, if_empty: bool) -> Result<(), BrokerError> {
+        let path = format!("queues/{}/{}", segment(&self.vhost), segment(name));
+        let query: Vec<(&str, String)> = if if_empty {
+            vec![("if-empty", "true".into())]
+        } else {
+            vec![]
+        };
+        match self
+            .send(
+                reqwest::Method::DELETE,
+                &path,
+                &query,
+                None,
+                &format!("delete of queue {name}"),
+            )
+            .await
+        {
+            Ok(_) | Err(BrokerError::Http { status: 404, .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Binds a queue to an exchange (a no-op when the binding exists).
+    pub async fn bind_queue(&self, binding: &BindingInfo) -> Result<(), BrokerError> {
+        let path = format!(
+            "bindings/{}/e/{}/q/{}",
+            segment(&self.vhost),
+            segment(&binding.source),
+            segment(&binding.destination)
+        );
+        let body = serde_json::json!({
+            "routing_key": binding.routing_key,
+            "arguments": binding.arguments,
+        });
+        self.send(
+            reqwest::Method::POST,
+            &path,
+            &[],
+            Some(&body),
+            &format!(
+                "binding of {} to {} ({})",
+                binding.destination, binding.source, binding.routing_key
+            ),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The bindings of one queue (without the default exchange's).
+    pub async fn bindings_of(&self, queue: &str) -> Result<Vec<BindingInfo>, BrokerError> {
+        let path = format!(
+            "queues/{}/{}/bindings",
+            segment(&self.vhost),
+            segment(queue)
+        );
+        let all: Vec<BindingInfo> = self
+            .get(
+                &path,
+                &[(
+                    "columns",
+                    "source,destination,destination_type,routing_key,arguments".into(),
+                )],
+                &format!("bindings of {queue}"),
+            )
+            .await?;
+        Ok(all.into_iter().filter(|b| !b.source.is_empty()).collect())
     }
 
     fn timeout_error(&self, what: &str) -> BrokerError {

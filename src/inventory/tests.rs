@@ -54,7 +54,7 @@ fn lab_inventory_loads() {
     assert_eq!(names(dev.half(Half::B)), ["dev2"]);
     assert_eq!(
         inventory.group("stage").and_then(|g| g.requires.as_deref()),
-        Some("dev")
+        None
     );
 
     let ops = inventory.group("ops").expect("ops");

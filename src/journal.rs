@@ -1,0 +1,391 @@
+//! The journal: what a run planned, did and backed up, append-only, one JSON object a line,
+//! flushed to disk (fsync) at every event, so that a SIGKILL at any point loses nothing a
+//! resume or a rollback needs. A torn last line (a crash in the middle of a write) is ignored
+//! when reading.
+//!
+//! Layout under the state directory:
+//! `groups/<group>/runs/<run-id>.jsonl`, and `groups/<group>/last` naming the latest run.
+//! Secrets registered with [`Journal::redact`] are replaced by `***` before anything is written.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock;
+
+/// An error reading or writing the journal, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("journal {}:{line}: {message}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the run, from 1.
+    pub seq: u64,
+    /// Milliseconds since the epoch.
+    pub at_ms: u64,
+    /// RFC 3339, for people reading the file.
+    pub at: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// The run started, with the plan it executes.
+    Started {
+        run_id: String,
+        kind: String,
+        group: String,
+        half: Option<String>,
+        playbook: String,
+        playbook_path: String,
+        package: String,
+        version: String,
+        operator: String,
+        controller: String,
+        pid: u32,
+        skip_promotion_check: bool,
+        plan: Value,
+    },
+    /// A step began on a host (or on the group's broker: host `-`).
+    StepStarted { host: String, step: String },
+    /// A step ended.
+    StepFinished {
+        host: String,
+        step: String,
+        ok: bool,
+        detail: String,
+        /// The commands' full output, when any ran.
+        output: Option<String>,
+    },
+    /// Something saved before it is changed.
+    Backup { host: String, item: Backup },
+    /// A measured interval (the critical window, a failover).
+    Measured {
+        what: String,
+        seconds: f64,
+        detail: String,
+    },
+    /// The run ended.
+    Finished { status: RunStatus, summary: String },
+    /// The run was resumed by another process.
+    Resumed { pid: u32, operator: String },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Done,
+    Partial,
+    Failed,
+}
+
+/// A backup, written before the thing is touched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Backup {
+    /// The package version installed before the upgrade.
+    Version { version: String },
+    /// A file about to be replaced (`content` is `None` when it did not exist).
+    File {
+        path: String,
+        content: Option<String>,
+        mode: Option<u32>,
+    },
+    /// A queue about to be recreated: its definition, bindings and message count.
+    Queue {
+        name: String,
+        durable: bool,
+        auto_delete: bool,
+        arguments: std::collections::BTreeMap<String, Value>,
+        bindings: Vec<crate::broker::management::BindingInfo>,
+        messages: u64,
+    },
+}
+
+/// An open journal of one run.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    seq: u64,
+    secrets: Vec<String>,
+}
+
+/// The directory of a group's journals.
+pub fn group_dir(state_dir: &Path, group: &str) -> PathBuf {
+    state_dir.join("groups").join(group)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Journal {
+    /// Creates the journal of a new run and points the group's `last` at it.
+    pub fn create(state_dir: &Path, group: &str, run_id: &str) -> Result<Journal, JournalError> {
+        let dir = group_dir(state_dir, group).join("runs");
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(format!("{run_id}.jsonl"));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        sync_dir(&dir)?;
+        set_last(state_dir, group, run_id)?;
+        Ok(Journal {
+            path,
+            file,
+            seq: 0,
+            secrets: vec![],
+        })
+    }
+
+    /// Opens an existing run's journal to append to it (a resume). A torn last line, the
+    /// remains of a write cut short by a crash, is cut off first, as a write-ahead log does.
+    pub fn reopen(path: &Path) -> Result<Journal, JournalError> {
+        let entries = read(path)?;
+        let bytes = fs::read(path).map_err(io(path))?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io(path))?;
+        if complete < bytes.len() {
+            file.set_len(complete as u64).map_err(io(path))?;
+            file.sync_data().map_err(io(path))?;
+        }
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+            seq: entries.last().map_or(0, |e| e.seq),
+            secrets: vec![],
+        })
+    }
+
+    /// The journal's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Registers a secret: it is written as `***` wherever it appears.
+    pub fn redact(&mut self, secret: &str) {
+        if !secret.is_empty() {
+            self.secrets.push(secret.to_string());
+        }
+    }
+
+    /// Appends an event and flushes it to disk before returning.
+    pub fn append(&mut self, event: Event) -> Result<Entry, JournalError> {
+        self.seq += 1;
+        let at_ms = clock::now_millis();
+        let entry = Entry {
+            seq: self.seq,
+            at_ms,
+            at: clock::rfc3339(at_ms),
+            event,
+        };
+        let mut line = serde_json::to_string(&entry).map_err(|err| JournalError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(err),
+        })?;
+        for secret in &self.secrets {
+            line = line.replace(secret.as_str(), "***");
+        }
+        line.push('\n');
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(io(&self.path))?;
+        self.file.sync_data().map_err(io(&self.path))?;
+        Ok(entry)
+    }
+}
+
+/// Makes a directory entry durable.
+fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Records `run_id` as the group's latest run (atomically: write, fsync, rename).
+fn set_last(state_dir: &Path, group: &str, run_id: &str) -> Result<(), JournalError> {
+    let dir = group_dir(state_dir, group);
+    let tmp = dir.join("last.tmp");
+    let last = dir.join("last");
+    let mut file = File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(run_id.as_bytes()).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, &last).map_err(io(&last))?;
+    sync_dir(&dir)
+}
+
+/// The journal file of the group's latest run, if any.
+pub fn last_run(state_dir: &Path, group: &str) -> Result<Option<PathBuf>, JournalError> {
+    let last = group_dir(state_dir, group).join("last");
+    match fs::read_to_string(&last) {
+        Ok(id) => Ok(Some(
+            group_dir(state_dir, group)
+                .join("runs")
+                .join(format!("{}.jsonl", id.trim())),
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(JournalError::Io { path: last, source }),
+    }
+}
+
+/// Every run journal of a group, oldest first.
+pub fn runs(state_dir: &Path, group: &str) -> Result<Vec<PathBuf>, JournalError> {
+    let dir = group_dir(state_dir, group).join("runs");
+    let mut paths = match fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect::<Vec<_>>(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(source) => return Err(JournalError::Io { path: dir, source }),
+    };
+    paths.sort();
+    Ok(paths)
+}
+
+/// Reads a journal. A last line without its newline (torn by a crash) is ignored; any other
+/// unreadable line is an error naming the line.
+pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
+    let file = File::open(path).map_err(io(path))?;
+    let mut entries = Vec::new();
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(io(path))?;
+        if n == 0 {
+            return Ok(entries);
+        }
+        number += 1;
+        if !line.ends_with('\n') {
+            tracing::warn!(journal = %path.display(), line = number, "ignoring a torn last line");
+            return Ok(entries);
+        }
+        let entry: Entry = serde_json::from_str(&line).map_err(|err| JournalError::Corrupt {
+            path: path.to_path_buf(),
+            line: number,
+            message: err.to_string(),
+        })?;
+        entries.push(entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started() -> Event {
+        Event::Started {
+            run_id: "r1".into(),
+            kind: "upgrade".into(),
+            group: "ops".into(),
+            half: Some("b".into()),
+            playbook: "p".into(),
+            playbook_path: "playbooks/p.toml".into(),
+            package: "pkg".into(),
+            version: "2".into(),
+            operator: "me".into(),
+            controller: "box".into(),
+            pid: 1,
+            skip_promotion_check: false,
+            plan: Value::Null,
+        }
+    }
+
+    #[test]
+    fn appends_reads_back_and_points_last_at_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), "ops", "r1").unwrap();
+        j.append(started()).unwrap();
+        j.append(Event::StepStarted {
+            host: "px5".into(),
+            step: "stop".into(),
+        })
+        .unwrap();
+        let path = last_run(dir.path(), "ops").unwrap().unwrap();
+        assert_eq!(path, j.path());
+        let entries = read(&path).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].event, started());
+        assert_eq!(entries[1].seq, 2);
+        assert!(last_run(dir.path(), "dev").unwrap().is_none());
+        assert_eq!(runs(dir.path(), "ops").unwrap(), vec![path]);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_appending_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), "ops", "r1").unwrap();
+        j.append(started()).unwrap();
+        let path = j.path().to_path_buf();
+        drop(j);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":2,\"at_ms\":1,\"at\":\"x\",\"event\":\"step-st")
+            .unwrap();
+        assert_eq!(read(&path).unwrap().len(), 1);
+        let mut j = Journal::reopen(&path).unwrap();
+        j.append(Event::Resumed {
+            pid: 2,
+            operator: "me".into(),
+        })
+        .unwrap();
+        let entries = read(&path).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].seq, 2);
+    }
+
+    #[test]
+    fn a_corrupt_middle_line_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.jsonl");
+        fs::write(&path, "not json\n{}\n").unwrap();
+        let err = read(&path).unwrap_err().to_string();
+        assert!(err.contains("j.jsonl:1:"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), "ops", "r1").unwrap();
+        j.redact("s3cret");
+        j.append(Event::StepFinished {
+            host: "px1".into(),
+            step: "start".into(),
+            ok: true,
+            detail: "password s3cret here".into(),
+            output: Some("amqp://u:s3cret@h".into()),
+        })
+        .unwrap();
+        let text = fs::read_to_string(j.path()).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("***"));
+    }
+}
