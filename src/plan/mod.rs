@@ -3,3 +3,4 @@
 
 pub mod ownership;
 pub mod queue_diff;
+pub mod upgrade;

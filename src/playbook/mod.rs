@@ -36,7 +36,28 @@ pub struct Playbook {
     pub commands: Commands,
     pub files: Vec<FileSpec>,
     pub queues: QueueRules,
+    pub verify: Verify,
 }
+
+/// How a started host is verified, besides its status, version and queues.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verify {
+    /// A command printing the local ports of the service's broker connections, one per line:
+    /// matched with the broker's connections (`peer_port`) to see the version connected.
+    pub client_ports: Option<String>,
+    /// The `product_version` the new release shows on the broker (e.g. `3.03.01`).
+    pub client_version: Option<String>,
+    /// A shell glob of the service's log files, read from where they ended before the start.
+    pub logs: Option<String>,
+    /// Patterns (extended regular expressions) that fail the verification when logged.
+    pub log_errors: Vec<String>,
+    /// How long verification may wait for the service to settle.
+    #[serde(serialize_with = "crate::units::serialize_duration")]
+    pub timeout: Duration,
+}
+
+/// Default time a started host has to pass verification.
+pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The host-side commands, as templates (see [`crate::template`]).
 #[derive(Debug, Clone, Serialize)]
@@ -234,7 +255,24 @@ pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
             .map_err(|message| error(value.span().start, format!("{name}: {message}")))?;
         arguments.insert(name, parsed);
     }
+    let verify = match &raw.verify {
+        None => Verify {
+            client_ports: None,
+            client_version: None,
+            logs: None,
+            log_errors: vec![],
+            timeout: DEFAULT_VERIFY_TIMEOUT,
+        },
+        Some(v) => Verify {
+            client_ports: v.client_ports.as_ref().map(checked).transpose()?,
+            client_version: v.client_version.clone(),
+            logs: v.logs.as_ref().map(checked).transpose()?,
+            log_errors: v.log_errors.clone(),
+            timeout: v.timeout.unwrap_or(DEFAULT_VERIFY_TIMEOUT),
+        },
+    };
     Ok(Playbook {
+        verify,
         path: path.to_path_buf(),
         name: raw.release.name.get_ref().clone(),
         description: raw.release.description,

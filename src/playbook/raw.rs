@@ -13,6 +13,26 @@ pub(super) struct RawPlaybook {
     #[serde(default)]
     pub files: Vec<RawFile>,
     pub queues: RawQueues,
+    #[serde(default)]
+    pub verify: Option<RawVerify>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVerify {
+    #[serde(default)]
+    pub client_ports: Option<Spanned<String>>,
+    #[serde(default)]
+    pub client_version: Option<String>,
+    #[serde(default)]
+    pub logs: Option<Spanned<String>>,
+    #[serde(default)]
+    pub log_errors: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "crate::units::deserialize_optional_duration"
+    )]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,392 @@
+//! The plan of a half-fleet upgrade: computed from the inventory and the queue diff, shown,
+//! approved, written to the journal, and executed exactly as it is. A resume reads it back.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::ownership::Owner;
+use super::queue_diff::{QueueDiff, Verdict};
+use crate::inventory::{Group, Half, Role};
+
+/// A queue the run recreates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueChange {
+    pub name: String,
+    pub messages: u64,
+    /// `setting old -> new`, for people.
+    pub changes: Vec<String>,
+}
+
+/// What happens to one host of the upgraded half.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostPlan {
+    pub host: String,
+    pub role: Option<Role>,
+    /// False for a passive host: upgraded, left stopped.
+    pub start: bool,
+    /// Its own queues to recreate (while it is stopped).
+    pub queues: Vec<QueueChange>,
+    /// Its own queues to verify after the start.
+    pub verify_queues: Vec<String>,
+    /// Run the playbook's queue-state reset (when any queue it uses is recreated).
+    pub reset_queue_state: bool,
+}
+
+/// The whole plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpgradePlan {
+    pub run_id: String,
+    pub group: String,
+    pub half: Half,
+    pub playbook: String,
+    pub playbook_path: String,
+    pub package: String,
+    pub version: String,
+    pub parallel: usize,
+    /// The chosen half, canary first.
+    pub hosts: Vec<HostPlan>,
+    /// Queues used by several hosts (a half, or both halves), recreated once every consumer
+    /// is stopped.
+    pub group_queues: Vec<QueueChange>,
+    /// All hosts of the half are stopped and prepared before any starts (group queues).
+    pub two_phase: bool,
+    /// A queue shared with the other half is recreated: the other half stops too.
+    pub critical_window: bool,
+    /// Hosts of the other half stopped for the critical window, never upgraded.
+    pub critical_stops: Vec<String>,
+    /// The other half, kept on the old release as the failover.
+    pub failover: Vec<String>,
+    pub messages_at_risk: u64,
+    /// The queue diff's summary line.
+    pub queue_summary: String,
+}
+
+impl UpgradePlan {
+    /// The canary: the first host that is started.
+    pub fn canary(&self) -> Option<&str> {
+        self.hosts.iter().find(|h| h.start).map(|h| h.host.as_str())
+    }
+
+    /// Every queue the run recreates.
+    pub fn queue_count(&self) -> usize {
+        self.group_queues.len() + self.hosts.iter().map(|h| h.queues.len()).sum::<usize>()
+    }
+}
+
+fn change(row: &super::queue_diff::QueueRow) -> QueueChange {
+    QueueChange {
+        name: row.name.clone(),
+        messages: row.messages,
+        changes: row.differences.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+/// Computes the plan for upgrading `half` of `group`.
+pub fn plan(
+    run_id: &str,
+    group: &Group,
+    half: Half,
+    diff: &QueueDiff,
+    playbook: &crate::playbook::Playbook,
+    parallel: usize,
+) -> UpgradePlan {
+    let recreate = |v: Verdict| matches!(v, Verdict::Recreate | Verdict::IgnoredByBroker);
+    let mut group_queues = vec![];
+    let mut critical_window = false;
+    for row in diff.rows.iter().filter(|r| recreate(r.verdict)) {
+        match &row.owner {
+            Owner::Shared => {
+                critical_window = true;
+                group_queues.push(change(row));
+            }
+            Owner::Half { half: h } if *h == half => group_queues.push(change(row)),
+            _ => {}
+        }
+    }
+    let two_phase = !group_queues.is_empty();
+    let mut hosts: Vec<HostPlan> = group
+        .half(half)
+        .map(|host| {
+            let own = |row: &&super::queue_diff::QueueRow| {
+                matches!(&row.owner, Owner::Host { host: h, .. } if *h == host.name)
+            };
+            let queues: Vec<QueueChange> = diff
+                .rows
+                .iter()
+                .filter(own)
+                .filter(|r| recreate(r.verdict))
+                .map(change)
+                .collect();
+            let verify_queues = diff
+                .rows
+                .iter()
+                .filter(own)
+                .map(|r| r.name.clone())
+                .collect();
+            HostPlan {
+                host: host.name.clone(),
+                role: host.role,
+                start: host.role != Some(Role::Passive),
+                reset_queue_state: two_phase || !queues.is_empty(),
+                queues,
+                verify_queues,
+            }
+        })
+        .collect();
+    // The canary (first host that starts) goes first; passive hosts last.
+    hosts.sort_by_key(|h| !h.start);
+    let other: Vec<&crate::inventory::Host> = group.half(half.other()).collect();
+    let critical_stops = if critical_window {
+        other
+            .iter()
+            .filter(|h| h.role != Some(Role::Passive))
+            .map(|h| h.name.clone())
+            .collect()
+    } else {
+        vec![]
+    };
+    UpgradePlan {
+        run_id: run_id.to_string(),
+        group: group.name.clone(),
+        half,
+        playbook: playbook.name.clone(),
+        playbook_path: playbook.path.display().to_string(),
+        package: playbook.package.clone(),
+        version: playbook.version.clone(),
+        parallel: parallel.max(1),
+        messages_at_risk: group_queues.iter().map(|q| q.messages).sum::<u64>()
+            + hosts
+                .iter()
+                .flat_map(|h| &h.queues)
+                .map(|q| q.messages)
+                .sum::<u64>(),
+        hosts,
+        group_queues,
+        two_phase,
+        critical_window,
+        critical_stops,
+        failover: other.iter().map(|h| h.name.clone()).collect(),
+        queue_summary: diff.summary.to_string(),
+    }
+}
+
+impl fmt::Display for UpgradePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Upgrade of group {} half {} to {} {} (playbook {}), run {}",
+            self.group, self.half, self.package, self.version, self.playbook, self.run_id
+        )?;
+        let started: Vec<&str> = self
+            .hosts
+            .iter()
+            .filter(|h| h.start)
+            .map(|h| h.host.as_str())
+            .collect();
+        if let Some((canary, rest)) = started.split_first() {
+            writeln!(
+                f,
+                "  order: canary {canary} first, then {} (at most {} at a time)",
+                if rest.is_empty() {
+                    "no other host".to_string()
+                } else {
+                    rest.join(" ")
+                },
+                self.parallel
+            )?;
+        }
+        writeln!(
+            f,
+            "  each host: stop, verify stopped, back up (version, files, queues), recreate its \
+             queues, upgrade, deploy files, reset queue state where needed, start, verify"
+        )?;
+        let passive: Vec<&str> = self
+            .hosts
+            .iter()
+            .filter(|h| !h.start)
+            .map(|h| h.host.as_str())
+            .collect();
+        if !passive.is_empty() {
+            writeln!(
+                f,
+                "  passive, upgraded but left stopped: {}",
+                passive.join(" ")
+            )?;
+        }
+        writeln!(
+            f,
+            "  queues to recreate: {} ({} messages in them)",
+            self.queue_count(),
+            self.messages_at_risk
+        )?;
+        for host in &self.hosts {
+            for q in &host.queues {
+                writeln!(
+                    f,
+                    "    {}: {} [{}] ({} messages)",
+                    host.host,
+                    q.name,
+                    q.changes.join(", "),
+                    q.messages
+                )?;
+            }
+        }
+        for q in &self.group_queues {
+            writeln!(
+                f,
+                "    shared: {} [{}] ({} messages)",
+                q.name,
+                q.changes.join(", "),
+                q.messages
+            )?;
+        }
+        if self.critical_window {
+            writeln!(
+                f,
+                "  critical window: yes: {} (half {}) stopped, never upgraded, while the shared \
+                 queues are recreated; the upgraded half then starts",
+                self.critical_stops.join(" "),
+                self.half.other()
+            )?;
+        } else if self.two_phase {
+            writeln!(
+                f,
+                "  every host of half {} stops before the half's queues are recreated",
+                self.half
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  critical window: no; half {} keeps running",
+                self.half.other()
+            )?;
+        }
+        writeln!(
+            f,
+            "  failover on the old release: {} (half {})",
+            self.failover.join(" "),
+            self.half.other()
+        )?;
+        write!(f, "  {}", self.queue_summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::broker::equivalence::QueueSettings;
+    use crate::plan::ownership::Claims;
+    use crate::plan::queue_diff::{LiveQueue, diff};
+
+    fn fixture() -> (crate::inventory::Inventory, crate::playbook::Playbook) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        (
+            crate::inventory::load(&root.join("inventory/lab.toml")).unwrap(),
+            crate::playbook::load(&root.join("playbooks/sr3-queue-expire.toml")).unwrap(),
+        )
+    }
+
+    fn queue(name: &str, messages: u64) -> LiveQueue {
+        LiveQueue {
+            name: name.into(),
+            settings: QueueSettings::new(true, false, Default::default()),
+            exclusive: false,
+            messages,
+            consumers: 0,
+        }
+    }
+
+    fn ops_diff(target: &QueueSettings) -> QueueDiff {
+        let mut claims = Claims::default();
+        for (host, half) in [
+            ("px1", Half::A),
+            ("px2", Half::A),
+            ("px3", Half::A),
+            ("px4", Half::A),
+            ("px5", Half::B),
+            ("px6", Half::B),
+            ("px7", Half::B),
+            ("px8", Half::B),
+            ("pxatx1", Half::B),
+        ] {
+            claims.discovered_by(host, half, &format!("q.pump.{host}\nq.cluster\n"));
+        }
+        let mut queues = vec![queue("q.cluster", 7), queue("q.foreign", 5)];
+        for host in [
+            "px1", "px2", "px3", "px4", "px5", "px6", "px7", "px8", "pxatx1",
+        ] {
+            queues.push(queue(&format!("q.pump.{host}"), 1));
+        }
+        diff(
+            "ops",
+            Some(Half::B),
+            queues,
+            &claims,
+            target,
+            Duration::from_secs(900),
+        )
+    }
+
+    #[test]
+    fn expire_on_half_b_needs_the_critical_window() {
+        let (inventory, playbook) = fixture();
+        let ops = inventory.group("ops").unwrap();
+        let d = ops_diff(&playbook.queues.target);
+        let p = plan("r1", ops, Half::B, &d, &playbook, 2);
+        let names: Vec<&str> = p.hosts.iter().map(|h| h.host.as_str()).collect();
+        assert_eq!(names, ["px5", "px6", "px7", "px8", "pxatx1"]);
+        assert_eq!(p.canary(), Some("px5"));
+        assert!(p.critical_window && p.two_phase);
+        assert_eq!(p.critical_stops, ["px1", "px2", "px3", "px4"]);
+        assert_eq!(p.failover, ["px1", "px2", "px3", "px4", "pxatx2"]);
+        assert_eq!(p.group_queues.len(), 1);
+        assert_eq!(p.group_queues[0].name, "q.cluster");
+        assert_eq!(p.queue_count(), 6);
+        assert_eq!(p.messages_at_risk, 7 + 5);
+        assert!(p.hosts.iter().all(|h| h.reset_queue_state && h.start));
+        assert_eq!(
+            p.hosts[0].queues[0].changes,
+            ["x-expires none -> 604800000"]
+        );
+        let text = p.to_string();
+        assert!(
+            text.contains("canary px5 first, then px6 px7 px8 pxatx1 (at most 2 at a time)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("critical window: yes: px1 px2 px3 px4 (half a)"),
+            "{text}"
+        );
+        // The plan survives the journal.
+        let back: UpgradePlan = serde_json::from_value(json!(p)).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn minor_on_half_a_keeps_the_passive_host_stopped_and_half_b_running() {
+        let (inventory, playbook) = fixture();
+        let ops = inventory.group("ops").unwrap();
+        let target = QueueSettings::new(true, false, Default::default());
+        let d = ops_diff(&target);
+        let p = plan("r2", ops, Half::A, &d, &playbook, 1);
+        let names: Vec<&str> = p.hosts.iter().map(|h| h.host.as_str()).collect();
+        assert_eq!(names, ["px1", "px2", "px3", "px4", "pxatx2"]);
+        let pxatx2 = &p.hosts[4];
+        assert!(!pxatx2.start);
+        assert!(!p.critical_window && !p.two_phase);
+        assert!(p.critical_stops.is_empty());
+        assert_eq!(p.queue_count(), 0);
+        assert!(p.hosts.iter().all(|h| !h.reset_queue_state));
+        assert_eq!(p.hosts[0].verify_queues, ["q.pump.px1"]);
+        assert!(
+            p.to_string()
+                .contains("passive, upgraded but left stopped: pxatx2")
+        );
+    }
+}
