@@ -29,8 +29,28 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
     pub output: OutputFormat,
 
+    /// Where journals are kept (default: $XDG_STATE_HOME/roll, else ~/.local/state/roll).
+    #[arg(long, env = "ROLL_STATE_DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The state directory: the option, else XDG's state home, else ~/.local/state.
+pub fn state_dir(option: Option<PathBuf>) -> Result<PathBuf, Error> {
+    if let Some(dir) = option {
+        return Ok(dir);
+    }
+    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("roll"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/state/roll")),
+        None => Err(Error::Usage(
+            "no state directory: set --state-dir, ROLL_STATE_DIR, XDG_STATE_HOME or HOME".into(),
+        )),
+    }
 }
 
 /// The commands of `roll`.
@@ -79,6 +99,38 @@ pub enum Command {
         /// 406 when not). Never creates a queue.
         #[arg(long)]
         probe: bool,
+    },
+    /// Upgrade one half of a group, keeping the other half on the old release as the failover.
+    ///
+    /// Checks first (every host and the broker reachable, the group's lock, the untouched half
+    /// running, the promotion gate), shows the plan, asks for approval (type the group name)
+    /// unless --yes, then executes exactly that plan: canary first, then the rest. Every step
+    /// and backup goes to the journal; `roll resume` continues an interrupted run.
+    /// Exit codes: 0 done, 3 partial, 1 failed, 2 usage, inventory or playbook error.
+    ///
+    /// Example: roll upgrade -p playbooks/sr3-minor.toml --group ops --half a
+    Upgrade {
+        /// The playbook (release) to apply.
+        #[arg(short, long)]
+        playbook: PathBuf,
+        /// The group to upgrade.
+        #[arg(short, long)]
+        group: String,
+        /// The half to upgrade (a or b); the other half is the failover.
+        #[arg(long, value_parser = parse_half)]
+        half: Half,
+        /// Approve the plan without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Print the plan and stop: nothing is changed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Hosts upgraded at the same time after the canary.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// Upgrade even though the required group has not completed this release (recorded).
+        #[arg(long)]
+        skip_promotion_check: bool,
     },
 }
 
@@ -134,6 +186,28 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         } => runtime()?.block_on(commands::queue_diff::run(
             &inventory, &playbook, &group, half, probe, cli.output,
         )),
+        Command::Upgrade {
+            playbook,
+            group,
+            half,
+            yes,
+            dry_run,
+            parallel,
+            skip_promotion_check,
+        } => {
+            let settings = commands::upgrade::Settings {
+                playbook,
+                group,
+                half,
+                yes,
+                dry_run,
+                parallel,
+                skip_promotion_check,
+                state_dir: state_dir(cli.state_dir)?,
+                output: cli.output,
+            };
+            runtime()?.block_on(commands::upgrade::run(&inventory, settings))
+        }
     }
 }
 

@@ -24,6 +24,18 @@ pub enum Error {
     /// The playbook could not be read or is invalid.
     #[error(transparent)]
     Playbook(#[from] crate::playbook::PlaybookError),
+    /// The journal could not be read or written.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// The group is locked by another run, or the lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    /// A check before the run failed: nothing was changed.
+    #[error("preflight: {0} (nothing was changed)")]
+    Preflight(String),
+    /// The operator did not approve the plan.
+    #[error("not approved: nothing was changed")]
+    NotApproved,
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -34,7 +46,13 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Inventory(_) | Error::Usage(_) | Error::Playbook(_) => exit::USAGE,
-            Error::Broker(_) | Error::Remote(_) | Error::Output(_) => exit::FAILURE,
+            Error::Broker(_)
+            | Error::Remote(_)
+            | Error::Output(_)
+            | Error::Journal(_)
+            | Error::Lock(_)
+            | Error::Preflight(_)
+            | Error::NotApproved => exit::FAILURE,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`plan`]: pure computations of what would change (the queue diff);
 //! - [`broker`]: RabbitMQ's management API and AMQP;
 //! - [`remote`]: the hosts, over SSH;
+//! - [`engine`]: executes an approved plan, step by step, journaled and resumable;
 //! - [`journal`]: the append-only record of every run, its plan and its backups;
 //! - [`output`]: tables and JSON;
 //! - [`exit`] and [`error`]: exit codes and the errors that decide them.
@@ -16,6 +17,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod engine;
 pub mod error;
 pub mod exit;
 pub mod inventory;

@@ -355,6 +355,8 @@ pub struct ConnectionInfo {
     #[serde(default)]
     pub peer_host: String,
     #[serde(default)]
+    pub peer_port: u16,
+    #[serde(default)]
     pub client_properties: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -454,7 +456,10 @@ impl Management {
         let all: Vec<ConnectionInfo> = self
             .get(
                 "connections",
-                &[("columns", "vhost,user,peer_host,client_properties".into())],
+                &[(
+                    "columns",
+                    "vhost,user,peer_host,peer_port,client_properties".into(),
+                )],
                 "connection listing",
             )
             .await?;

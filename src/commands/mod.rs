@@ -4,6 +4,7 @@
 pub mod check;
 pub mod inventory;
 pub mod queue_diff;
+pub mod upgrade;
 
 use crate::error::Error;
 use crate::inventory::{Group, Half, Host, Inventory};

@@ -158,13 +158,19 @@ pub async fn report(
     let mut queues = Vec::new();
     management
         .for_each_queue_page(|page| {
-            queues.extend(page.into_iter().map(|q| LiveQueue {
-                settings: QueueSettings::new(q.durable, q.auto_delete, q.arguments),
-                name: q.name,
-                exclusive: q.exclusive,
-                messages: q.messages.unwrap_or(0),
-                consumers: q.consumers.unwrap_or(0),
-            }))
+            // roll's own lock queue is not part of the fleet's queues.
+            let lock = crate::lock::queue_name(&group.name);
+            queues.extend(
+                page.into_iter()
+                    .filter(|q| q.name != lock)
+                    .map(|q| LiveQueue {
+                        settings: QueueSettings::new(q.durable, q.auto_delete, q.arguments),
+                        name: q.name,
+                        exclusive: q.exclusive,
+                        messages: q.messages.unwrap_or(0),
+                        consumers: q.consumers.unwrap_or(0),
+                    }),
+            )
         })
         .await?;
     let diff = queue_diff::diff(

@@ -1,0 +1,487 @@
+//! The engine: executes an approved [`UpgradePlan`] step by step, journaling the start and end
+//! of every step (with its full output) and every backup before the thing it saves is changed.
+//! Every step is safe to run again, and steps the journal shows as done are skipped, so an
+//! interrupted run is resumed by executing the same plan again.
+
+mod steps;
+mod verify;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::broker::management::Management;
+use crate::inventory::{Group, Host};
+use crate::journal::{Backup, Entry, Event, Journal, RunStatus};
+use crate::plan::upgrade::{HostPlan, UpgradePlan};
+use crate::playbook::Playbook;
+use crate::remote::{self, Connection};
+use crate::template::Vars;
+
+/// The pseudo-host of steps done on the broker for the whole group.
+pub const BROKER: &str = "broker";
+
+/// A step that failed: where, what, and the output that shows why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub host: String,
+    pub step: String,
+    pub detail: String,
+    pub output: Option<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} failed at step {}: {}",
+            self.host, self.step, self.detail
+        )
+    }
+}
+
+/// What a step reports when it succeeds.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub detail: String,
+    pub output: Option<String>,
+}
+
+impl Done {
+    fn new(detail: impl Into<String>) -> Done {
+        Done {
+            detail: detail.into(),
+            output: None,
+        }
+    }
+}
+
+/// A step's failure before it is tied to a host and step.
+#[derive(Debug)]
+pub struct StepError {
+    pub detail: String,
+    pub output: Option<String>,
+}
+
+impl<E: std::fmt::Display> From<E> for StepError {
+    fn from(err: E) -> StepError {
+        StepError {
+            detail: err.to_string(),
+            output: None,
+        }
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub status: RunStatus,
+    /// Hosts whose every step is done.
+    pub completed: Vec<String>,
+    pub failure: Option<Failure>,
+    /// From the first stop of a shared-queue consumer to the first start of a new one.
+    pub critical_window_seconds: Option<f64>,
+    pub elapsed_seconds: f64,
+    /// Where the full record is.
+    pub journal: String,
+}
+
+/// Runs a plan.
+pub struct Engine {
+    group: Group,
+    playbook: Playbook,
+    plan: UpgradePlan,
+    management: Management,
+    journal: Mutex<Journal>,
+    connections: BTreeMap<String, Connection>,
+    /// (host, step) pairs done, by this run or before it (the journal): skipped.
+    done: std::sync::Mutex<BTreeSet<(String, String)>>,
+    /// Backups already in the journal (a resume must not back up the changed state).
+    backups: Mutex<Vec<(String, Backup)>>,
+    /// Log sizes recorded before each start, by host.
+    log_offsets: Mutex<BTreeMap<String, String>>,
+    started: Instant,
+    first_stop: Mutex<Option<Instant>>,
+    first_start: Mutex<Option<Instant>>,
+    stopping: AtomicBool,
+}
+
+impl Engine {
+    /// An engine for a plan, with the hosts already connected and the journal open. `earlier`
+    /// holds the journal's entries when resuming (empty for a new run).
+    pub fn new(
+        group: Group,
+        playbook: Playbook,
+        plan: UpgradePlan,
+        management: Management,
+        journal: Journal,
+        connections: BTreeMap<String, Connection>,
+        earlier: &[Entry],
+    ) -> Engine {
+        let mut done = BTreeSet::new();
+        let mut backups = Vec::new();
+        let mut offsets = BTreeMap::new();
+        for entry in earlier {
+            match &entry.event {
+                Event::StepFinished {
+                    host,
+                    step,
+                    ok: true,
+                    detail,
+                    ..
+                } => {
+                    done.insert((host.clone(), step.clone()));
+                    if step == "start" {
+                        offsets.insert(host.clone(), detail.clone());
+                    }
+                }
+                Event::Backup { host, item } => backups.push((host.clone(), item.clone())),
+                _ => {}
+            }
+        }
+        Engine {
+            group,
+            playbook,
+            plan,
+            management,
+            journal: Mutex::new(journal),
+            connections,
+            done: std::sync::Mutex::new(done),
+            backups: Mutex::new(backups),
+            log_offsets: Mutex::new(offsets),
+            started: Instant::now(),
+            first_stop: Mutex::new(None),
+            first_start: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// The SSH connections, to close them after the run.
+    pub fn into_connections(self) -> BTreeMap<String, Connection> {
+        self.connections
+    }
+
+    fn host(&self, name: &str) -> Result<&Host, StepError> {
+        self.group
+            .hosts
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| StepError::from(format!("host {name} is not in the inventory")))
+    }
+
+    fn connection(&self, name: &str) -> Result<&Connection, StepError> {
+        self.connections
+            .get(name)
+            .ok_or_else(|| StepError::from(format!("no connection to {name}")))
+    }
+
+    fn vars(&self, name: &str) -> Result<Vars, StepError> {
+        Ok(self.playbook.vars(self.host(name)?, &self.group.broker))
+    }
+
+    /// Runs a playbook command on a host; a non-zero exit is a failure.
+    async fn command(
+        &self,
+        host: &str,
+        label: &str,
+        template: &str,
+    ) -> Result<remote::Output, StepError> {
+        let output = self.command_any_exit(host, label, template).await?;
+        if output.success() {
+            Ok(output)
+        } else {
+            Err(StepError {
+                detail: format!(
+                    "`{label}` exited with {}: {}",
+                    output
+                        .code
+                        .map_or("a signal".to_string(), |c| c.to_string()),
+                    last_line(&output)
+                ),
+                output: Some(record(label, &output)),
+            })
+        }
+    }
+
+    /// Runs a playbook command on a host whatever its exit code.
+    async fn command_any_exit(
+        &self,
+        host: &str,
+        label: &str,
+        template: &str,
+    ) -> Result<remote::Output, StepError> {
+        let script = self.playbook.command(template, &self.vars(host)?)?;
+        Ok(self
+            .connection(host)?
+            .run(label, &script, self.playbook.commands.timeout)
+            .await?)
+    }
+
+    /// Runs one step: skipped when the journal shows it done, else journaled around `work`.
+    async fn step<F, Fut>(&self, host: &str, step: &str, work: F) -> Result<(), Failure>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Done, StepError>>,
+    {
+        if self.is_done(host, step) {
+            self.progress(host, step, "done before, skipped");
+            return Ok(());
+        }
+        self.journal_event(Event::StepStarted {
+            host: host.into(),
+            step: step.into(),
+        })
+        .await
+        .map_err(|e| failure(host, step, e))?;
+        let began = Instant::now();
+        let result = work().await;
+        let seconds = began.elapsed().as_secs_f64();
+        match result {
+            Ok(done) => {
+                self.journal_event(Event::StepFinished {
+                    host: host.into(),
+                    step: step.into(),
+                    ok: true,
+                    detail: done.detail.clone(),
+                    output: done.output,
+                })
+                .await
+                .map_err(|e| failure(host, step, e))?;
+                if let Ok(mut set) = self.done.lock() {
+                    set.insert((host.to_string(), step.to_string()));
+                }
+                let detail = if done.detail.is_empty() || step == "start" {
+                    String::new()
+                } else {
+                    format!(": {}", done.detail)
+                };
+                self.progress(host, step, &format!("ok ({seconds:.1}s){detail}"));
+                Ok(())
+            }
+            Err(err) => {
+                let _ = self
+                    .journal_event(Event::StepFinished {
+                        host: host.into(),
+                        step: step.into(),
+                        ok: false,
+                        detail: err.detail.clone(),
+                        output: err.output.clone(),
+                    })
+                    .await;
+                self.progress(
+                    host,
+                    step,
+                    &format!("FAILED ({seconds:.1}s): {}", err.detail),
+                );
+                Err(Failure {
+                    host: host.into(),
+                    step: step.into(),
+                    detail: err.detail,
+                    output: err.output,
+                })
+            }
+        }
+    }
+
+    async fn journal_event(&self, event: Event) -> Result<(), StepError> {
+        self.journal.lock().await.append(event)?;
+        Ok(())
+    }
+
+    /// One line per host and step on stderr.
+    fn progress(&self, host: &str, step: &str, state: &str) {
+        eprintln!(
+            "[{:>6.1}s] {host:<10} {step:<18} {state}",
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+
+    /// Executes the plan.
+    pub async fn run(self: Arc<Self>) -> Outcome {
+        let result = if self.plan.two_phase {
+            self.clone().run_two_phases().await
+        } else {
+            self.clone().run_one_phase().await
+        };
+        let completed = self.completed_hosts(&result).await;
+        let window = match (
+            *self.first_stop.lock().await,
+            *self.first_start.lock().await,
+        ) {
+            (Some(stop), Some(start)) if self.plan.two_phase => {
+                Some(start.saturating_duration_since(stop).as_secs_f64())
+            }
+            _ => None,
+        };
+        if let Some(seconds) = window {
+            let _ = self
+                .journal_event(Event::Measured {
+                    what: "critical-window".into(),
+                    seconds,
+                    detail: "from the first stop of a shared-queue consumer to the first start \
+                             of a new one"
+                        .into(),
+                })
+                .await;
+        }
+        let status = match (&result, completed.is_empty()) {
+            (Ok(()), _) => RunStatus::Done,
+            (Err(_), false) => RunStatus::Partial,
+            (Err(_), true) => RunStatus::Failed,
+        };
+        let failure = result.err();
+        let summary = match &failure {
+            None => format!(
+                "{} hosts of half {} on {} {}",
+                completed.len(),
+                self.plan.half,
+                self.plan.package,
+                self.plan.version
+            ),
+            Some(f) => f.to_string(),
+        };
+        let _ = self
+            .journal_event(Event::Finished { status, summary })
+            .await;
+        Outcome {
+            status,
+            completed,
+            failure,
+            critical_window_seconds: window,
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            journal: self.journal.lock().await.path().display().to_string(),
+        }
+    }
+
+    /// Hosts whose last step (verify, or deploy steps for a passive host) is done.
+    async fn completed_hosts(&self, result: &Result<(), Failure>) -> Vec<String> {
+        let failed = result.as_ref().err().map(|f| f.host.clone());
+        self.plan
+            .hosts
+            .iter()
+            .filter(|h| Some(&h.host) != failed.as_ref())
+            .filter(|h| self.host_finished(h))
+            .map(|h| h.host.clone())
+            .collect()
+    }
+
+    fn host_finished(&self, host: &HostPlan) -> bool {
+        self.is_done(&host.host, if host.start { "verify" } else { "deploy" })
+    }
+
+    /// True when the step is done (journaled as finished, now or before).
+    fn is_done(&self, host: &str, step: &str) -> bool {
+        self.done
+            .lock()
+            .map(|set| set.contains(&(host.to_string(), step.to_string())))
+            .unwrap_or(false)
+    }
+}
+
+/// A failure of a step that never ran (the journal could not be written).
+fn failure(host: &str, step: &str, err: StepError) -> Failure {
+    Failure {
+        host: host.into(),
+        step: step.into(),
+        detail: err.detail,
+        output: err.output,
+    }
+}
+
+/// A command and what it printed, for the journal.
+pub fn record(label: &str, output: &remote::Output) -> String {
+    format!(
+        "$ {label}\nexit: {}\n--- stdout\n{}--- stderr\n{}",
+        output.code.map_or("signal".to_string(), |c| c.to_string()),
+        output.stdout,
+        output.stderr
+    )
+}
+
+/// The last non-empty line of a command's stderr (or stdout).
+fn last_line(output: &remote::Output) -> String {
+    output
+        .stderr
+        .lines()
+        .chain(output.stdout.lines())
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// Waits for `check` to return `Ok(Some(_))`, polling every second until `limit`.
+pub async fn wait_for<T, F, Fut>(limit: Duration, mut check: F) -> Result<T, StepError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Result<T, String>, StepError>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match check().await? {
+            Ok(value) => return Ok(value),
+            Err(why) => why,
+        };
+        if Instant::now() >= deadline {
+            return Err(StepError::from(format!(
+                "not so after {}s: {last}",
+                limit.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Runs `work` for each host, at most `parallel` at a time; stops starting new hosts after a
+/// failure and returns the first failure once the hosts in flight have finished.
+pub async fn each_host<F, Fut>(
+    engine: &Arc<Engine>,
+    hosts: Vec<HostPlan>,
+    parallel: usize,
+    work: F,
+) -> Result<(), Failure>
+where
+    F: Fn(Arc<Engine>, HostPlan) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut tasks = JoinSet::new();
+    for host in hosts {
+        let permit = limit
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| failure(BROKER, "schedule", StepError::from(e)))?;
+        if engine.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let future = work(engine.clone(), host);
+        let engine = engine.clone();
+        tasks.spawn(async move {
+            let result = future.await;
+            if result.is_err() {
+                engine.stopping.store(true, Ordering::SeqCst);
+            }
+            drop(permit);
+            result
+        });
+    }
+    let mut first = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.unwrap_or_else(|e| Err(failure(BROKER, "task", StepError::from(e))));
+        if let Err(f) = result {
+            first.get_or_insert(f);
+        }
+    }
+    match first {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}

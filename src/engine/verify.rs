@@ -1,0 +1,189 @@
+//! Verification of a started host: running, on the target version, its queues as the
+//! release wants them, the new version connected on the broker, and no error in its logs.
+
+use std::collections::BTreeSet;
+
+use super::{Done, Engine, StepError, wait_for};
+use crate::broker::equivalence::{QueueSettings, differences};
+use crate::journal::Backup;
+use crate::plan::upgrade::HostPlan;
+use crate::remote::quote;
+
+impl Engine {
+    /// `SIZE PATH` lines for the host's log files, taken before a start.
+    pub(super) async fn log_sizes(&self, name: &str) -> Result<String, StepError> {
+        let Some(glob) = &self.playbook.verify.logs else {
+            return Ok(String::new());
+        };
+        let glob = self.playbook.command(glob, &self.vars(name)?)?;
+        let script = format!(
+            "for f in {glob}; do [ -f \"$f\" ] && printf '%s %s\\n' \"$(wc -c < \"$f\")\" \"$f\"; done; true"
+        );
+        let output = self
+            .connection(name)?
+            .run("log sizes", &script, self.playbook.commands.timeout)
+            .await?;
+        Ok(output.stdout)
+    }
+
+    /// Lines matching the playbook's error patterns written to the logs since the start.
+    async fn log_errors(&self, name: &str) -> Result<Vec<String>, StepError> {
+        let (Some(glob), false) = (
+            &self.playbook.verify.logs,
+            self.playbook.verify.log_errors.is_empty(),
+        ) else {
+            return Ok(vec![]);
+        };
+        let offsets = self
+            .log_offsets
+            .lock()
+            .await
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        let glob = self.playbook.command(glob, &self.vars(name)?)?;
+        let pattern = quote(&self.playbook.verify.log_errors.join("|"));
+        // Files as they were before the start, with their sizes; a file not listed is new.
+        let mut script = String::from("sizes=$(cat <<'ROLL_SIZES'\n");
+        script.push_str(&offsets);
+        if !offsets.ends_with('\n') {
+            script.push('\n');
+        }
+        script.push_str("ROLL_SIZES\n)\n");
+        script.push_str(&format!(
+            "for f in {glob}; do [ -f \"$f\" ] || continue; \
+             off=$(printf '%s\\n' \"$sizes\" | awk -v f=\"$f\" '$2 == f {{ print $1 }}'); \
+             tail -c +$(( ${{off:-0}} + 1 )) \"$f\" | grep -E -m 3 {pattern} | sed \"s|^|$f: |\"; \
+             done; true"
+        ));
+        let output = self
+            .connection(name)?
+            .run("log errors", &script, self.playbook.commands.timeout)
+            .await?;
+        Ok(output
+            .stdout
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.trim().is_empty())
+            .collect())
+    }
+
+    /// Waits until the host passes every check, or fails at once on an error in its logs.
+    pub(super) async fn verify_host(&self, host: &HostPlan) -> Result<Done, StepError> {
+        let name = host.host.as_str();
+        wait_for(self.playbook.verify.timeout, || async {
+            let errors = self.log_errors(name).await?;
+            if !errors.is_empty() {
+                return Err(StepError {
+                    detail: format!("errors in the log since the start: {}", errors[0]),
+                    output: Some(errors.join("\n")),
+                });
+            }
+            let state = self.status(name).await?;
+            if state != "running" {
+                return Ok(Err(format!("status says {state:?}")));
+            }
+            let version = self
+                .command(
+                    name,
+                    "installed version",
+                    &self.playbook.commands.installed_version,
+                )
+                .await?;
+            let version = version.stdout.trim();
+            if version != self.plan.version {
+                return Ok(Err(format!(
+                    "installed version is {version:?}, not {:?}",
+                    self.plan.version
+                )));
+            }
+            for queue in &host.verify_queues {
+                if let Err(why) = self.check_queue(queue).await? {
+                    return Ok(Err(why));
+                }
+            }
+            if let Err(why) = self.check_client(name).await? {
+                return Ok(Err(why));
+            }
+            Ok(Ok(()))
+        })
+        .await?;
+        Ok(Done::new(format!(
+            "running {} {}, {} queues as targeted{}",
+            self.plan.package,
+            self.plan.version,
+            host.verify_queues.len(),
+            match &self.playbook.verify.client_version {
+                Some(v) => format!(", connected as {v}"),
+                None => String::new(),
+            }
+        )))
+    }
+
+    /// The queue exists with the target settings and (when backed up) its bindings.
+    pub(super) async fn check_queue(&self, name: &str) -> Result<Result<(), String>, StepError> {
+        let Some(q) = self.management.queue(name).await? else {
+            return Ok(Err(format!("queue {name} is not on the broker")));
+        };
+        let current = QueueSettings::new(q.durable, q.auto_delete, q.arguments);
+        let diffs = differences(&current, &self.playbook.queues.target);
+        if !diffs.is_empty() {
+            let text: Vec<String> = diffs.iter().map(|d| d.to_string()).collect();
+            return Ok(Err(format!("queue {name} differs: {}", text.join(", "))));
+        }
+        if let Some(Backup::Queue { bindings, .. }) = self.queue_backup(name).await {
+            let now: BTreeSet<(String, String)> = self
+                .management
+                .bindings_of(name)
+                .await?
+                .into_iter()
+                .map(|b| (b.source, b.routing_key))
+                .collect();
+            for b in &bindings {
+                if !now.contains(&(b.source.clone(), b.routing_key.clone())) {
+                    return Ok(Err(format!(
+                        "queue {name} lacks its binding to {} ({})",
+                        b.source, b.routing_key
+                    )));
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// The host's broker connections (found by their local ports) show the new version.
+    async fn check_client(&self, name: &str) -> Result<Result<(), String>, StepError> {
+        let (Some(ports), Some(expected)) = (
+            &self.playbook.verify.client_ports,
+            &self.playbook.verify.client_version,
+        ) else {
+            return Ok(Ok(()));
+        };
+        let output = self.command(name, "client ports", ports).await?;
+        let ports: BTreeSet<u16> = output
+            .stdout
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if ports.is_empty() {
+            return Ok(Err(format!("no broker connection from {name} yet")));
+        }
+        let connections = self.management.connections().await?;
+        let ours: Vec<_> = connections
+            .iter()
+            .filter(|c| ports.contains(&c.peer_port))
+            .collect();
+        if ours.is_empty() {
+            return Ok(Err(format!(
+                "the broker does not show {name}'s connections yet"
+            )));
+        }
+        if let Some(other) = ours.iter().find(|c| c.product().1 != *expected) {
+            return Ok(Err(format!(
+                "a connection of {name} shows version {:?}, not {expected:?}",
+                other.product().1
+            )));
+        }
+        Ok(Ok(()))
+    }
+}
