@@ -132,6 +132,27 @@ pub enum Command {
         #[arg(long)]
         skip_promotion_check: bool,
     },
+    /// Continue the group's interrupted or failed run from its journal: the same plan, the
+    /// steps already done skipped. Every step is safe to run again.
+    ///
+    /// Example: roll resume --group ops
+    Resume {
+        /// The group whose last run to continue.
+        #[arg(short, long)]
+        group: String,
+    },
+    /// Show, probed live on every host: half, role, installed version, service state, the
+    /// last run and step from the journal, and which hosts are the failover (old release).
+    ///
+    /// Example: roll status --group ops
+    Status {
+        /// Only this group.
+        #[arg(short, long)]
+        group: Option<String>,
+        /// The playbook whose status and version commands to use (default: the last run's).
+        #[arg(short, long)]
+        playbook: Option<PathBuf>,
+    },
 }
 
 fn parse_half(value: &str) -> Result<Half, String> {
@@ -207,6 +228,22 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 output: cli.output,
             };
             runtime()?.block_on(commands::upgrade::run(&inventory, settings))
+        }
+        Command::Resume { group } => {
+            let state_dir = state_dir(cli.state_dir)?;
+            runtime()?.block_on(commands::resume::run(
+                &inventory, &group, &state_dir, cli.output,
+            ))
+        }
+        Command::Status { group, playbook } => {
+            let state_dir = state_dir(cli.state_dir)?;
+            runtime()?.block_on(commands::status::run(
+                &inventory,
+                group.as_deref(),
+                playbook.as_deref(),
+                &state_dir,
+                cli.output,
+            ))
         }
     }
 }

@@ -4,6 +4,8 @@
 pub mod check;
 pub mod inventory;
 pub mod queue_diff;
+pub mod resume;
+pub mod status;
 pub mod upgrade;
 
 use crate::error::Error;
