@@ -108,11 +108,7 @@ pub fn summarise(entries: &[Entry]) -> LastRun {
 }
 
 /// Probes one group.
-async fn group_rows(
-    group: &Group,
-    playbook: &Playbook,
-    last: Option<&LastRun>,
-) -> Vec<StatusRow> {
+async fn group_rows(group: &Group, playbook: &Playbook, last: Option<&LastRun>) -> Vec<StatusRow> {
     let mut tasks = JoinSet::new();
     for (index, host) in group.hosts.iter().cloned().enumerate() {
         let vars = playbook.vars(&host, &group.broker);
@@ -132,7 +128,8 @@ async fn group_rows(
                 let state = connection.run("status", &status, timeout).await;
                 let installed = connection.run("version", &version, timeout).await;
                 connection.close().await;
-                let first = |o: remote::Output| o.stdout.lines().next().unwrap_or("").trim().to_string();
+                let first =
+                    |o: remote::Output| o.stdout.lines().next().unwrap_or("").trim().to_string();
                 Ok::<_, String>((
                     state.map(first).map_err(|e| e.to_string())?,
                     installed.map(first).map_err(|e| e.to_string())?,
@@ -166,7 +163,10 @@ async fn group_rows(
                     format!(
                         "{} {}{} {}",
                         r.kind,
-                        r.half.as_deref().map(|h| format!("half {h} ")).unwrap_or_default(),
+                        r.half
+                            .as_deref()
+                            .map(|h| format!("half {h} "))
+                            .unwrap_or_default(),
                         r.run_id,
                         r.status
                     )
@@ -192,7 +192,10 @@ pub async fn run(
     let mut rows = vec![];
     for group in groups {
         let last = last_run(state_dir, &group.name)?;
-        let path = match (playbook_path, last.as_ref().and_then(|r| r.playbook_path.clone())) {
+        let path = match (
+            playbook_path,
+            last.as_ref().and_then(|r| r.playbook_path.clone()),
+        ) {
             (Some(p), _) => p.to_path_buf(),
             (None, Some(p)) => p,
             (None, None) => {

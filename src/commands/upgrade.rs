@@ -138,6 +138,44 @@ pub async fn states(
     connections: &BTreeMap<String, Connection>,
     hosts: &[String],
 ) -> BTreeMap<String, Result<String, String>> {
+    first_lines(
+        playbook,
+        group,
+        connections,
+        hosts,
+        &playbook.commands.status,
+    )
+    .await
+}
+
+/// The installed version of each host that answers.
+async fn versions(
+    playbook: &Playbook,
+    group: &Group,
+    connections: &BTreeMap<String, Connection>,
+    hosts: &[String],
+) -> BTreeMap<String, String> {
+    first_lines(
+        playbook,
+        group,
+        connections,
+        hosts,
+        &playbook.commands.installed_version,
+    )
+    .await
+    .into_iter()
+    .filter_map(|(h, v)| v.ok().map(|v| (h, v)))
+    .collect()
+}
+
+/// The first line a playbook command prints on each host.
+async fn first_lines(
+    playbook: &Playbook,
+    group: &Group,
+    connections: &BTreeMap<String, Connection>,
+    hosts: &[String],
+    template: &str,
+) -> BTreeMap<String, Result<String, String>> {
     let mut out = BTreeMap::new();
     for name in hosts {
         let result = async {
@@ -148,13 +186,10 @@ pub async fn states(
                 .ok_or("not in the inventory")?;
             let connection = connections.get(name).ok_or("not connected")?;
             let command = playbook
-                .command(
-                    &playbook.commands.status,
-                    &playbook.vars(host, &group.broker),
-                )
+                .command(template, &playbook.vars(host, &group.broker))
                 .map_err(|e| e.to_string())?;
             let output = connection
-                .run("status", &command, playbook.commands.timeout)
+                .run("probe", &command, playbook.commands.timeout)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok::<String, String>(
@@ -278,6 +313,11 @@ async fn upgrade_locked(
             unhealthy.join(", ")
         )));
     }
+    let others: Vec<String> = group
+        .half(settings.half.other())
+        .map(|h| h.name.clone())
+        .collect();
+    let other_versions = versions(playbook, group, &connections, &others).await;
     let report = match queue_diff::report(playbook, group, Some(settings.half), false).await {
         Ok(r) => r,
         Err(err) => {
@@ -298,6 +338,7 @@ async fn upgrade_locked(
         &report.diff,
         playbook,
         settings.parallel,
+        &other_versions,
     );
     if settings.output == OutputFormat::Table {
         output::print_text(&plan.to_string())?;
@@ -419,11 +460,19 @@ fn summary(plan: &UpgradePlan, outcome: &Outcome) -> String {
     if let Some(seconds) = outcome.critical_window_seconds {
         lines.push(format!("  critical window: {seconds:.1}s"));
     }
-    lines.push(format!(
-        "  failover on the old release: {} (half {})",
-        plan.failover.join(" "),
-        plan.half.other()
-    ));
+    lines.push(if plan.failover.is_empty() {
+        format!(
+            "  failover: none (half {} runs {})",
+            plan.half.other(),
+            plan.version
+        )
+    } else {
+        format!(
+            "  failover on the old release: {} (half {})",
+            plan.failover.join(" "),
+            plan.half.other()
+        )
+    });
     if let Some(f) = &outcome.failure {
         lines.push(format!(
             "  failed: host {} at step {}: {}",

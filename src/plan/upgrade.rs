@@ -55,7 +55,8 @@ pub struct UpgradePlan {
     pub critical_window: bool,
     /// Hosts of the other half stopped for the critical window, never upgraded.
     pub critical_stops: Vec<String>,
-    /// The other half, kept on the old release as the failover.
+    /// The other half, kept on the old release as the failover (those of its hosts that do
+    /// not already run the target version).
     pub failover: Vec<String>,
     pub messages_at_risk: u64,
     /// The queue diff's summary line.
@@ -83,6 +84,8 @@ fn change(row: &super::queue_diff::QueueRow) -> QueueChange {
 }
 
 /// Computes the plan for upgrading `half` of `group`.
+/// `other_versions` holds the installed version of the other half's hosts, where known: a
+/// host already on the target version is no failover.
 pub fn plan(
     run_id: &str,
     group: &Group,
@@ -90,6 +93,7 @@ pub fn plan(
     diff: &QueueDiff,
     playbook: &crate::playbook::Playbook,
     parallel: usize,
+    other_versions: &std::collections::BTreeMap<String, String>,
 ) -> UpgradePlan {
     let recreate = |v: Verdict| matches!(v, Verdict::Recreate | Verdict::IgnoredByBroker);
     let mut group_queues = vec![];
@@ -166,7 +170,11 @@ pub fn plan(
         two_phase,
         critical_window,
         critical_stops,
-        failover: other.iter().map(|h| h.name.clone()).collect(),
+        failover: other
+            .iter()
+            .filter(|h| other_versions.get(&h.name) != Some(&playbook.version))
+            .map(|h| h.name.clone())
+            .collect(),
         queue_summary: diff.summary.to_string(),
     }
 }
@@ -262,12 +270,21 @@ impl fmt::Display for UpgradePlan {
                 self.half.other()
             )?;
         }
-        writeln!(
-            f,
-            "  failover on the old release: {} (half {})",
-            self.failover.join(" "),
-            self.half.other()
-        )?;
+        if self.failover.is_empty() {
+            writeln!(
+                f,
+                "  failover: none (half {} already runs {})",
+                self.half.other(),
+                self.version
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  failover on the old release: {} (half {})",
+                self.failover.join(" "),
+                self.half.other()
+            )?;
+        }
         write!(f, "  {}", self.queue_summary)
     }
 }
@@ -338,7 +355,7 @@ mod tests {
         let (inventory, playbook) = fixture();
         let ops = inventory.group("ops").unwrap();
         let d = ops_diff(&playbook.queues.target);
-        let p = plan("r1", ops, Half::B, &d, &playbook, 2);
+        let p = plan("r1", ops, Half::B, &d, &playbook, 2, &Default::default());
         let names: Vec<&str> = p.hosts.iter().map(|h| h.host.as_str()).collect();
         assert_eq!(names, ["px5", "px6", "px7", "px8", "pxatx1"]);
         assert_eq!(p.canary(), Some("px5"));
@@ -374,7 +391,16 @@ mod tests {
         let ops = inventory.group("ops").unwrap();
         let target = QueueSettings::new(true, false, Default::default());
         let d = ops_diff(&target);
-        let p = plan("r2", ops, Half::A, &d, &playbook, 1);
+        let mut versions = std::collections::BTreeMap::new();
+        for h in ["px5", "px6", "px7", "px8", "pxatx1"] {
+            versions.insert(h.to_string(), "3.3.1".to_string());
+        }
+        let p = plan("r2", ops, Half::A, &d, &playbook, 1, &versions);
+        assert!(p.failover.is_empty());
+        assert!(
+            p.to_string()
+                .contains("failover: none (half b already runs 3.3.1)")
+        );
         let names: Vec<&str> = p.hosts.iter().map(|h| h.host.as_str()).collect();
         assert_eq!(names, ["px1", "px2", "px3", "px4", "pxatx2"]);
         let pxatx2 = &p.hosts[4];
