@@ -8,4 +8,5 @@ mod check;
 mod inventory_cli;
 mod lab;
 mod queue_diff;
+mod upgrade;
 mod support;

@@ -60,3 +60,66 @@ pub fn json(run: &Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout)
         .unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {run:#?}"))
 }
+
+/// Puts the lab back as a fresh `tests/lab/up` makes it.
+pub fn reset_lab() {
+    let status = Command::new(repo("tests/lab/reset"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("tests/lab/reset runs");
+    assert!(status.success(), "tests/lab/reset failed");
+}
+
+/// Resets the lab when dropped, so that a test that changes it leaves it as it found it,
+/// whether it passes or fails.
+pub struct ResetOnDrop;
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        reset_lab();
+    }
+}
+
+/// The pids of a lab host's running sr3 instances (from its pid files), sorted.
+pub fn sr3_pids(host: &str) -> Vec<u32> {
+    let mut pids = vec![];
+    let base = PathBuf::from(format!("/home/rl-{host}/.cache/sr3"));
+    for component in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        for config in std::fs::read_dir(component.path()).into_iter().flatten().flatten() {
+            for file in std::fs::read_dir(config.path()).into_iter().flatten().flatten() {
+                let path = file.path();
+                if path.extension().is_some_and(|e| e == "pid")
+                    && let Ok(text) = std::fs::read_to_string(&path)
+                    && let Ok(pid) = text.trim().parse::<u32>()
+                    && Path::new(&format!("/proc/{pid}")).exists()
+                {
+                    pids.push(pid);
+                }
+            }
+        }
+    }
+    pids.sort_unstable();
+    pids
+}
+
+/// `roll status` as JSON rows, by host.
+pub fn status(state_dir: &str, group: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let run = roll(&[
+        "status",
+        "--state-dir",
+        state_dir,
+        "--group",
+        group,
+        "-p",
+        "playbooks/sr3-minor.toml",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    json(&run)
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r["host"].as_str().unwrap_or_default().to_string(), r.clone()))
+        .collect()
+}

@@ -1,0 +1,290 @@
+//! `roll upgrade`, `roll resume` and `roll status` on the lab. These change the lab: they run
+//! one at a time (`serial_` in their names) and reset it when they are done.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{ResetOnDrop, json, require_lab, roll, sr3_pids, status};
+
+fn upgrade(state: &str, playbook: &str, group: &str, half: &str, extra: &[&str]) -> crate::support::Run {
+    let mut args = vec![
+        "upgrade",
+        "--state-dir",
+        state,
+        "-p",
+        playbook,
+        "--group",
+        group,
+        "--half",
+        half,
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    roll(&args)
+}
+
+fn half_pids(hosts: &[&str]) -> Vec<(String, Vec<u32>)> {
+    hosts.iter().map(|h| (h.to_string(), sr3_pids(h))).collect()
+}
+
+const OPS_A: [&str; 4] = ["px1", "px2", "px3", "px4"];
+const OPS_B: [&str; 5] = ["px5", "px6", "px7", "px8", "pxatx1"];
+const MINOR: &str = "playbooks/sr3-minor.toml";
+const EXPIRE: &str = "playbooks/sr3-queue-expire.toml";
+
+/// The minor release through stage and both ops halves, with a SIGKILL in the middle of
+/// half b and a resume; the other half's processes are never restarted.
+#[test]
+fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resume() {
+    require_lab();
+    let _reset = ResetOnDrop;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+
+    // ops before stage: refused by the promotion gate, nothing changed.
+    let refused = upgrade(&state, MINOR, "ops", "a", &[]);
+    assert_eq!(refused.code, 1, "{refused:#?}");
+    assert!(refused.stderr.contains("promotion gate"), "{}", refused.stderr);
+    for row in status(&state, "ops").values() {
+        assert_eq!(row["version"], "3.2.0.post1", "{row}");
+    }
+
+    for half in ["a", "b"] {
+        let run = upgrade(&state, MINOR, "stage", half, &[]);
+        assert_eq!(run.code, 0, "stage {half}: {run:#?}");
+    }
+    let b_before = half_pids(&OPS_B);
+    let run = upgrade(&state, MINOR, "ops", "a", &["--parallel", "4"]);
+    assert_eq!(run.code, 0, "ops a: {run:#?}");
+    assert_eq!(half_pids(&OPS_B), b_before, "half b was restarted while half a upgraded");
+    let a_pids = half_pids(&OPS_A);
+
+    // Half b, killed once its canary is verified, then resumed.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roll"))
+        .args([
+            "upgrade", "--state-dir", &state, "-p", MINOR, "--group", "ops", "--half", "b",
+            "--yes",
+        ])
+        .current_dir(crate::support::root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("roll starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut seen = vec![];
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("line");
+        seen.push(line.clone());
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.windows(3).any(|w| w == ["px5", "verify", "ok"]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "canary never verified: {seen:#?}");
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let rows = status(&state, "ops");
+    assert_eq!(rows["px5"]["version"], "3.3.1");
+    assert_eq!(rows["px5"]["service"], "running");
+    assert!(
+        rows["px5"]["last_run"].as_str().unwrap_or_default().contains("interrupted"),
+        "{:#?}",
+        rows["px5"]
+    );
+    let resumed = roll(&["resume", "--state-dir", &state, "--group", "ops"]);
+    assert_eq!(resumed.code, 0, "{resumed:#?}");
+    assert!(resumed.stderr.contains("done before, skipped"), "{}", resumed.stderr);
+
+    assert_eq!(half_pids(&OPS_A), a_pids, "half a was restarted while half b upgraded");
+    let rows = status(&state, "ops");
+    for (host, row) in &rows {
+        assert_eq!(row["version"], "3.3.1", "{host}: {row}");
+        let want = if host == "pxatx2" { "stopped" } else { "running" };
+        assert_eq!(row["service"], want, "{host}: {row}");
+    }
+    let again = roll(&["resume", "--state-dir", &state, "--group", "ops"]);
+    assert_eq!(again.code, 0, "{again:#?}");
+    assert!(again.stderr.contains("nothing to resume"), "{}", again.stderr);
+}
+
+fn ops_queues() -> Vec<Value> {
+    let inventory =
+        roll::inventory::load(&crate::support::repo("inventory/lab.toml")).expect("inventory");
+    let group = inventory.group("ops").expect("ops");
+    let password = group.broker.password.read().expect("password");
+    let management =
+        roll::broker::management::Management::new(&group.broker, password).expect("client");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut queues: Vec<Value> = management
+            .get("queues/ops", &[("columns", "name,arguments,messages".into())], "queues")
+            .await
+            .expect("queues");
+        for q in &mut queues {
+            let name = q["name"].as_str().unwrap_or_default().to_string();
+            let bindings = management.bindings_of(&name).await.expect("bindings");
+            q["bindings"] = Value::from(
+                bindings
+                    .iter()
+                    .map(|b| format!("{} {}", b.source, b.routing_key))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        queues.sort_by_key(|q| q["name"].as_str().unwrap_or_default().to_string());
+        queues
+    })
+}
+
+/// The queue-changing release on ops half b: a dry run changes nothing, a concurrent run is
+/// refused naming the holder, then the real run recreates half b's and the shared queues with
+/// x-expires and their bindings, leaving half a stopped on the old release as the failover.
+#[test]
+fn serial_queue_expire_upgrade_of_ops_half_b_after_stage() {
+    require_lab();
+    let _reset = ResetOnDrop;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+    for half in ["a", "b"] {
+        let run = upgrade(&state, EXPIRE, "stage", half, &[]);
+        assert_eq!(run.code, 0, "stage {half}: {run:#?}");
+    }
+    let before = ops_queues();
+    let dry = upgrade(&state, EXPIRE, "ops", "b", &["--dry-run"]);
+    assert_eq!(dry.code, 0, "{dry:#?}");
+    assert!(dry.stdout.contains("critical window: yes"), "{}", dry.stdout);
+    assert!(dry.stdout.contains("Dry run: nothing was changed."), "{}", dry.stdout);
+    assert_eq!(ops_queues(), before, "the dry run changed queues");
+    for row in status(&state, "ops").values() {
+        assert_eq!(row["version"], "3.2.0.post1", "{row}");
+    }
+
+    // A run waiting for approval holds the lock: a second one is refused at once.
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_roll"))
+        .args([
+            "upgrade", "--state-dir", &state, "-p", EXPIRE, "--group", "ops", "--half", "b",
+        ])
+        .current_dir(crate::support::root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("roll starts");
+    let out = waiting.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if line.trim_start().starts_with("Plan:") {
+            break;
+        }
+    }
+    let started = Instant::now();
+    let second = upgrade(&state, EXPIRE, "ops", "b", &["--dry-run"]);
+    assert_eq!(second.code, 1, "{second:#?}");
+    assert!(
+        second.stderr.contains(&format!("pid {}", waiting.id())),
+        "{}",
+        second.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    drop(waiting.stdin.take()); // no approval: the first run ends, changing nothing
+    let declined = waiting.wait().expect("first run ends");
+    assert_eq!(declined.code(), Some(1));
+    assert_eq!(ops_queues(), before, "a declined run changed queues");
+
+    let run = upgrade(&state, EXPIRE, "ops", "b", &["--parallel", "5"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let window: f64 = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("critical window: "))
+        .find_map(|s| s.trim_end_matches('s').parse().ok())
+        .unwrap_or_else(|| panic!("no critical window in {}", run.stdout));
+    assert!(window > 0.0);
+
+    let after = ops_queues();
+    for q in &after {
+        let name = q["name"].as_str().unwrap_or_default();
+        let old = before.iter().find(|b| b["name"] == q["name"]);
+        let changed = OPS_B.iter().any(|h| name.contains(&format!(".rl-{h}_")))
+            || name == "q_roll-lab.subscribe.cluster.ops";
+        if changed {
+            assert_eq!(q["arguments"]["x-expires"], 604_800_000, "{q}");
+        } else {
+            assert!(q["arguments"].get("x-expires").is_none(), "{q}");
+        }
+        if let Some(old) = old {
+            assert_eq!(q["bindings"], old["bindings"], "{name} lost bindings");
+        }
+        if name.starts_with("q_anonymous") {
+            assert_eq!(q["messages"], old.map_or(Value::Null, |o| o["messages"].clone()));
+            assert_eq!(q["messages"], 5);
+        }
+    }
+    let rows = status(&state, "ops");
+    for host in OPS_A.iter().chain(["pxatx2"].iter()) {
+        assert_eq!(rows[*host]["version"], "3.2.0.post1", "{host}");
+        assert_eq!(rows[*host]["service"], "stopped", "{host}");
+        assert_eq!(rows[*host]["failover"], true, "{host}");
+    }
+    for host in OPS_B {
+        assert_eq!(rows[host]["version"], "3.3.1", "{host}");
+        assert_eq!(rows[host]["service"], "running", "{host}");
+    }
+}
+
+/// A host whose upgrade command fails stops the run: no host after it is touched, the
+/// untouched half keeps serving, and the report names the host and the step.
+#[test]
+fn serial_a_failing_host_stops_the_run_and_the_other_half_keeps_serving() {
+    require_lab();
+    let _reset = ResetOnDrop;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+    let text = std::fs::read_to_string(crate::support::repo(MINOR))
+        .expect("playbook")
+        .replace(
+            "upgrade = \"~/venv/bin/pip",
+            "upgrade = \"test {host} != px6 || { echo 'disk full' >&2; exit 7; }; ~/venv/bin/pip",
+        )
+        .replace("|| { echo", "|| {{ echo")
+        .replace("exit 7; };", "exit 7; }};");
+    let playbook = dir.path().join("failing.toml");
+    std::fs::write(&playbook, text).expect("write");
+    let playbook = playbook.display().to_string();
+    let a_pids = half_pids(&OPS_A);
+    let run = upgrade(
+        &state,
+        &playbook,
+        "ops",
+        "b",
+        &["--skip-promotion-check", "--output", "json"],
+    );
+    assert_eq!(run.code, 3, "{run:#?}");
+    let report = json(&run);
+    let outcome = &report["outcome"];
+    assert_eq!(outcome["status"], "partial");
+    assert_eq!(outcome["failure"]["host"], "px6");
+    assert_eq!(outcome["failure"]["step"], "upgrade");
+    assert!(
+        outcome["failure"]["detail"].as_str().unwrap_or_default().contains("disk full"),
+        "{outcome}"
+    );
+    assert_eq!(outcome["completed"], serde_json::json!(["px5"]));
+    assert_eq!(half_pids(&OPS_A), a_pids, "half a was disturbed");
+    let rows = status(&state, "ops");
+    for host in OPS_A {
+        assert_eq!(rows[host]["service"], "running", "{host}");
+    }
+    for host in ["px7", "px8", "pxatx1"] {
+        assert_eq!(rows[host]["version"], "3.2.0.post1", "{host} was touched");
+        assert_eq!(rows[host]["service"], "running", "{host}");
+    }
+    // The override is recorded in the journal.
+    let journal = outcome["journal"].as_str().expect("journal path");
+    let text = std::fs::read_to_string(journal).expect("journal");
+    assert!(text.contains("\"skip_promotion_check\":true"), "{text}");
+}
