@@ -258,10 +258,7 @@ impl Management {
         let all: Vec<BindingInfo> = self
             .get(
                 &path,
-                &[(
-                    "columns",
-                    "source,destination,destination_type,routing_key,arguments".into(),
-                )],
+                &[("columns", BINDING_COLUMNS.into())],
                 &format!("bindings of {queue}"),
             )
             .await?;
@@ -304,6 +301,11 @@ impl Management {
         }
     }
 }
+
+/// The columns `roll` reads of a queue.
+const QUEUE_COLUMNS: &str = "name,durable,auto_delete,exclusive,arguments,messages,consumers";
+/// The columns `roll` reads of a binding.
+const BINDING_COLUMNS: &str = "source,destination,destination_type,routing_key,arguments";
 
 /// Queues per page when listing (the management API's maximum is 500).
 pub const PAGE_SIZE: usize = 500;
@@ -391,11 +393,7 @@ impl Management {
                         ("page", page.to_string()),
                         ("page_size", PAGE_SIZE.to_string()),
                         ("sort", "name".into()),
-                        (
-                            "columns",
-                            "name,durable,auto_delete,exclusive,arguments,messages,consumers"
-                                .into(),
-                        ),
+                        ("columns", QUEUE_COLUMNS.into()),
                     ],
                     "queue listing",
                 )
@@ -414,14 +412,7 @@ impl Management {
     pub async fn queue(&self, name: &str) -> Result<Option<QueueInfo>, BrokerError> {
         let path = format!("queues/{}/{}", segment(&self.vhost), segment(name));
         match self
-            .get(
-                &path,
-                &[(
-                    "columns",
-                    "name,durable,auto_delete,exclusive,arguments,messages,consumers".into(),
-                )],
-                "queue lookup",
-            )
+            .get(&path, &[("columns", QUEUE_COLUMNS.into())], "queue lookup")
             .await
         {
             Ok(info) => Ok(Some(info)),
@@ -437,10 +428,7 @@ impl Management {
         let all: Vec<BindingInfo> = self
             .get(
                 &path,
-                &[(
-                    "columns",
-                    "source,destination,destination_type,routing_key,arguments".into(),
-                )],
+                &[("columns", BINDING_COLUMNS.into())],
                 "binding listing",
             )
             .await

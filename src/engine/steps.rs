@@ -254,9 +254,28 @@ impl Engine {
 
     /// The first line of the status command's output.
     pub(super) async fn status(&self, name: &str) -> Result<String, StepError> {
-        let output = self
-            .command(name, "status", &self.playbook.commands.status)
-            .await?;
+        self.first_line(name, "status", &self.playbook.commands.status)
+            .await
+    }
+
+    /// The installed version of the package.
+    pub(super) async fn installed_version(&self, name: &str) -> Result<String, StepError> {
+        self.first_line(
+            name,
+            "installed version",
+            &self.playbook.commands.installed_version,
+        )
+        .await
+    }
+
+    /// The first line a playbook command prints, trimmed.
+    async fn first_line(
+        &self,
+        name: &str,
+        label: &str,
+        template: &str,
+    ) -> Result<String, StepError> {
+        let output = self.command(name, label, template).await?;
         Ok(output
             .stdout
             .lines()
@@ -287,14 +306,7 @@ impl Engine {
     /// Saves the installed version, the files the release replaces and the host's queues.
     async fn backup_host(&self, host: &HostPlan) -> Result<Done, StepError> {
         let name = host.host.as_str();
-        let version = self
-            .command(
-                name,
-                "installed version",
-                &self.playbook.commands.installed_version,
-            )
-            .await?;
-        let version = version.stdout.trim().to_string();
+        let version = self.installed_version(name).await?;
         self.save(
             name,
             Backup::Version {

@@ -83,14 +83,7 @@ impl Engine {
             if state != "running" {
                 return Ok(Err(format!("status says {state:?}")));
             }
-            let version = self
-                .command(
-                    name,
-                    "installed version",
-                    &self.playbook.commands.installed_version,
-                )
-                .await?;
-            let version = version.stdout.trim();
+            let version = self.installed_version(name).await?;
             if version != self.plan.version {
                 return Ok(Err(format!(
                     "installed version is {version:?}, not {:?}",

@@ -8,5 +8,5 @@ mod check;
 mod inventory_cli;
 mod lab;
 mod queue_diff;
-mod upgrade;
 mod support;
+mod upgrade;

@@ -85,8 +85,16 @@ pub fn sr3_pids(host: &str) -> Vec<u32> {
     let mut pids = vec![];
     let base = PathBuf::from(format!("/home/rl-{host}/.cache/sr3"));
     for component in std::fs::read_dir(&base).into_iter().flatten().flatten() {
-        for config in std::fs::read_dir(component.path()).into_iter().flatten().flatten() {
-            for file in std::fs::read_dir(config.path()).into_iter().flatten().flatten() {
+        for config in std::fs::read_dir(component.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in std::fs::read_dir(config.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let path = file.path();
                 if path.extension().is_some_and(|e| e == "pid")
                     && let Ok(text) = std::fs::read_to_string(&path)
@@ -103,7 +111,10 @@ pub fn sr3_pids(host: &str) -> Vec<u32> {
 }
 
 /// `roll status` as JSON rows, by host.
-pub fn status(state_dir: &str, group: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+pub fn status(
+    state_dir: &str,
+    group: &str,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
     let run = roll(&[
         "status",
         "--state-dir",
@@ -120,6 +131,11 @@ pub fn status(state_dir: &str, group: &str) -> std::collections::BTreeMap<String
         .as_array()
         .expect("rows")
         .iter()
-        .map(|r| (r["host"].as_str().unwrap_or_default().to_string(), r.clone()))
+        .map(|r| {
+            (
+                r["host"].as_str().unwrap_or_default().to_string(),
+                r.clone(),
+            )
+        })
         .collect()
 }

@@ -9,7 +9,13 @@ use serde_json::Value;
 
 use crate::support::{ResetOnDrop, json, require_lab, roll, sr3_pids, status};
 
-fn upgrade(state: &str, playbook: &str, group: &str, half: &str, extra: &[&str]) -> crate::support::Run {
+fn upgrade(
+    state: &str,
+    playbook: &str,
+    group: &str,
+    half: &str,
+    extra: &[&str],
+) -> crate::support::Run {
     let mut args = vec![
         "upgrade",
         "--state-dir",
@@ -47,7 +53,11 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
     // ops before stage: refused by the promotion gate, nothing changed.
     let refused = upgrade(&state, MINOR, "ops", "a", &[]);
     assert_eq!(refused.code, 1, "{refused:#?}");
-    assert!(refused.stderr.contains("promotion gate"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("promotion gate"),
+        "{}",
+        refused.stderr
+    );
     for row in status(&state, "ops").values() {
         assert_eq!(row["version"], "3.2.0.post1", "{row}");
     }
@@ -59,13 +69,25 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
     let b_before = half_pids(&OPS_B);
     let run = upgrade(&state, MINOR, "ops", "a", &["--parallel", "4"]);
     assert_eq!(run.code, 0, "ops a: {run:#?}");
-    assert_eq!(half_pids(&OPS_B), b_before, "half b was restarted while half a upgraded");
+    assert_eq!(
+        half_pids(&OPS_B),
+        b_before,
+        "half b was restarted while half a upgraded"
+    );
     let a_pids = half_pids(&OPS_A);
 
     // Half b, killed once its canary is verified, then resumed.
     let mut child = Command::new(env!("CARGO_BIN_EXE_roll"))
         .args([
-            "upgrade", "--state-dir", &state, "-p", MINOR, "--group", "ops", "--half", "b",
+            "upgrade",
+            "--state-dir",
+            &state,
+            "-p",
+            MINOR,
+            "--group",
+            "ops",
+            "--half",
+            "b",
             "--yes",
         ])
         .current_dir(crate::support::root())
@@ -83,7 +105,10 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
         if words.windows(3).any(|w| w == ["px5", "verify", "ok"]) {
             break;
         }
-        assert!(Instant::now() < deadline, "canary never verified: {seen:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "canary never verified: {seen:#?}"
+        );
     }
     child.kill().expect("SIGKILL");
     let _ = child.wait();
@@ -92,24 +117,43 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
     assert_eq!(rows["px5"]["version"], "3.3.1");
     assert_eq!(rows["px5"]["service"], "running");
     assert!(
-        rows["px5"]["last_run"].as_str().unwrap_or_default().contains("interrupted"),
+        rows["px5"]["last_run"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("interrupted"),
         "{:#?}",
         rows["px5"]
     );
     let resumed = roll(&["resume", "--state-dir", &state, "--group", "ops"]);
     assert_eq!(resumed.code, 0, "{resumed:#?}");
-    assert!(resumed.stderr.contains("done before, skipped"), "{}", resumed.stderr);
+    assert!(
+        resumed.stderr.contains("done before, skipped"),
+        "{}",
+        resumed.stderr
+    );
 
-    assert_eq!(half_pids(&OPS_A), a_pids, "half a was restarted while half b upgraded");
+    assert_eq!(
+        half_pids(&OPS_A),
+        a_pids,
+        "half a was restarted while half b upgraded"
+    );
     let rows = status(&state, "ops");
     for (host, row) in &rows {
         assert_eq!(row["version"], "3.3.1", "{host}: {row}");
-        let want = if host == "pxatx2" { "stopped" } else { "running" };
+        let want = if host == "pxatx2" {
+            "stopped"
+        } else {
+            "running"
+        };
         assert_eq!(row["service"], want, "{host}: {row}");
     }
     let again = roll(&["resume", "--state-dir", &state, "--group", "ops"]);
     assert_eq!(again.code, 0, "{again:#?}");
-    assert!(again.stderr.contains("nothing to resume"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("nothing to resume"),
+        "{}",
+        again.stderr
+    );
 }
 
 fn ops_queues() -> Vec<Value> {
@@ -122,7 +166,11 @@ fn ops_queues() -> Vec<Value> {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let mut queues: Vec<Value> = management
-            .get("queues/ops", &[("columns", "name,arguments,messages".into())], "queues")
+            .get(
+                "queues/ops",
+                &[("columns", "name,arguments,messages".into())],
+                "queues",
+            )
             .await
             .expect("queues");
         for q in &mut queues {
@@ -156,8 +204,16 @@ fn serial_queue_expire_upgrade_of_ops_half_b_after_stage() {
     let before = ops_queues();
     let dry = upgrade(&state, EXPIRE, "ops", "b", &["--dry-run"]);
     assert_eq!(dry.code, 0, "{dry:#?}");
-    assert!(dry.stdout.contains("critical window: yes"), "{}", dry.stdout);
-    assert!(dry.stdout.contains("Dry run: nothing was changed."), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains("critical window: yes"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains("Dry run: nothing was changed."),
+        "{}",
+        dry.stdout
+    );
     assert_eq!(ops_queues(), before, "the dry run changed queues");
     for row in status(&state, "ops").values() {
         assert_eq!(row["version"], "3.2.0.post1", "{row}");
@@ -166,7 +222,15 @@ fn serial_queue_expire_upgrade_of_ops_half_b_after_stage() {
     // A run waiting for approval holds the lock: a second one is refused at once.
     let mut waiting = Command::new(env!("CARGO_BIN_EXE_roll"))
         .args([
-            "upgrade", "--state-dir", &state, "-p", EXPIRE, "--group", "ops", "--half", "b",
+            "upgrade",
+            "--state-dir",
+            &state,
+            "-p",
+            EXPIRE,
+            "--group",
+            "ops",
+            "--half",
+            "b",
         ])
         .current_dir(crate::support::root())
         .stdin(Stdio::piped())
@@ -220,7 +284,10 @@ fn serial_queue_expire_upgrade_of_ops_half_b_after_stage() {
             assert_eq!(q["bindings"], old["bindings"], "{name} lost bindings");
         }
         if name.starts_with("q_anonymous") {
-            assert_eq!(q["messages"], old.map_or(Value::Null, |o| o["messages"].clone()));
+            assert_eq!(
+                q["messages"],
+                old.map_or(Value::Null, |o| o["messages"].clone())
+            );
             assert_eq!(q["messages"], 5);
         }
     }
@@ -270,7 +337,10 @@ fn serial_a_failing_host_stops_the_run_and_the_other_half_keeps_serving() {
     assert_eq!(outcome["failure"]["host"], "px6");
     assert_eq!(outcome["failure"]["step"], "upgrade");
     assert!(
-        outcome["failure"]["detail"].as_str().unwrap_or_default().contains("disk full"),
+        outcome["failure"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("disk full"),
         "{outcome}"
     );
     assert_eq!(outcome["completed"], serde_json::json!(["px5"]));
