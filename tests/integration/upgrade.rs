@@ -358,3 +358,63 @@ fn serial_a_failing_host_stops_the_run_and_the_other_half_keeps_serving() {
     let text = std::fs::read_to_string(journal).expect("journal");
     assert!(text.contains("\"skip_promotion_check\":true"), "{text}");
 }
+
+/// A failure inside the critical window (the canary does not start): the shared queue gets
+/// its backed-up definition back and the untouched half is started again on the old release.
+#[test]
+fn serial_a_failure_in_the_critical_window_restores_the_shared_queue_and_the_other_half() {
+    require_lab();
+    let _reset = ResetOnDrop;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+    let text = std::fs::read_to_string(crate::support::repo(EXPIRE))
+        .expect("playbook")
+        .replace(
+            "start = \"cd ~ &&",
+            "start = \"test {host} != px5 || {{ echo 'cannot start' >&2; exit 9; }}; cd ~ &&",
+        )
+        .replace(
+            "template = \"files/",
+            &format!(
+                "template = \"{}/",
+                crate::support::repo("playbooks/files").display()
+            ),
+        );
+    let playbook = dir.path().join("failing-start.toml");
+    std::fs::write(&playbook, text).expect("write");
+    let playbook = playbook.display().to_string();
+    let before = ops_queues();
+    let run = upgrade(
+        &state,
+        &playbook,
+        "ops",
+        "b",
+        &[
+            "--skip-promotion-check",
+            "--parallel",
+            "5",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(run.code, 1, "{run:#?}");
+    let report = json(&run);
+    assert_eq!(report["outcome"]["failure"]["host"], "px5", "{report:#}");
+    assert_eq!(report["outcome"]["failure"]["step"], "start", "{report:#}");
+    let shared = ops_queues()
+        .into_iter()
+        .find(|q| q["name"] == "q_roll-lab.subscribe.cluster.ops")
+        .expect("the shared queue exists");
+    let old = before
+        .iter()
+        .find(|q| q["name"] == "q_roll-lab.subscribe.cluster.ops")
+        .expect("it existed");
+    assert!(shared["arguments"].get("x-expires").is_none(), "{shared}");
+    assert_eq!(shared["bindings"], old["bindings"]);
+    let rows = status(&state, "ops");
+    for host in OPS_A {
+        assert_eq!(rows[host]["service"], "running", "{host}: {}", rows[host]);
+        assert_eq!(rows[host]["version"], "3.2.0.post1", "{host}");
+    }
+    assert_eq!(rows["px5"]["service"], "stopped");
+}
