@@ -132,6 +132,34 @@ pub enum Command {
         #[arg(long)]
         skip_promotion_check: bool,
     },
+    /// Undo the group's last upgrade run from its journal: fail over to the untouched half,
+    /// then restore the group as it was.
+    ///
+    /// Service first: stop the upgraded hosts, restore every recreated queue to its backed-up
+    /// definition and bindings, start the old release (swapping an active/passive pair whose
+    /// active host was upgraded) and report the failover time. Repairs second: reinstall the
+    /// previous version, restore the replaced files, start the hosts again.
+    /// Run it again to finish an interrupted rollback. Exit codes: 0 done, 1 failed,
+    /// 2 nothing to roll back or a usage error.
+    ///
+    /// Example: roll rollback -p playbooks/sr3-queue-expire.toml --group ops
+    Rollback {
+        /// The playbook of the run to undo (its commands are used).
+        #[arg(short, long)]
+        playbook: PathBuf,
+        /// The group whose last run to undo.
+        #[arg(short, long)]
+        group: String,
+        /// Approve the plan without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Print the plan and stop: nothing is changed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Leave the upgraded hosts stopped, on the new release, for investigation.
+        #[arg(long)]
+        keep_upgraded_stopped: bool,
+    },
     /// Continue the group's interrupted or failed run from its journal: the same plan, the
     /// steps already done skipped. Every step is safe to run again.
     ///
@@ -228,6 +256,24 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 output: cli.output,
             };
             runtime()?.block_on(commands::upgrade::run(&inventory, settings))
+        }
+        Command::Rollback {
+            playbook,
+            group,
+            yes,
+            dry_run,
+            keep_upgraded_stopped,
+        } => {
+            let settings = commands::rollback::Settings {
+                playbook,
+                group,
+                yes,
+                dry_run,
+                keep_upgraded_stopped,
+                state_dir: state_dir(cli.state_dir)?,
+                output: cli.output,
+            };
+            runtime()?.block_on(commands::rollback::run(&inventory, settings))
         }
         Command::Resume { group } => {
             let state_dir = state_dir(cli.state_dir)?;

@@ -270,6 +270,59 @@ pub fn runs(state_dir: &Path, group: &str) -> Result<Vec<PathBuf>, JournalError>
     Ok(paths)
 }
 
+/// Roles changed by a rollback's pair swap (`groups/<group>/roles.json`): host -> role. The
+/// inventory stays the operator's file; these override its roles until it is edited.
+pub fn role_overrides(
+    state_dir: &Path,
+    group: &str,
+) -> Result<std::collections::BTreeMap<String, crate::inventory::Role>, JournalError> {
+    let path = group_dir(state_dir, group).join("roles.json");
+    match fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|err| JournalError::Corrupt {
+            path,
+            line: 1,
+            message: err.to_string(),
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(source) => Err(JournalError::Io { path, source }),
+    }
+}
+
+/// Records roles changed by a pair swap (atomically).
+pub fn set_role_overrides(
+    state_dir: &Path,
+    group: &str,
+    roles: &std::collections::BTreeMap<String, crate::inventory::Role>,
+) -> Result<(), JournalError> {
+    let dir = group_dir(state_dir, group);
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let tmp = dir.join("roles.json.tmp");
+    let path = dir.join("roles.json");
+    let text = serde_json::to_string_pretty(roles).map_err(|err| JournalError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(err),
+    })?;
+    let mut file = File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(text.as_bytes()).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    sync_dir(&dir)
+}
+
+/// The group with the roles a rollback swapped applied over the inventory's.
+pub fn with_role_overrides(
+    mut group: crate::inventory::Group,
+    state_dir: &Path,
+) -> Result<crate::inventory::Group, JournalError> {
+    let roles = role_overrides(state_dir, &group.name)?;
+    for host in &mut group.hosts {
+        if let Some(role) = roles.get(&host.name) {
+            host.role = Some(*role);
+        }
+    }
+    Ok(group)
+}
+
 /// Reads a journal. A last line without its newline (torn by a crash) is ignored; any other
 /// unreadable line is an error naming the line.
 pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {

@@ -5,6 +5,7 @@ pub mod check;
 pub mod inventory;
 pub mod queue_diff;
 pub mod resume;
+pub mod rollback;
 pub mod status;
 pub mod upgrade;
 

@@ -26,6 +26,7 @@ pub async fn run(
         .copied()
         .cloned()
         .ok_or_else(|| Error::Usage(format!("no group {group}")))?;
+    let group = journal::with_role_overrides(group, state_dir)?;
     let Some(path) = journal::last_run(state_dir, &group.name)? else {
         return Err(Error::Usage(format!(
             "group {}: no run to resume in {}",

@@ -191,6 +191,7 @@ pub async fn run(
     let groups = select_groups(inventory, group)?;
     let mut rows = vec![];
     for group in groups {
+        let group = &journal::with_role_overrides(group.clone(), state_dir)?;
         let last = last_run(state_dir, &group.name)?;
         let path = match (
             playbook_path,

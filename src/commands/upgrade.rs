@@ -209,7 +209,7 @@ async fn first_lines(
 }
 
 /// Asks the operator to type the group's name.
-fn approve(group: &str) -> Result<(), Error> {
+pub fn approve(group: &str) -> Result<(), Error> {
     eprint!("Type the group name ({group}) to approve this plan: ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
@@ -232,6 +232,7 @@ pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error>
         .copied()
         .cloned()
         .ok_or_else(|| Error::Usage(format!("no group {}", settings.group)))?;
+    let group = journal::with_role_overrides(group, &settings.state_dir)?;
     if settings.parallel == 0 {
         return Err(Error::Usage("--parallel must be at least 1".into()));
     }

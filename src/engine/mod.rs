@@ -3,8 +3,11 @@
 //! Every step is safe to run again, and steps the journal shows as done are skipped, so an
 //! interrupted run is resumed by executing the same plan again.
 
+mod rollback;
 mod steps;
 mod verify;
+
+pub use rollback::RollbackOutcome;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -218,7 +218,7 @@ impl Engine {
         self.step(name, "verify", || self.verify_host(&host)).await
     }
 
-    async fn stop(&self, name: &str, step: &str) -> Result<(), Failure> {
+    pub(super) async fn stop(&self, name: &str, step: &str) -> Result<(), Failure> {
         self.step(name, step, || async {
             self.first_stop
                 .lock()
@@ -236,7 +236,7 @@ impl Engine {
     }
 
     /// Waits until the status command says `stopped` (exit codes are not trusted).
-    async fn verify_stopped(&self, name: &str, step: &str) -> Result<(), Failure> {
+    pub(super) async fn verify_stopped(&self, name: &str, step: &str) -> Result<(), Failure> {
         self.step(name, step, || async {
             wait_for(self.playbook.verify.timeout, || async {
                 let state = self.status(name).await?;
@@ -433,7 +433,7 @@ impl Engine {
     }
 
     /// Puts a queue back as its backup says.
-    async fn restore_queue(&self, name: &str) -> Result<Done, StepError> {
+    pub(super) async fn restore_queue(&self, name: &str) -> Result<Done, StepError> {
         let Some(Backup::Queue {
             durable,
             auto_delete,
@@ -477,35 +477,8 @@ impl Engine {
                 }
             }
             let content = template::render(&file.content, &vars, Escape::None)?;
-            let delimiter = format!("ROLL_EOF_{}", crate::clock::now_millis());
-            if content.lines().any(|l| l == delimiter) {
-                return Err(StepError::from(
-                    "file content contains the heredoc delimiter",
-                ));
-            }
-            let path = quote(&file.path);
-            let tmp = quote(&format!("{}.roll-new", file.path));
-            let mut script = format!(
-                "set -e\nmkdir -p \"$(dirname {path})\"\ncat > {tmp} <<'{delimiter}'\n{content}"
-            );
-            if !content.ends_with('\n') {
-                script.push('\n');
-            }
-            script.push_str(&format!("{delimiter}\n"));
-            if let Some(mode) = file.mode {
-                script.push_str(&format!("chmod {mode:o} {tmp}\n"));
-            }
-            script.push_str(&format!("mv {tmp} {path}\n"));
-            let output = self
-                .connection(name)?
-                .run("deploy file", &script, self.playbook.commands.timeout)
+            self.write_file(name, &file.path, &content, file.mode)
                 .await?;
-            if !output.success() {
-                return Err(StepError {
-                    detail: format!("cannot write {}", file.path),
-                    output: Some(record("deploy file", &output)),
-                });
-            }
             written.push(file.path.clone());
         }
         Ok(Done::new(if written.is_empty() {
@@ -513,6 +486,49 @@ impl Engine {
         } else {
             written.join(", ")
         }))
+    }
+}
+
+impl Engine {
+    /// Writes a file on a host atomically: a temporary file beside it, then a rename.
+    pub(super) async fn write_file(
+        &self,
+        name: &str,
+        path: &str,
+        content: &str,
+        mode: Option<u32>,
+    ) -> Result<(), StepError> {
+        let delimiter = format!("ROLL_EOF_{}", crate::clock::now_millis());
+        if content.lines().any(|l| l == delimiter) {
+            return Err(StepError::from(
+                "file content contains the heredoc delimiter",
+            ));
+        }
+        let target = quote(path);
+        let tmp = quote(&format!("{path}.roll-new"));
+        let mut script = format!(
+            "set -e\nmkdir -p \"$(dirname {target})\"\ncat > {tmp} <<'{delimiter}'\n{content}"
+        );
+        if !content.ends_with('\n') {
+            script.push('\n');
+        }
+        script.push_str(&format!("{delimiter}\n"));
+        if let Some(mode) = mode {
+            script.push_str(&format!("chmod {mode:o} {tmp}\n"));
+        }
+        script.push_str(&format!("mv {tmp} {target}\n"));
+        let output = self
+            .connection(name)?
+            .run("write file", &script, self.playbook.commands.timeout)
+            .await?;
+        if output.success() {
+            Ok(())
+        } else {
+            Err(StepError {
+                detail: format!("cannot write {path}"),
+                output: Some(record("write file", &output)),
+            })
+        }
     }
 }
 

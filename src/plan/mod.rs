@@ -3,4 +3,5 @@
 
 pub mod ownership;
 pub mod queue_diff;
+pub mod rollback;
 pub mod upgrade;

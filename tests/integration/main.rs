@@ -8,5 +8,6 @@ mod check;
 mod inventory_cli;
 mod lab;
 mod queue_diff;
+mod rollback;
 mod support;
 mod upgrade;

@@ -156,7 +156,7 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
     );
 }
 
-fn ops_queues() -> Vec<Value> {
+pub fn ops_queues() -> Vec<Value> {
     let inventory =
         roll::inventory::load(&crate::support::repo("inventory/lab.toml")).expect("inventory");
     let group = inventory.group("ops").expect("ops");
@@ -184,8 +184,41 @@ fn ops_queues() -> Vec<Value> {
             );
         }
         queues.sort_by_key(|q| q["name"].as_str().unwrap_or_default().to_string());
+        // Message counts come from statistics the broker may not have collected yet (right
+        // after a reset): `foreign_messages` waits for them.
+        for q in &mut queues {
+            if let Some(map) = q.as_object_mut() {
+                map.remove("messages");
+            }
+        }
         queues
     })
+}
+
+/// The foreign queue's message count, once the broker's statistics show it.
+pub fn foreign_messages() -> u64 {
+    let inventory =
+        roll::inventory::load(&crate::support::repo("inventory/lab.toml")).expect("inventory");
+    let group = inventory.group("ops").expect("ops");
+    let password = group.broker.password.read().expect("password");
+    let management =
+        roll::broker::management::Management::new(&group.broker, password).expect("client");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = runtime
+            .block_on(management.queue("q_anonymous.subscribe.ddi-cmc.ddi1_cmc_20260101"))
+            .expect("lookup")
+            .expect("the foreign queue exists");
+        if let Some(messages) = q.messages {
+            return messages;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no message count for the foreign queue"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// The queue-changing release on ops half b: a dry run changes nothing, a concurrent run is
@@ -291,6 +324,7 @@ fn serial_queue_expire_upgrade_of_ops_half_b_after_stage() {
             assert_eq!(q["messages"], 5);
         }
     }
+    assert_eq!(foreign_messages(), 5, "the foreign queue was touched");
     let rows = status(&state, "ops");
     for host in OPS_A.iter().chain(["pxatx2"].iter()) {
         assert_eq!(rows[*host]["version"], "3.2.0.post1", "{host}");

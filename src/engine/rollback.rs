@@ -1,0 +1,278 @@
+//! Executing a rollback: service first (stop the upgraded hosts, restore the queues, start
+//! the old release), then repairs (reinstall, restore files, start again).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{BROKER, Done, Engine, Failure, StepError, each_host, record, wait_for};
+use crate::journal::{Backup, Event, RunStatus};
+use crate::plan::rollback::{Repair, RollbackPlan};
+use crate::plan::upgrade::HostPlan;
+
+/// The outcome of a rollback.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackOutcome {
+    pub status: RunStatus,
+    pub failure: Option<Failure>,
+    /// From the rollback's first stop to the first old-release host running again.
+    pub failover_seconds: Option<f64>,
+    pub elapsed_seconds: f64,
+    pub journal: String,
+}
+
+fn plain(host: &str) -> HostPlan {
+    HostPlan {
+        host: host.to_string(),
+        role: None,
+        start: true,
+        queues: vec![],
+        verify_queues: vec![],
+        reset_queue_state: false,
+    }
+}
+
+impl Engine {
+    /// Executes a rollback plan.
+    pub async fn run_rollback(
+        self: Arc<Self>,
+        plan: RollbackPlan,
+        on_swap: impl Fn(&crate::plan::rollback::Swap) -> Result<(), String>,
+    ) -> RollbackOutcome {
+        let result = self.clone().rollback_steps(&plan, &on_swap).await;
+        let failover = match (
+            *self.first_stop.lock().await,
+            *self.first_start.lock().await,
+        ) {
+            (Some(stop), Some(start)) => Some(start.saturating_duration_since(stop).as_secs_f64()),
+            _ => None,
+        };
+        if let Some(seconds) = failover {
+            let _ = self
+                .journal_event(Event::Measured {
+                    what: "failover".into(),
+                    seconds,
+                    detail: "from the rollback's first stop to the first old-release host \
+                             running again"
+                        .into(),
+                })
+                .await;
+        }
+        let status = if result.is_ok() {
+            RunStatus::Done
+        } else {
+            RunStatus::Failed
+        };
+        let failure = result.err();
+        let _ = self
+            .journal_event(Event::Finished {
+                status,
+                summary: match &failure {
+                    None => format!("run {} rolled back", plan.rolls_back),
+                    Some(f) => f.to_string(),
+                },
+            })
+            .await;
+        RollbackOutcome {
+            status,
+            failure,
+            failover_seconds: failover,
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            journal: self.journal.lock().await.path().display().to_string(),
+        }
+    }
+
+    async fn rollback_steps(
+        self: Arc<Self>,
+        plan: &RollbackPlan,
+        on_swap: &impl Fn(&crate::plan::rollback::Swap) -> Result<(), String>,
+    ) -> Result<(), Failure> {
+        let all = plan.stop.len().max(1);
+        let stops: Vec<HostPlan> = plan.stop.iter().map(|h| plain(h)).collect();
+        each_host(&self, stops, all, |engine, host| async move {
+            engine.stop(&host.host, "rollback stop").await?;
+            engine
+                .verify_stopped(&host.host, "rollback verify stopped")
+                .await
+        })
+        .await?;
+        for name in &plan.queues {
+            let step = format!("restore {name}");
+            self.step(BROKER, &step, || self.restore_queue(name))
+                .await?;
+        }
+        let starts: Vec<HostPlan> = plan.start_old.iter().map(|h| plain(h)).collect();
+        let all = starts.len().max(1);
+        each_host(&self, starts, all, |engine, host| async move {
+            engine.start_old(&host.host).await
+        })
+        .await?;
+        for swap in &plan.swaps {
+            let step = format!("swap pair {}", swap.pair);
+            self.step(BROKER, &step, || async {
+                on_swap(swap).map_err(StepError::from)?;
+                Ok(Done::new(format!(
+                    "{} is active, {} passive",
+                    swap.to, swap.from
+                )))
+            })
+            .await?;
+        }
+        let repairs = plan.repair.clone();
+        let parallel = self.plan.parallel;
+        let by_host: Vec<HostPlan> = repairs.iter().map(|r| plain(&r.host)).collect();
+        let repairs = Arc::new(repairs);
+        each_host(&self, by_host, parallel, move |engine, host| {
+            let repairs = repairs.clone();
+            async move {
+                match repairs.iter().find(|r| r.host == host.host) {
+                    Some(repair) => engine.repair(repair).await,
+                    None => Ok(()),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Starts a host on the old release unless it already runs; waits until it runs.
+    async fn start_old(&self, name: &str) -> Result<(), Failure> {
+        self.step(name, "failover start", || async {
+            let state = self.status(name).await?;
+            let detail = if state == "running" {
+                "already running (never stopped)".to_string()
+            } else {
+                let output = self
+                    .command(name, "start", &self.playbook.commands.start)
+                    .await?;
+                wait_for(self.playbook.verify.timeout, || async {
+                    let state = self.status(name).await?;
+                    Ok(if state == "running" {
+                        Ok(())
+                    } else {
+                        Err(format!("status says {state:?}"))
+                    })
+                })
+                .await?;
+                let _ = output;
+                "started, running".to_string()
+            };
+            self.first_start
+                .lock()
+                .await
+                .get_or_insert_with(Instant::now);
+            Ok(Done::new(detail))
+        })
+        .await
+    }
+
+    /// Reinstalls the previous version, restores the files, resets the queue state, and
+    /// starts the host again (as the plan says).
+    async fn repair(&self, repair: &Repair) -> Result<(), Failure> {
+        let name = repair.host.as_str();
+        if let Some(version) = &repair.version {
+            self.step(name, "reinstall", || async {
+                let mut vars = self.vars(name)?;
+                vars.insert("version", version.clone());
+                let script = self
+                    .playbook
+                    .command(&self.playbook.commands.upgrade, &vars)?;
+                let output = self
+                    .connection(name)?
+                    .run("reinstall", &script, self.playbook.commands.timeout)
+                    .await?;
+                if !output.success() {
+                    return Err(StepError {
+                        detail: format!("reinstalling {version} failed"),
+                        output: Some(record("reinstall", &output)),
+                    });
+                }
+                Ok(Done {
+                    detail: format!("{} {version}", self.plan.package),
+                    output: Some(record("reinstall", &output)),
+                })
+            })
+            .await?;
+        }
+        if !repair.files.is_empty() {
+            self.step(name, "restore files", || async {
+                for path in &repair.files {
+                    let backup = self.backups.lock().await.iter().find_map(|(h, b)| match b {
+                        Backup::File {
+                            path: p,
+                            content,
+                            mode,
+                        } if h == name && p == path => Some((content.clone(), *mode)),
+                        _ => None,
+                    });
+                    match backup {
+                        Some((Some(content), mode)) => {
+                            self.write_file(name, path, &content, mode).await?;
+                        }
+                        Some((None, _)) => {
+                            let script = format!("rm -f {}", crate::remote::quote(path));
+                            self.connection(name)?
+                                .run("remove file", &script, self.playbook.commands.timeout)
+                                .await?;
+                        }
+                        None => {
+                            return Err(StepError::from(format!("no backup of {path}")));
+                        }
+                    }
+                }
+                Ok(Done::new(repair.files.join(", ")))
+            })
+            .await?;
+        }
+        if repair.reset_queue_state
+            && let Some(reset) = self.playbook.commands.reset_queue_state.clone()
+        {
+            self.step(name, "rollback reset queue state", || async {
+                let output = self.command(name, "reset queue state", &reset).await?;
+                Ok(Done {
+                    detail: String::new(),
+                    output: Some(record("reset queue state", &output)),
+                })
+            })
+            .await?;
+        }
+        if !repair.start {
+            return Ok(());
+        }
+        self.step(name, "start again", || async {
+            let output = self
+                .command(name, "start", &self.playbook.commands.start)
+                .await?;
+            Ok(Done {
+                detail: String::new(),
+                output: Some(record("start", &output)),
+            })
+        })
+        .await?;
+        self.step(name, "verify again", || async {
+            wait_for(self.playbook.verify.timeout, || async {
+                let state = self.status(name).await?;
+                if state != "running" {
+                    return Ok(Err(format!("status says {state:?}")));
+                }
+                if let Some(version) = &repair.version {
+                    let installed = self.installed_version(name).await?;
+                    if &installed != version {
+                        return Ok(Err(format!("installed version is {installed:?}")));
+                    }
+                }
+                Ok(Ok(()))
+            })
+            .await?;
+            Ok(Done::new(format!(
+                "running{}",
+                repair
+                    .version
+                    .as_ref()
+                    .map(|v| format!(" {} {v}", self.plan.package))
+                    .unwrap_or_default()
+            )))
+        })
+        .await
+    }
+}

@@ -1,0 +1,266 @@
+//! `roll rollback` on the lab (serial: each test resets the lab when it is done).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{ResetOnDrop, require_lab, roll, sr3_pids, status};
+
+const EXPIRE: &str = "playbooks/sr3-queue-expire.toml";
+const MINOR: &str = "playbooks/sr3-minor.toml";
+const OPS_A: [&str; 4] = ["px1", "px2", "px3", "px4"];
+
+fn queues() -> Vec<serde_json::Value> {
+    crate::upgrade::ops_queues()
+}
+
+/// The steps of a journal in order, as `host step` strings of finished, successful steps.
+fn finished_steps(journal: &str) -> Vec<String> {
+    std::fs::read_to_string(journal)
+        .expect("journal")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "step-finished" && e["ok"] == true)
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["host"].as_str().unwrap_or(""),
+                e["step"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn no_journal_means_nothing_to_roll_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+    let run = roll(&[
+        "rollback",
+        "--state-dir",
+        &state,
+        "-p",
+        EXPIRE,
+        "--group",
+        "ops",
+        "--yes",
+    ]);
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr.contains("nothing to roll back"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// After the queue-changing release on ops half b: a dry run changes nothing; the rollback
+/// puts every queue back (no x-expires, same bindings), starts px1-4 on the old release before
+/// repairing half b, swaps the pxatx pair, leaves the foreign queue alone and reports the
+/// failover time.
+#[test]
+fn serial_rollback_after_the_queue_expire_release_on_ops_half_b() {
+    require_lab();
+    let _reset = ResetOnDrop;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+    let before = queues();
+    let up = roll(&[
+        "upgrade",
+        "--state-dir",
+        &state,
+        "-p",
+        EXPIRE,
+        "--group",
+        "ops",
+        "--half",
+        "b",
+        "--yes",
+        "--skip-promotion-check",
+        "--parallel",
+        "5",
+    ]);
+    assert_eq!(up.code, 0, "{up:#?}");
+    let upgraded = queues();
+    assert_ne!(upgraded, before);
+
+    let dry = roll(&[
+        "rollback",
+        "--state-dir",
+        &state,
+        "-p",
+        EXPIRE,
+        "--group",
+        "ops",
+        "--dry-run",
+    ]);
+    assert_eq!(dry.code, 0, "{dry:#?}");
+    assert!(
+        dry.stdout
+            .contains("pair pxatx: pxatx2 (on the old release) becomes active"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(queues(), upgraded, "the dry run changed queues");
+
+    let run = roll(&[
+        "rollback",
+        "--state-dir",
+        &state,
+        "-p",
+        EXPIRE,
+        "--group",
+        "ops",
+        "--yes",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = crate::support::json(&run);
+    let failover = report["outcome"]["failover_seconds"]
+        .as_f64()
+        .expect("failover time");
+    assert!(failover > 0.0);
+    // Every queue is back as it was (pxatx2, now active, may add its own queue).
+    let after = queues();
+    for q in &before {
+        assert!(
+            after.contains(q),
+            "{q} is not as before the upgrade: {after:#?}"
+        );
+    }
+    for q in &after {
+        let name = q["name"].as_str().unwrap_or_default();
+        assert!(
+            before.iter().any(|b| b["name"] == q["name"]) || name.contains(".rl-pxatx2_"),
+            "unexpected queue {q}"
+        );
+        assert!(q["arguments"].get("x-expires").is_none(), "{q}");
+    }
+
+    let steps = finished_steps(report["outcome"]["journal"].as_str().expect("journal"));
+    let position = |s: &str| {
+        steps
+            .iter()
+            .position(|x| x == s)
+            .unwrap_or_else(|| panic!("no step {s} in {steps:#?}"))
+    };
+    for host in OPS_A {
+        assert!(position(&format!("{host} failover start")) < position("px5 reinstall"));
+    }
+    assert_eq!(
+        crate::upgrade::foreign_messages(),
+        5,
+        "the foreign queue was touched"
+    );
+    let rows = status(&state, "ops");
+    for host in [
+        "px1", "px2", "px3", "px4", "px5", "px6", "px7", "px8", "pxatx2",
+    ] {
+        assert_eq!(rows[host]["version"], "3.2.0.post1", "{host}");
+        assert_eq!(rows[host]["service"], "running", "{host}");
+    }
+    assert_eq!(rows["pxatx2"]["role"], "active");
+    assert_eq!(rows["pxatx1"]["role"], "passive");
+    assert_eq!(rows["pxatx1"]["service"], "stopped");
+    assert_eq!(rows["pxatx1"]["version"], "3.2.0.post1");
+}
+
+/// After a minor upgrade of ops half b, a rollback killed in the middle finishes when run
+/// again; half a keeps running throughout, with the same processes.
+#[test]
+fn serial_a_killed_rollback_of_a_minor_half_finishes_when_run_again() {
+    require_lab();
+    let _reset = ResetOnDrop;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+    let a_pids: Vec<Vec<u32>> = OPS_A.iter().map(|h| sr3_pids(h)).collect();
+    let up = roll(&[
+        "upgrade",
+        "--state-dir",
+        &state,
+        "-p",
+        MINOR,
+        "--group",
+        "ops",
+        "--half",
+        "b",
+        "--yes",
+        "--skip-promotion-check",
+        "--parallel",
+        "5",
+    ]);
+    assert_eq!(up.code, 0, "{up:#?}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roll"))
+        .args([
+            "rollback",
+            "--state-dir",
+            &state,
+            "-p",
+            MINOR,
+            "--group",
+            "ops",
+            "--yes",
+        ])
+        .current_dir(crate::support::root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("roll starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut seen = vec![];
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("line");
+        seen.push(line.clone());
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.windows(2).any(|w| w == ["reinstall", "ok"]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reinstall: {seen:#?}");
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let again = roll(&[
+        "rollback",
+        "--state-dir",
+        &state,
+        "-p",
+        MINOR,
+        "--group",
+        "ops",
+        "--yes",
+    ]);
+    assert_eq!(again.code, 0, "{again:#?}");
+    assert!(
+        again.stderr.contains("finishing the interrupted rollback"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        again.stderr.contains("done before, skipped"),
+        "{}",
+        again.stderr
+    );
+
+    let after: Vec<Vec<u32>> = OPS_A.iter().map(|h| sr3_pids(h)).collect();
+    assert_eq!(after, a_pids, "half a was restarted");
+    let rows = status(&state, "ops");
+    for host in ["px5", "px6", "px7", "px8", "pxatx2"] {
+        assert_eq!(rows[host]["version"], "3.2.0.post1", "{host}");
+        assert_eq!(rows[host]["service"], "running", "{host}");
+    }
+    assert_eq!(rows["pxatx1"]["service"], "stopped");
+    let done = roll(&[
+        "rollback",
+        "--state-dir",
+        &state,
+        "-p",
+        MINOR,
+        "--group",
+        "ops",
+        "--yes",
+    ]);
+    assert_eq!(done.code, 2, "{done:#?}");
+}
