@@ -153,7 +153,7 @@ pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error>
             close_all(connections).await;
             return Err(err);
         }
-        let (mut journal, earlier) = match &target.resumed {
+        let (journal, earlier) = match &target.resumed {
             Some((path, entries, _)) => {
                 let mut journal = Journal::reopen(path)?;
                 journal.redact(password.expose());
@@ -189,7 +189,6 @@ pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error>
                 (journal, vec![])
             }
         };
-        let _ = &mut journal;
         eprintln!("journal: {}", journal.path().display());
         let mut all = target.upgrade_entries.clone();
         all.extend(earlier);

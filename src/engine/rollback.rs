@@ -139,8 +139,8 @@ impl Engine {
     async fn start_old(&self, name: &str) -> Result<(), Failure> {
         self.step(name, "failover start", || async {
             let state = self.status(name).await?;
-            let detail = if state == "running" {
-                "already running (never stopped)".to_string()
+            let done = if state == "running" {
+                Done::new("already running (never stopped)")
             } else {
                 let output = self
                     .command(name, "start", &self.playbook.commands.start)
@@ -154,14 +154,16 @@ impl Engine {
                     })
                 })
                 .await?;
-                let _ = output;
-                "started, running".to_string()
+                Done {
+                    detail: "started, running".into(),
+                    output: Some(record("start", &output)),
+                }
             };
             self.first_start
                 .lock()
                 .await
                 .get_or_insert_with(Instant::now);
-            Ok(Done::new(detail))
+            Ok(done)
         })
         .await
     }

@@ -1,9 +1,5 @@
 //! `roll rollback` on the lab (serial: each test resets the lab when it is done).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use crate::support::{ResetOnDrop, require_lab, roll, sr3_pids, status};
 
 const EXPIRE: &str = "playbooks/sr3-queue-expire.toml";
@@ -191,8 +187,8 @@ fn serial_a_killed_rollback_of_a_minor_half_finishes_when_run_again() {
     ]);
     assert_eq!(up.code, 0, "{up:#?}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roll"))
-        .args([
+    crate::support::kill_at(
+        &[
             "rollback",
             "--state-dir",
             &state,
@@ -201,26 +197,9 @@ fn serial_a_killed_rollback_of_a_minor_half_finishes_when_run_again() {
             "--group",
             "ops",
             "--yes",
-        ])
-        .current_dir(crate::support::root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("roll starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut seen = vec![];
-    for line in BufReader::new(stderr).lines() {
-        let line = line.expect("line");
-        seen.push(line.clone());
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.windows(2).any(|w| w == ["reinstall", "ok"]) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no reinstall: {seen:#?}");
-    }
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
+        ],
+        &["reinstall", "ok"],
+    );
 
     let again = roll(&[
         "rollback",

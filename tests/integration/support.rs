@@ -139,3 +139,40 @@ pub fn status(
         })
         .collect()
 }
+
+/// Runs `roll` with `args` and SIGKILLs it as soon as a progress line on stderr contains
+/// `words` in a row (e.g. `["px5", "verify", "ok"]`). Fails if that never happens in 3 minutes.
+pub fn kill_at(args: &[&str], words: &[&str]) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roll"))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("roll starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut seen = vec![];
+    let mut reached = false;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("a line of stderr");
+        let found = line
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(words.len())
+            .any(|w| w == words);
+        seen.push(line);
+        if found {
+            reached = true;
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{words:?} never came: {seen:#?}"
+        );
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(reached, "roll ended before {words:?}: {seen:#?}");
+}

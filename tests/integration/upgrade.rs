@@ -77,8 +77,8 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
     let a_pids = half_pids(&OPS_A);
 
     // Half b, killed once its canary is verified, then resumed.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roll"))
-        .args([
+    crate::support::kill_at(
+        &[
             "upgrade",
             "--state-dir",
             &state,
@@ -89,29 +89,9 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
             "--half",
             "b",
             "--yes",
-        ])
-        .current_dir(crate::support::root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("roll starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut seen = vec![];
-    for line in BufReader::new(stderr).lines() {
-        let line = line.expect("line");
-        seen.push(line.clone());
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.windows(3).any(|w| w == ["px5", "verify", "ok"]) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "canary never verified: {seen:#?}"
-        );
-    }
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
+        ],
+        &["px5", "verify", "ok"],
+    );
 
     let rows = status(&state, "ops");
     assert_eq!(rows["px5"]["version"], "3.3.1");
