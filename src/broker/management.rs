@@ -157,6 +157,25 @@ impl Management {
         }
     }
 
+    /// PUTs a JSON body to a path under `/api` (administration: vhosts, permissions).
+    pub async fn put(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        what: &str,
+    ) -> Result<(), BrokerError> {
+        self.send(reqwest::Method::PUT, path, &[], Some(body), what)
+            .await
+            .map(|_| ())
+    }
+
+    /// DELETEs a path under `/api`.
+    pub async fn delete(&self, path: &str, what: &str) -> Result<(), BrokerError> {
+        self.send(reqwest::Method::DELETE, path, &[], None, what)
+            .await
+            .map(|_| ())
+    }
+
     /// GETs a path under `/api` and decodes the JSON answer. `what` names the request in errors.
     pub async fn get<T: DeserializeOwned>(
         &self,

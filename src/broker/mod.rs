@@ -4,6 +4,7 @@
 pub mod amqp;
 pub mod equivalence;
 pub mod management;
+pub mod mover;
 
 use std::time::Duration;
 

@@ -7,6 +7,7 @@
 mod check;
 mod inventory_cli;
 mod lab;
+mod mover;
 mod queue_diff;
 mod rollback;
 mod support;
