@@ -11,6 +11,16 @@ use std::time::Duration;
 /// Default time allowed for one call to the broker.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Reads a broker's password from its file or environment variable, now.
+pub fn password(
+    config: &crate::inventory::BrokerConfig,
+) -> Result<crate::inventory::Secret, BrokerError> {
+    config.password.read().map_err(|err| BrokerError::Secret {
+        broker: config.display(),
+        detail: err.to_string(),
+    })
+}
+
 /// An error talking to the broker. Never carries a password.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

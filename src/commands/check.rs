@@ -88,10 +88,7 @@ pub async fn check_broker(group: &Group) -> CheckRow {
     let started = Instant::now();
     let config = &group.broker;
     let result: Result<String, BrokerError> = async {
-        let password = config.password.read().map_err(|err| BrokerError::Secret {
-            broker: config.display(),
-            detail: err.to_string(),
-        })?;
+        let password = crate::broker::password(config)?;
         let management = Management::new(config, password.clone())?;
         let overview = management.overview().await?;
         management.check_vhost().await?;

@@ -12,8 +12,8 @@ use tokio::task::JoinSet;
 
 use super::select_groups;
 use crate::broker::amqp::{self, ProbeResult};
+use crate::broker::equivalence::QueueSettings;
 use crate::broker::management::{BindingInfo, Management};
-use crate::broker::{BrokerError, equivalence::QueueSettings};
 use crate::error::Error;
 use crate::inventory::{Group, Half, Inventory};
 use crate::output::{self, OutputFormat};
@@ -145,10 +145,7 @@ pub async fn report(
     probe: bool,
 ) -> Result<Report, Error> {
     let config = &group.broker;
-    let password = config.password.read().map_err(|err| BrokerError::Secret {
-        broker: config.display(),
-        detail: err.to_string(),
-    })?;
+    let password = crate::broker::password(config)?;
     let management = Management::new(config, password.clone())?;
     let mut claims = Claims {
         patterns: patterns(playbook, group)?,

@@ -11,7 +11,6 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use super::queue_diff;
-use crate::broker::BrokerError;
 use crate::broker::management::Management;
 use crate::engine::{Engine, Outcome};
 use crate::error::Error;
@@ -123,12 +122,7 @@ pub fn completed_halves(
 
 /// The broker password of a group, read now.
 pub fn password(group: &Group) -> Result<Secret, Error> {
-    group.broker.password.read().map_err(|err| {
-        Error::Broker(BrokerError::Secret {
-            broker: group.broker.display(),
-            detail: err.to_string(),
-        })
-    })
+    Ok(crate::broker::password(&group.broker)?)
 }
 
 /// The service state of each host, by its playbook status command (first word).

@@ -142,22 +142,16 @@ impl Engine {
             let done = if state == "running" {
                 Done::new("already running (never stopped)")
             } else {
-                let output = self
-                    .command(name, "start", &self.playbook.commands.start)
+                let started = self
+                    .recorded(
+                        name,
+                        "start",
+                        &self.playbook.commands.start,
+                        "started, running",
+                    )
                     .await?;
-                wait_for(self.playbook.verify.timeout, || async {
-                    let state = self.status(name).await?;
-                    Ok(if state == "running" {
-                        Ok(())
-                    } else {
-                        Err(format!("status says {state:?}"))
-                    })
-                })
-                .await?;
-                Done {
-                    detail: "started, running".into(),
-                    output: Some(record("start", &output)),
-                }
+                self.wait_for_state(name, "running").await?;
+                started
             };
             self.first_start
                 .lock()
@@ -229,26 +223,16 @@ impl Engine {
         if repair.reset_queue_state
             && let Some(reset) = self.playbook.commands.reset_queue_state.clone()
         {
-            self.step(name, "rollback reset queue state", || async {
-                let output = self.command(name, "reset queue state", &reset).await?;
-                Ok(Done {
-                    detail: String::new(),
-                    output: Some(record("reset queue state", &output)),
-                })
+            self.step(name, "rollback reset queue state", || {
+                self.recorded(name, "reset queue state", &reset, "")
             })
             .await?;
         }
         if !repair.start {
             return Ok(());
         }
-        self.step(name, "start again", || async {
-            let output = self
-                .command(name, "start", &self.playbook.commands.start)
-                .await?;
-            Ok(Done {
-                detail: String::new(),
-                output: Some(record("start", &output)),
-            })
+        self.step(name, "start again", || {
+            self.recorded(name, "start", &self.playbook.commands.start, "")
         })
         .await?;
         self.step(name, "verify again", || async {

@@ -119,14 +119,13 @@ impl Engine {
         }
         for host in self.plan.critical_stops.clone() {
             let _ = self
-                .step(&host, "start (failover)", || async {
-                    let output = self
-                        .command(&host, "start", &self.playbook.commands.start)
-                        .await?;
-                    Ok(Done {
-                        detail: "started on the old release".into(),
-                        output: Some(record("start", &output)),
-                    })
+                .step(&host, "start (failover)", || {
+                    self.recorded(
+                        &host,
+                        "start",
+                        &self.playbook.commands.start,
+                        "started on the old release",
+                    )
                 })
                 .await;
         }
@@ -165,26 +164,16 @@ impl Engine {
             })
             .await?;
         }
-        self.step(name, "upgrade", || async {
-            let output = self
-                .command(name, "upgrade", &self.playbook.commands.upgrade)
-                .await?;
-            Ok(Done {
-                detail: String::new(),
-                output: Some(record("upgrade", &output)),
-            })
+        self.step(name, "upgrade", || {
+            self.recorded(name, "upgrade", &self.playbook.commands.upgrade, "")
         })
         .await?;
         self.step(name, "deploy", || self.deploy(name)).await?;
         if host.reset_queue_state
             && let Some(reset) = self.playbook.commands.reset_queue_state.clone()
         {
-            self.step(name, "reset queue state", || async {
-                let output = self.command(name, "reset queue state", &reset).await?;
-                Ok(Done {
-                    detail: String::new(),
-                    output: Some(record("reset queue state", &output)),
-                })
+            self.step(name, "reset queue state", || {
+                self.recorded(name, "reset queue state", &reset, "")
             })
             .await?;
         }
@@ -224,13 +213,8 @@ impl Engine {
                 .lock()
                 .await
                 .get_or_insert_with(Instant::now);
-            let output = self
-                .command(name, "stop", &self.playbook.commands.stop)
-                .await?;
-            Ok(Done {
-                detail: String::new(),
-                output: Some(record("stop", &output)),
-            })
+            self.recorded(name, "stop", &self.playbook.commands.stop, "")
+                .await
         })
         .await
     }
@@ -238,18 +222,39 @@ impl Engine {
     /// Waits until the status command says `stopped` (exit codes are not trusted).
     pub(super) async fn verify_stopped(&self, name: &str, step: &str) -> Result<(), Failure> {
         self.step(name, step, || async {
-            wait_for(self.playbook.verify.timeout, || async {
-                let state = self.status(name).await?;
-                Ok(if state == "stopped" {
-                    Ok(())
-                } else {
-                    Err(format!("status says {state:?}"))
-                })
-            })
-            .await?;
+            self.wait_for_state(name, "stopped").await?;
             Ok(Done::new("stopped"))
         })
         .await
+    }
+
+    /// Waits until the status command's first line is `wanted`.
+    pub(super) async fn wait_for_state(&self, name: &str, wanted: &str) -> Result<(), StepError> {
+        wait_for(self.playbook.verify.timeout, || async {
+            let state = self.status(name).await?;
+            Ok(if state == wanted {
+                Ok(())
+            } else {
+                Err(format!("status says {state:?}"))
+            })
+        })
+        .await
+    }
+
+    /// Runs a playbook command as a step's work: a non-zero exit fails the step, and the
+    /// output goes to the journal.
+    pub(super) async fn recorded(
+        &self,
+        name: &str,
+        label: &str,
+        template: &str,
+        detail: &str,
+    ) -> Result<Done, StepError> {
+        let output = self.command(name, label, template).await?;
+        Ok(Done {
+            detail: detail.to_string(),
+            output: Some(record(label, &output)),
+        })
     }
 
     /// The first line of the status command's output.
