@@ -131,6 +131,10 @@ pub enum Command {
         /// Upgrade even though the required group has not completed this release (recorded).
         #[arg(long)]
         skip_promotion_check: bool,
+        /// Delete recreated queues with their messages, as the manual procedure does, instead
+        /// of keeping them in holding queues (the loss is counted and reported).
+        #[arg(long)]
+        allow_message_loss: bool,
     },
     /// Undo the group's last upgrade run from its journal: fail over to the untouched half,
     /// then restore the group as it was.
@@ -159,6 +163,10 @@ pub enum Command {
         /// Leave the upgraded hosts stopped, on the new release, for investigation.
         #[arg(long)]
         keep_upgraded_stopped: bool,
+        /// Delete restored queues with their messages instead of keeping them in holding
+        /// queues (the loss is counted and reported).
+        #[arg(long)]
+        allow_message_loss: bool,
     },
     /// Continue the group's interrupted or failed run from its journal: the same plan, the
     /// steps already done skipped. Every step is safe to run again.
@@ -243,6 +251,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             dry_run,
             parallel,
             skip_promotion_check,
+            allow_message_loss,
         } => {
             let settings = commands::upgrade::Settings {
                 playbook,
@@ -252,6 +261,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 dry_run,
                 parallel,
                 skip_promotion_check,
+                allow_message_loss,
                 state_dir: state_dir(cli.state_dir)?,
                 output: cli.output,
             };
@@ -263,6 +273,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             yes,
             dry_run,
             keep_upgraded_stopped,
+            allow_message_loss,
         } => {
             let settings = commands::rollback::Settings {
                 playbook,
@@ -270,6 +281,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 yes,
                 dry_run,
                 keep_upgraded_stopped,
+                allow_message_loss,
                 state_dir: state_dir(cli.state_dir)?,
                 output: cli.output,
             };

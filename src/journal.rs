@@ -88,6 +88,58 @@ pub enum Event {
     Finished { status: RunStatus, summary: String },
     /// The run was resumed by another process.
     Resumed { pid: u32, operator: String },
+    /// A holding queue (with its exchanges) is about to be made for `queue`: named here
+    /// before it exists, so that it is never left behind unrecorded.
+    Hold {
+        queue: String,
+        holding: String,
+        exchange: String,
+        alternate: String,
+    },
+    /// Messages moved from one queue to another (each confirmed on `to` before it was
+    /// acknowledged on `from`).
+    Moved {
+        /// `upgrade` or `rollback`.
+        by: String,
+        queue: String,
+        from: String,
+        to: String,
+        /// Messages on `from` when the move began.
+        before: u64,
+        moved: u64,
+        /// Messages `from` had delivered before: perhaps already on `to` (duplicates).
+        redelivered: u64,
+        seconds: f64,
+    },
+    /// A queue deleted with its messages (only with `--allow-message-loss`).
+    Dropped {
+        by: String,
+        queue: String,
+        messages: u64,
+    },
+    /// What happened to the messages of a recreated queue.
+    Accounted(QueueAccount),
+}
+
+/// The messages of one recreated queue, from the journal's moves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueAccount {
+    pub queue: String,
+    /// False with `--allow-message-loss` (deleted with its messages, as by hand).
+    pub preserved: bool,
+    /// Messages in the queue when it was taken out of service.
+    pub before: u64,
+    /// Moved from the queue into its holding queue.
+    pub moved_out: u64,
+    /// Moved from the holding queue into the new queue (its messages, and those published
+    /// while the queue was being recreated).
+    pub moved_in: u64,
+    /// Messages perhaps delivered twice (redelivered during an interrupted move).
+    pub duplicated: u64,
+    /// Messages the broker deleted with the queue.
+    pub lost: u64,
+    /// From the stop of its last consumer to the start of its first new one.
+    pub without_consumer_seconds: Option<f64>,
 }
 
 /// How a run ended.

@@ -222,3 +222,36 @@ pub async fn probe(
         }
     }
 }
+
+/// A queue's message and consumer counts, exactly as the broker has them now (a passive
+/// declare); `None` when the queue does not exist.
+pub async fn queue_counts(
+    connection: &Connection,
+    broker: &str,
+    name: &str,
+) -> Result<Option<(u32, u32)>, BrokerError> {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..lapin::options::QueueDeclareOptions::default()
+    };
+    let (channel, answer) =
+        declare_on_new_channel(connection, broker, name, passive, Default::default()).await?;
+    match answer {
+        Ok(queue) => {
+            let _ = channel.close(200, "counted".into()).await;
+            Ok(Some((queue.message_count(), queue.consumer_count())))
+        }
+        Err(err) => {
+            let text = err.to_string();
+            if text.contains("NOT_FOUND") || text.contains("404") {
+                Ok(None)
+            } else {
+                Err(BrokerError::Amqp {
+                    broker: broker.to_string(),
+                    what: format!("passive declare of {name}"),
+                    detail: text,
+                })
+            }
+        }
+    }
+}

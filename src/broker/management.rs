@@ -267,6 +267,151 @@ impl Management {
         .map(|_| ())
     }
 
+    /// Declares an exchange (`PUT /api/exchanges/{vhost}/{name}`): a no-op when it exists
+    /// with the same settings.
+    pub async fn declare_exchange(
+        &self,
+        name: &str,
+        kind: &str,
+        arguments: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), BrokerError> {
+        let path = format!("exchanges/{}/{}", segment(&self.vhost), segment(name));
+        let body = serde_json::json!({
+            "type": kind,
+            "durable": true,
+            "auto_delete": false,
+            "internal": false,
+            "arguments": arguments,
+        });
+        self.send(
+            reqwest::Method::PUT,
+            &path,
+            &[],
+            Some(&body),
+            &format!("declare of exchange {name}"),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Deletes an exchange (and with it every binding to and from it); absent is fine.
+    pub async fn delete_exchange(&self, name: &str) -> Result<(), BrokerError> {
+        let path = format!("exchanges/{}/{}", segment(&self.vhost), segment(name));
+        match self
+            .send(
+                reqwest::Method::DELETE,
+                &path,
+                &[],
+                None,
+                &format!("delete of exchange {name}"),
+            )
+            .await
+        {
+            Ok(_) | Err(BrokerError::Http { status: 404, .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// True when the exchange exists.
+    pub async fn exchange_exists(&self, name: &str) -> Result<bool, BrokerError> {
+        let path = format!("exchanges/{}/{}", segment(&self.vhost), segment(name));
+        match self
+            .get::<serde_json::Value>(
+                &path,
+                &[("columns", "name".into())],
+                &format!("exchange {name}"),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(BrokerError::Http { status: 404, .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Adds a binding whose destination is a queue or an exchange (`destination_type`).
+    /// Binding twice is a no-op.
+    pub async fn bind(&self, binding: &BindingInfo) -> Result<(), BrokerError> {
+        let path = format!(
+            "bindings/{}/e/{}/{}/{}",
+            segment(&self.vhost),
+            segment(&binding.source),
+            kind_segment(&binding.destination_type),
+            segment(&binding.destination)
+        );
+        let body = serde_json::json!({
+            "routing_key": binding.routing_key,
+            "arguments": binding.arguments,
+        });
+        self.send(
+            reqwest::Method::POST,
+            &path,
+            &[],
+            Some(&body),
+            &format!(
+                "binding of {} to {} ({})",
+                binding.destination, binding.source, binding.routing_key
+            ),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes a binding (same source, destination, key and arguments); absent is fine.
+    pub async fn unbind(&self, binding: &BindingInfo) -> Result<(), BrokerError> {
+        let base = format!(
+            "bindings/{}/e/{}/{}/{}",
+            segment(&self.vhost),
+            segment(&binding.source),
+            kind_segment(&binding.destination_type),
+            segment(&binding.destination)
+        );
+        let what = format!(
+            "unbinding of {} from {} ({})",
+            binding.destination, binding.source, binding.routing_key
+        );
+        let listed: Vec<PropertiesKey> = match self.get(&base, &[], &what).await {
+            Ok(listed) => listed,
+            Err(BrokerError::Http { status: 404, .. }) => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        for found in listed
+            .iter()
+            .filter(|b| b.routing_key == binding.routing_key && b.arguments == binding.arguments)
+        {
+            let path = format!("{base}/{}", segment(&found.properties_key));
+            match self
+                .send(reqwest::Method::DELETE, &path, &[], None, &what)
+                .await
+            {
+                Ok(_) | Err(BrokerError::Http { status: 404, .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
+    /// The bindings whose destination is this exchange.
+    pub async fn bindings_to_exchange(&self, name: &str) -> Result<Vec<BindingInfo>, BrokerError> {
+        let path = format!(
+            "exchanges/{}/{}/bindings/destination",
+            segment(&self.vhost),
+            segment(name)
+        );
+        match self
+            .get(
+                &path,
+                &[("columns", BINDING_COLUMNS.into())],
+                &format!("bindings to exchange {name}"),
+            )
+            .await
+        {
+            Ok(all) => Ok(all),
+            Err(BrokerError::Http { status: 404, .. }) => Ok(vec![]),
+            Err(err) => Err(err),
+        }
+    }
+
     /// The bindings of one queue (without the default exchange's).
     pub async fn bindings_of(&self, queue: &str) -> Result<Vec<BindingInfo>, BrokerError> {
         let path = format!(
@@ -364,6 +509,24 @@ pub struct BindingInfo {
     pub routing_key: String,
     #[serde(default)]
     pub arguments: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// A binding's key in the management API (to delete it).
+#[derive(Debug, Clone, serde::Deserialize)]
+struct PropertiesKey {
+    routing_key: String,
+    #[serde(default)]
+    arguments: std::collections::BTreeMap<String, serde_json::Value>,
+    properties_key: String,
+}
+
+/// The path segment of a binding's destination kind.
+fn kind_segment(destination_type: &str) -> &'static str {
+    if destination_type == "exchange" {
+        "e"
+    } else {
+        "q"
+    }
 }
 
 /// A client connection as the management API lists it.

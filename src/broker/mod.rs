@@ -3,6 +3,7 @@
 
 pub mod amqp;
 pub mod equivalence;
+pub mod holding;
 pub mod management;
 pub mod mover;
 

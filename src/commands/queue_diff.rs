@@ -155,11 +155,11 @@ pub async fn report(
     let mut queues = Vec::new();
     management
         .for_each_queue_page(|page| {
-            // roll's own lock queue is not part of the fleet's queues.
+            // roll's own lock and holding queues are not part of the fleet's queues.
             let lock = crate::lock::queue_name(&group.name);
             queues.extend(
                 page.into_iter()
-                    .filter(|q| q.name != lock)
+                    .filter(|q| q.name != lock && !crate::broker::holding::is_holding(&q.name))
                     .map(|q| LiveQueue {
                         settings: QueueSettings::new(q.durable, q.auto_delete, q.arguments),
                         name: q.name,

@@ -99,6 +99,7 @@ pub async fn run(
         &playbook,
         plan,
         management,
+        password,
         journal,
         connections,
         &entries,

@@ -26,6 +26,7 @@ pub struct Settings {
     pub yes: bool,
     pub dry_run: bool,
     pub keep_upgraded_stopped: bool,
+    pub allow_message_loss: bool,
     pub state_dir: PathBuf,
     pub output: OutputFormat,
 }
@@ -124,6 +125,10 @@ pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error>
             playbook.commands.reset_queue_state.is_some(),
             settings.keep_upgraded_stopped,
         )
+        .map(|mut plan| {
+            plan.preserve_messages = !settings.allow_message_loss;
+            plan
+        })
         .map_err(|e| Error::Usage(format!("group {}: {}", group.name, e.0)))?,
     };
     if settings.output == OutputFormat::Table {
@@ -192,11 +197,14 @@ pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error>
         eprintln!("journal: {}", journal.path().display());
         let mut all = target.upgrade_entries.clone();
         all.extend(earlier);
+        let mut upgrade_plan = upgrade_plan.clone();
+        upgrade_plan.preserve_messages = plan.preserve_messages;
         let engine = Arc::new(Engine::new(
             group.clone(),
             playbook.clone(),
-            upgrade_plan.clone(),
+            upgrade_plan,
             management,
+            password.clone(),
             journal,
             connections,
             &all,
@@ -241,6 +249,10 @@ pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error>
             )];
             if let Some(seconds) = outcome.failover_seconds {
                 lines.push(format!("  failover time: {seconds:.1}s"));
+            }
+            if !outcome.queues.is_empty() {
+                lines.push(format!("  queues restored: {}", outcome.queues.len()));
+                lines.extend(super::upgrade::account_lines(&outcome.queues));
             }
             for s in &plan.swaps {
                 lines.push(format!("  pair {}: {} is now active", s.pair, s.to));

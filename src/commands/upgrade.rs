@@ -33,6 +33,7 @@ pub struct Settings {
     pub dry_run: bool,
     pub parallel: usize,
     pub skip_promotion_check: bool,
+    pub allow_message_loss: bool,
     pub state_dir: PathBuf,
     pub output: OutputFormat,
 }
@@ -326,7 +327,7 @@ async fn upgrade_locked(
         group.name,
         std::process::id()
     );
-    let plan = upgrade::plan(
+    let mut plan = upgrade::plan(
         &run_id,
         group,
         settings.half,
@@ -335,6 +336,7 @@ async fn upgrade_locked(
         settings.parallel,
         &other_versions,
     );
+    plan.preserve_messages = !settings.allow_message_loss;
     if settings.output == OutputFormat::Table {
         output::print_text(&plan.to_string())?;
     }
@@ -380,6 +382,7 @@ async fn upgrade_locked(
         playbook,
         plan,
         management,
+        password.clone(),
         journal,
         connections,
         &[],
@@ -395,6 +398,7 @@ pub async fn execute(
     playbook: &Playbook,
     plan: UpgradePlan,
     management: Management,
+    password: Secret,
     journal: Journal,
     connections: BTreeMap<String, Connection>,
     earlier: &[journal::Entry],
@@ -405,6 +409,7 @@ pub async fn execute(
         playbook.clone(),
         plan.clone(),
         management,
+        password,
         journal,
         connections,
         earlier,
@@ -452,6 +457,7 @@ fn summary(plan: &UpgradePlan, outcome: &Outcome) -> String {
         }
     ));
     lines.push(format!("  queues recreated: {}", plan.queue_count()));
+    lines.extend(account_lines(&outcome.queues));
     if let Some(seconds) = outcome.critical_window_seconds {
         lines.push(format!("  critical window: {seconds:.1}s"));
     }
@@ -482,6 +488,31 @@ fn summary(plan: &UpgradePlan, outcome: &Outcome) -> String {
     }
     lines.push(format!("  journal: {}", outcome.journal));
     lines.join("\n")
+}
+
+/// One line per recreated queue: what happened to its messages.
+pub fn account_lines(accounts: &[crate::journal::QueueAccount]) -> Vec<String> {
+    let mut lines = vec![];
+    for a in accounts {
+        let without = a
+            .without_consumer_seconds
+            .map(|s| format!(", {s:.1}s without a consumer"))
+            .unwrap_or_default();
+        lines.push(if a.preserved {
+            format!(
+                "    {}: {} messages before, {} moved out, {} moved back (with those published \
+                 meanwhile), {} duplicated, {} lost{without}",
+                a.queue, a.before, a.moved_out, a.moved_in, a.duplicated, a.lost
+            )
+        } else {
+            format!(
+                "    {}: {} LOST (deleted with the queue; not counted: messages published while \
+                 it was unbound){without}",
+                a.queue, a.lost
+            )
+        });
+    }
+    lines
 }
 
 /// A path made absolute (the journal must find it again from anywhere).

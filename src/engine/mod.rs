@@ -3,6 +3,7 @@
 //! Every step is safe to run again, and steps the journal shows as done are skipped, so an
 //! interrupted run is resumed by executing the same plan again.
 
+mod preserve;
 mod rollback;
 mod steps;
 mod verify;
@@ -19,8 +20,8 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::broker::management::Management;
-use crate::inventory::{Group, Host};
-use crate::journal::{Backup, Entry, Event, Journal, RunStatus};
+use crate::inventory::{Group, Host, Secret};
+use crate::journal::{Backup, Entry, Event, Journal, QueueAccount, RunStatus};
 use crate::plan::upgrade::{HostPlan, UpgradePlan};
 use crate::playbook::Playbook;
 use crate::remote::{self, Connection};
@@ -87,7 +88,10 @@ pub struct Outcome {
     /// Hosts whose every step is done.
     pub completed: Vec<String>,
     pub failure: Option<Failure>,
-    /// From the first stop of a shared-queue consumer to the first start of a new one.
+    /// What happened to the messages of each queue recreated.
+    pub queues: Vec<QueueAccount>,
+    /// Two phases: from the first stop of a consumer of the half's queues to the first start
+    /// of a new one; one phase: the longest time a host was stopped.
     pub critical_window_seconds: Option<f64>,
     pub elapsed_seconds: f64,
     /// Where the full record is.
@@ -112,6 +116,16 @@ pub struct Engine {
     first_stop: Mutex<Option<Instant>>,
     first_start: Mutex<Option<Instant>>,
     stopping: AtomicBool,
+    /// The broker password (for the AMQP connection that moves messages).
+    password: Secret,
+    amqp: Mutex<Option<Arc<lapin::Connection>>>,
+    /// Moves journaled, by this process or before it.
+    moves: Mutex<Vec<preserve::MoveRecord>>,
+    /// Queues deleted with their messages: (by, queue, messages).
+    drops: Mutex<Vec<(String, String, u64)>>,
+    /// When each host was stopped and started again, in this process.
+    windows: std::sync::Mutex<BTreeMap<String, (Option<Instant>, Option<Instant>)>>,
+    rolling_back: AtomicBool,
 }
 
 impl Engine {
@@ -122,10 +136,13 @@ impl Engine {
         playbook: Playbook,
         plan: UpgradePlan,
         management: Management,
+        password: Secret,
         journal: Journal,
         connections: BTreeMap<String, Connection>,
         earlier: &[Entry],
     ) -> Engine {
+        let mut moves = Vec::new();
+        let mut drops = Vec::new();
         let mut done = BTreeSet::new();
         let mut backups = Vec::new();
         let mut offsets = BTreeMap::new();
@@ -144,6 +161,29 @@ impl Engine {
                     }
                 }
                 Event::Backup { host, item } => backups.push((host.clone(), item.clone())),
+                Event::Moved {
+                    by,
+                    queue,
+                    from,
+                    to,
+                    before,
+                    moved,
+                    redelivered,
+                    ..
+                } => moves.push(preserve::MoveRecord {
+                    by: by.clone(),
+                    queue: queue.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    before: *before,
+                    moved: *moved,
+                    redelivered: *redelivered,
+                }),
+                Event::Dropped {
+                    by,
+                    queue,
+                    messages,
+                } => drops.push((by.clone(), queue.clone(), *messages)),
                 _ => {}
             }
         }
@@ -161,6 +201,12 @@ impl Engine {
             first_stop: Mutex::new(None),
             first_start: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            password,
+            amqp: Mutex::new(None),
+            moves: Mutex::new(moves),
+            drops: Mutex::new(drops),
+            windows: std::sync::Mutex::new(BTreeMap::new()),
+            rolling_back: AtomicBool::new(false),
         }
     }
 
@@ -312,26 +358,49 @@ impl Engine {
             self.clone().run_one_phase().await
         };
         let completed = self.completed_hosts(&result).await;
-        let window = match (
+        let group_window = match (
             *self.first_stop.lock().await,
             *self.first_start.lock().await,
         ) {
-            (Some(stop), Some(start)) if self.plan.two_phase => {
-                Some(start.saturating_duration_since(stop).as_secs_f64())
-            }
+            (Some(stop), Some(start)) => Some(start.saturating_duration_since(stop).as_secs_f64()),
             _ => None,
+        };
+        let host_windows = self.host_windows();
+        let window = if self.plan.two_phase {
+            group_window
+        } else {
+            host_windows.values().copied().reduce(f64::max)
         };
         if let Some(seconds) = window {
             let _ = self
                 .journal_event(Event::Measured {
                     what: "critical-window".into(),
                     seconds,
-                    detail: "from the first stop of a shared-queue consumer to the first start \
-                             of a new one"
-                        .into(),
+                    detail: if self.plan.two_phase {
+                        "from the first stop of a consumer of the half's queues to the first \
+                         start of a new one"
+                    } else {
+                        "the longest time a host was stopped (from its stop to its start)"
+                    }
+                    .into(),
                 })
                 .await;
         }
+        let mut recreated = vec![];
+        for host in &self.plan.hosts {
+            for q in &host.queues {
+                if self.is_done(&host.host, &format!("recreate {}", q.name)) {
+                    recreated.push((q.name.clone(), host_windows.get(&host.host).copied()));
+                }
+            }
+        }
+        for q in &self.plan.group_queues {
+            if self.is_done(BROKER, &format!("recreate {}", q.name)) {
+                recreated.push((q.name.clone(), group_window));
+            }
+        }
+        let queues = self.accounts(recreated).await;
+        self.close_amqp().await;
         let status = match (&result, completed.is_empty()) {
             (Ok(()), _) => RunStatus::Done,
             (Err(_), false) => RunStatus::Partial,
@@ -355,10 +424,36 @@ impl Engine {
             status,
             completed,
             failure,
+            queues,
             critical_window_seconds: window,
             elapsed_seconds: self.started.elapsed().as_secs_f64(),
             journal: self.journal.lock().await.path().display().to_string(),
         }
+    }
+
+    /// Records that a host's service started (now).
+    fn mark_started(&self, name: &str) {
+        if let Ok(mut windows) = self.windows.lock() {
+            windows.entry(name.to_string()).or_default().1 = Some(Instant::now());
+        }
+    }
+
+    /// Seconds each host was stopped (from its stop to its start), in this process.
+    fn host_windows(&self) -> BTreeMap<String, f64> {
+        self.windows
+            .lock()
+            .map(|w| {
+                w.iter()
+                    .filter_map(|(h, (stop, start))| match (stop, start) {
+                        (Some(stop), Some(start)) => Some((
+                            h.clone(),
+                            start.saturating_duration_since(*stop).as_secs_f64(),
+                        )),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Hosts whose last step (verify, or deploy steps for a passive host) is done.

@@ -18,6 +18,8 @@ pub struct RollbackOutcome {
     pub failure: Option<Failure>,
     /// From the rollback's first stop to the first old-release host running again.
     pub failover_seconds: Option<f64>,
+    /// What happened to the messages of each queue restored.
+    pub queues: Vec<crate::journal::QueueAccount>,
     pub elapsed_seconds: f64,
     pub journal: String,
 }
@@ -40,6 +42,8 @@ impl Engine {
         plan: RollbackPlan,
         on_swap: impl Fn(&crate::plan::rollback::Swap) -> Result<(), String>,
     ) -> RollbackOutcome {
+        self.rolling_back
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let result = self.clone().rollback_steps(&plan, &on_swap).await;
         let failover = match (
             *self.first_stop.lock().await,
@@ -59,6 +63,28 @@ impl Engine {
                 })
                 .await;
         }
+        let windows = self.host_windows();
+        let owner = |queue: &str| {
+            self.plan
+                .hosts
+                .iter()
+                .find(|h| h.queues.iter().any(|q| q.name == queue))
+                .map(|h| h.host.clone())
+        };
+        let restored: Vec<(String, Option<f64>)> = plan
+            .queues
+            .iter()
+            .filter(|q| self.is_done(BROKER, &format!("rollback restore {q}")))
+            .map(|q| {
+                let seconds = match owner(q) {
+                    Some(host) => windows.get(&host).copied(),
+                    None => failover,
+                };
+                (q.clone(), seconds)
+            })
+            .collect();
+        let queues = self.accounts(restored).await;
+        self.close_amqp().await;
         let status = if result.is_ok() {
             RunStatus::Done
         } else {
@@ -78,6 +104,7 @@ impl Engine {
             status,
             failure,
             failover_seconds: failover,
+            queues,
             elapsed_seconds: self.started.elapsed().as_secs_f64(),
             journal: self.journal.lock().await.path().display().to_string(),
         }
@@ -97,10 +124,14 @@ impl Engine {
                 .await
         })
         .await?;
+        let preserve = self.plan.preserve_messages;
         for name in &plan.queues {
-            let step = format!("restore {name}");
-            self.step(BROKER, &step, || self.restore_queue(name))
-                .await?;
+            if preserve {
+                let step = format!("rollback hold {name}");
+                self.step(BROKER, &step, || self.hold(name)).await?;
+            }
+            let step = format!("rollback restore {name}");
+            self.step(BROKER, &step, || self.restore(name)).await?;
         }
         let starts: Vec<HostPlan> = plan.start_old.iter().map(|h| plain(h)).collect();
         let all = starts.len().max(1);
@@ -108,6 +139,12 @@ impl Engine {
             engine.start_old(&host.host).await
         })
         .await?;
+        if preserve {
+            for name in &plan.queues {
+                let step = format!("rollback release {name}");
+                self.step(BROKER, &step, || self.release(name)).await?;
+            }
+        }
         for swap in &plan.swaps {
             let step = format!("swap pair {}", swap.pair);
             self.step(BROKER, &step, || async {
@@ -157,6 +194,7 @@ impl Engine {
                 .lock()
                 .await
                 .get_or_insert_with(Instant::now);
+            self.mark_started(name);
             Ok(done)
         })
         .await
@@ -231,8 +269,12 @@ impl Engine {
         if !repair.start {
             return Ok(());
         }
-        self.step(name, "start again", || {
-            self.recorded(name, "start", &self.playbook.commands.start, "")
+        self.step(name, "start again", || async {
+            let done = self
+                .recorded(name, "start", &self.playbook.commands.start, "")
+                .await?;
+            self.mark_started(name);
+            Ok(done)
         })
         .await?;
         self.step(name, "verify again", || async {

@@ -1,14 +1,24 @@
 //! The steps of a run and the order they go in.
+//!
+//! Everything that can be done while the services still run comes first (backups, the
+//! package when the playbook allows it, staged files, holding queues), so that each service is
+//! stopped only for what cannot be done otherwise: recreating its queues, putting the files in
+//! place, and starting it again.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::{BROKER, Done, Engine, Failure, StepError, each_host, record, wait_for};
-use crate::broker::equivalence::{QueueSettings, differences};
+use crate::broker::equivalence::QueueSettings;
 use crate::journal::{Backup, Event};
 use crate::plan::upgrade::HostPlan;
 use crate::remote::quote;
 use crate::template::{self, Escape};
+
+/// Where a file is staged before the stop.
+fn staged(path: &str) -> String {
+    format!("{path}.roll-staged")
+}
 
 impl Engine {
     /// Hosts one after the other through every step: the canary, then the rest, at most
@@ -24,18 +34,28 @@ impl Engine {
         .await
     }
 
-    /// Every host of the half is stopped and prepared first; then (in a critical window, with
-    /// the other half stopped too) the queues they share are recreated; then the canary
-    /// starts, then the rest.
+    /// Every host of the half is made ready (the canary first), the half's queues are held;
+    /// then every host of the half (and, for a critical window, of the other half) stops at
+    /// once, the queues are recreated, the canary starts, then the rest; held messages go
+    /// back last.
     pub(super) async fn run_two_phases(self: Arc<Self>) -> Result<(), Failure> {
         let (first, rest) = self.canary_and_rest();
         if let Some(canary) = first.clone() {
-            self.clone().prepare(canary).await?;
+            self.clone().ready(canary).await?;
         }
         each_host(&self, rest.clone(), self.plan.parallel, |engine, host| {
-            engine.prepare(host)
+            engine.ready(host)
         })
         .await?;
+        for name in self.group_queue_names() {
+            let step = format!("back up {name}");
+            self.step(BROKER, &step, || self.backup_queue(BROKER, &name))
+                .await?;
+            if self.plan.preserve_messages {
+                let step = format!("hold {name}");
+                self.step(BROKER, &step, || self.hold(&name)).await?;
+            }
+        }
         let critical = self.clone().critical_phase(first, rest).await;
         if critical.is_err() && self.plan.critical_window {
             self.clone().restore_failover().await;
@@ -43,49 +63,47 @@ impl Engine {
         critical
     }
 
+    fn group_queue_names(&self) -> Vec<String> {
+        self.plan
+            .group_queues
+            .iter()
+            .map(|q| q.name.clone())
+            .collect()
+    }
+
     async fn critical_phase(
         self: Arc<Self>,
         first: Option<HostPlan>,
         rest: Vec<HostPlan>,
     ) -> Result<(), Failure> {
+        // Everyone stops at once: the upgraded half (and its own queues are recreated as
+        // soon as each host is stopped), and the other half for a critical window.
+        let mut all: Vec<HostPlan> = first.iter().cloned().chain(rest.clone()).collect();
         if self.plan.critical_window {
-            let stops: Vec<HostPlan> = self
-                .plan
-                .critical_stops
-                .iter()
-                .map(|h| HostPlan {
-                    host: h.clone(),
-                    role: None,
-                    start: false,
-                    queues: vec![],
-                    verify_queues: vec![],
-                    reset_queue_state: false,
-                })
-                .collect();
-            let all = stops.len();
-            each_host(&self, stops, all, |engine, host| async move {
+            all.extend(self.plan.critical_stops.iter().map(|h| HostPlan {
+                host: h.clone(),
+                role: None,
+                start: false,
+                queues: vec![],
+                verify_queues: vec![],
+                reset_queue_state: false,
+            }));
+        }
+        let count = all.len();
+        each_host(&self, all, count, |engine, host| async move {
+            if engine.plan.critical_stops.contains(&host.host) {
                 engine.stop(&host.host, "stop (failover)").await?;
                 engine
                     .verify_stopped(&host.host, "verify stopped (failover)")
                     .await
-            })
-            .await?;
-        }
-        let queues: Vec<String> = self
-            .plan
-            .group_queues
-            .iter()
-            .map(|q| q.name.clone())
-            .collect();
-        for name in &queues {
-            let step = format!("back up {name}");
-            self.step(BROKER, &step, || self.backup_queue(BROKER, name))
-                .await?;
-        }
-        for name in &queues {
+            } else {
+                engine.window(host).await
+            }
+        })
+        .await?;
+        for name in self.group_queue_names() {
             let step = format!("recreate {name}");
-            self.step(BROKER, &step, || self.recreate_queue(name))
-                .await?;
+            self.step(BROKER, &step, || self.recreate(&name)).await?;
         }
         if let Some(canary) = first {
             self.clone().finish(canary).await?;
@@ -94,10 +112,14 @@ impl Engine {
             engine.finish(host)
         })
         .await?;
-        for name in &queues {
+        for name in self.group_queue_names() {
+            if self.plan.preserve_messages {
+                let step = format!("release {name}");
+                self.step(BROKER, &step, || self.release(&name)).await?;
+            }
             let step = format!("verify {name}");
             self.step(BROKER, &step, || async {
-                wait_for(self.playbook.verify.timeout, || self.check_queue(name)).await?;
+                wait_for(self.playbook.verify.timeout, || self.check_queue(&name)).await?;
                 Ok(Done::new(
                     "present with the target settings and its bindings",
                 ))
@@ -107,15 +129,31 @@ impl Engine {
         Ok(())
     }
 
-    /// After a failure in the critical window: the shared queues get their backed-up
-    /// definitions and bindings back, and the untouched half starts again, on the old release.
+    /// After a failure in the critical window: the upgraded hosts that started are stopped,
+    /// the shared queues get their backed-up definitions and bindings back (with their
+    /// messages), and the untouched half starts again, on the old release.
     async fn restore_failover(self: Arc<Self>) {
         self.progress(BROKER, "failover", "restoring the untouched half");
-        for q in self.plan.group_queues.clone() {
-            let step = format!("restore {}", q.name);
+        let started: Vec<String> = self
+            .plan
+            .hosts
+            .iter()
+            .filter(|h| h.start && self.is_done(&h.host, "start"))
+            .map(|h| h.host.clone())
+            .collect();
+        for host in &started {
+            let _ = self.stop(host, "stop (failover)").await;
             let _ = self
-                .step(BROKER, &step, || self.restore_queue(&q.name))
+                .verify_stopped(host, "verify stopped (failover)")
                 .await;
+        }
+        for name in self.group_queue_names() {
+            if self.plan.preserve_messages {
+                let step = format!("failover hold {name}");
+                let _ = self.step(BROKER, &step, || self.hold(&name)).await;
+            }
+            let step = format!("restore {name}");
+            let _ = self.step(BROKER, &step, || self.restore(&name)).await;
         }
         for host in self.plan.critical_stops.clone() {
             let _ = self
@@ -128,6 +166,12 @@ impl Engine {
                     )
                 })
                 .await;
+        }
+        if self.plan.preserve_messages {
+            for name in self.group_queue_names() {
+                let step = format!("failover release {name}");
+                let _ = self.step(BROKER, &step, || self.release(&name)).await;
+            }
         }
     }
 
@@ -143,31 +187,52 @@ impl Engine {
 
     /// Every step of a host.
     async fn full(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
-        self.clone().prepare(host.clone()).await?;
+        self.clone().ready(host.clone()).await?;
+        self.clone().window(host.clone()).await?;
         self.finish(host).await
     }
 
-    /// Stop, verify stopped, back up, recreate its queues, upgrade, deploy, reset.
-    async fn prepare(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
+    /// While the service still runs: back up, install (when the playbook allows it), stage
+    /// the files, hold the host's queues.
+    async fn ready(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
         let name = host.host.as_str();
-        self.stop(name, "stop").await?;
-        self.verify_stopped(name, "verify stopped").await?;
         self.step(name, "backup", || self.backup_host(&host))
             .await?;
-        if !host.queues.is_empty() {
-            self.step(name, "recreate queues", || async {
-                let mut done = vec![];
-                for q in &host.queues {
-                    done.push(self.recreate_queue(&q.name).await?.detail);
-                }
-                Ok(Done::new(done.join("; ")))
-            })
-            .await?;
+        if self.playbook.commands.upgrade_before_stop {
+            self.upgrade(name).await?;
         }
+        if !self.playbook.files.is_empty() {
+            self.step(name, "stage files", || self.stage(name)).await?;
+        }
+        if self.plan.preserve_messages {
+            for q in &host.queues {
+                let step = format!("hold {}", q.name);
+                self.step(name, &step, || self.hold(&q.name)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn upgrade(&self, name: &str) -> Result<(), Failure> {
         self.step(name, "upgrade", || {
             self.recorded(name, "upgrade", &self.playbook.commands.upgrade, "")
         })
-        .await?;
+        .await
+    }
+
+    /// The service stopped: stop, recreate its queues, install (unless done before), put
+    /// the files in place, reset the queue state.
+    async fn window(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
+        let name = host.host.as_str();
+        self.stop(name, "stop").await?;
+        self.verify_stopped(name, "verify stopped").await?;
+        for q in &host.queues {
+            let step = format!("recreate {}", q.name);
+            self.step(name, &step, || self.recreate(&q.name)).await?;
+        }
+        if !self.playbook.commands.upgrade_before_stop {
+            self.upgrade(name).await?;
+        }
         self.step(name, "deploy", || self.deploy(name)).await?;
         if host.reset_queue_state
             && let Some(reset) = self.playbook.commands.reset_queue_state.clone()
@@ -180,39 +245,86 @@ impl Engine {
         Ok(())
     }
 
-    /// Start and verify (a passive host stays stopped).
+    /// Start, move the held messages back, verify (a passive host stays stopped).
     async fn finish(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
+        let name = host.host.as_str();
+        if host.start {
+            self.step(name, "start", || async {
+                let offsets = self.log_sizes(name).await?;
+                let mut first = self.first_start.lock().await;
+                let output = self
+                    .command(name, "start", &self.playbook.commands.start)
+                    .await?;
+                first.get_or_insert_with(Instant::now);
+                drop(first);
+                self.mark_started(name);
+                self.log_offsets
+                    .lock()
+                    .await
+                    .insert(name.to_string(), offsets.clone());
+                Ok(Done {
+                    detail: offsets,
+                    output: Some(record("start", &output)),
+                })
+            })
+            .await?;
+        }
+        if self.plan.preserve_messages {
+            for q in &host.queues {
+                let step = format!("release {}", q.name);
+                self.step(name, &step, || self.release(&q.name)).await?;
+            }
+        }
         if !host.start {
             return Ok(());
         }
-        let name = host.host.as_str();
-        self.step(name, "start", || async {
-            let offsets = self.log_sizes(name).await?;
-            let mut first = self.first_start.lock().await;
-            let output = self
-                .command(name, "start", &self.playbook.commands.start)
-                .await?;
-            first.get_or_insert_with(Instant::now);
-            drop(first);
-            self.log_offsets
-                .lock()
-                .await
-                .insert(name.to_string(), offsets.clone());
-            Ok(Done {
-                detail: offsets,
-                output: Some(record("start", &output)),
-            })
-        })
-        .await?;
         self.step(name, "verify", || self.verify_host(&host)).await
+    }
+
+    /// Recreates a queue with the target settings (keeping its messages unless the run
+    /// allows their loss).
+    async fn recreate(&self, name: &str) -> Result<Done, StepError> {
+        let Some(Backup::Queue { bindings, .. }) = self.queue_backup(name).await else {
+            return Err(StepError::from(format!(
+                "no backup of {name} in the journal: refusing to touch it"
+            )));
+        };
+        let target = self.playbook.queues.target.clone();
+        if self.plan.preserve_messages {
+            self.recreate_held(name, &target).await
+        } else {
+            self.recreate_lossy(name, &target, &bindings).await
+        }
+    }
+
+    /// Puts a queue back as its backup says (keeping its messages unless the run allows
+    /// their loss).
+    pub(super) async fn restore(&self, name: &str) -> Result<Done, StepError> {
+        let Some(Backup::Queue {
+            durable,
+            auto_delete,
+            arguments,
+            bindings,
+            ..
+        }) = self.queue_backup(name).await
+        else {
+            return Err(StepError::from(format!("no backup of {name}")));
+        };
+        let settings = QueueSettings::new(durable, auto_delete, arguments);
+        if self.plan.preserve_messages {
+            self.recreate_held(name, &settings).await
+        } else {
+            self.recreate_lossy(name, &settings, &bindings).await
+        }
     }
 
     pub(super) async fn stop(&self, name: &str, step: &str) -> Result<(), Failure> {
         self.step(name, step, || async {
-            self.first_stop
-                .lock()
-                .await
-                .get_or_insert_with(Instant::now);
+            let now = Instant::now();
+            self.first_stop.lock().await.get_or_insert(now);
+            if let Ok(mut windows) = self.windows.lock() {
+                windows.entry(name.to_string()).or_default().0.get_or_insert(now);
+            }
             self.recorded(name, "stop", &self.playbook.commands.stop, "")
                 .await
         })
@@ -400,77 +512,11 @@ impl Engine {
             .cloned()
     }
 
-    /// Deletes the queue and declares it with the target settings and its backed-up bindings;
-    /// when it already has the target settings (an earlier try got that far), only binds.
-    async fn recreate_queue(&self, name: &str) -> Result<Done, StepError> {
-        let Some(Backup::Queue { bindings, .. }) = self.queue_backup(name).await else {
-            return Err(StepError::from(format!(
-                "no backup of {name} in the journal: refusing to touch it"
-            )));
-        };
-        let target = &self.playbook.queues.target;
-        let current = self.management.queue(name).await?;
-        let already = current.as_ref().is_some_and(|q| {
-            differences(
-                &QueueSettings::new(q.durable, q.auto_delete, q.arguments.clone()),
-                target,
-            )
-            .is_empty()
-        });
-        if !already {
-            if current.is_some() {
-                self.management.delete_queue(name, false).await?;
-            }
-            self.management.declare_queue(name, target).await?;
-        }
-        for binding in &bindings {
-            self.management.bind_queue(binding).await?;
-        }
-        Ok(Done::new(format!(
-            "{name} {} with {} bindings",
-            if already {
-                "already recreated"
-            } else {
-                "recreated"
-            },
-            bindings.len()
-        )))
-    }
-
-    /// Puts a queue back as its backup says.
-    pub(super) async fn restore_queue(&self, name: &str) -> Result<Done, StepError> {
-        let Some(Backup::Queue {
-            durable,
-            auto_delete,
-            arguments,
-            bindings,
-            ..
-        }) = self.queue_backup(name).await
-        else {
-            return Err(StepError::from(format!("no backup of {name}")));
-        };
-        let settings = QueueSettings::new(durable, auto_delete, arguments);
-        if let Some(q) = self.management.queue(name).await? {
-            let same = differences(
-                &QueueSettings::new(q.durable, q.auto_delete, q.arguments),
-                &settings,
-            )
-            .is_empty();
-            if !same {
-                self.management.delete_queue(name, false).await?;
-            }
-        }
-        self.management.declare_queue(name, &settings).await?;
-        for binding in &bindings {
-            self.management.bind_queue(binding).await?;
-        }
-        Ok(Done::new(format!("{name} restored from its backup")))
-    }
-
-    /// Writes the release's files (atomically: a temporary file, then a rename).
-    async fn deploy(&self, name: &str) -> Result<Done, StepError> {
+    /// The files this host gets, rendered: those marked `only_if_present` only where they
+    /// existed before.
+    async fn files_for(&self, name: &str) -> Result<Vec<(String, String, Option<u32>)>, StepError> {
         let vars = self.vars(name)?;
-        let mut written = vec![];
+        let mut files = vec![];
         for file in &self.playbook.files {
             if file.only_if_present {
                 let existed = self.backups.lock().await.iter().any(|(h, b)| {
@@ -482,15 +528,66 @@ impl Engine {
                 }
             }
             let content = template::render(&file.content, &vars, Escape::None)?;
-            self.write_file(name, &file.path, &content, file.mode)
-                .await?;
-            written.push(file.path.clone());
+            files.push((file.path.clone(), content, file.mode));
         }
-        Ok(Done::new(if written.is_empty() {
+        Ok(files)
+    }
+
+    /// Writes the release's files beside their targets (`<path>.roll-staged`), while the
+    /// service still runs.
+    async fn stage(&self, name: &str) -> Result<Done, StepError> {
+        let files = self.files_for(name).await?;
+        for (path, content, mode) in &files {
+            self.write_file(name, &staged(path), content, *mode).await?;
+        }
+        Ok(Done::new(if files.is_empty() {
             "no files".to_string()
         } else {
-            written.join(", ")
+            files
+                .iter()
+                .map(|(p, _, _)| staged(p))
+                .collect::<Vec<_>>()
+                .join(", ")
         }))
+    }
+
+    /// Puts the staged files in place (one rename each, one command for all); a file whose
+    /// staged copy is gone (a resume after the rename) is written again.
+    async fn deploy(&self, name: &str) -> Result<Done, StepError> {
+        let files = self.files_for(name).await?;
+        if files.is_empty() {
+            return Ok(Done::new("no files"));
+        }
+        let mut script = String::new();
+        for (path, _, _) in &files {
+            let (from, to) = (quote(&staged(path)), quote(path));
+            script.push_str(&format!(
+                "if [ -f {from} ]; then mv {from} {to}; else echo {to}; fi\n"
+            ));
+        }
+        let output = self
+            .connection(name)?
+            .run("put files in place", &script, self.playbook.commands.timeout)
+            .await?;
+        if !output.success() {
+            return Err(StepError {
+                detail: "cannot put the staged files in place".into(),
+                output: Some(record("put files in place", &output)),
+            });
+        }
+        let missing: Vec<&str> = output.stdout.lines().map(str::trim).collect();
+        for (path, content, mode) in &files {
+            if missing.contains(&path.as_str()) {
+                self.write_file(name, path, content, *mode).await?;
+            }
+        }
+        Ok(Done::new(
+            files
+                .iter()
+                .map(|(p, _, _)| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ))
     }
 }
 

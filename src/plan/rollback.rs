@@ -52,6 +52,13 @@ pub struct RollbackPlan {
     pub swaps: Vec<Swap>,
     pub repair: Vec<Repair>,
     pub keep_upgraded_stopped: bool,
+    /// Restored queues keep their messages (false with `--allow-message-loss`).
+    #[serde(default = "yes")]
+    pub preserve_messages: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Why no rollback can be planned.
@@ -157,7 +164,7 @@ pub fn plan(
                 } else {
                     None
                 },
-                files: if steps.contains("deploy") {
+                files: if steps.contains("deploy") || steps.contains("stage files") {
                     files.get(host).cloned().unwrap_or_default()
                 } else {
                     vec![]
@@ -181,6 +188,7 @@ pub fn plan(
         swaps,
         repair,
         keep_upgraded_stopped,
+        preserve_messages: true,
     })
 }
 
@@ -194,8 +202,13 @@ impl fmt::Display for RollbackPlan {
         writeln!(f, "  1. stop the upgraded hosts: {}", list(&self.stop))?;
         writeln!(
             f,
-            "  2. restore {} queues to their backed-up definitions and bindings: {}",
+            "  2. restore {} queues to their backed-up definitions and bindings{}: {}",
             self.queues.len(),
+            if self.preserve_messages {
+                ", with their messages (held, then moved back once the old release runs)"
+            } else {
+                ", DELETING their messages (--allow-message-loss)"
+            },
             list(&self.queues)
         )?;
         writeln!(
@@ -293,6 +306,8 @@ mod tests {
             critical_stops: vec!["px1".into()],
             failover: vec![],
             messages_at_risk: 0,
+            preserve_messages: true,
+            upgrade_before_stop: false,
             queue_summary: String::new(),
         };
         let mut e = vec![entry(

@@ -59,6 +59,13 @@ pub struct UpgradePlan {
     /// not already run the target version).
     pub failover: Vec<String>,
     pub messages_at_risk: u64,
+    /// Recreated queues keep their messages (holding queues); false with
+    /// `--allow-message-loss`.
+    #[serde(default = "yes")]
+    pub preserve_messages: bool,
+    /// The package is installed before the stop (the playbook's `upgrade_before_stop`).
+    #[serde(default)]
+    pub upgrade_before_stop: bool,
     /// The queue diff's summary line.
     pub queue_summary: String,
 }
@@ -73,6 +80,10 @@ impl UpgradePlan {
     pub fn queue_count(&self) -> usize {
         self.group_queues.len() + self.hosts.iter().map(|h| h.queues.len()).sum::<usize>()
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn change(row: &super::queue_diff::QueueRow) -> QueueChange {
@@ -175,6 +186,8 @@ pub fn plan(
             .filter(|h| other_versions.get(&h.name) != Some(&playbook.version))
             .map(|h| h.name.clone())
             .collect(),
+        preserve_messages: true,
+        upgrade_before_stop: playbook.commands.upgrade_before_stop,
         queue_summary: diff.summary.to_string(),
     }
 }
@@ -204,10 +217,21 @@ impl fmt::Display for UpgradePlan {
                 self.parallel
             )?;
         }
+        let (before, after) = if self.upgrade_before_stop {
+            ("upgrade, ", "")
+        } else {
+            ("", "upgrade, ")
+        };
+        let (hold, release) = if self.preserve_messages {
+            ("hold its queues, ", "move held messages back, ")
+        } else {
+            ("", "")
+        };
         writeln!(
             f,
-            "  each host: stop, verify stopped, back up (version, files, queues), recreate its \
-             queues, upgrade, deploy files, reset queue state where needed, start, verify"
+            "  each host, still running: back up (version, files, queues), {before}stage files, \
+             {hold}then: stop, verify stopped, recreate its queues, {after}put the files in \
+             place, reset queue state where needed, start, {release}verify"
         )?;
         let passive: Vec<&str> = self
             .hosts
@@ -228,6 +252,23 @@ impl fmt::Display for UpgradePlan {
             self.queue_count(),
             self.messages_at_risk
         )?;
+        if self.queue_count() > 0 {
+            if self.preserve_messages {
+                writeln!(
+                    f,
+                    "  messages: kept; each queue's messages, and those published meanwhile, \
+                     wait in a holding queue (roll.hold.{}.<queue>) while it is recreated",
+                    self.run_id
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "  messages: NOT kept (--allow-message-loss): the {} messages in these \
+                     queues, and those published while they are unbound, are lost",
+                    self.messages_at_risk
+                )?;
+            }
+        }
         for host in &self.hosts {
             for q in &host.queues {
                 writeln!(

@@ -71,6 +71,9 @@ pub struct Commands {
     pub installed_version: String,
     /// Makes the service forget its saved queue settings (for sr3: its subscriptions.json).
     pub reset_queue_state: Option<String>,
+    /// Install the package while the service still runs (before the stop), to shorten the
+    /// time it is stopped. For packages whose installation does not restart the service.
+    pub upgrade_before_stop: bool,
     #[serde(serialize_with = "crate::units::serialize_duration")]
     pub timeout: Duration,
 }
@@ -168,6 +171,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
             .as_ref()
             .map(checked)
             .transpose()?,
+        upgrade_before_stop: raw.commands.upgrade_before_stop,
         timeout: raw.commands.timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
     };
     let base = path.parent().unwrap_or(Path::new("."));

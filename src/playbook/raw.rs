@@ -55,6 +55,8 @@ pub(super) struct RawCommands {
     pub installed_version: Spanned<String>,
     #[serde(default)]
     pub reset_queue_state: Option<Spanned<String>>,
+    #[serde(default)]
+    pub upgrade_before_stop: bool,
     #[serde(
         default,
         deserialize_with = "crate::units::deserialize_optional_duration"

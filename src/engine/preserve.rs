@@ -1,0 +1,462 @@
+//! Recreating a queue without losing a message.
+//!
+//! Four stages, each a journaled step that is safe to run again from any state the one before
+//! it may have left (a resume after SIGKILL runs the interrupted stage again):
+//! 1. hold (before the consumers stop): the holding topology is made (see
+//!    [`crate::broker::holding`]) and the queue's bindings are routed through the holding
+//!    exchange; the queue still receives every message.
+//! 2. recreate (consumers stopped): the queue is unbound from the holding exchange (from then
+//!    on new messages go to the holding queue), its messages are moved into the holding queue,
+//!    it is deleted only when empty (`if-empty`), declared with its new settings, and bound to
+//!    the holding exchange again: new messages go to it.
+//! 3. (the consumers start)
+//! 4. release: the held messages are moved into the new queue, which gets its bindings back;
+//!    the holding exchanges and queue are deleted.
+//!
+//! The bindings only ever switch in one binding change, so a message is never routed to both
+//! queues or to neither; messages are moved with publisher confirms (see
+//! [`crate::broker::mover`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::Value;
+
+use super::{Done, Engine, StepError};
+use crate::broker::equivalence::QueueSettings;
+use crate::broker::holding::{Holding, is_holding};
+use crate::broker::management::BindingInfo;
+use crate::broker::{BrokerError, amqp, mover};
+use crate::journal::{Backup, Event, QueueAccount};
+
+/// How many times a queue is emptied before giving up (something keeps publishing into it).
+const EMPTY_ATTEMPTS: usize = 5;
+
+/// A move, as the journal has it.
+#[derive(Debug, Clone)]
+pub(super) struct MoveRecord {
+    pub by: String,
+    pub queue: String,
+    pub from: String,
+    pub to: String,
+    pub before: u64,
+    pub moved: u64,
+    pub redelivered: u64,
+}
+
+fn binding(source: &str, destination: &str, kind: &str, key: &str) -> BindingInfo {
+    BindingInfo {
+        source: source.to_string(),
+        destination: destination.to_string(),
+        destination_type: kind.to_string(),
+        routing_key: key.to_string(),
+        arguments: BTreeMap::new(),
+    }
+}
+
+/// The same binding with another destination.
+fn redirect(b: &BindingInfo, destination: &str, kind: &str) -> BindingInfo {
+    BindingInfo {
+        destination: destination.to_string(),
+        destination_type: kind.to_string(),
+        ..b.clone()
+    }
+}
+
+/// `a` then those of `b` not in `a` (same source, key and arguments).
+fn union(mut a: Vec<BindingInfo>, b: Vec<BindingInfo>) -> Vec<BindingInfo> {
+    for x in b {
+        let same = |y: &BindingInfo| {
+            y.source == x.source && y.routing_key == x.routing_key && y.arguments == x.arguments
+        };
+        if !a.iter().any(same) {
+            a.push(x);
+        }
+    }
+    a
+}
+
+impl Engine {
+    /// The holding topology of a queue in this run.
+    pub(super) fn holding_of(&self, queue: &str) -> Holding {
+        Holding::new(&self.plan.run_id, queue)
+    }
+
+    /// The run's AMQP connection, opened on first use (and again if it broke).
+    async fn amqp(&self) -> Result<Arc<lapin::Connection>, StepError> {
+        let mut slot = self.amqp.lock().await;
+        if let Some(connection) = slot.as_ref()
+            && connection.status().connected()
+        {
+            return Ok(connection.clone());
+        }
+        let connection = Arc::new(
+            amqp::connect(
+                &self.group.broker,
+                &self.password,
+                &format!("run {}", self.plan.run_id),
+            )
+            .await?,
+        );
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Closes the run's AMQP connection, if one was opened.
+    pub(super) async fn close_amqp(&self) {
+        if let Some(connection) = self.amqp.lock().await.take()
+            && let Ok(connection) = Arc::try_unwrap(connection)
+        {
+            amqp::close(connection).await;
+        }
+    }
+
+    /// A queue's (messages, consumers) now, or `None` when it does not exist.
+    async fn counts(&self, queue: &str) -> Result<Option<(u32, u32)>, StepError> {
+        let connection = self.amqp().await?;
+        Ok(amqp::queue_counts(&connection, &self.group.broker.display(), queue).await?)
+    }
+
+    /// The bindings the queue's backup recorded.
+    async fn backed_up_bindings(&self, queue: &str) -> Vec<BindingInfo> {
+        match self.queue_backup(queue).await {
+            Some(Backup::Queue { bindings, .. }) => bindings,
+            _ => vec![],
+        }
+    }
+
+    /// Stage 1: the holding topology made, the queue's bindings routed through it.
+    pub(super) async fn hold(&self, queue: &str) -> Result<Done, StepError> {
+        let h = self.holding_of(queue);
+        self.journal_event(Event::Hold {
+            queue: queue.to_string(),
+            holding: h.holding.clone(),
+            exchange: h.exchange.clone(),
+            alternate: h.alternate.clone(),
+        })
+        .await?;
+        let m = &self.management;
+        let none = BTreeMap::new();
+        m.declare_exchange(&h.alternate, "fanout", &none).await?;
+        m.declare_queue(&h.holding, &QueueSettings::new(true, false, none.clone()))
+            .await?;
+        m.bind(&binding(&h.alternate, &h.holding, "queue", ""))
+            .await?;
+        let mut arguments = BTreeMap::new();
+        arguments.insert(
+            "alternate-exchange".to_string(),
+            Value::String(h.alternate.clone()),
+        );
+        m.declare_exchange(&h.exchange, "fanout", &arguments)
+            .await?;
+        let exists = m.queue(queue).await?.is_some();
+        let direct: Vec<BindingInfo> = if exists {
+            m.bindings_of(queue)
+                .await?
+                .into_iter()
+                .filter(|b| !is_holding(&b.source))
+                .collect()
+        } else {
+            vec![]
+        };
+        if exists {
+            m.bind(&binding(&h.exchange, queue, "queue", "")).await?;
+        }
+        let routes = union(self.backed_up_bindings(queue).await, direct.clone());
+        for b in &routes {
+            m.bind(&redirect(b, &h.exchange, "exchange")).await?;
+        }
+        for b in &direct {
+            m.unbind(b).await?;
+        }
+        Ok(Done::new(format!(
+            "{} bindings routed through {}",
+            routes.len(),
+            h.exchange
+        )))
+    }
+
+    /// Stage 2: new messages held, the queue emptied into the holding queue, deleted when
+    /// empty, declared with `settings`, and receiving new messages again.
+    pub(super) async fn recreate_held(
+        &self,
+        queue: &str,
+        settings: &QueueSettings,
+    ) -> Result<Done, StepError> {
+        let h = self.holding_of(queue);
+        let m = &self.management;
+        if !m.exchange_exists(&h.exchange).await? {
+            return Err(StepError::from(format!(
+                "the holding exchange {} is missing: refusing to touch {queue}",
+                h.exchange
+            )));
+        }
+        m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
+        let moved = self.empty_into(queue, &h.holding).await?;
+        m.declare_queue(queue, settings).await?;
+        m.bind(&binding(&h.exchange, queue, "queue", "")).await?;
+        Ok(Done::new(format!(
+            "{moved} messages held in {}; {queue} declared again",
+            h.holding
+        )))
+    }
+
+    /// Moves every message of `queue` into `holding`, then deletes `queue` if empty; again
+    /// while something put more in. Refuses while the queue has consumers.
+    async fn empty_into(&self, queue: &str, holding: &str) -> Result<u64, StepError> {
+        let mut total = 0;
+        for _ in 0..EMPTY_ATTEMPTS {
+            let Some((messages, consumers)) = self.counts(queue).await? else {
+                return Ok(total);
+            };
+            if consumers > 0 {
+                return Err(StepError::from(format!(
+                    "{queue} still has {consumers} consumers: refusing to delete it \
+                     (is a service of the group still running?)"
+                )));
+            }
+            total += self
+                .move_messages(queue, queue, holding, u64::from(messages))
+                .await?;
+            match self.management.delete_queue(queue, true).await {
+                Ok(()) => return Ok(total),
+                Err(BrokerError::Http { status: 400, .. }) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(StepError::from(format!(
+            "{queue} is still not empty after {EMPTY_ATTEMPTS} moves: something publishes \
+             to it directly; it was not deleted"
+        )))
+    }
+
+    /// Moves the messages of `from` into `to`, and journals how many.
+    async fn move_messages(
+        &self,
+        queue: &str,
+        from: &str,
+        to: &str,
+        before: u64,
+    ) -> Result<u64, StepError> {
+        let connection = self.amqp().await?;
+        let report =
+            mover::move_all(&connection, &self.group.broker.display(), from, to).await?;
+        let record = MoveRecord {
+            by: self.purpose().to_string(),
+            queue: queue.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            before,
+            moved: report.moved,
+            redelivered: report.redelivered,
+        };
+        self.journal_event(Event::Moved {
+            by: self.purpose().to_string(),
+            queue: queue.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            before,
+            moved: report.moved,
+            redelivered: report.redelivered,
+            seconds: report.seconds,
+        })
+        .await?;
+        self.moves.lock().await.push(record);
+        Ok(report.moved)
+    }
+
+    /// Stage 4: the held messages moved into the queue, its bindings back, the holding
+    /// topology deleted.
+    pub(super) async fn release(&self, queue: &str) -> Result<Done, StepError> {
+        let h = self.holding_of(queue);
+        let m = &self.management;
+        if m.queue(queue).await?.is_none() {
+            return Err(StepError::from(format!(
+                "{queue} is not on the broker: its held messages stay in {}",
+                h.holding
+            )));
+        }
+        let mut moved = 0;
+        let mut bound = 0;
+        if m.exchange_exists(&h.exchange).await? {
+            m.bind(&binding(&h.exchange, queue, "queue", "")).await?;
+            let routes = union(
+                self.backed_up_bindings(queue).await,
+                m.bindings_to_exchange(&h.exchange).await?,
+            );
+            moved += self.drain(queue, &h.holding).await?;
+            for b in &routes {
+                m.bind(&redirect(b, queue, "queue")).await?;
+            }
+            bound = routes.len();
+            m.delete_exchange(&h.exchange).await?;
+        }
+        m.delete_exchange(&h.alternate).await?;
+        for _ in 0..EMPTY_ATTEMPTS {
+            moved += self.drain(queue, &h.holding).await?;
+            match m.delete_queue(&h.holding, true).await {
+                Ok(()) => {
+                    return Ok(Done::new(format!(
+                        "{moved} held messages moved into {queue}, {bound} bindings back"
+                    )));
+                }
+                Err(BrokerError::Http { status: 400, .. }) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(StepError::from(format!(
+            "{} is still not empty after {EMPTY_ATTEMPTS} moves: it is kept",
+            h.holding
+        )))
+    }
+
+    /// Moves what the holding queue has into the queue (nothing when it is gone).
+    async fn drain(&self, queue: &str, holding: &str) -> Result<u64, StepError> {
+        match self.counts(holding).await? {
+            Some((messages, _)) => {
+                self.move_messages(queue, holding, queue, u64::from(messages))
+                    .await
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Recreation without preservation (`--allow-message-loss`): the queue is deleted with
+    /// its messages (counted and journaled) and declared with `settings` and its bindings.
+    pub(super) async fn recreate_lossy(
+        &self,
+        queue: &str,
+        settings: &QueueSettings,
+        bindings: &[BindingInfo],
+    ) -> Result<Done, StepError> {
+        let m = &self.management;
+        let mut dropped = 0;
+        if let Some((messages, _)) = self.counts(queue).await? {
+            let current = m.queue(queue).await?;
+            let same = current.is_some_and(|q| {
+                crate::broker::equivalence::differences(
+                    &QueueSettings::new(q.durable, q.auto_delete, q.arguments),
+                    settings,
+                )
+                .is_empty()
+            });
+            if !same {
+                dropped = u64::from(messages);
+                self.journal_event(Event::Dropped {
+                    by: self.purpose().to_string(),
+                    queue: queue.to_string(),
+                    messages: dropped,
+                })
+                .await?;
+                self.drops
+                    .lock()
+                    .await
+                    .push((self.purpose().to_string(), queue.to_string(), dropped));
+                m.delete_queue(queue, false).await?;
+            }
+        }
+        m.declare_queue(queue, settings).await?;
+        for b in bindings {
+            m.bind(b).await?;
+        }
+        Ok(Done::new(format!(
+            "{queue} recreated with {} bindings; {dropped} messages deleted with it",
+            bindings.len()
+        )))
+    }
+
+    /// What happened to a queue's messages in this run (or this rollback), from the moves
+    /// and drops journaled.
+    pub(super) async fn account(&self, queue: &str, without_consumer: Option<f64>) -> QueueAccount {
+        let moves = self.moves.lock().await;
+        let by = self.purpose();
+        let mine = || moves.iter().filter(|m| m.queue == queue && m.by == by);
+        let dropped: u64 = self
+            .drops
+            .lock()
+            .await
+            .iter()
+            .filter(|(b, q, _)| q == queue && b == by)
+            .map(|(_, _, n)| n)
+            .sum();
+        let preserved = self.plan.preserve_messages;
+        QueueAccount {
+            queue: queue.to_string(),
+            preserved,
+            before: if preserved {
+                mine().find(|m| m.from == queue).map_or(0, |m| m.before)
+            } else {
+                dropped
+            },
+            moved_out: mine().filter(|m| m.from == queue).map(|m| m.moved).sum(),
+            moved_in: mine().filter(|m| m.to == queue).map(|m| m.moved).sum(),
+            duplicated: mine().map(|m| m.redelivered).sum(),
+            lost: dropped,
+            without_consumer_seconds: without_consumer,
+        }
+    }
+
+    /// Journals the accounts of the queues and returns them.
+    pub(super) async fn accounts(
+        &self,
+        queues: Vec<(String, Option<f64>)>,
+    ) -> Vec<QueueAccount> {
+        let mut all = vec![];
+        for (queue, seconds) in queues {
+            let account = self.account(&queue, seconds).await;
+            let _ = self.journal_event(Event::Accounted(account.clone())).await;
+            all.push(account);
+        }
+        all
+    }
+
+    /// `rollback` in a rollback, else `upgrade`: tells their moves apart in the journal.
+    pub(super) fn purpose(&self) -> &'static str {
+        if self.rolling_back.load(Ordering::SeqCst) {
+            "rollback"
+        } else {
+            "upgrade"
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(source: &str, key: &str) -> BindingInfo {
+        binding(source, "q", "queue", key)
+    }
+
+    #[test]
+    fn union_keeps_the_first_and_adds_what_is_new() {
+        let all = union(
+            vec![b("xpublic", "v03.#")],
+            vec![b("xpublic", "v03.#"), b("xpublic", "v02.#"), b("other", "v03.#")],
+        );
+        let keys: Vec<(String, String)> = all
+            .iter()
+            .map(|x| (x.source.clone(), x.routing_key.clone()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("xpublic".to_string(), "v03.#".to_string()),
+                ("xpublic".to_string(), "v02.#".to_string()),
+                ("other".to_string(), "v03.#".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn redirect_keeps_the_key_and_arguments() {
+        let mut x = b("xpublic", "v03.#");
+        x.arguments.insert("x-match".into(), Value::String("all".into()));
+        let r = redirect(&x, "roll.hold.r.q", "exchange");
+        assert_eq!(r.destination, "roll.hold.r.q");
+        assert_eq!(r.destination_type, "exchange");
+        assert_eq!(r.routing_key, "v03.#");
+        assert_eq!(r.arguments, x.arguments);
+    }
+}
