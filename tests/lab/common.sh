@@ -77,3 +77,41 @@ broker_running() { rabbitmqctl -q --timeout 10 ping >/dev/null 2>&1; }
 # live (non-zombie) processes of a user? Zombies of reparented sr3 daemons may
 # linger until PID 1 reaps them; they do not matter.
 user_has_procs() { ps -u "$1" -o stat= 2>/dev/null | grep -qv '^Z'; }
+
+# ------------------------------------------------ light hosts (up --hosts N)
+# Benchmark hosts b001..bNNN: OS users rb-<host> behind the lab sshd, no sr3.
+# Their "service" is a state file (~/svc/state: running|stopped) and a version
+# file (~/svc/version), so that a controller's own cost is what gets measured.
+# They live in their own vhost, never in dev/stage/ops.
+LAB_BENCH_VHOST=bench
+LAB_BENCH_QUEUES_VHOST=bench-queues      # bench/run's 20,000 queues (made and removed there)
+LAB_BENCH_USER_PREFIX=rb-
+LAB_BENCH_COMMENT="roll lab light host"  # the GECOS mark of a light-host user
+LAB_BENCH_MAX=999
+
+bench_host() { printf 'b%03d' "$1"; }    # 7 -> b007
+
+# The light-host users that exist now, one a line (recognised by name and mark).
+bench_users() {
+  getent passwd | awk -F: -v c="$LAB_BENCH_COMMENT" \
+    '$1 ~ /^rb-b[0-9][0-9][0-9]$/ && index($5, c) == 1 { print $1 }'
+}
+
+# Remove light-host users (and everything they run) given as arguments.
+bench_users_remove() {
+  (($#)) || return 0
+  local u left
+  for u in "$@"; do pkill -TERM -u "$u" 2>/dev/null || true; done
+  for _ in $(seq 30); do
+    left=0
+    for u in "$@"; do user_has_procs "$u" && left=1; done
+    ((left)) || break
+    sleep 0.1
+  done
+  for u in "$@"; do pkill -KILL -u "$u" 2>/dev/null || true; done
+  for u in "$@"; do
+    userdel --remove "$u" 2>/dev/null || userdel --remove --force "$u" 2>/dev/null \
+      || die "userdel $u failed"
+    getent group "$u" >/dev/null && { groupdel "$u" 2>/dev/null || true; }
+  done
+}
