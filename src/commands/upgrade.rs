@@ -459,7 +459,14 @@ fn summary(plan: &UpgradePlan, outcome: &Outcome) -> String {
     lines.push(format!("  queues recreated: {}", plan.queue_count()));
     lines.extend(account_lines(&outcome.queues));
     if let Some(seconds) = outcome.critical_window_seconds {
-        lines.push(format!("  critical window: {seconds:.1}s"));
+        lines.push(match outcome.critical_window_floor_seconds {
+            Some(floor) => format!(
+                "  critical window: {seconds:.1}s (the services' own stop and start: \
+                 {floor:.1}s; roll: {:.1}s)",
+                seconds - floor
+            ),
+            None => format!("  critical window: {seconds:.1}s"),
+        });
     }
     lines.push(if plan.failover.is_empty() {
         format!(

@@ -93,6 +93,9 @@ pub struct Outcome {
     /// Two phases: from the first stop of a consumer of the half's queues to the first start
     /// of a new one; one phase: the longest time a host was stopped.
     pub critical_window_seconds: Option<f64>,
+    /// What the services themselves take of it: the slowest stop plus the first start (one
+    /// phase: that host's stop plus its start). The rest is roll's.
+    pub critical_window_floor_seconds: Option<f64>,
     pub elapsed_seconds: f64,
     /// Where the full record is.
     pub journal: String,
@@ -125,6 +128,8 @@ pub struct Engine {
     drops: Mutex<Vec<(String, String, u64)>>,
     /// When each host was stopped and started again, in this process.
     windows: std::sync::Mutex<BTreeMap<String, (Option<Instant>, Option<Instant>)>>,
+    /// How long each host's stop and start commands took: (host, "stop" or "start").
+    durations: std::sync::Mutex<BTreeMap<(String, &'static str), f64>>,
     rolling_back: AtomicBool,
 }
 
@@ -206,6 +211,7 @@ impl Engine {
             moves: Mutex::new(moves),
             drops: Mutex::new(drops),
             windows: std::sync::Mutex::new(BTreeMap::new()),
+            durations: std::sync::Mutex::new(BTreeMap::new()),
             rolling_back: AtomicBool::new(false),
         }
     }
@@ -366,10 +372,35 @@ impl Engine {
             _ => None,
         };
         let host_windows = self.host_windows();
-        let window = if self.plan.two_phase {
-            group_window
+        let (window, floor) = if self.plan.two_phase {
+            let slowest_stop = self
+                .durations
+                .lock()
+                .ok()
+                .and_then(|d| {
+                    d.iter()
+                        .filter(|((_, what), _)| *what == "stop")
+                        .map(|(_, s)| *s)
+                        .reduce(f64::max)
+                });
+            let canary_start = self.plan.canary().and_then(|c| self.duration(c, "start"));
+            (
+                group_window,
+                slowest_stop.zip(canary_start).map(|(a, b)| a + b),
+            )
         } else {
-            host_windows.values().copied().reduce(f64::max)
+            let longest = host_windows
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(h, s)| (h.clone(), *s));
+            (
+                longest.as_ref().map(|(_, s)| *s),
+                longest.and_then(|(h, _)| {
+                    self.duration(&h, "stop")
+                        .zip(self.duration(&h, "start"))
+                        .map(|(a, b)| a + b)
+                }),
+            )
         };
         if let Some(seconds) = window {
             let _ = self
@@ -426,6 +457,7 @@ impl Engine {
             failure,
             queues,
             critical_window_seconds: window,
+            critical_window_floor_seconds: floor,
             elapsed_seconds: self.started.elapsed().as_secs_f64(),
             journal: self.journal.lock().await.path().display().to_string(),
         }
@@ -436,6 +468,20 @@ impl Engine {
         if let Ok(mut windows) = self.windows.lock() {
             windows.entry(name.to_string()).or_default().1 = Some(Instant::now());
         }
+    }
+
+    /// Records how long a host's stop or start command took.
+    fn note_duration(&self, host: &str, what: &'static str, seconds: f64) {
+        if let Ok(mut d) = self.durations.lock() {
+            d.insert((host.to_string(), what), seconds);
+        }
+    }
+
+    fn duration(&self, host: &str, what: &'static str) -> Option<f64> {
+        self.durations
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&(host.to_string(), what)).copied())
     }
 
     /// Seconds each host was stopped (from its stop to its start), in this process.

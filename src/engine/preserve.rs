@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 
-use super::{Done, Engine, StepError};
+use super::{BROKER, Done, Engine, StepError};
 use crate::broker::equivalence::QueueSettings;
 use crate::broker::holding::{Holding, is_holding};
 use crate::broker::management::BindingInfo;
@@ -170,8 +170,18 @@ impl Engine {
         for b in &direct {
             m.unbind(b).await?;
         }
+        // Nobody consumes it (a stopped host): hold new messages now and move its backlog
+        // now, so that little is left to move once the consumers are stopped.
+        let mut early = String::new();
+        if let Some((messages, 0)) = self.counts(queue).await? {
+            m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
+            let moved = self
+                .move_messages(queue, queue, &h.holding, u64::from(messages))
+                .await?;
+            early = format!("; no consumer: {moved} messages held already");
+        }
         Ok(Done::new(format!(
-            "{} bindings routed through {}",
+            "{} bindings routed through {}{early}",
             routes.len(),
             h.exchange
         )))
@@ -240,6 +250,9 @@ impl Engine {
         before: u64,
     ) -> Result<u64, StepError> {
         let connection = self.amqp().await?;
+        if before > 0 {
+            self.progress(BROKER, "moving", &format!("{before} messages {from} -> {to}"));
+        }
         let report =
             mover::move_all(&connection, &self.group.broker.display(), from, to).await?;
         let record = MoveRecord {

@@ -252,9 +252,11 @@ impl Engine {
             self.step(name, "start", || async {
                 let offsets = self.log_sizes(name).await?;
                 let mut first = self.first_start.lock().await;
+                let began = Instant::now();
                 let output = self
                     .command(name, "start", &self.playbook.commands.start)
                     .await?;
+                self.note_duration(name, "start", began.elapsed().as_secs_f64());
                 first.get_or_insert_with(Instant::now);
                 drop(first);
                 self.mark_started(name);
@@ -325,8 +327,11 @@ impl Engine {
             if let Ok(mut windows) = self.windows.lock() {
                 windows.entry(name.to_string()).or_default().0.get_or_insert(now);
             }
-            self.recorded(name, "stop", &self.playbook.commands.stop, "")
-                .await
+            let done = self
+                .recorded(name, "stop", &self.playbook.commands.stop, "")
+                .await?;
+            self.note_duration(name, "stop", now.elapsed().as_secs_f64());
+            Ok(done)
         })
         .await
     }

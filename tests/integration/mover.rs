@@ -81,7 +81,10 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .expect("confirms");
-        for i in 0..50u32 {
+        // More than two batches of messages in flight.
+        const COUNT: u32 = 1200;
+        let mut confirms = vec![];
+        for i in 0..COUNT {
             let mut headers = FieldTable::default();
             headers.insert("lab-id".into(), AMQPValue::LongUInt(i));
             let properties = BasicProperties::default()
@@ -98,6 +101,9 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
                 )
                 .await
                 .expect("publish");
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
             assert!(confirm.await.expect("confirm").is_ack());
         }
 
@@ -105,14 +111,18 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
         let err = mover::move_all(&connection, "lab", "src", "no-such-queue")
             .await
             .expect_err("must fail");
-        assert!(err.to_string().contains("it stays on src"), "{err}");
+        assert!(err.to_string().contains("they stay on src"), "{err}");
 
         let report = mover::move_all(&connection, "lab", "src", "dst")
             .await
             .expect("move");
-        assert_eq!(report.moved, 50, "{report:?}");
-        // The message given back after the failed attempt is counted as redelivered.
-        assert_eq!(report.redelivered, 1, "{report:?}");
+        assert_eq!(report.moved, u64::from(COUNT), "{report:?}");
+        // The messages given back after the failed attempt (those in flight) are counted as
+        // redelivered.
+        assert!(
+            (1..=u64::from(mover::BATCH)).contains(&report.redelivered),
+            "{report:?}"
+        );
 
         let mut seen = vec![];
         while let Some(m) = channel
@@ -143,7 +153,7 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
         seen.sort_unstable();
         assert_eq!(
             seen,
-            (0..50).collect::<Vec<_>>(),
+            (0..COUNT).collect::<Vec<_>>(),
             "every message exactly once"
         );
         let empty = channel
