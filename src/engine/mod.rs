@@ -101,6 +101,9 @@ pub struct Outcome {
     pub journal: String,
 }
 
+/// When a host was stopped and started again.
+type StopStart = (Option<Instant>, Option<Instant>);
+
 /// Runs a plan.
 pub struct Engine {
     group: Group,
@@ -127,7 +130,7 @@ pub struct Engine {
     /// Queues deleted with their messages: (by, queue, messages).
     drops: Mutex<Vec<(String, String, u64)>>,
     /// When each host was stopped and started again, in this process.
-    windows: std::sync::Mutex<BTreeMap<String, (Option<Instant>, Option<Instant>)>>,
+    windows: std::sync::Mutex<BTreeMap<String, StopStart>>,
     /// How long each host's stop and start commands took: (host, "stop" or "start").
     durations: std::sync::Mutex<BTreeMap<(String, &'static str), f64>>,
     rolling_back: AtomicBool,
@@ -136,6 +139,7 @@ pub struct Engine {
 impl Engine {
     /// An engine for a plan, with the hosts already connected and the journal open. `earlier`
     /// holds the journal's entries when resuming (empty for a new run).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         group: Group,
         playbook: Playbook,
