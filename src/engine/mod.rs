@@ -6,6 +6,7 @@
 mod preserve;
 mod rollback;
 mod steps;
+mod timing;
 mod verify;
 
 pub use rollback::RollbackOutcome;
@@ -101,9 +102,6 @@ pub struct Outcome {
     pub journal: String,
 }
 
-/// When a host was stopped and started again.
-type StopStart = (Option<Instant>, Option<Instant>);
-
 /// Runs a plan.
 pub struct Engine {
     group: Group,
@@ -119,8 +117,6 @@ pub struct Engine {
     /// Log sizes recorded before each start, by host.
     log_offsets: Mutex<BTreeMap<String, String>>,
     started: Instant,
-    first_stop: Mutex<Option<Instant>>,
-    first_start: Mutex<Option<Instant>>,
     stopping: AtomicBool,
     /// The broker password (for the AMQP connection that moves messages).
     password: Secret,
@@ -129,10 +125,6 @@ pub struct Engine {
     moves: Mutex<Vec<preserve::MoveRecord>>,
     /// Queues deleted with their messages: (by, queue, messages).
     drops: Mutex<Vec<(String, String, u64)>>,
-    /// When each host was stopped and started again, in this process.
-    windows: std::sync::Mutex<BTreeMap<String, StopStart>>,
-    /// How long each host's stop and start commands took: (host, "stop" or "start").
-    durations: std::sync::Mutex<BTreeMap<(String, &'static str), f64>>,
     rolling_back: AtomicBool,
 }
 
@@ -207,15 +199,11 @@ impl Engine {
             backups: Mutex::new(backups),
             log_offsets: Mutex::new(offsets),
             started: Instant::now(),
-            first_stop: Mutex::new(None),
-            first_start: Mutex::new(None),
             stopping: AtomicBool::new(false),
             password,
             amqp: Mutex::new(None),
             moves: Mutex::new(moves),
             drops: Mutex::new(drops),
-            windows: std::sync::Mutex::new(BTreeMap::new()),
-            durations: std::sync::Mutex::new(BTreeMap::new()),
             rolling_back: AtomicBool::new(false),
         }
     }
@@ -368,44 +356,19 @@ impl Engine {
             self.clone().run_one_phase().await
         };
         let completed = self.completed_hosts(&result).await;
-        let group_window = match (
-            *self.first_stop.lock().await,
-            *self.first_start.lock().await,
-        ) {
-            (Some(stop), Some(start)) => Some(start.saturating_duration_since(stop).as_secs_f64()),
-            _ => None,
-        };
-        let host_windows = self.host_windows();
+        let timing = self
+            .timing(&["stop", "stop (failover)"], &["start"])
+            .await;
+        let group_window = timing.group_window;
         let (window, floor) = if self.plan.two_phase {
-            let slowest_stop = self
-                .durations
-                .lock()
-                .ok()
-                .and_then(|d| {
-                    d.iter()
-                        .filter(|((_, what), _)| *what == "stop")
-                        .map(|(_, s)| *s)
-                        .reduce(f64::max)
-                });
-            let canary_start = self.plan.canary().and_then(|c| self.duration(c, "start"));
-            (
-                group_window,
-                slowest_stop.zip(canary_start).map(|(a, b)| a + b),
-            )
+            (group_window, timing.group_floor(self.plan.canary()))
         } else {
-            let longest = host_windows
-                .iter()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(h, s)| (h.clone(), *s));
-            (
-                longest.as_ref().map(|(_, s)| *s),
-                longest.and_then(|(h, _)| {
-                    self.duration(&h, "stop")
-                        .zip(self.duration(&h, "start"))
-                        .map(|(a, b)| a + b)
-                }),
-            )
+            match timing.longest_host() {
+                Some((_, window, floor)) => (Some(window), floor),
+                None => (None, None),
+            }
         };
+        let host_windows = timing.host_windows;
         if let Some(seconds) = window {
             let _ = self
                 .journal_event(Event::Measured {
@@ -467,43 +430,13 @@ impl Engine {
         }
     }
 
-    /// Records that a host's service started (now).
-    fn mark_started(&self, name: &str) {
-        if let Ok(mut windows) = self.windows.lock() {
-            windows.entry(name.to_string()).or_default().1 = Some(Instant::now());
+    /// The stops and starts of this run so far, from its journal.
+    async fn timing(&self, stops: &[&str], starts: &[&str]) -> timing::Timing {
+        let path = self.journal.lock().await.path().to_path_buf();
+        match crate::journal::read(&path) {
+            Ok(entries) => timing::timing(&entries, stops, starts),
+            Err(_) => timing::Timing::default(),
         }
-    }
-
-    /// Records how long a host's stop or start command took.
-    fn note_duration(&self, host: &str, what: &'static str, seconds: f64) {
-        if let Ok(mut d) = self.durations.lock() {
-            d.insert((host.to_string(), what), seconds);
-        }
-    }
-
-    fn duration(&self, host: &str, what: &'static str) -> Option<f64> {
-        self.durations
-            .lock()
-            .ok()
-            .and_then(|d| d.get(&(host.to_string(), what)).copied())
-    }
-
-    /// Seconds each host was stopped (from its stop to its start), in this process.
-    fn host_windows(&self) -> BTreeMap<String, f64> {
-        self.windows
-            .lock()
-            .map(|w| {
-                w.iter()
-                    .filter_map(|(h, (stop, start))| match (stop, start) {
-                        (Some(stop), Some(start)) => Some((
-                            h.clone(),
-                            start.saturating_duration_since(*stop).as_secs_f64(),
-                        )),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// Hosts whose last step (verify, or deploy steps for a passive host) is done.

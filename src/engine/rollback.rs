@@ -2,7 +2,6 @@
 //! the old release), then repairs (reinstall, restore files, start again).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::Serialize;
 
@@ -45,13 +44,10 @@ impl Engine {
         self.rolling_back
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let result = self.clone().rollback_steps(&plan, &on_swap).await;
-        let failover = match (
-            *self.first_stop.lock().await,
-            *self.first_start.lock().await,
-        ) {
-            (Some(stop), Some(start)) => Some(start.saturating_duration_since(stop).as_secs_f64()),
-            _ => None,
-        };
+        let timing = self
+            .timing(&["rollback stop"], &["failover start", "start again"])
+            .await;
+        let failover = timing.group_window;
         if let Some(seconds) = failover {
             let _ = self
                 .journal_event(Event::Measured {
@@ -63,7 +59,7 @@ impl Engine {
                 })
                 .await;
         }
-        let windows = self.host_windows();
+        let windows = timing.host_windows;
         let owner = |queue: &str| {
             self.plan
                 .hosts
@@ -190,11 +186,6 @@ impl Engine {
                 self.wait_for_state(name, "running").await?;
                 started
             };
-            self.first_start
-                .lock()
-                .await
-                .get_or_insert_with(Instant::now);
-            self.mark_started(name);
             Ok(done)
         })
         .await
@@ -269,12 +260,8 @@ impl Engine {
         if !repair.start {
             return Ok(());
         }
-        self.step(name, "start again", || async {
-            let done = self
-                .recorded(name, "start", &self.playbook.commands.start, "")
-                .await?;
-            self.mark_started(name);
-            Ok(done)
+        self.step(name, "start again", || {
+            self.recorded(name, "start", &self.playbook.commands.start, "")
         })
         .await?;
         self.step(name, "verify again", || async {

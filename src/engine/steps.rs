@@ -6,7 +6,6 @@
 //! place, and starting it again.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::{BROKER, Done, Engine, Failure, StepError, each_host, record, wait_for};
 use crate::broker::equivalence::QueueSettings;
@@ -251,15 +250,9 @@ impl Engine {
         if host.start {
             self.step(name, "start", || async {
                 let offsets = self.log_sizes(name).await?;
-                let mut first = self.first_start.lock().await;
-                let began = Instant::now();
                 let output = self
                     .command(name, "start", &self.playbook.commands.start)
                     .await?;
-                self.note_duration(name, "start", began.elapsed().as_secs_f64());
-                first.get_or_insert_with(Instant::now);
-                drop(first);
-                self.mark_started(name);
                 self.log_offsets
                     .lock()
                     .await
@@ -321,17 +314,8 @@ impl Engine {
     }
 
     pub(super) async fn stop(&self, name: &str, step: &str) -> Result<(), Failure> {
-        self.step(name, step, || async {
-            let now = Instant::now();
-            self.first_stop.lock().await.get_or_insert(now);
-            if let Ok(mut windows) = self.windows.lock() {
-                windows.entry(name.to_string()).or_default().0.get_or_insert(now);
-            }
-            let done = self
-                .recorded(name, "stop", &self.playbook.commands.stop, "")
-                .await?;
-            self.note_duration(name, "stop", now.elapsed().as_secs_f64());
-            Ok(done)
+        self.step(name, step, || {
+            self.recorded(name, "stop", &self.playbook.commands.stop, "")
         })
         .await
     }

@@ -1,0 +1,172 @@
+//! How long services were stopped, read from the journal (so that a resumed run measures what
+//! its earlier processes did too).
+
+use std::collections::BTreeMap;
+
+use crate::journal::{Entry, Event};
+
+/// When the services stopped and started again.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Timing {
+    /// From the first stop to the end of the first start, in seconds.
+    pub group_window: Option<f64>,
+    /// From each host's stop to the end of its start.
+    pub host_windows: BTreeMap<String, f64>,
+    /// How long each host's stop command took.
+    pub stop_seconds: BTreeMap<String, f64>,
+    /// How long each host's start command took.
+    pub start_seconds: BTreeMap<String, f64>,
+}
+
+/// Reads the stops (`stop_steps`) and starts (`start_steps`) of the journal's entries.
+pub fn timing(entries: &[Entry], stop_steps: &[&str], start_steps: &[&str]) -> Timing {
+    let mut began: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut stopped_at: BTreeMap<String, u64> = BTreeMap::new();
+    let mut started_at: BTreeMap<String, u64> = BTreeMap::new();
+    let mut timing = Timing::default();
+    let seconds = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1000.0;
+    for entry in entries {
+        match &entry.event {
+            Event::StepStarted { host, step } => {
+                let step = step.as_str();
+                if stop_steps.contains(&step) {
+                    stopped_at.entry(host.clone()).or_insert(entry.at_ms);
+                }
+                if stop_steps.contains(&step) || start_steps.contains(&step) {
+                    began.insert((host.as_str(), step), entry.at_ms);
+                }
+            }
+            Event::StepFinished {
+                host,
+                step,
+                ok: true,
+                ..
+            } => {
+                let step = step.as_str();
+                let Some(from) = began.get(&(host.as_str(), step)).copied() else {
+                    continue;
+                };
+                if stop_steps.contains(&step) {
+                    timing
+                        .stop_seconds
+                        .insert(host.clone(), seconds(from, entry.at_ms));
+                } else if start_steps.contains(&step) {
+                    timing
+                        .start_seconds
+                        .insert(host.clone(), seconds(from, entry.at_ms));
+                    started_at.entry(host.clone()).or_insert(entry.at_ms);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (host, start) in &started_at {
+        if let Some(stop) = stopped_at.get(host) {
+            timing
+                .host_windows
+                .insert(host.clone(), seconds(*stop, *start));
+        }
+    }
+    if let (Some(stop), Some(start)) = (stopped_at.values().min(), started_at.values().min()) {
+        timing.group_window = Some(seconds(*stop, *start));
+    }
+    timing
+}
+
+impl Timing {
+    /// The slowest stop plus the start of `first` (the canary): what the services
+    /// themselves take of a group's window.
+    pub fn group_floor(&self, first: Option<&str>) -> Option<f64> {
+        let slowest = self.stop_seconds.values().copied().reduce(f64::max)?;
+        Some(slowest + *self.start_seconds.get(first?)?)
+    }
+
+    /// The host stopped longest, its window, and its own stop plus start.
+    pub fn longest_host(&self) -> Option<(String, f64, Option<f64>)> {
+        let (host, window) = self
+            .host_windows
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(b.1))?;
+        let floor = self
+            .stop_seconds
+            .get(host)
+            .zip(self.start_seconds.get(host))
+            .map(|(a, b)| a + b);
+        Some((host.clone(), *window, floor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64, event: Event) -> Entry {
+        Entry {
+            seq: 0,
+            at_ms: ms,
+            at: String::new(),
+            event,
+        }
+    }
+
+    fn started(ms: u64, host: &str, step: &str) -> Entry {
+        at(
+            ms,
+            Event::StepStarted {
+                host: host.into(),
+                step: step.into(),
+            },
+        )
+    }
+
+    fn finished(ms: u64, host: &str, step: &str, ok: bool) -> Entry {
+        at(
+            ms,
+            Event::StepFinished {
+                host: host.into(),
+                step: step.into(),
+                ok,
+                detail: String::new(),
+                output: None,
+            },
+        )
+    }
+
+    #[test]
+    fn windows_run_from_the_first_stop_to_the_end_of_the_first_start() {
+        let entries = vec![
+            started(1_000, "px5", "stop"),
+            started(1_200, "px1", "stop (failover)"),
+            finished(3_000, "px5", "stop", true),
+            finished(5_200, "px1", "stop (failover)", true),
+            started(8_000, "px5", "start"),
+            finished(9_500, "px5", "start", true),
+            started(9_600, "px6", "stop"),
+            finished(9_700, "px6", "stop", true),
+            started(9_800, "px6", "start"),
+            finished(9_900, "px6", "start", false),
+            started(10_000, "px6", "start"),
+            finished(12_000, "px6", "start", true),
+        ];
+        let t = timing(&entries, &["stop", "stop (failover)"], &["start"]);
+        assert_eq!(t.group_window, Some(8.5));
+        assert_eq!(t.host_windows["px5"], 8.5);
+        assert_eq!(t.host_windows["px6"], 2.4);
+        assert!(!t.host_windows.contains_key("px1"));
+        assert_eq!(t.stop_seconds["px1"], 4.0);
+        assert_eq!(t.start_seconds["px6"], 2.0);
+        // The slowest stop (px1, 4 s) plus the canary's start (px5, 1.5 s).
+        assert_eq!(t.group_floor(Some("px5")), Some(5.5));
+        assert_eq!(t.group_floor(None), None);
+        assert_eq!(
+            t.longest_host(),
+            Some(("px5".to_string(), 8.5, Some(3.5)))
+        );
+    }
+
+    #[test]
+    fn nothing_stopped_means_no_window() {
+        let t = timing(&[started(1, "px5", "start")], &["stop"], &["start"]);
+        assert_eq!(t, Timing::default());
+    }
+}
