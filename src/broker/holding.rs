@@ -66,11 +66,17 @@ mod tests {
     #[test]
     fn names_come_from_the_run_and_the_queue() {
         let h = Holding::new("20261121T100000Z-ops-42", "q_a.subscribe.pump");
-        assert_eq!(h.holding, "roll.hold.20261121T100000Z-ops-42.q_a.subscribe.pump");
+        assert_eq!(
+            h.holding,
+            "roll.hold.20261121T100000Z-ops-42.q_a.subscribe.pump"
+        );
         assert_eq!(h.exchange, h.holding);
         assert_eq!(h.alternate, format!("{}.ae", h.holding));
         assert!(is_holding(&h.holding) && is_holding(&h.alternate));
-        assert_eq!(h, Holding::new("20261121T100000Z-ops-42", "q_a.subscribe.pump"));
+        assert_eq!(
+            h,
+            Holding::new("20261121T100000Z-ops-42", "q_a.subscribe.pump")
+        );
     }
 
     #[test]

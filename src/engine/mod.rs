@@ -356,9 +356,7 @@ impl Engine {
             self.clone().run_one_phase().await
         };
         let completed = self.completed_hosts(&result).await;
-        let timing = self
-            .timing(&["stop", "stop (failover)"], &["start"])
-            .await;
+        let timing = self.timing(&["stop", "stop (failover)"], &["start"]).await;
         let group_window = timing.group_window;
         let (window, floor) = if self.plan.two_phase {
             (group_window, timing.group_floor(self.plan.canary()))

@@ -126,8 +126,10 @@ impl Engine {
         }
     }
 
-    /// Stage 1: the holding topology made, the queue's bindings routed through it.
-    pub(super) async fn hold(&self, queue: &str) -> Result<Done, StepError> {
+    /// Stage 1: the holding topology made, the queue's bindings routed through it. With
+    /// `idle` (its consumers are known to be stopped), new messages are held and its backlog
+    /// moved at once, so that little is left to move in the critical window.
+    pub(super) async fn hold(&self, queue: &str, idle: bool) -> Result<Done, StepError> {
         let h = self.holding_of(queue);
         self.journal_event(Event::Hold {
             queue: queue.to_string(),
@@ -170,15 +172,15 @@ impl Engine {
         for b in &direct {
             m.unbind(b).await?;
         }
-        // Nobody consumes it (a stopped host): hold new messages now and move its backlog
-        // now, so that little is left to move once the consumers are stopped.
+        // Consumers may poll (basic.get) and so not show as consumers: only a plan that
+        // knows them stopped says `idle`.
         let mut early = String::new();
-        if let Some((messages, 0)) = self.counts(queue).await? {
+        if idle && let Some((messages, 0)) = self.counts(queue).await? {
             m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
             let moved = self
                 .move_messages(queue, queue, &h.holding, u64::from(messages))
                 .await?;
-            early = format!("; no consumer: {moved} messages held already");
+            early = format!("; its consumer is stopped: {moved} messages held already");
         }
         Ok(Done::new(format!(
             "{} bindings routed through {}{early}",
@@ -251,10 +253,13 @@ impl Engine {
     ) -> Result<u64, StepError> {
         let connection = self.amqp().await?;
         if before > 0 {
-            self.progress(BROKER, "moving", &format!("{before} messages {from} -> {to}"));
+            self.progress(
+                BROKER,
+                "moving",
+                &format!("{before} messages {from} -> {to}"),
+            );
         }
-        let report =
-            mover::move_all(&connection, &self.group.broker.display(), from, to).await?;
+        let report = mover::move_all(&connection, &self.group.broker.display(), from, to).await?;
         let record = MoveRecord {
             by: self.purpose().to_string(),
             queue: queue.to_string(),
@@ -362,10 +367,11 @@ impl Engine {
                     messages: dropped,
                 })
                 .await?;
-                self.drops
-                    .lock()
-                    .await
-                    .push((self.purpose().to_string(), queue.to_string(), dropped));
+                self.drops.lock().await.push((
+                    self.purpose().to_string(),
+                    queue.to_string(),
+                    dropped,
+                ));
                 m.delete_queue(queue, false).await?;
             }
         }
@@ -411,10 +417,7 @@ impl Engine {
     }
 
     /// Journals the accounts of the queues and returns them.
-    pub(super) async fn accounts(
-        &self,
-        queues: Vec<(String, Option<f64>)>,
-    ) -> Vec<QueueAccount> {
+    pub(super) async fn accounts(&self, queues: Vec<(String, Option<f64>)>) -> Vec<QueueAccount> {
         let mut all = vec![];
         for (queue, seconds) in queues {
             let account = self.account(&queue, seconds).await;
@@ -446,7 +449,11 @@ mod tests {
     fn union_keeps_the_first_and_adds_what_is_new() {
         let all = union(
             vec![b("xpublic", "v03.#")],
-            vec![b("xpublic", "v03.#"), b("xpublic", "v02.#"), b("other", "v03.#")],
+            vec![
+                b("xpublic", "v03.#"),
+                b("xpublic", "v02.#"),
+                b("other", "v03.#"),
+            ],
         );
         let keys: Vec<(String, String)> = all
             .iter()
@@ -465,7 +472,8 @@ mod tests {
     #[test]
     fn redirect_keeps_the_key_and_arguments() {
         let mut x = b("xpublic", "v03.#");
-        x.arguments.insert("x-match".into(), Value::String("all".into()));
+        x.arguments
+            .insert("x-match".into(), Value::String("all".into()));
         let r = redirect(&x, "roll.hold.r.q", "exchange");
         assert_eq!(r.destination, "roll.hold.r.q");
         assert_eq!(r.destination_type, "exchange");

@@ -124,7 +124,7 @@ impl Engine {
         for name in &plan.queues {
             if preserve {
                 let step = format!("rollback hold {name}");
-                self.step(BROKER, &step, || self.hold(name)).await?;
+                self.step(BROKER, &step, || self.hold(name, false)).await?;
             }
             let step = format!("rollback restore {name}");
             self.step(BROKER, &step, || self.restore(name)).await?;

@@ -52,7 +52,7 @@ impl Engine {
                 .await?;
             if self.plan.preserve_messages {
                 let step = format!("hold {name}");
-                self.step(BROKER, &step, || self.hold(&name)).await?;
+                self.step(BROKER, &step, || self.hold(&name, false)).await?;
             }
         }
         let critical = self.clone().critical_phase(first, rest).await;
@@ -142,14 +142,12 @@ impl Engine {
             .collect();
         for host in &started {
             let _ = self.stop(host, "stop (failover)").await;
-            let _ = self
-                .verify_stopped(host, "verify stopped (failover)")
-                .await;
+            let _ = self.verify_stopped(host, "verify stopped (failover)").await;
         }
         for name in self.group_queue_names() {
             if self.plan.preserve_messages {
                 let step = format!("failover hold {name}");
-                let _ = self.step(BROKER, &step, || self.hold(&name)).await;
+                let _ = self.step(BROKER, &step, || self.hold(&name, false)).await;
             }
             let step = format!("restore {name}");
             let _ = self.step(BROKER, &step, || self.restore(&name)).await;
@@ -203,10 +201,17 @@ impl Engine {
         if !self.playbook.files.is_empty() {
             self.step(name, "stage files", || self.stage(name)).await?;
         }
-        if self.plan.preserve_messages {
+        if self.plan.preserve_messages && !host.queues.is_empty() {
+            let stopped = self.status(name).await.map_err(|e| Failure {
+                host: name.to_string(),
+                step: "status".into(),
+                detail: e.detail,
+                output: e.output,
+            })? == "stopped";
             for q in &host.queues {
                 let step = format!("hold {}", q.name);
-                self.step(name, &step, || self.hold(&q.name)).await?;
+                self.step(name, &step, || self.hold(&q.name, stopped))
+                    .await?;
             }
         }
         Ok(())
@@ -556,7 +561,11 @@ impl Engine {
         }
         let output = self
             .connection(name)?
-            .run("put files in place", &script, self.playbook.commands.timeout)
+            .run(
+                "put files in place",
+                &script,
+                self.playbook.commands.timeout,
+            )
             .await?;
         if !output.success() {
             return Err(StepError {

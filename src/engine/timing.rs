@@ -83,10 +83,7 @@ impl Timing {
 
     /// The host stopped longest, its window, and its own stop plus start.
     pub fn longest_host(&self) -> Option<(String, f64, Option<f64>)> {
-        let (host, window) = self
-            .host_windows
-            .iter()
-            .max_by(|a, b| a.1.total_cmp(b.1))?;
+        let (host, window) = self.host_windows.iter().max_by(|a, b| a.1.total_cmp(b.1))?;
         let floor = self
             .stop_seconds
             .get(host)
@@ -158,10 +155,7 @@ mod tests {
         // The slowest stop (px1, 4 s) plus the canary's start (px5, 1.5 s).
         assert_eq!(t.group_floor(Some("px5")), Some(5.5));
         assert_eq!(t.group_floor(None), None);
-        assert_eq!(
-            t.longest_host(),
-            Some(("px5".to_string(), 8.5, Some(3.5)))
-        );
+        assert_eq!(t.longest_host(), Some(("px5".to_string(), 8.5, Some(3.5))));
     }
 
     #[test]
