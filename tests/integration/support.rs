@@ -176,3 +176,108 @@ pub fn kill_at(args: &[&str], words: &[&str]) {
     let _ = child.wait();
     assert!(reached, "roll ended before {words:?}: {seen:#?}");
 }
+
+/// Messages published to the lab's ops group all along, by `tests/lab/publish`; their ids go
+/// to a file, for [`audit`].
+pub struct Traffic {
+    child: std::process::Child,
+    pub ids: PathBuf,
+}
+
+impl Traffic {
+    /// Starts publishing `rate` messages a second to ops, ids prefixed with `prefix`.
+    pub fn start(dir: &Path, prefix: &str, rate: u32) -> Traffic {
+        let ids = dir.join(format!("{prefix}.ids"));
+        let child = Command::new(repo("tests/lab/publish"))
+            .args([
+                "--rate",
+                &rate.to_string(),
+                "--count",
+                "10000000",
+                "--id-prefix",
+                prefix,
+                "--ids-file",
+                &ids.display().to_string(),
+                "--quiet",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("tests/lab/publish starts");
+        Traffic { child, ids }
+    }
+
+    /// Stops publishing (SIGTERM: the publisher waits for its last confirms and writes every
+    /// confirmed id); returns how many were published.
+    pub fn stop(mut self) -> usize {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success(), "cannot signal the publisher");
+        let status = self.child.wait().expect("the publisher ends");
+        assert!(status.success(), "the publisher failed: {status}");
+        std::fs::read_to_string(&self.ids)
+            .expect("ids file")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tests/lab/audit` of these ids in ops (JSON): whether every id was received by each
+/// queue's subscribers or is still in the queue.
+pub fn audit(ids: &Path) -> serde_json::Value {
+    let output = Command::new(repo("tests/lab/audit"))
+        .args([
+            "--ids-file",
+            &ids.display().to_string(),
+            "--settle",
+            "180",
+            "--json",
+        ])
+        .output()
+        .expect("tests/lab/audit runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "audit printed no JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// The holding queues and exchanges (`roll.hold.*`) on the ops vhost.
+pub fn holding_leftovers() -> Vec<String> {
+    let inventory = roll::inventory::load(&repo("inventory/lab.toml")).expect("inventory");
+    let group = inventory.group("ops").expect("ops");
+    let password = group.broker.password.read().expect("password");
+    let management =
+        roll::broker::management::Management::new(&group.broker, password).expect("client");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let mut names = vec![];
+    for kind in ["queues", "exchanges"] {
+        let listed: Vec<serde_json::Value> = runtime
+            .block_on(management.get(
+                &format!("{kind}/ops"),
+                &[("columns", "name".to_string())],
+                kind,
+            ))
+            .expect("listing");
+        names.extend(
+            listed
+                .iter()
+                .filter_map(|q| q["name"].as_str())
+                .filter(|n| roll::broker::holding::is_holding(n))
+                .map(|n| format!("{kind}: {n}")),
+        );
+    }
+    names
+}

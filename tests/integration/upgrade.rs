@@ -201,11 +201,13 @@ pub fn foreign_messages() -> u64 {
     }
 }
 
-/// The queue-changing release on ops half b: a dry run changes nothing, a concurrent run is
-/// refused naming the holder, then the real run recreates half b's and the shared queues with
-/// x-expires and their bindings, leaving half a stopped on the old release as the failover.
+/// The queue-changing release on ops: a dry run changes nothing, a concurrent run is refused
+/// naming the holder; then, with messages published all along, half b (killed as messages
+/// start to move, then resumed) recreates its own and the shared queues with x-expires and
+/// their bindings, leaving half a stopped on the old release as the failover; then half a,
+/// then a rollback. No message is lost and no holding queue is left behind.
 #[test]
-fn serial_queue_expire_upgrade_of_ops_half_b_after_stage() {
+fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_message() {
     require_lab();
     let _reset = ResetOnDrop;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -272,16 +274,73 @@ fn serial_queue_expire_upgrade_of_ops_half_b_after_stage() {
     assert_eq!(declined.code(), Some(1));
     assert_eq!(ops_queues(), before, "a declined run changed queues");
 
-    let run = upgrade(&state, EXPIRE, "ops", "b", &["--parallel", "5"]);
+    // From here on, 200 messages a second for the whole of both halves and the rollback.
+    let traffic = crate::support::Traffic::start(dir.path(), "expire", 200);
+    // Half b, killed as a queue's messages start moving into its holding queue, then resumed.
+    crate::support::kill_at(
+        &[
+            "upgrade",
+            "--state-dir",
+            &state,
+            "-p",
+            EXPIRE,
+            "--group",
+            "ops",
+            "--half",
+            "b",
+            "--yes",
+            "--parallel",
+            "5",
+        ],
+        &["broker", "moving"],
+    );
+    let named = journal_holdings(&state);
+    let left = crate::support::holding_leftovers();
+    assert!(!left.is_empty(), "nothing was held when roll was killed");
+    for name in &left {
+        let bare = name.split_once(": ").map_or(name.as_str(), |(_, n)| n);
+        assert!(
+            named.iter().any(|n| n == bare),
+            "{bare} is on the broker but not in the journal: {named:#?}"
+        );
+    }
+    let run = roll(&[
+        "resume",
+        "--state-dir",
+        &state,
+        "--group",
+        "ops",
+        "--output",
+        "json",
+    ]);
     assert_eq!(run.code, 0, "{run:#?}");
-    let window: f64 = run
-        .stdout
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("critical window: "))
-        .find_map(|s| s.trim_end_matches('s').parse().ok())
-        .unwrap_or_else(|| panic!("no critical window in {}", run.stdout));
-    assert!(window > 0.0);
-
+    let report = json(&run);
+    let outcome = &report["outcome"];
+    let window = outcome["critical_window_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no critical window in {outcome:#}"));
+    let floor = outcome["critical_window_floor_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no critical window floor in {outcome:#}"));
+    assert!(
+        window > 0.0 && floor > 0.0 && floor <= window,
+        "{outcome:#}"
+    );
+    let accounts = outcome["queues"].as_array().expect("queue accounts");
+    assert_eq!(accounts.len(), 6, "{outcome:#}");
+    for account in accounts {
+        assert_eq!(account["preserved"], true, "{account}");
+        assert_eq!(account["lost"], 0, "{account}");
+        assert!(
+            account["moved_in"].as_u64() >= account["moved_out"].as_u64(),
+            "{account}"
+        );
+        assert!(
+            account["without_consumer_seconds"].as_f64() > Some(0.0),
+            "{account}"
+        );
+    }
+    assert_eq!(crate::support::holding_leftovers(), Vec::<String>::new());
     let after = ops_queues();
     for q in &after {
         let name = q["name"].as_str().unwrap_or_default();
@@ -308,6 +367,66 @@ fn serial_queue_expire_upgrade_of_ops_half_b_after_stage() {
         assert_eq!(rows[host]["version"], "3.3.1", "{host}");
         assert_eq!(rows[host]["service"], "running", "{host}");
     }
+
+    // Then half a, and a rollback of it, still under traffic.
+    let run = upgrade(&state, EXPIRE, "ops", "a", &["--parallel", "4"]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.contains("critical window: "), "{}", run.stdout);
+    let run = roll(&[
+        "rollback",
+        "--state-dir",
+        &state,
+        "-p",
+        EXPIRE,
+        "--group",
+        "ops",
+        "--yes",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = json(&run);
+    for account in report["outcome"]["queues"].as_array().expect("accounts") {
+        assert_eq!(account["lost"], 0, "{account}");
+    }
+    let published = traffic.stop();
+    assert!(published > 1000, "only {published} messages published");
+
+    // Every id published was received by each queue's subscribers or is still in the queue.
+    let audit = crate::support::audit(&traffic_ids(&dir));
+    assert_eq!(audit["totals"]["missing"], 0, "{audit:#}");
+    assert_eq!(audit["ok"], true, "{audit:#}");
+    assert_eq!(
+        audit["leftover_holding_queues"].as_array().map(Vec::len),
+        Some(0),
+        "{audit:#}"
+    );
+    assert_eq!(crate::support::holding_leftovers(), Vec::<String>::new());
+}
+
+fn traffic_ids(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("expire.ids")
+}
+
+/// The holding queues the journals of the state directory name (`hold` events).
+fn journal_holdings(state: &str) -> Vec<String> {
+    let runs = std::path::Path::new(state).join("groups/ops/runs");
+    let mut names = vec![];
+    for file in std::fs::read_dir(&runs).expect("runs").flatten() {
+        let text = std::fs::read_to_string(file.path()).expect("journal");
+        for line in text.lines() {
+            if let Ok(e) = serde_json::from_str::<Value>(line)
+                && e["event"] == "hold"
+            {
+                for key in ["holding", "exchange", "alternate"] {
+                    if let Some(n) = e[key].as_str() {
+                        names.push(n.to_string());
+                    }
+                }
+            }
+        }
+    }
+    names
 }
 
 /// A host whose upgrade command fails stops the run: no host after it is touched, the
