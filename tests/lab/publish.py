@@ -12,16 +12,25 @@ relPath, so a subscriber's "accepted:" log line shows it:
   ... [INFO] sarracenia.flowcb.log after_accept accepted: (lag: 0.01 )  exchange: xpublic
       subtopic: lab.pub a file with baseUrl: http://127.0.0.1/roll-lab/ relPath: lab/pub/<id> ...
 
-Messages are paced (message i leaves at start + i/rate) and each one waits for
-its publisher confirm. Unroutable messages (mandatory flag, basic.return) are a
-failure unless --allow-unroutable.
+Messages are paced (message i leaves at start + i/rate). Publisher confirms are
+pipelined: the channel is in confirm mode (confirm.select), messages go out
+without waiting, and basic.ack / basic.nack (possibly "multiple") and
+basic.return arrive through callbacks while the publisher waits for the next
+message's turn; after the last one it waits up to --timeout for every
+outstanding confirm. The ids file lists exactly the ids the broker confirmed
+(acked), in order. A nack stops publishing and fails, naming the ids; so does
+a confirm that never comes. Unroutable messages (mandatory flag, basic.return,
+which the broker sends before that message's ack) are a failure, naming the
+ids, unless --allow-unroutable.
 """
 import argparse
 import json
 import os
 import secrets
+import socket
 import sys
 import time
+from collections import OrderedDict
 
 try:
     import amqp
@@ -29,6 +38,8 @@ except ImportError:  # pragma: no cover
     sys.exit("publish: python module amqp missing (run tests/lab/up, or use tests/lab/publish)")
 
 STATE = os.environ.get("ROLL_LAB_STATE", "/var/lib/roll-lab")
+MAX_IN_FLIGHT = 20000  # unconfirmed messages before publishing waits for confirms
+NAMED = 10             # ids named in a failure message
 
 
 def pubtime(t: float) -> str:
@@ -48,6 +59,81 @@ def nonneg_int(s):
     if v < 0:
         raise argparse.ArgumentTypeError("must be >= 0")
     return v
+
+
+def some(ids) -> str:
+    ids = list(ids)
+    more = f" (+{len(ids) - NAMED} more)" if len(ids) > NAMED else ""
+    return " ".join(ids[:NAMED]) + more
+
+
+class Confirms:
+    """Publisher-confirm bookkeeping of one channel: delivery tag -> id."""
+
+    def __init__(self, ids_out):
+        self.pending = OrderedDict()  # tag -> id, tags ascending
+        self.next_tag = 1
+        self.confirmed = 0
+        self.nacked = []
+        self.returned = []
+        self.ids_out = ids_out
+
+    def sent(self, mid):
+        self.pending[self.next_tag] = mid
+        self.next_tag += 1
+
+    def _settle(self, tag, multiple):
+        if not multiple:
+            mid = self.pending.pop(tag, None)
+            return [mid] if mid is not None else []
+        done = []
+        while self.pending:
+            t = next(iter(self.pending))
+            if t > tag:
+                break
+            done.append(self.pending.pop(t))
+        return done
+
+    def on_ack(self, tag, multiple):
+        for mid in self._settle(tag, multiple):
+            self.confirmed += 1
+            if self.ids_out:
+                self.ids_out.write(mid + "\n")
+
+    def on_nack(self, tag, multiple):
+        self.nacked.extend(self._settle(tag, multiple))
+
+    def on_return(self, exc, exchange, routing_key, message):
+        try:
+            self.returned.append(json.loads(message.body).get("id", "?"))
+        except ValueError:
+            self.returned.append("?")
+
+
+def pump(conn, timeout):
+    """Handle what the broker sends (confirms, returns) for `timeout` seconds;
+    with 0, only what is already there. py-amqp keeps a partly read frame in
+    its buffer on a timeout, so stopping anywhere is safe."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.drain_events(timeout=max(0.0, deadline - time.monotonic()))
+        except socket.timeout:
+            return
+
+
+def wait_confirms(conn, cf, limit, timeout):
+    """Pump until at most `limit` confirms are outstanding; False when none
+    (ack or nack) arrived for `timeout` seconds."""
+    last, t_progress = (cf.confirmed, len(cf.nacked)), time.monotonic()
+    while len(cf.pending) > limit:
+        pump(conn, 0.05)
+        state = (cf.confirmed, len(cf.nacked))
+        if state != last:
+            last, t_progress = state, time.monotonic()
+        elif time.monotonic() - t_progress > timeout:
+            return False
+    return True
 
 
 def main() -> int:
@@ -84,28 +170,36 @@ def main() -> int:
     reldir = "/".join(words[1:]) if len(words) > 1 else "lab"
 
     ids_out = open(a.ids_file, "w", buffering=1) if a.ids_file else None
-    returned = []
+    cf = Confirms(ids_out)
     sent = 0
+    dt = 0.0
     t_start = time.monotonic()
     conn = None
+    failures = []
     try:
         conn = amqp.Connection(
             host=a.host, userid=a.user, password=password, virtual_host=a.vhost,
-            confirm_publish=True, connect_timeout=a.timeout, read_timeout=a.timeout,
+            confirm_publish=False, connect_timeout=a.timeout, read_timeout=a.timeout,
             write_timeout=a.timeout,
             client_properties={"connection_name": "roll-lab publish",
                                "product": "roll-lab publish"})
         conn.connect()
         ch = conn.channel()
-        ch.events["basic_return"].add(
-            lambda exc, exchange, routing_key, message: returned.append(
-                json.loads(message.body).get("id", "?")))
+        ch.events["basic_return"].add(cf.on_return)
+        ch.events["basic_ack"].add(cf.on_ack)
+        ch.events["basic_nack"].add(cf.on_nack)
+        ch.confirm_select()
         t_start = time.monotonic()
         for i in range(1, a.count + 1):
+            # wait for this message's turn, handling confirms meanwhile
             due = t_start + (i - 1) / a.rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            pump(conn, max(0.0, due - time.monotonic()))
+            if not wait_confirms(conn, cf, MAX_IN_FLIGHT - 1, a.timeout):
+                failures.append(f"no confirm within {a.timeout:g}s "
+                                f"({len(cf.pending)} outstanding)")
+                break
+            if cf.nacked:
+                break  # fails below
             mid = f"{prefix}-{i:06d}"
             now = time.time()
             body = {
@@ -118,24 +212,19 @@ def main() -> int:
             }
             msg = amqp.Message(json.dumps(body), content_type="application/json",
                                application_headers={}, delivery_mode=2)
-            # confirm_publish: returns once the broker acked; raises on nack/timeout
-            ch.basic_publish(msg, exchange=a.exchange, routing_key=a.topic, mandatory=True,
-                             confirm_timeout=a.timeout)
+            ch.basic_publish(msg, exchange=a.exchange, routing_key=a.topic, mandatory=True)
+            cf.sent(mid)
             sent += 1
-            if ids_out:
-                ids_out.write(mid + "\n")
             if not a.quiet and (sent % max(1, int(a.rate) * 5) == 0):
-                print(f"publish: {sent}/{a.count}", flush=True)
+                print(f"publish: {sent}/{a.count} ({cf.confirmed} confirmed)", flush=True)
         dt = time.monotonic() - t_start
-        # a basic.return precedes its ack, but drain briefly to be sure
-        if a.count:
-            try:
-                conn.drain_events(timeout=0.2)
-            except Exception:
-                pass
+        # every outstanding confirm, each within --timeout of the previous one
+        if not failures and not wait_confirms(conn, cf, 0, a.timeout):
+            failures.append(f"no confirm within {a.timeout:g}s for {len(cf.pending)} messages: "
+                            f"{some(cf.pending.values())}")
     except Exception as e:
-        print(f"publish: FAILED after {sent}/{a.count} messages to {a.vhost}/{a.exchange} "
-              f"({type(e).__name__}: {e})", file=sys.stderr)
+        print(f"publish: FAILED after {sent}/{a.count} messages ({cf.confirmed} confirmed) to "
+              f"{a.vhost}/{a.exchange} ({type(e).__name__}: {e})", file=sys.stderr)
         return 1
     finally:
         if ids_out:
@@ -146,14 +235,18 @@ def main() -> int:
             except Exception:
                 pass
     rate = (sent - 1) / dt if sent > 1 and dt > 0 else 0.0
-    if returned and not a.allow_unroutable:
-        print(f"publish: FAILED: {len(returned)} of {sent} messages reached no queue "
-              f"(first: {returned[0]}) on {a.vhost}/{a.exchange} topic {a.topic}",
-              file=sys.stderr)
+    if cf.nacked:
+        failures.append(f"the broker nacked {len(cf.nacked)} messages: {some(cf.nacked)}")
+    if cf.returned and not a.allow_unroutable:
+        failures.append(f"{len(cf.returned)} of {sent} messages reached no queue on "
+                        f"{a.vhost}/{a.exchange} topic {a.topic}: {some(cf.returned)}")
+    if failures:
+        print(f"publish: FAILED after {sent}/{a.count} messages ({cf.confirmed} confirmed) to "
+              f"{a.vhost}/{a.exchange}: {'; '.join(failures)}", file=sys.stderr)
         return 1
     print(f"published {sent}/{a.count} messages to {a.vhost}/{a.exchange} topic {a.topic} "
           f"in {dt:.1f}s ({rate:.1f} msg/s), ids {prefix}-000001.."
-          f"{prefix}-{a.count:06d}" + (f", {len(returned)} unroutable" if returned else ""))
+          f"{prefix}-{a.count:06d}" + (f", {len(cf.returned)} unroutable" if cf.returned else ""))
     return 0
 
 
