@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
 import time
@@ -169,6 +170,12 @@ def main() -> int:
     words = a.topic.split(".")
     reldir = "/".join(words[1:]) if len(words) > 1 else "lab"
 
+    # SIGTERM (or Ctrl-C) ends publishing early but cleanly: the messages in flight get their
+    # confirms, the ids file lists every confirmed one, and the exit code says how it went.
+    stopping = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.append(True))
+
     ids_out = open(a.ids_file, "w", buffering=1) if a.ids_file else None
     cf = Confirms(ids_out)
     sent = 0
@@ -191,6 +198,8 @@ def main() -> int:
         ch.confirm_select()
         t_start = time.monotonic()
         for i in range(1, a.count + 1):
+            if stopping:
+                break
             # wait for this message's turn, handling confirms meanwhile
             due = t_start + (i - 1) / a.rate
             pump(conn, max(0.0, due - time.monotonic()))
@@ -198,8 +207,8 @@ def main() -> int:
                 failures.append(f"no confirm within {a.timeout:g}s "
                                 f"({len(cf.pending)} outstanding)")
                 break
-            if cf.nacked:
-                break  # fails below
+            if cf.nacked or stopping:
+                break  # nacks fail below
             mid = f"{prefix}-{i:06d}"
             now = time.time()
             body = {
@@ -244,6 +253,11 @@ def main() -> int:
         print(f"publish: FAILED after {sent}/{a.count} messages ({cf.confirmed} confirmed) to "
               f"{a.vhost}/{a.exchange}: {'; '.join(failures)}", file=sys.stderr)
         return 1
+    if stopping:
+        print(f"published {sent} messages (stopped by a signal) to {a.vhost}/{a.exchange} "
+              f"topic {a.topic} in {dt:.1f}s ({rate:.1f} msg/s), ids {prefix}-000001.."
+              f"{prefix}-{sent:06d}")
+        return 0
     print(f"published {sent}/{a.count} messages to {a.vhost}/{a.exchange} topic {a.topic} "
           f"in {dt:.1f}s ({rate:.1f} msg/s), ids {prefix}-000001.."
           f"{prefix}-{a.count:06d}" + (f", {len(cf.returned)} unroutable" if cf.returned else ""))
