@@ -209,6 +209,9 @@ pub async fn run(
         };
         let playbook = playbook::load(&path)?;
         rows.extend(group_rows(group, &playbook, last.as_ref()).await);
+        if let Some(note) = holding_note(group).await {
+            eprintln!("{note}");
+        }
     }
     let failover: Vec<&str> = rows
         .iter()
@@ -226,4 +229,37 @@ pub async fn run(
     };
     output::print_rows(&rows, format, Some(&summary))?;
     Ok(exit::SUCCESS)
+}
+
+/// A warning when holding queues (`roll.hold.*`) are on the group's broker: an interrupted
+/// run's messages wait there until `roll resume` or `roll rollback` moves them back.
+async fn holding_note(group: &Group) -> Option<String> {
+    let password = crate::broker::password(&group.broker).ok()?;
+    let management = crate::broker::management::Management::new(&group.broker, password).ok()?;
+    let mut held = vec![];
+    management
+        .for_each_queue_page(|page| {
+            held.extend(
+                page.into_iter()
+                    .filter(|q| crate::broker::holding::is_holding(&q.name))
+                    .map(|q| (q.name, q.messages.unwrap_or(0))),
+            )
+        })
+        .await
+        .ok()?;
+    if held.is_empty() {
+        return None;
+    }
+    let messages: u64 = held.iter().map(|(_, m)| m).sum();
+    Some(format!(
+        "group {}: {} holding queues on the broker ({messages} messages) from an interrupted \
+         run: `roll resume --group {}` finishes it, `roll rollback` undoes it: {}",
+        group.name,
+        held.len(),
+        group.name,
+        held.iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ))
 }
