@@ -61,7 +61,7 @@ fn serial_rollback_after_the_queue_expire_release_on_ops_half_b() {
     let state = dir.path().display().to_string();
     let before = queues();
     // The upgrade the seed's way, under traffic: it reports the messages it deleted.
-    let traffic = crate::support::Traffic::start(dir.path(), "lossy", 200);
+    let traffic = crate::support::Traffic::start(dir.path(), "lossy", 100);
     let up = roll(&[
         "upgrade",
         "--state-dir",

@@ -274,8 +274,10 @@ fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_
     assert_eq!(declined.code(), Some(1));
     assert_eq!(ops_queues(), before, "a declined run changed queues");
 
-    // From here on, 200 messages a second for the whole of both halves and the rollback.
-    let traffic = crate::support::Traffic::start(dir.path(), "expire", 200);
+    // From here on, 100 messages a second for the whole of both halves and the rollback (the
+    // lab's ten sr3 subscribers on two cores keep up with that; at 200 a second their
+    // backlogs, moved twice by the rollback, make the test several minutes longer).
+    let traffic = crate::support::Traffic::start(dir.path(), "expire", 100);
     // Half b, killed as a queue's messages start moving into its holding queue, then resumed.
     crate::support::kill_at(
         &[
