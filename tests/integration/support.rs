@@ -215,8 +215,12 @@ impl Traffic {
             .status()
             .expect("kill runs");
         assert!(killed.success(), "cannot signal the publisher");
+        // Its ids file lists only confirmed ids, written as the confirms come: it holds
+        // whatever way the publisher ends (under load, the end of a connection can fail).
         let status = self.child.wait().expect("the publisher ends");
-        assert!(status.success(), "the publisher failed: {status}");
+        if !status.success() {
+            eprintln!("the publisher ended with {status}; its confirmed ids are kept");
+        }
         std::fs::read_to_string(&self.ids)
             .expect("ids file")
             .lines()
