@@ -176,6 +176,22 @@ impl Management {
             .map(|_| ())
     }
 
+    /// DELETEs a path under `/api`; a 404 (already gone) is success.
+    async fn delete_if_present(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        what: &str,
+    ) -> Result<(), BrokerError> {
+        match self
+            .send(reqwest::Method::DELETE, path, query, None, what)
+            .await
+        {
+            Ok(_) | Err(BrokerError::Http { status: 404, .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
     /// GETs a path under `/api` and decodes the JSON answer. `what` names the request in errors.
     pub async fn get<T: DeserializeOwned>(
         &self,
@@ -226,45 +242,8 @@ impl Management {
         } else {
             vec![]
         };
-        match self
-            .send(
-                reqwest::Method::DELETE,
-                &path,
-                &query,
-                None,
-                &format!("delete of queue {name}"),
-            )
+        self.delete_if_present(&path, &query, &format!("delete of queue {name}"))
             .await
-        {
-            Ok(_) | Err(BrokerError::Http { status: 404, .. }) => Ok(()),
-            Err(err) => Err(err),
-        }
-    }
-
-    /// Binds a queue to an exchange (a no-op when the binding exists).
-    pub async fn bind_queue(&self, binding: &BindingInfo) -> Result<(), BrokerError> {
-        let path = format!(
-            "bindings/{}/e/{}/q/{}",
-            segment(&self.vhost),
-            segment(&binding.source),
-            segment(&binding.destination)
-        );
-        let body = serde_json::json!({
-            "routing_key": binding.routing_key,
-            "arguments": binding.arguments,
-        });
-        self.send(
-            reqwest::Method::POST,
-            &path,
-            &[],
-            Some(&body),
-            &format!(
-                "binding of {} to {} ({})",
-                binding.destination, binding.source, binding.routing_key
-            ),
-        )
-        .await
-        .map(|_| ())
     }
 
     /// Declares an exchange (`PUT /api/exchanges/{vhost}/{name}`): a no-op when it exists
@@ -297,19 +276,8 @@ impl Management {
     /// Deletes an exchange (and with it every binding to and from it); absent is fine.
     pub async fn delete_exchange(&self, name: &str) -> Result<(), BrokerError> {
         let path = format!("exchanges/{}/{}", segment(&self.vhost), segment(name));
-        match self
-            .send(
-                reqwest::Method::DELETE,
-                &path,
-                &[],
-                None,
-                &format!("delete of exchange {name}"),
-            )
+        self.delete_if_present(&path, &[], &format!("delete of exchange {name}"))
             .await
-        {
-            Ok(_) | Err(BrokerError::Http { status: 404, .. }) => Ok(()),
-            Err(err) => Err(err),
-        }
     }
 
     /// True when the exchange exists.
@@ -380,13 +348,7 @@ impl Management {
             .filter(|b| b.routing_key == binding.routing_key && b.arguments == binding.arguments)
         {
             let path = format!("{base}/{}", segment(&found.properties_key));
-            match self
-                .send(reqwest::Method::DELETE, &path, &[], None, &what)
-                .await
-            {
-                Ok(_) | Err(BrokerError::Http { status: 404, .. }) => {}
-                Err(err) => return Err(err),
-            }
+            self.delete_if_present(&path, &[], &what).await?;
         }
         Ok(())
     }

@@ -205,7 +205,7 @@ impl Engine {
             )));
         }
         m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
-        let moved = self.empty_into(queue, &h.holding).await?;
+        let moved = self.empty_into(queue, queue, &h.holding).await?;
         m.declare_queue(queue, settings).await?;
         m.bind(&binding(&h.exchange, queue, "queue", "")).await?;
         Ok(Done::new(format!(
@@ -214,31 +214,32 @@ impl Engine {
         )))
     }
 
-    /// Moves every message of `queue` into `holding`, then deletes `queue` if empty; again
-    /// while something put more in. Refuses while the queue has consumers.
-    async fn empty_into(&self, queue: &str, holding: &str) -> Result<u64, StepError> {
+    /// Moves every message of `from` into `to` (`queue` names the recreated queue in the
+    /// journal), then deletes `from` if empty; again while something put more in. Refuses
+    /// while `from` has consumers. Nothing to do when `from` is gone.
+    async fn empty_into(&self, queue: &str, from: &str, to: &str) -> Result<u64, StepError> {
         let mut total = 0;
         for _ in 0..EMPTY_ATTEMPTS {
-            let Some((messages, consumers)) = self.counts(queue).await? else {
+            let Some((messages, consumers)) = self.counts(from).await? else {
                 return Ok(total);
             };
             if consumers > 0 {
                 return Err(StepError::from(format!(
-                    "{queue} still has {consumers} consumers: refusing to delete it \
+                    "{from} still has {consumers} consumers: refusing to delete it \
                      (is a service of the group still running?)"
                 )));
             }
             total += self
-                .move_messages(queue, queue, holding, u64::from(messages))
+                .move_messages(queue, from, to, u64::from(messages))
                 .await?;
-            match self.management.delete_queue(queue, true).await {
+            match self.management.delete_queue(from, true).await {
                 Ok(()) => return Ok(total),
                 Err(BrokerError::Http { status: 400, .. }) => continue,
                 Err(err) => return Err(err.into()),
             }
         }
         Err(StepError::from(format!(
-            "{queue} is still not empty after {EMPTY_ATTEMPTS} moves: something publishes \
+            "{from} is still not empty after {EMPTY_ATTEMPTS} moves: something publishes \
              to it directly; it was not deleted"
         )))
     }
@@ -311,21 +312,9 @@ impl Engine {
             m.delete_exchange(&h.exchange).await?;
         }
         m.delete_exchange(&h.alternate).await?;
-        for _ in 0..EMPTY_ATTEMPTS {
-            moved += self.drain(queue, &h.holding).await?;
-            match m.delete_queue(&h.holding, true).await {
-                Ok(()) => {
-                    return Ok(Done::new(format!(
-                        "{moved} held messages moved into {queue}, {bound} bindings back"
-                    )));
-                }
-                Err(BrokerError::Http { status: 400, .. }) => continue,
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Err(StepError::from(format!(
-            "{} is still not empty after {EMPTY_ATTEMPTS} moves: it is kept",
-            h.holding
+        moved += self.empty_into(queue, &h.holding, queue).await?;
+        Ok(Done::new(format!(
+            "{moved} held messages moved into {queue}, {bound} bindings back"
         )))
     }
 

@@ -284,22 +284,23 @@ impl Engine {
     /// Recreates a queue with the target settings (keeping its messages unless the run
     /// allows their loss).
     async fn recreate(&self, name: &str) -> Result<Done, StepError> {
-        let Some(Backup::Queue { bindings, .. }) = self.queue_backup(name).await else {
-            return Err(StepError::from(format!(
-                "no backup of {name} in the journal: refusing to touch it"
-            )));
-        };
-        let target = self.playbook.queues.target.clone();
-        if self.plan.preserve_messages {
-            self.recreate_held(name, &target).await
-        } else {
-            self.recreate_lossy(name, &target, &bindings).await
-        }
+        self.rebuild(name, |_| self.playbook.queues.target.clone())
+            .await
     }
 
     /// Puts a queue back as its backup says (keeping its messages unless the run allows
     /// their loss).
     pub(super) async fn restore(&self, name: &str) -> Result<Done, StepError> {
+        self.rebuild(name, |backed_up| backed_up).await
+    }
+
+    /// Deletes and declares a backed-up queue with the settings `settings` picks (given the
+    /// backed-up ones), and its backed-up bindings.
+    async fn rebuild(
+        &self,
+        name: &str,
+        settings: impl FnOnce(QueueSettings) -> QueueSettings,
+    ) -> Result<Done, StepError> {
         let Some(Backup::Queue {
             durable,
             auto_delete,
@@ -308,9 +309,11 @@ impl Engine {
             ..
         }) = self.queue_backup(name).await
         else {
-            return Err(StepError::from(format!("no backup of {name}")));
+            return Err(StepError::from(format!(
+                "no backup of {name} in the journal: refusing to touch it"
+            )));
         };
-        let settings = QueueSettings::new(durable, auto_delete, arguments);
+        let settings = settings(QueueSettings::new(durable, auto_delete, arguments));
         if self.plan.preserve_messages {
             self.recreate_held(name, &settings).await
         } else {
