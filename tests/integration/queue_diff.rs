@@ -177,12 +177,7 @@ fn an_unchecked_argument_is_ignored_by_the_broker_and_the_probe_agrees() {
 }
 
 fn definitions(vhost: &str) -> Value {
-    let inventory = roll::inventory::load(&repo("inventory/lab.toml")).expect("lab inventory");
-    let group = inventory.group(vhost).expect("group");
-    let password = group.broker.password.read().expect("password");
-    let management =
-        roll::broker::management::Management::new(&group.broker, password).expect("client");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (management, runtime) = crate::support::lab_management(vhost);
     let mut defs: Value = runtime
         .block_on(management.get(&format!("definitions/{vhost}"), &[], "definitions"))
         .expect("definitions");

@@ -262,12 +262,7 @@ pub fn audit(ids: &Path) -> serde_json::Value {
 
 /// The holding queues and exchanges (`roll.hold.*`) on the ops vhost.
 pub fn holding_leftovers() -> Vec<String> {
-    let inventory = roll::inventory::load(&repo("inventory/lab.toml")).expect("inventory");
-    let group = inventory.group("ops").expect("ops");
-    let password = group.broker.password.read().expect("password");
-    let management =
-        roll::broker::management::Management::new(&group.broker, password).expect("client");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (management, runtime) = lab_management("ops");
     let mut names = vec![];
     for kind in ["queues", "exchanges"] {
         let listed: Vec<serde_json::Value> = runtime
@@ -322,4 +317,20 @@ pub fn stop_ops_subscribers() {
         let status = child.wait().expect("ssh ends");
         assert!(status.success(), "sr3 stop on {host} failed: {status}");
     }
+}
+
+/// A management API client for a lab group's vhost, as the lab inventory describes it, and
+/// a runtime to drive it.
+pub fn lab_management(
+    group: &str,
+) -> (
+    roll::broker::management::Management,
+    tokio::runtime::Runtime,
+) {
+    let inventory = roll::inventory::load(&repo("inventory/lab.toml")).expect("lab inventory");
+    let group = inventory.group(group).expect("group");
+    let password = group.broker.password.read().expect("password");
+    let management =
+        roll::broker::management::Management::new(&group.broker, password).expect("client");
+    (management, tokio::runtime::Runtime::new().expect("runtime"))
 }

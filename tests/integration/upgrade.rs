@@ -137,13 +137,7 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
 }
 
 pub fn ops_queues() -> Vec<Value> {
-    let inventory =
-        roll::inventory::load(&crate::support::repo("inventory/lab.toml")).expect("inventory");
-    let group = inventory.group("ops").expect("ops");
-    let password = group.broker.password.read().expect("password");
-    let management =
-        roll::broker::management::Management::new(&group.broker, password).expect("client");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (management, runtime) = crate::support::lab_management("ops");
     runtime.block_on(async {
         let mut queues: Vec<Value> = management
             .get(
@@ -177,13 +171,7 @@ pub fn ops_queues() -> Vec<Value> {
 
 /// The foreign queue's message count, once the broker's statistics show it.
 pub fn foreign_messages() -> u64 {
-    let inventory =
-        roll::inventory::load(&crate::support::repo("inventory/lab.toml")).expect("inventory");
-    let group = inventory.group("ops").expect("ops");
-    let password = group.broker.password.read().expect("password");
-    let management =
-        roll::broker::management::Management::new(&group.broker, password).expect("client");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (management, runtime) = crate::support::lab_management("ops");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let q = runtime
