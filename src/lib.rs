@@ -20,6 +20,7 @@ pub mod commands;
 pub mod engine;
 pub mod error;
 pub mod exit;
+pub mod hash;
 pub mod inventory;
 pub mod journal;
 pub mod lock;

@@ -31,7 +31,7 @@ impl Holding {
         let mut base = format!("{PREFIX}{run_id}.{queue}");
         // Room for ".ae".
         if base.len() > MAX_NAME - 3 {
-            let hash = format!("~{:016x}", fnv1a(queue));
+            let hash = format!("~{:016x}", crate::hash::fnv1a(queue));
             let mut cut = MAX_NAME - 3 - hash.len();
             while !base.is_char_boundary(cut) {
                 cut -= 1;
@@ -51,12 +51,6 @@ impl Holding {
 /// True for a queue or exchange of a holding topology.
 pub fn is_holding(name: &str) -> bool {
     name.starts_with(PREFIX)
-}
-
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

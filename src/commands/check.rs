@@ -18,8 +18,6 @@ use crate::inventory::{Group, Host, Inventory};
 use crate::output::{self, OutputFormat};
 use crate::remote;
 
-/// How many hosts are connected to at once.
-const CONCURRENCY: usize = 64;
 /// Time allowed for the test command once connected.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -111,7 +109,7 @@ pub async fn check_broker(group: &Group) -> CheckRow {
 /// Checks the hosts and brokers of the chosen groups; rows in inventory order.
 pub async fn check(groups: &[&Group]) -> Vec<CheckRow> {
     let hosts: Vec<Host> = select_hosts(groups, None).into_iter().cloned().collect();
-    let limit = Arc::new(Semaphore::new(CONCURRENCY));
+    let limit = Arc::new(Semaphore::new(remote::CONNECT_CONCURRENCY));
     let mut tasks = JoinSet::new();
     for (index, host) in hosts.into_iter().enumerate() {
         let limit = Arc::clone(&limit);

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::queue_diff;
@@ -46,12 +47,17 @@ struct Report<'a> {
     outcome: Option<&'a Outcome>,
 }
 
-/// Connects to every host of the group at once; any unreachable host fails the preflight,
-/// naming every one of them.
+/// Connects to every host of the group, [`remote::CONNECT_CONCURRENCY`] at a time; any
+/// unreachable host fails the preflight, naming every one of them.
 pub async fn connect_all(group: &Group) -> Result<BTreeMap<String, Connection>, Error> {
+    let limit = Arc::new(Semaphore::new(remote::CONNECT_CONCURRENCY));
     let mut tasks = JoinSet::new();
     for host in group.hosts.clone() {
-        tasks.spawn(async move { (host.name.clone(), remote::connect(&host).await) });
+        let limit = Arc::clone(&limit);
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            (host.name.clone(), remote::connect(&host).await)
+        });
     }
     let mut connections = BTreeMap::new();
     let mut failures = vec![];

@@ -676,6 +676,9 @@ impl<'a> Checker<'a> {
             known_hosts_file: raw
                 .known_hosts_file
                 .and_then(|file| self.file_path(file, "known_hosts_file")),
+            config_file: raw
+                .config_file
+                .and_then(|file| self.file_path(file, "config_file")),
             connect_timeout: raw.connect_timeout.and_then(|timeout| {
                 let value = timeout.get_ref().0;
                 if value.is_zero() {
@@ -687,6 +690,7 @@ impl<'a> Checker<'a> {
                 }
                 Some(value)
             }),
+            persist: raw.persist.map(|persist| persist.into_inner().0),
             strict_host_key_checking: raw.strict_host_key_checking,
         }
     }

@@ -263,9 +263,15 @@ pub struct SshTarget {
     pub identity_file: Option<PathBuf>,
     /// The known-hosts file.
     pub known_hosts_file: Option<PathBuf>,
+    /// An ssh_config file read instead of `~/.ssh/config` (`ssh -F`).
+    pub config_file: Option<PathBuf>,
     /// How long to wait for the connection.
     #[serde(serialize_with = "crate::units::serialize_duration")]
     pub connect_timeout: Duration,
+    /// How long an idle connection is kept for the next run of roll; `None`: closed at the
+    /// end of the run.
+    #[serde(serialize_with = "serialize_optional_duration")]
+    pub persist: Option<Duration>,
     /// Whether an unknown or changed host key is refused (true unless the inventory says false).
     pub strict_host_key_checking: bool,
 }
@@ -301,9 +307,16 @@ pub struct SshSettings {
     pub identity_file: Option<PathBuf>,
     /// The known-hosts file, resolved against the inventory's directory.
     pub known_hosts_file: Option<PathBuf>,
+    /// An ssh_config file read instead of `~/.ssh/config`, resolved against the inventory's
+    /// directory.
+    pub config_file: Option<PathBuf>,
     /// The connect timeout (default 10s).
     #[serde(serialize_with = "serialize_optional_duration")]
     pub connect_timeout: Option<Duration>,
+    /// How long an idle connection is kept for the next run (default: not kept; `0s` turns
+    /// a group's inherited value off).
+    #[serde(serialize_with = "serialize_optional_duration")]
+    pub persist: Option<Duration>,
     /// Host key checking (default on; only an explicit `false` turns it off).
     pub strict_host_key_checking: Option<bool>,
 }
@@ -323,7 +336,12 @@ impl SshSettings {
                 .known_hosts_file
                 .clone()
                 .or_else(|| self.known_hosts_file.clone()),
+            config_file: over
+                .config_file
+                .clone()
+                .or_else(|| self.config_file.clone()),
             connect_timeout: over.connect_timeout.or(self.connect_timeout),
+            persist: over.persist.or(self.persist),
             strict_host_key_checking: over
                 .strict_host_key_checking
                 .or(self.strict_host_key_checking),
@@ -345,7 +363,9 @@ impl SshSettings {
             port: self.port.unwrap_or(DEFAULT_SSH_PORT),
             identity_file: self.identity_file.clone(),
             known_hosts_file: self.known_hosts_file.clone(),
+            config_file: self.config_file.clone(),
             connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            persist: self.persist.filter(|d| !d.is_zero()),
             strict_host_key_checking: self.strict_host_key_checking != Some(false),
         }
     }

@@ -79,7 +79,9 @@ pub(super) struct RawSsh {
     pub port: Option<Spanned<i64>>,
     pub identity_file: Option<Spanned<String>>,
     pub known_hosts_file: Option<Spanned<String>>,
+    pub config_file: Option<Spanned<String>>,
     pub connect_timeout: Option<Spanned<HumanDuration>>,
+    pub persist: Option<Spanned<HumanDuration>>,
     pub strict_host_key_checking: Option<bool>,
 }
 

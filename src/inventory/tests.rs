@@ -79,7 +79,9 @@ fn lab_inventory_loads() {
             port: 2222,
             identity_file: Some("/var/lib/roll-lab/ssh/id_ed25519".into()),
             known_hosts_file: Some("/var/lib/roll-lab/ssh/known_hosts".into()),
+            config_file: None,
             connect_timeout: Duration::from_secs(10),
+            persist: None,
             strict_host_key_checking: true,
         }
     );
@@ -201,7 +203,7 @@ fn fixtures_fail_on_their_line() {
             "unknown-key.toml",
             "16:1",
             "unknown field `adress`, expected one of `user`, `address`, `port`, \
-             `identity_file`, `known_hosts_file`, `connect_timeout`, `strict_host_key_checking`",
+             `identity_file`, `known_hosts_file`, `config_file`, `connect_timeout`, `persist`, `strict_host_key_checking`",
         ),
         (
             "duplicate-host.toml",
@@ -335,7 +337,9 @@ fn merges_ssh_settings_and_vars() {
 user = "deploy"
 port = 2200
 identity_file = "keys/id"
+config_file = "ssh_config"
 connect_timeout = 30
+persist = "90s"
 
 [groups.ops]
 vars = {{ site = "cmc", tier = 1, critical = true }}
@@ -359,7 +363,9 @@ strict_host_key_checking = false
             port: 2200,
             identity_file: Some(Path::new("dir").join("keys/id")),
             known_hosts_file: Some("/etc/roll/known_hosts".into()),
+            config_file: Some(Path::new("dir").join("ssh_config")),
             connect_timeout: Duration::from_secs(30),
+            persist: Some(Duration::from_secs(90)),
             strict_host_key_checking: false,
         }
     );
@@ -396,7 +402,9 @@ hosts = [{{ name = "a1", half = "a" }}, {{ name = "b1", half = "b" }}]
             port: DEFAULT_SSH_PORT,
             identity_file: None,
             known_hosts_file: None,
+            config_file: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            persist: None,
             strict_host_key_checking: true,
         }
     );
@@ -756,4 +764,26 @@ ssh = {{ user = "rl-nobody" }}
         inventory.host("px3").and_then(|h| h.ssh.user.as_deref()),
         Some("rl-nobody")
     );
+}
+
+#[test]
+fn a_group_turns_an_inherited_persist_off_with_zero() {
+    let text = format!(
+        r#"{BROKER}
+[defaults.ssh]
+persist = "2m"
+
+[groups.ops]
+hosts = [{{ name = "a1", half = "a" }}, {{ name = "b1", half = "b" }}]
+
+[groups.dev]
+ssh = {{ persist = "0s" }}
+hosts = [{{ name = "a2", half = "a" }}, {{ name = "b2", half = "b" }}]
+"#
+    );
+    let inventory = parse_ok(&text);
+    let kept = inventory.host("a1").expect("a1");
+    assert_eq!(kept.ssh.persist, Some(Duration::from_secs(120)));
+    let closed = inventory.host("a2").expect("a2");
+    assert_eq!(closed.ssh.persist, None);
 }

@@ -209,3 +209,190 @@ hosts = [ {{ name = "dev1", half = "a" }}, {{ name = "dev2", half = "b" }} ]
         std::fs::read_to_string(format!("{LAB_STATE}/broker-password")).expect("lab password");
     assert!(!run.stdout.contains(password.trim()) && !run.stderr.contains(password.trim()));
 }
+
+#[test]
+fn each_group_reads_its_own_ssh_config_file() {
+    require_lab();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fast = dir.path().join("fast_kex");
+    std::fs::write(&fast, "KexAlgorithms curve25519-sha256\n").expect("write");
+    // A key exchange the lab's sshd does not offer: a host reached with it must fail.
+    let refused = dir.path().join("refused_kex");
+    std::fs::write(&refused, "KexAlgorithms diffie-hellman-group1-sha1\n").expect("write");
+    let inventory = dir.path().join("ssh-config.toml");
+    std::fs::write(
+        &inventory,
+        format!(
+            r#"
+[defaults.ssh]
+address = "127.0.0.1"
+port = 2222
+user = "rl-{{name}}"
+identity_file = "{LAB_STATE}/ssh/id_ed25519"
+known_hosts_file = "{LAB_STATE}/ssh/known_hosts"
+config_file = "fast_kex"
+
+[defaults.broker]
+management_url = "http://127.0.0.1:15672"
+amqp_url = "amqp://127.0.0.1:5672"
+user = "roll-lab"
+password_file = "{LAB_STATE}/broker-password"
+
+[groups.ops]
+broker = {{ vhost = "ops" }}
+hosts = [ {{ name = "px1", half = "a" }}, {{ name = "px5", half = "b" }} ]
+
+[groups.dev]
+broker = {{ vhost = "dev" }}
+ssh = {{ config_file = "refused_kex" }}
+hosts = [ {{ name = "dev1", half = "a" }}, {{ name = "dev2", half = "b" }} ]
+"#
+        ),
+    )
+    .expect("write inventory");
+    let inventory = inventory.display().to_string();
+    let run = roll(&["check", "-i", &inventory, "--output", "json"]);
+    assert_eq!(run.code, 1, "{run:#?}");
+    let rows = json(&run);
+    for name in ["px1", "px5"] {
+        assert_eq!(row(&rows, name)["reachable"], true, "{name}: {rows:#}");
+    }
+    for name in ["dev1", "dev2"] {
+        let host = row(&rows, name);
+        assert_eq!(host["reachable"], false, "{name}: {rows:#}");
+        assert!(
+            host["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("key exchange"),
+            "{host}"
+        );
+    }
+}
+
+/// The pid of the OpenSSH master behind a control socket, as `ssh -O check` reports it.
+fn master_pid(socket: &std::path::Path) -> Option<u32> {
+    let output = Command::new("ssh")
+        .arg("-S")
+        .arg(socket)
+        .args(["-O", "check", "lab"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stderr);
+    let start = text.find("pid=")? + 4;
+    text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+#[test]
+fn a_kept_connection_serves_the_next_run_and_a_changed_setting_gets_its_own() {
+    require_lab();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = dir.path().join("runtime");
+    std::fs::create_dir(&runtime).expect("runtime dir");
+    let inventory = |name: &str, known_hosts: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[defaults.ssh]
+address = "127.0.0.1"
+port = 2222
+user = "rl-{{name}}"
+identity_file = "{LAB_STATE}/ssh/id_ed25519"
+known_hosts_file = "{LAB_STATE}/ssh/known_hosts"
+persist = "30s"
+
+[defaults.broker]
+management_url = "http://127.0.0.1:15672"
+amqp_url = "amqp://127.0.0.1:5672"
+user = "roll-lab"
+password_file = "{LAB_STATE}/broker-password"
+
+[groups.dev]
+broker = {{ vhost = "dev" }}
+hosts = [ {{ name = "dev1", half = "a" }}, {{ name = "dev2", half = "b" }} ]
+ssh = {{ known_hosts_file = "{known_hosts}" }}
+"#
+            ),
+        )
+        .expect("write inventory");
+        path.display().to_string()
+    };
+    let check = |inventory: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_roll"))
+            .args(["check", "-i", inventory, "--output", "json"])
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .output()
+            .expect("roll runs");
+        let run: crate::support::Run = output.into();
+        assert_eq!(run.code, 0, "{run:#?}");
+    };
+    let masters = || -> std::collections::BTreeMap<String, (std::path::PathBuf, Option<u32>)> {
+        std::fs::read_dir(runtime.join("roll-ssh"))
+            .expect("the registry exists")
+            .map(|entry| {
+                let entry = entry.expect("entry");
+                let socket = std::fs::read_link(entry.path()).expect("a link to a socket");
+                let pid = master_pid(&socket);
+                (
+                    entry.file_name().to_string_lossy().into_owned(),
+                    (socket, pid),
+                )
+            })
+            .collect()
+    };
+
+    let lab_known_hosts = format!("{LAB_STATE}/ssh/known_hosts");
+    let first_inventory = inventory("first", &lab_known_hosts);
+    check(&first_inventory);
+    let first = masters();
+    assert_eq!(first.len(), 2, "one kept master per host: {first:?}");
+    assert!(first.values().all(|(_, pid)| pid.is_some()), "{first:?}");
+
+    check(&first_inventory);
+    assert_eq!(masters(), first, "the second run reused both masters");
+
+    // Another known_hosts file (with the same keys) makes other connections.
+    let copy = dir.path().join("known_hosts");
+    std::fs::copy(&lab_known_hosts, &copy).expect("copy known_hosts");
+    let other = inventory("other", &copy.display().to_string());
+    check(&other);
+    let third = masters();
+    assert_eq!(third.len(), 4, "{third:?}");
+    for (name, master) in &first {
+        assert_eq!(third.get(name), Some(master), "{name} kept");
+    }
+
+    // A kept master that has gone (idle too long) is replaced, and the run still succeeds.
+    let (gone, (gone_socket, _)) = first.iter().next().expect("a master");
+    let exited = Command::new("ssh")
+        .arg("-S")
+        .arg(gone_socket)
+        .args(["-O", "exit", "lab"])
+        .output()
+        .expect("ssh -O exit runs");
+    assert!(exited.status.success(), "{exited:?}");
+    check(&first_inventory);
+    let fourth = masters();
+    let (socket, pid) = &fourth[gone];
+    assert_ne!(socket, gone_socket, "a new master for {gone}");
+    assert!(pid.is_some(), "the new master answers");
+    assert!(
+        gone_socket.parent().is_some_and(|d| !d.exists()),
+        "the gone master's directory is removed"
+    );
+
+    for (socket, _) in fourth.values() {
+        let _ = Command::new("ssh")
+            .arg("-S")
+            .arg(socket)
+            .args(["-O", "exit", "lab"])
+            .output();
+    }
+}
