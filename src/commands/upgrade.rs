@@ -465,13 +465,20 @@ fn summary(plan: &UpgradePlan, outcome: &Outcome) -> String {
     lines.push(format!("  queues recreated: {}", plan.queue_count()));
     lines.extend(account_lines(&outcome.queues));
     if let Some(seconds) = outcome.critical_window_seconds {
+        // Two phases: nothing consumed the half's queues for that long. One phase: each host
+        // stopped on its own, the others consuming; the longest of those stops is reported.
+        let what = if plan.two_phase {
+            "critical window"
+        } else {
+            "longest stop of a host"
+        };
         lines.push(match outcome.critical_window_floor_seconds {
             Some(floor) => format!(
-                "  critical window: {seconds:.1}s (the services' own stop and start: \
+                "  {what}: {seconds:.1}s (the services' own stop and start: \
                  {floor:.1}s; roll: {:.1}s)",
                 seconds - floor
             ),
-            None => format!("  critical window: {seconds:.1}s"),
+            None => format!("  {what}: {seconds:.1}s"),
         });
     }
     lines.push(if plan.failover.is_empty() {
