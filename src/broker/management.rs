@@ -433,9 +433,6 @@ const QUEUE_COLUMNS: &str = "name,durable,auto_delete,exclusive,arguments,messag
 /// The columns `roll` reads of a binding.
 const BINDING_COLUMNS: &str = "source,destination,destination_type,routing_key,arguments";
 
-/// Queues per page when listing (the management API's maximum is 500).
-pub const PAGE_SIZE: usize = 500;
-
 /// A queue as the management API lists it (only the columns `roll` asks for).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct QueueInfo {
@@ -452,14 +449,6 @@ pub struct QueueInfo {
     pub messages: Option<u64>,
     #[serde(default)]
     pub consumers: Option<u64>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct Page<T> {
-    #[serde(default = "Vec::new")]
-    items: Vec<T>,
-    #[serde(default)]
-    page_count: usize,
 }
 
 /// A binding as the management API lists it.
@@ -521,35 +510,17 @@ impl ConnectionInfo {
 }
 
 impl Management {
-    /// Lists the vhost's queues page by page, handing each page to `each` as it arrives, so
-    /// that memory does not grow with the number of queues beyond what `each` keeps.
-    pub async fn for_each_queue_page(
-        &self,
-        mut each: impl FnMut(Vec<QueueInfo>),
-    ) -> Result<(), BrokerError> {
+    /// Lists the vhost's queues in one request, with only the columns `roll` reads.
+    ///
+    /// Not paged: for every page the broker gathers (and sorts) the whole vhost's queues
+    /// before it slices out 500, so a paged listing of 20,000 queues costs it 40 full
+    /// listings (BENCHMARKS.md). With the columns cut down, the answer is a few hundred bytes
+    /// per queue.
+    pub async fn list_queues(&self) -> Result<Vec<QueueInfo>, BrokerError> {
         let path = format!("queues/{}", segment(&self.vhost));
-        let mut page = 1;
-        loop {
-            let answer: Page<QueueInfo> = self
-                .get(
-                    &path,
-                    &[
-                        ("page", page.to_string()),
-                        ("page_size", PAGE_SIZE.to_string()),
-                        ("sort", "name".into()),
-                        ("columns", QUEUE_COLUMNS.into()),
-                    ],
-                    "queue listing",
-                )
-                .await
-                .map_err(|err| self.vhost_error(err))?;
-            let count = answer.page_count;
-            each(answer.items);
-            if page >= count {
-                return Ok(());
-            }
-            page += 1;
-        }
+        self.get(&path, &[("columns", QUEUE_COLUMNS.into())], "queue listing")
+            .await
+            .map_err(|err| self.vhost_error(err))
     }
 
     /// One queue, or `None` when it does not exist.

@@ -152,24 +152,21 @@ pub async fn report(
         ..Claims::default()
     };
     discover(playbook, group, &mut claims).await?;
-    let mut queues = Vec::new();
-    management
-        .for_each_queue_page(|page| {
-            // roll's own lock and holding queues are not part of the fleet's queues.
-            let lock = crate::lock::queue_name(&group.name);
-            queues.extend(
-                page.into_iter()
-                    .filter(|q| q.name != lock && !crate::broker::holding::is_holding(&q.name))
-                    .map(|q| LiveQueue {
-                        settings: QueueSettings::new(q.durable, q.auto_delete, q.arguments),
-                        name: q.name,
-                        exclusive: q.exclusive,
-                        messages: q.messages.unwrap_or(0),
-                        consumers: q.consumers.unwrap_or(0),
-                    }),
-            )
+    // roll's own lock and holding queues are not part of the fleet's queues.
+    let lock = crate::lock::queue_name(&group.name);
+    let queues: Vec<LiveQueue> = management
+        .list_queues()
+        .await?
+        .into_iter()
+        .filter(|q| q.name != lock && !crate::broker::holding::is_holding(&q.name))
+        .map(|q| LiveQueue {
+            settings: QueueSettings::new(q.durable, q.auto_delete, q.arguments),
+            name: q.name,
+            exclusive: q.exclusive,
+            messages: q.messages.unwrap_or(0),
+            consumers: q.consumers.unwrap_or(0),
         })
-        .await?;
+        .collect();
     let diff = queue_diff::diff(
         &config.vhost,
         half,

@@ -236,17 +236,14 @@ pub async fn run(
 async fn holding_note(group: &Group) -> Option<String> {
     let password = crate::broker::password(&group.broker).ok()?;
     let management = crate::broker::management::Management::new(&group.broker, password).ok()?;
-    let mut held = vec![];
-    management
-        .for_each_queue_page(|page| {
-            held.extend(
-                page.into_iter()
-                    .filter(|q| crate::broker::holding::is_holding(&q.name))
-                    .map(|q| (q.name, q.messages.unwrap_or(0))),
-            )
-        })
+    let held: Vec<(String, u64)> = management
+        .list_queues()
         .await
-        .ok()?;
+        .ok()?
+        .into_iter()
+        .filter(|q| crate::broker::holding::is_holding(&q.name))
+        .map(|q| (q.name, q.messages.unwrap_or(0)))
+        .collect();
     if held.is_empty() {
         return None;
     }

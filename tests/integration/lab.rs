@@ -51,11 +51,13 @@ fn sr3_runs_on_every_lab_host_but_the_passive_one_and_the_queues_exist() {
             }
             let password = group.broker.password.read().expect("password");
             let management = Management::new(&group.broker, password).expect("client");
-            let mut names = vec![];
-            management
-                .for_each_queue_page(|page| names.extend(page.into_iter().map(|q| q.name)))
+            let names: Vec<String> = management
+                .list_queues()
                 .await
-                .expect("queues");
+                .expect("queues")
+                .into_iter()
+                .map(|q| q.name)
+                .collect();
             for prefix in &expected_queues {
                 assert!(
                     names.iter().any(|n| n.starts_with(prefix.as_str())),
