@@ -53,10 +53,11 @@ as_user() {
 # usage: mgmt METHOD PATH [JSON]  -> sets MGMT_CODE (000: no answer); the body
 # is in the file $MGMT_BODY (read it with mgmt_body). Never run it in $(...):
 # MGMT_CODE would be lost.
+# MGMT_TIMEOUT=S for a slow call (deleting a vhost of 20,000 queues takes the broker ~40 s)
 mgmt() {
   local method=$1 path=$2 data=${3-} code pw
   pw=$(cat "$LAB_PWFILE")
-  local args=(-sS --max-time 15 -X "$method" -o "$MGMT_BODY" -w '%{http_code}'
+  local args=(-sS --max-time "${MGMT_TIMEOUT:-15}" -X "$method" -o "$MGMT_BODY" -w '%{http_code}'
               -H 'content-type: application/json' -K -)
   [[ -n $data ]] && args+=(--data-binary "$data")
   : >"$MGMT_BODY"
