@@ -45,6 +45,22 @@ pub(super) struct MoveRecord {
     pub redelivered: u64,
 }
 
+impl MoveRecord {
+    /// The journal's event for this move, which took `seconds`.
+    fn event(&self, seconds: f64) -> Event {
+        Event::Moved {
+            by: self.by.clone(),
+            queue: self.queue.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            before: self.before,
+            moved: self.moved,
+            redelivered: self.redelivered,
+            seconds,
+        }
+    }
+}
+
 fn binding(source: &str, destination: &str, kind: &str, key: &str) -> BindingInfo {
     BindingInfo {
         source: source.to_string(),
@@ -270,17 +286,7 @@ impl Engine {
             moved: report.moved,
             redelivered: report.redelivered,
         };
-        self.journal_event(Event::Moved {
-            by: self.purpose().to_string(),
-            queue: queue.to_string(),
-            from: from.to_string(),
-            to: to.to_string(),
-            before,
-            moved: report.moved,
-            redelivered: report.redelivered,
-            seconds: report.seconds,
-        })
-        .await?;
+        self.journal_event(record.event(report.seconds)).await?;
         self.moves.lock().await.push(record);
         Ok(report.moved)
     }
