@@ -150,7 +150,7 @@ impl fmt::Debug for Connection {
 pub async fn connect(host: &Host) -> Result<Connection, RemoteError> {
     let target = &host.ssh;
     let entry = match target.persist {
-        Some(_) => persist::registry().map(|registry| persist::entry(&registry, target)),
+        Some(_) => persist::registry().map(|registry| persist::entry(registry, target)),
         None => None,
     };
     if let Some(entry) = &entry

@@ -2,14 +2,16 @@
 //!
 //! A kept connection is an OpenSSH master started with `ControlPersist=<persist>`: it exits by
 //! itself once idle that long. Its control socket (0600) lives in a directory of ours that only
-//! we can write to, made by the `openssh` crate; roll records where, for each SSH target, as a symbolic link in its own
-//! registry directory (`$XDG_RUNTIME_DIR/roll-ssh`, else `~/.cache/roll/ssh`, mode 0700). The
+//! we can write to, made by the `openssh` crate; roll records where, for each SSH target, as a
+//! symbolic link in its own registry directory (`$XDG_RUNTIME_DIR/roll-ssh`, else
+//! `~/.cache/roll/ssh`, mode 0700). The
 //! link's name is a hash of every setting of the target, so a changed user, key, port, config
 //! file or host key policy never reuses an old connection. A recorded master that has exited
 //! is noticed (the mux `check` fails) and replaced.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use openssh::Session;
@@ -20,8 +22,14 @@ use crate::inventory::SshTarget;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The registry directory, created private if missing; `None` when it cannot be made or is
-/// not private to this user (then connections are not kept).
-pub fn registry() -> Option<PathBuf> {
+/// not private to this user (then connections are not kept). Found once per process, however
+/// many hosts connect.
+pub fn registry() -> Option<&'static Path> {
+    static REGISTRY: OnceLock<Option<PathBuf>> = OnceLock::new();
+    REGISTRY.get_or_init(find_registry).as_deref()
+}
+
+fn find_registry() -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(runtime) => PathBuf::from(runtime).join("roll-ssh"),
         None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/roll/ssh"),
@@ -50,9 +58,10 @@ fn ours(dir: &Path, forbidden: u32) -> bool {
     meta.is_dir() && owner && meta.permissions().mode() & forbidden == 0
 }
 
-/// This process's user id: the owner of `/proc/self`.
+/// This process's user id: the owner of `/proc/self` (read once).
 fn own_uid() -> Option<u32> {
-    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    static UID: OnceLock<Option<u32>> = OnceLock::new();
+    *UID.get_or_init(|| std::fs::metadata("/proc/self").ok().map(|m| m.uid()))
 }
 
 /// The registry entry of a target: every setting that changes what the connection is.
