@@ -146,6 +146,28 @@ fn one_refused_login_and_one_changed_host_key_do_not_hide_the_others() {
     }
 }
 
+/// The `[defaults]` of an inventory for the lab (its sshd, key and broker), with `ssh_extra`
+/// lines added to `[defaults.ssh]`; the groups follow.
+fn lab_defaults(ssh_extra: &str) -> String {
+    format!(
+        r#"
+[defaults.ssh]
+address = "127.0.0.1"
+port = 2222
+user = "rl-{{name}}"
+identity_file = "{LAB_STATE}/ssh/id_ed25519"
+known_hosts_file = "{LAB_STATE}/ssh/known_hosts"
+{ssh_extra}
+
+[defaults.broker]
+management_url = "http://127.0.0.1:15672"
+amqp_url = "amqp://127.0.0.1:5672"
+user = "roll-lab"
+password_file = "{LAB_STATE}/broker-password"
+"#
+    )
+}
+
 #[test]
 fn a_wrong_broker_password_and_an_unknown_vhost_are_named() {
     require_lab();
@@ -156,20 +178,7 @@ fn a_wrong_broker_password_and_an_unknown_vhost_are_named() {
     std::fs::write(
         &inventory,
         format!(
-            r#"
-[defaults.ssh]
-address = "127.0.0.1"
-port = 2222
-user = "rl-{{name}}"
-identity_file = "{LAB_STATE}/ssh/id_ed25519"
-known_hosts_file = "{LAB_STATE}/ssh/known_hosts"
-
-[defaults.broker]
-management_url = "http://127.0.0.1:15672"
-amqp_url = "amqp://127.0.0.1:5672"
-user = "roll-lab"
-password_file = "{LAB_STATE}/broker-password"
-
+            r#"{}
 [groups.ops]
 broker = {{ vhost = "ops", password_file = "{}" }}
 hosts = [ {{ name = "px1", half = "a" }}, {{ name = "px5", half = "b" }} ]
@@ -178,6 +187,7 @@ hosts = [ {{ name = "px1", half = "a" }}, {{ name = "px5", half = "b" }} ]
 broker = {{ vhost = "no-such-vhost" }}
 hosts = [ {{ name = "dev1", half = "a" }}, {{ name = "dev2", half = "b" }} ]
 "#,
+            lab_defaults(""),
             wrong.display()
         ),
     )
@@ -223,21 +233,7 @@ fn each_group_reads_its_own_ssh_config_file() {
     std::fs::write(
         &inventory,
         format!(
-            r#"
-[defaults.ssh]
-address = "127.0.0.1"
-port = 2222
-user = "rl-{{name}}"
-identity_file = "{LAB_STATE}/ssh/id_ed25519"
-known_hosts_file = "{LAB_STATE}/ssh/known_hosts"
-config_file = "fast_kex"
-
-[defaults.broker]
-management_url = "http://127.0.0.1:15672"
-amqp_url = "amqp://127.0.0.1:5672"
-user = "roll-lab"
-password_file = "{LAB_STATE}/broker-password"
-
+            r#"{}
 [groups.ops]
 broker = {{ vhost = "ops" }}
 hosts = [ {{ name = "px1", half = "a" }}, {{ name = "px5", half = "b" }} ]
@@ -246,7 +242,8 @@ hosts = [ {{ name = "px1", half = "a" }}, {{ name = "px5", half = "b" }} ]
 broker = {{ vhost = "dev" }}
 ssh = {{ config_file = "refused_kex" }}
 hosts = [ {{ name = "dev1", half = "a" }}, {{ name = "dev2", half = "b" }} ]
-"#
+"#,
+            lab_defaults(r#"config_file = "fast_kex""#)
         ),
     )
     .expect("write inventory");
@@ -270,14 +267,19 @@ hosts = [ {{ name = "dev1", half = "a" }}, {{ name = "dev2", half = "b" }} ]
     }
 }
 
-/// The pid of the OpenSSH master behind a control socket, as `ssh -O check` reports it.
-fn master_pid(socket: &std::path::Path) -> Option<u32> {
-    let output = Command::new("ssh")
+/// `ssh -O <command>` (check, exit) to the OpenSSH master behind a control socket.
+fn master_control(socket: &std::path::Path, command: &str) -> std::process::Output {
+    Command::new("ssh")
         .arg("-S")
         .arg(socket)
-        .args(["-O", "check", "lab"])
+        .args(["-O", command, "lab"])
         .output()
-        .ok()?;
+        .expect("ssh runs")
+}
+
+/// The pid of the OpenSSH master behind a control socket, as `ssh -O check` reports it.
+fn master_pid(socket: &std::path::Path) -> Option<u32> {
+    let output = master_control(socket, "check");
     let text = String::from_utf8_lossy(&output.stderr);
     let start = text.find("pid=")? + 4;
     text[start..]
@@ -299,26 +301,13 @@ fn a_kept_connection_serves_the_next_run_and_a_changed_setting_gets_its_own() {
         std::fs::write(
             &path,
             format!(
-                r#"
-[defaults.ssh]
-address = "127.0.0.1"
-port = 2222
-user = "rl-{{name}}"
-identity_file = "{LAB_STATE}/ssh/id_ed25519"
-known_hosts_file = "{LAB_STATE}/ssh/known_hosts"
-persist = "30s"
-
-[defaults.broker]
-management_url = "http://127.0.0.1:15672"
-amqp_url = "amqp://127.0.0.1:5672"
-user = "roll-lab"
-password_file = "{LAB_STATE}/broker-password"
-
+                r#"{}
 [groups.dev]
 broker = {{ vhost = "dev" }}
 hosts = [ {{ name = "dev1", half = "a" }}, {{ name = "dev2", half = "b" }} ]
 ssh = {{ known_hosts_file = "{known_hosts}" }}
-"#
+"#,
+                lab_defaults(r#"persist = "30s""#)
             ),
         )
         .expect("write inventory");
@@ -371,12 +360,7 @@ ssh = {{ known_hosts_file = "{known_hosts}" }}
 
     // A kept master that has gone (idle too long) is replaced, and the run still succeeds.
     let (gone, (gone_socket, _)) = first.iter().next().expect("a master");
-    let exited = Command::new("ssh")
-        .arg("-S")
-        .arg(gone_socket)
-        .args(["-O", "exit", "lab"])
-        .output()
-        .expect("ssh -O exit runs");
+    let exited = master_control(gone_socket, "exit");
     assert!(exited.status.success(), "{exited:?}");
     check(&first_inventory);
     let fourth = masters();
@@ -389,10 +373,6 @@ ssh = {{ known_hosts_file = "{known_hosts}" }}
     );
 
     for (socket, _) in fourth.values() {
-        let _ = Command::new("ssh")
-            .arg("-S")
-            .arg(socket)
-            .args(["-O", "exit", "lab"])
-            .output();
+        master_control(socket, "exit");
     }
 }
