@@ -156,6 +156,10 @@ def main() -> int:
     ap.add_argument("--allow-unroutable", action="store_true",
                     help="do not fail when a message reaches no queue")
     ap.add_argument("--quiet", action="store_true", help="only the final line")
+    ap.add_argument("--reconnect", type=float, default=0.0, metavar="SECONDS",
+                    help="when the connection is lost (a broker restart), connect again for up "
+                         "to SECONDS and go on; the messages in flight then are left out of the "
+                         "ids file (default 0: fail)")
     a = ap.parse_args()
 
     try:
@@ -183,49 +187,92 @@ def main() -> int:
     t_start = time.monotonic()
     conn = None
     failures = []
-    try:
-        conn = amqp.Connection(
+    outages = []     # (seconds, messages in flight whose confirm was lost)
+
+    def connect():
+        c = amqp.Connection(
             host=a.host, userid=a.user, password=password, virtual_host=a.vhost,
             confirm_publish=False, connect_timeout=a.timeout, read_timeout=a.timeout,
             write_timeout=a.timeout,
             client_properties={"connection_name": "roll-lab publish",
                                "product": "roll-lab publish"})
-        conn.connect()
-        ch = conn.channel()
+        c.connect()
+        ch = c.channel()
         ch.events["basic_return"].add(cf.on_return)
         ch.events["basic_ack"].add(cf.on_ack)
         ch.events["basic_nack"].add(cf.on_nack)
         ch.confirm_select()
+        return c, ch
+
+    def reconnect(err):
+        """After a lost connection (--reconnect): the messages in flight are not confirmed
+        (they are left out of the ids file: they may or may not be on the broker); connect
+        again until --reconnect seconds have passed."""
+        nonlocal conn
+        cf.pending.clear()
+        cf.next_tag = 1
+        try:
+            conn.close()
+        except Exception:
+            pass
+        conn = None
+        t0 = time.monotonic()
+        if not a.quiet:
+            print(f"publish: connection lost ({type(err).__name__}: {err}); reconnecting",
+                  file=sys.stderr, flush=True)
+        while True:
+            try:
+                return connect()
+            except Exception as again:
+                if time.monotonic() - t0 > a.reconnect:
+                    raise again
+                time.sleep(0.5)
+
+    i = 1
+    try:
+        conn, ch = connect()
         t_start = time.monotonic()
-        for i in range(1, a.count + 1):
+        while i <= a.count:
             if stopping:
                 break
-            # wait for this message's turn, handling confirms meanwhile
-            due = t_start + (i - 1) / a.rate
-            pump(conn, max(0.0, due - time.monotonic()))
-            if not wait_confirms(conn, cf, MAX_IN_FLIGHT - 1, a.timeout):
-                failures.append(f"no confirm within {a.timeout:g}s "
-                                f"({len(cf.pending)} outstanding)")
-                break
-            if cf.nacked or stopping:
-                break  # nacks fail below
-            mid = f"{prefix}-{i:06d}"
-            now = time.time()
-            body = {
-                "pubTime": pubtime(now),
-                "baseUrl": "http://127.0.0.1/roll-lab/",
-                "relPath": f"{reldir}/{mid}",
-                "id": mid,
-                "identity": {"method": "random", "value": secrets.token_hex(8)},
-                "size": 0,
-            }
-            msg = amqp.Message(json.dumps(body), content_type="application/json",
-                               application_headers={}, delivery_mode=2)
-            ch.basic_publish(msg, exchange=a.exchange, routing_key=a.topic, mandatory=True)
-            cf.sent(mid)
-            sent += 1
-            if not a.quiet and (sent % max(1, int(a.rate) * 5) == 0):
-                print(f"publish: {sent}/{a.count} ({cf.confirmed} confirmed)", flush=True)
+            try:
+                # wait for this message's turn, handling confirms meanwhile
+                due = t_start + (i - 1) / a.rate
+                pump(conn, max(0.0, due - time.monotonic()))
+                if not wait_confirms(conn, cf, MAX_IN_FLIGHT - 1, a.timeout):
+                    failures.append(f"no confirm within {a.timeout:g}s "
+                                    f"({len(cf.pending)} outstanding)")
+                    break
+                if cf.nacked or stopping:
+                    break  # nacks fail below
+                mid = f"{prefix}-{i:06d}"
+                now = time.time()
+                body = {
+                    "pubTime": pubtime(now),
+                    "baseUrl": "http://127.0.0.1/roll-lab/",
+                    "relPath": f"{reldir}/{mid}",
+                    "id": mid,
+                    "identity": {"method": "random", "value": secrets.token_hex(8)},
+                    "size": 0,
+                }
+                msg = amqp.Message(json.dumps(body), content_type="application/json",
+                                   application_headers={}, delivery_mode=2)
+                ch.basic_publish(msg, exchange=a.exchange, routing_key=a.topic, mandatory=True)
+                cf.sent(mid)
+                sent += 1
+                i += 1
+                if not a.quiet and (sent % max(1, int(a.rate) * 5) == 0):
+                    print(f"publish: {sent}/{a.count} ({cf.confirmed} confirmed)", flush=True)
+            except (OSError, amqp.exceptions.ConnectionError, amqp.exceptions.RecoverableConnectionError,
+                    amqp.exceptions.ConnectionForced) as e:
+                if not a.reconnect:
+                    raise
+                t0 = time.monotonic()
+                lost = len(cf.pending)
+                conn, ch = reconnect(e)
+                outages.append((time.monotonic() - t0, lost))
+                # pace on from now: no burst to catch up with the outage
+                t_start = time.monotonic() - (i - 1) / a.rate
         dt = time.monotonic() - t_start
         # every outstanding confirm, each within --timeout of the previous one
         if not failures and not wait_confirms(conn, cf, 0, a.timeout):
@@ -243,6 +290,11 @@ def main() -> int:
                 conn.close()
             except Exception:
                 pass
+    if outages:
+        print(f"publish: {len(outages)} connection losses, reconnected after "
+              f"{', '.join(f'{s:.1f}s' for s, _ in outages)}; "
+              f"{sum(n for _, n in outages)} messages in flight left unconfirmed "
+              f"(not in the ids file)", file=sys.stderr)
     rate = (sent - 1) / dt if sent > 1 and dt > 0 else 0.0
     if cf.nacked:
         failures.append(f"the broker nacked {len(cf.nacked)} messages: {some(cf.nacked)}")
