@@ -105,6 +105,7 @@ struct PartialBroker {
     vhost: Option<String>,
     user: Option<String>,
     password: Option<SecretRef>,
+    reconnect_deadline: Option<std::time::Duration>,
     /// A field was refused (and reported): do not also report it missing.
     refused: bool,
 }
@@ -122,6 +123,7 @@ impl PartialBroker {
             vhost: over.vhost.clone().or_else(|| self.vhost.clone()),
             user: over.user.clone().or_else(|| self.user.clone()),
             password: over.password.clone().or_else(|| self.password.clone()),
+            reconnect_deadline: over.reconnect_deadline.or(self.reconnect_deadline),
             refused: self.refused || over.refused,
         }
     }
@@ -136,6 +138,7 @@ impl PartialBroker {
                 vhost: Some(vhost),
                 user: Some(user),
                 password: Some(password),
+                reconnect_deadline,
                 ..
             } => Ok(BrokerConfig {
                 management_url,
@@ -143,6 +146,7 @@ impl PartialBroker {
                 vhost,
                 user,
                 password,
+                reconnect_deadline: reconnect_deadline.unwrap_or(super::DEFAULT_RECONNECT_DEADLINE),
             }),
             partial => {
                 let mut missing = Vec::new();
@@ -771,15 +775,29 @@ impl<'a> Checker<'a> {
                 .and_then(|url| self.url(url, "amqp_url", &["amqp", "amqps"])),
             vhost: raw
                 .vhost
-                .and_then(|vhost| self.not_empty(vhost, "broker vhost")),
+                .and_then(|vhost| self.plain_text(vhost, "broker vhost")),
             user: raw
                 .user
-                .and_then(|user| self.not_empty(user, "broker user")),
+                .and_then(|user| self.plain_text(user, "broker user")),
             password,
+            reconnect_deadline: raw.reconnect_deadline.map(|d| d.into_inner().0),
             refused: false,
         };
         partial.refused = self.errors.len() > errors_before;
         partial
+    }
+
+    /// A name used in commands and files on the hosts (vhost, broker user): not empty, and
+    /// no control character (a newline would start a new line in a rendered config file).
+    fn plain_text(&mut self, value: Spanned<String>, what: &str) -> Option<String> {
+        if let Some(c) = value.get_ref().chars().find(|c| c.is_control()) {
+            self.error(
+                value.span().start,
+                format!("{what} contains the control character {c:?}"),
+            );
+            return None;
+        }
+        self.not_empty(value, what)
     }
 
     fn not_empty(&mut self, value: Spanned<String>, what: &str) -> Option<String> {

@@ -394,7 +394,13 @@ pub struct BrokerConfig {
     pub user: String,
     /// Where the password is.
     pub password: SecretRef,
+    /// How long a run waits for the broker to answer again (a restart, a lost connection)
+    /// before it stops at a step boundary.
+    pub reconnect_deadline: std::time::Duration,
 }
+
+/// How long a run waits for its broker to come back by default.
+pub const DEFAULT_RECONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl BrokerConfig {
     /// `user@host:port/vhost` of the management API for messages, e.g.

@@ -82,8 +82,8 @@ fn expand_item(item: &str, name: &str) -> Result<Vec<String>, String> {
     if start > end {
         return Err(format!("empty range {name}: {start} is greater than {end}"));
     }
-    let count = end - start + 1;
-    if count > MAX_EXPANSION as u64 {
+    // `end - start` cannot overflow (start <= end); `+ 1` could, for px[0:18446744073709551615].
+    if end - start >= MAX_EXPANSION as u64 {
         return Err(format!(
             "range in {name} gives more than {MAX_EXPANSION} hosts"
         ));
@@ -210,5 +210,11 @@ mod tests {
         assert!(err("px[1:10001]").contains("more than 10000"));
         assert!(err("px[1:5000,1:5001]").contains("more than 10000"));
         assert_eq!(ok("px[1:10000]").len(), 10_000);
+        // The widest bounds that parse: the count must not overflow (it panicked).
+        assert!(err("px[0:18446744073709551615]").contains("more than 10000"));
+        assert_eq!(
+            ok("px[18446744073709551615:18446744073709551615]"),
+            ["px18446744073709551615"]
+        );
     }
 }

@@ -118,6 +118,7 @@ pub(super) struct RawBroker {
     pub user: Option<Spanned<String>>,
     pub password_file: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
+    pub reconnect_deadline: Option<Spanned<HumanDuration>>,
 }
 
 /// One entry of `hosts = [...]`.

@@ -106,6 +106,7 @@ fn lab_inventory_loads() {
             vhost: "ops".into(),
             user: "roll-lab".into(),
             password: SecretRef::File("/var/lib/roll-lab/broker-password".into()),
+            reconnect_deadline: crate::inventory::DEFAULT_RECONNECT_DEADLINE,
         }
     );
     assert_eq!(ops.ssh.user.as_deref(), Some("rl-{name}"));
@@ -639,6 +640,24 @@ fn ssh_value_errors() {
 }
 
 #[test]
+fn the_reconnect_deadline_has_a_default_and_a_group_overrides_it() {
+    let text = format!(
+        "{BROKER}reconnect_deadline = \"30s\"\n\n[groups.ops]\nhosts = [{{ name = \"a\", half = \"a\" }}, {{ name = \"b\", half = \"b\" }}]\n\n[groups.dev]\nbroker.reconnect_deadline = \"5m\"\nhosts = [{{ name = \"c\", half = \"a\" }}, {{ name = \"d\", half = \"b\" }}]\n"
+    );
+    let inventory = parse_ok(&text);
+    let deadline = |g: &str| inventory.group(g).map(|g| g.broker.reconnect_deadline);
+    assert_eq!(deadline("ops"), Some(std::time::Duration::from_secs(30)));
+    assert_eq!(deadline("dev"), Some(std::time::Duration::from_secs(300)));
+    let plain = parse_ok(&format!(
+        "{BROKER}\n[groups.ops]\nhosts = [{{ name = \"a\", half = \"a\" }}, {{ name = \"b\", half = \"b\" }}]\n"
+    ));
+    assert_eq!(
+        plain.group("ops").map(|g| g.broker.reconnect_deadline),
+        Some(DEFAULT_RECONNECT_DEADLINE)
+    );
+}
+
+#[test]
 fn broker_value_errors() {
     let broker = |extra: &str| {
         format!(
@@ -663,6 +682,14 @@ fn broker_value_errors() {
         )),
         "inv.toml:6:16: invalid password_env \"MY-PW\": expected an environment variable name \
          such as RABBITMQ_PASSWORD"
+    );
+    // Names rendered into commands and files on the hosts carry no control character.
+    let text = format!(
+        "[defaults.broker]\nmanagement_url = \"http://127.0.0.1:15672\"\namqp_url = \"amqp://h:5672\"\nvhost = \"ops\\nexchange evil\"\nuser = \"roll\"\npassword_env = \"P\"\n\n[groups.ops]\nhosts = [{{ name = \"a\", half = \"a\" }}, {{ name = \"b\", half = \"b\" }}]\n"
+    );
+    assert_eq!(
+        error(&text),
+        "inv.toml:4:9: broker vhost contains the control character '\\n'"
     );
     // A password under a group's broker, in dotted form.
     let text = format!(
