@@ -205,19 +205,25 @@ fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,lapin=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| crate::redact::Stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
 /// Parses the command line, runs the command, prints errors, and returns the exit code.
 pub fn main() -> u8 {
+    // A write past a file size limit fails (EFBIG) instead of killing the process, so that
+    // the journal can undo it and the run stop cleanly.
+    // SAFETY: setting a signal to SIG_IGN at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     init_tracing();
     match run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("roll: error: {err}");
+            crate::output::note(&format!("roll: error: {err}"));
             err.exit_code()
         }
     }

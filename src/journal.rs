@@ -5,7 +5,12 @@
 //!
 //! Layout under the state directory:
 //! `groups/<group>/runs/<run-id>.jsonl`, and `groups/<group>/last` naming the latest run.
-//! Secrets registered with [`Journal::redact`] are replaced by `***` before anything is written.
+//! Every password `roll` read is replaced by `***` in each value of an entry before the entry
+//! is serialised (see [`crate::redact`]).
+//!
+//! A write that fails (a full disk, a file size limit) is undone: the file is cut back to its
+//! last whole line, so that it stays readable and the next entry starts a line of its own.
+//! The caller gets the error and does not do what the entry would have recorded.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -157,11 +162,14 @@ pub enum RunStatus {
 pub enum Backup {
     /// The package version installed before the upgrade.
     Version { version: String },
-    /// A file about to be replaced (`content` is `None` when it did not exist).
+    /// A file about to be replaced (`content` is `None` when it did not exist; base64
+    /// when `base64`, for a file that is not UTF-8 text).
     File {
         path: String,
         content: Option<String>,
         mode: Option<u32>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        base64: bool,
     },
     /// A queue about to be recreated: its definition, bindings and message count.
     Queue {
@@ -174,13 +182,63 @@ pub enum Backup {
     },
 }
 
+impl Backup {
+    /// The backup of a file: its bytes (as text when they are UTF-8) and mode, or that it
+    /// did not exist.
+    pub fn file(path: String, content: Option<Vec<u8>>, mode: Option<u32>) -> Backup {
+        use base64::Engine as _;
+        let (content, base64) = match content.map(String::from_utf8) {
+            None => (None, false),
+            Some(Ok(text)) => (Some(text), false),
+            Some(Err(bytes)) => (
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes.into_bytes())),
+                true,
+            ),
+        };
+        Backup::File {
+            path,
+            content,
+            mode,
+            base64,
+        }
+    }
+
+    /// A file backup's bytes (`None`: it did not exist) and mode; `None` for another backup
+    /// or unreadable base64.
+    pub fn file_content(&self) -> Option<(Option<Vec<u8>>, Option<u32>)> {
+        use base64::Engine as _;
+        let Backup::File {
+            content,
+            mode,
+            base64,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let bytes = match (content, base64) {
+            (None, _) => None,
+            (Some(text), false) => Some(text.clone().into_bytes()),
+            (Some(text), true) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .ok()?,
+            ),
+        };
+        Some((bytes, *mode))
+    }
+}
+
 /// An open journal of one run.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
     file: File,
     seq: u64,
-    secrets: Vec<String>,
+    /// Bytes of whole lines written: where the file is cut back to after a failed write.
+    len: u64,
+    /// Set when a failed write could not be undone: nothing more is appended.
+    broken: Option<String>,
 }
 
 /// The directory of a group's journals.
@@ -212,7 +270,8 @@ impl Journal {
             path,
             file,
             seq: 0,
-            secrets: vec![],
+            len: 0,
+            broken: None,
         })
     }
 
@@ -234,7 +293,8 @@ impl Journal {
             path: path.to_path_buf(),
             file,
             seq: entries.last().map_or(0, |e| e.seq),
-            secrets: vec![],
+            len: complete as u64,
+            broken: None,
         })
     }
 
@@ -243,36 +303,63 @@ impl Journal {
         &self.path
     }
 
-    /// Registers a secret: it is written as `***` wherever it appears.
-    pub fn redact(&mut self, secret: &str) {
-        if !secret.is_empty() {
-            self.secrets.push(secret.to_string());
-        }
+    /// The length of what this journal has written (whole lines): if the file is longer, some
+    /// other process appended to it.
+    pub fn written(&self) -> u64 {
+        self.len
     }
 
-    /// Appends an event and flushes it to disk before returning.
+    /// Appends an event and flushes it to disk before returning. On failure nothing of the
+    /// entry stays in the file.
     pub fn append(&mut self, event: Event) -> Result<Entry, JournalError> {
-        self.seq += 1;
+        if let Some(why) = &self.broken {
+            return Err(JournalError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(format!("no longer written to: {why}")),
+            });
+        }
         let at_ms = clock::now_millis();
         let entry = Entry {
-            seq: self.seq,
+            seq: self.seq + 1,
             at_ms,
             at: clock::rfc3339(at_ms),
             event,
         };
-        let mut line = serde_json::to_string(&entry).map_err(|err| JournalError::Io {
+        let mut value = serde_json::to_value(&entry).map_err(|err| JournalError::Io {
             path: self.path.clone(),
             source: std::io::Error::other(err),
         })?;
-        for secret in &self.secrets {
-            line = line.replace(secret.as_str(), "***");
-        }
+        crate::redact::value(&mut value);
+        let mut line = value.to_string();
         line.push('\n');
-        self.file
+        let written = self
+            .file
             .write_all(line.as_bytes())
-            .map_err(io(&self.path))?;
-        self.file.sync_data().map_err(io(&self.path))?;
-        Ok(entry)
+            .and_then(|()| self.file.sync_data());
+        if let Err(source) = written {
+            // Cut what part of the line may have gone in, so that the file ends with a whole
+            // line; if even that fails, stop writing to it.
+            let undone = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.sync_data());
+            if let Err(again) = undone {
+                self.broken = Some(format!(
+                    "a failed write ({source}) could not be undone ({again})"
+                ));
+            }
+            return Err(JournalError::Io {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        self.seq += 1;
+        self.len += line.len() as u64;
+        let back: Entry = serde_json::from_value(value).map_err(|err| JournalError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(err),
+        })?;
+        Ok(back)
     }
 }
 
@@ -467,6 +554,55 @@ mod tests {
         assert_eq!(entries[1].seq, 2);
     }
 
+    /// A write cut short (here by a file size limit, as a full disk does) leaves no partial
+    /// line: the journal reads back whole, and once there is room again the next entry
+    /// starts a line of its own.
+    #[test]
+    fn a_failed_write_leaves_the_journal_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), "ops", "r1").unwrap();
+        j.append(started()).unwrap();
+        let path = j.path().to_path_buf();
+        let before = fs::metadata(&path).unwrap().len();
+        let big = Event::StepFinished {
+            host: "px1".into(),
+            step: "upgrade".into(),
+            ok: true,
+            detail: String::new(),
+            output: Some("x".repeat(64 * 1024)),
+        };
+        // SAFETY: nextest runs each test in a process of its own; the soft limit is put
+        // back before the test goes on, and SIGXFSZ is ignored so that write fails instead.
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            libc::getrlimit(libc::RLIMIT_FSIZE, &mut old);
+            let small = libc::rlimit {
+                rlim_cur: before + 1000,
+                rlim_max: old.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &small);
+        }
+        let failed = j.append(big.clone());
+        unsafe {
+            libc::setrlimit(libc::RLIMIT_FSIZE, &old);
+        }
+        assert!(failed.is_err(), "the write should fail");
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            before,
+            "a partial line stayed"
+        );
+        assert_eq!(read(&path).unwrap().len(), 1);
+        j.append(big).unwrap();
+        let entries = read(&path).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].seq, 2);
+    }
+
     #[test]
     fn a_corrupt_middle_line_names_the_line() {
         let dir = tempfile::tempdir().unwrap();
@@ -480,17 +616,35 @@ mod tests {
     fn secrets_are_never_written() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::create(dir.path(), "ops", "r1").unwrap();
-        j.redact("s3cret");
+        // Quotes, a backslash, a percent sign, and a JSON key of the journal's lines.
+        let nasty = "se\"c\\r%et\"host";
+        crate::redact::register(nasty);
+        crate::redact::register("s3cret");
+        let encoded =
+            percent_encoding::utf8_percent_encode(nasty, percent_encoding::NON_ALPHANUMERIC);
         j.append(Event::StepFinished {
             host: "px1".into(),
             step: "start".into(),
             ok: true,
-            detail: "password s3cret here".into(),
-            output: Some("amqp://u:s3cret@h".into()),
+            detail: format!("password s3cret here, and {nasty}"),
+            output: Some(format!(
+                "amqp://u:{encoded}@h\n{{\"pw\": {}}}",
+                serde_json::json!(nasty)
+            )),
         })
         .unwrap();
         let text = fs::read_to_string(j.path()).unwrap();
         assert!(!text.contains("s3cret"), "{text}");
+        assert!(!text.contains("c\\\\r%et"), "{text}");
+        assert!(!text.contains("r%25et"), "{text}");
         assert!(text.contains("***"));
+        let entries = read(j.path()).unwrap();
+        match &entries[0].event {
+            Event::StepFinished { host, detail, .. } => {
+                assert_eq!(host, "px1");
+                assert_eq!(detail, "password *** here, and ***");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

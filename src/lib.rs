@@ -27,6 +27,7 @@ pub mod lock;
 pub mod output;
 pub mod plan;
 pub mod playbook;
+pub mod redact;
 pub mod remote;
 pub mod source;
 pub mod template;

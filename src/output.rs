@@ -4,6 +4,8 @@
 use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
+
+use crate::redact;
 use tabled::settings::Style;
 use tabled::{Table, Tabled};
 
@@ -39,13 +41,15 @@ pub fn print_rows<T: Tabled + Serialize>(
     let mut out = stdout.lock();
     match format {
         OutputFormat::Table => {
-            writeln!(out, "{}", table(rows, terminal))?;
+            writeln!(out, "{}", redact::text(&table(rows, terminal)))?;
             if let Some(summary) = summary {
-                writeln!(out, "{summary}")?;
+                writeln!(out, "{}", redact::text(summary))?;
             }
         }
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, rows).map_err(std::io::Error::other)?;
+            let mut value = serde_json::to_value(rows).map_err(std::io::Error::other)?;
+            redact::value(&mut value);
+            serde_json::to_writer_pretty(&mut out, &value).map_err(std::io::Error::other)?;
             writeln!(out)?;
         }
     }
@@ -59,8 +63,10 @@ pub fn stdout_is_terminal() -> bool {
 
 /// Prints any serialisable value as pretty JSON.
 pub fn print_json<T: Serialize>(value: &T) -> std::io::Result<()> {
+    let mut value = serde_json::to_value(value).map_err(std::io::Error::other)?;
+    redact::value(&mut value);
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value).map_err(std::io::Error::other)?;
+    serde_json::to_writer_pretty(&mut out, &value).map_err(std::io::Error::other)?;
     writeln!(out)?;
     out.flush()
 }
@@ -68,8 +74,15 @@ pub fn print_json<T: Serialize>(value: &T) -> std::io::Result<()> {
 /// Prints text and a newline.
 pub fn print_text(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}")?;
+    writeln!(out, "{}", redact::text(text))?;
     out.flush()
+}
+
+/// A line for the operator on stderr (progress, notes, errors): never the result, which
+/// goes to stdout. Secrets are masked.
+pub fn note(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{}", redact::text(text));
 }
 
 /// Formats an optional value for a table cell: `-` when absent.

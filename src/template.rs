@@ -85,6 +85,43 @@ pub fn check(template: &str) -> Result<(), (usize, String)> {
     Ok(())
 }
 
+/// Checks a command template (run by `sh -c` with values shell-quoted): besides
+/// [`check`], no placeholder may sit inside single or double quotes, where the quoting of
+/// its value would not hold (`echo "{user}"` with a user `$(id)` would run `id`).
+pub fn check_command(template: &str) -> Result<(), (usize, String)> {
+    check(template)?;
+    let found = placeholders(template)?;
+    let bytes = template.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut next = found.iter().peekable();
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some((start, _, name)) = next.peek()
+            && *start == i
+        {
+            if let Some(q) = quote {
+                let kind = if q == b'\'' { "single" } else { "double" };
+                return Err((
+                    i,
+                    format!(
+                        "placeholder {{{name}}} is inside {kind} quotes: roll quotes its value \
+                         itself, so write it without quotes around it"
+                    ),
+                ));
+            }
+            next.next();
+        }
+        match (quote, bytes[i]) {
+            (None, b'\\') | (Some(b'"'), b'\\') => i += 1,
+            (None, q @ (b'\'' | b'"')) => quote = Some(q),
+            (Some(q), c) if c == q => quote = None,
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// Substitutes the variables into a template.
 pub fn render(template: &str, vars: &Vars, escape: Escape) -> Result<String, String> {
     let found = placeholders(template).map_err(|(_, message)| message)?;
@@ -145,6 +182,29 @@ mod tests {
             "USER=${USER} {x} rl-px1"
         );
         assert!(check("queueShare ${USER}_${HOSTNAME}").is_ok());
+    }
+
+    #[test]
+    fn placeholders_inside_quotes_are_refused_in_commands() {
+        let (at, message) = check_command("echo \"{user}\"").unwrap_err();
+        assert_eq!(at, 6);
+        assert!(message.contains("inside double quotes"), "{message}");
+        let (at, message) = check_command("echo 'x {host}'").unwrap_err();
+        assert_eq!(at, 8);
+        assert!(message.contains("inside single quotes"), "{message}");
+        // Outside quotes, after a closed quote, escaped quotes, shell variables: fine.
+        assert!(check_command("USER={user} sr3 stop").is_ok());
+        assert!(check_command("echo 'a' {user} \"b\" {host}").is_ok());
+        assert!(check_command("echo \\\" {user}").is_ok());
+        assert!(check_command("f=\"${HOME}/x\"; cat \"$f\" {package}").is_ok());
+        assert!(check_command("echo \"a\\\"b\" {user}").is_ok());
+        // A value that breaks out of double quotes when the check is skipped.
+        let mut v = Vars::new();
+        v.insert("user", "$(id)".into());
+        assert_eq!(
+            render("echo \"{user}\"", &v, Escape::Shell).unwrap(),
+            "echo \"'$(id)'\""
+        );
     }
 
     #[test]

@@ -143,10 +143,10 @@ pub async fn check(groups: &[&Group]) -> Vec<CheckRow> {
 /// One line on stderr per finished check, so that a slow host shows up as it happens.
 fn progress(row: &CheckRow) {
     let state = if row.reachable { "ok" } else { "FAILED" };
-    eprintln!(
+    crate::output::note(&format!(
         "check {} {}: {state} ({:.2}s)",
         row.kind, row.name, row.seconds
-    );
+    ));
 }
 
 /// Runs `roll check`: exit 0 when everything is reachable, 1 otherwise.

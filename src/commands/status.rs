@@ -210,7 +210,7 @@ pub async fn run(
         let playbook = playbook::load(&path)?;
         rows.extend(group_rows(group, &playbook, last.as_ref()).await);
         if let Some(note) = holding_note(group).await {
-            eprintln!("{note}");
+            crate::output::note(&note);
         }
     }
     let failover: Vec<&str> = rows

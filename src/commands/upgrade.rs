@@ -366,7 +366,6 @@ async fn upgrade_locked(
         return Err(err);
     }
     let mut journal = Journal::create(&settings.state_dir, &group.name, &run_id)?;
-    journal.redact(password.expose());
     journal.append(Event::Started {
         run_id: run_id.clone(),
         kind: "upgrade".into(),
@@ -382,7 +381,7 @@ async fn upgrade_locked(
         skip_promotion_check: settings.skip_promotion_check,
         plan: serde_json::to_value(&plan).map_err(|e| Error::Output(std::io::Error::other(e)))?,
     })?;
-    eprintln!("journal: {}", journal.path().display());
+    crate::output::note(&format!("journal: {}", journal.path().display()));
     execute(
         group,
         playbook,

@@ -3,6 +3,7 @@
 //! Every step is safe to run again, and steps the journal shows as done are skipped, so an
 //! interrupted run is resumed by executing the same plan again.
 
+mod files;
 mod preserve;
 mod rollback;
 mod steps;
@@ -342,10 +343,10 @@ impl Engine {
 
     /// One line per host and step on stderr.
     fn progress(&self, host: &str, step: &str, state: &str) {
-        eprintln!(
+        crate::output::note(&format!(
             "[{:>6.1}s] {host:<10} {step:<18} {state}",
             self.started.elapsed().as_secs_f64()
-        );
+        ));
     }
 
     /// Executes the plan.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{BROKER, Done, Engine, Failure, StepError, each_host, record, wait_for};
-use crate::journal::{Backup, Event, RunStatus};
+use crate::journal::{Event, RunStatus};
 use crate::plan::rollback::{Repair, RollbackPlan};
 use crate::plan::upgrade::HostPlan;
 
@@ -222,28 +222,7 @@ impl Engine {
         if !repair.files.is_empty() {
             self.step(name, "restore files", || async {
                 for path in &repair.files {
-                    let backup = self.backups.lock().await.iter().find_map(|(h, b)| match b {
-                        Backup::File {
-                            path: p,
-                            content,
-                            mode,
-                        } if h == name && p == path => Some((content.clone(), *mode)),
-                        _ => None,
-                    });
-                    match backup {
-                        Some((Some(content), mode)) => {
-                            self.write_file(name, path, &content, mode).await?;
-                        }
-                        Some((None, _)) => {
-                            let script = format!("rm -f {}", crate::remote::quote(path));
-                            self.connection(name)?
-                                .run("remove file", &script, self.playbook.commands.timeout)
-                                .await?;
-                        }
-                        None => {
-                            return Err(StepError::from(format!("no backup of {path}")));
-                        }
-                    }
+                    self.restore_file(name, path).await?;
                 }
                 Ok(Done::new(repair.files.join(", ")))
             })

@@ -11,13 +11,6 @@ use super::{BROKER, Done, Engine, Failure, StepError, each_host, record, wait_fo
 use crate::broker::equivalence::QueueSettings;
 use crate::journal::{Backup, Event};
 use crate::plan::upgrade::HostPlan;
-use crate::remote::quote;
-use crate::template::{self, Escape};
-
-/// Where a file is staged before the stop.
-fn staged(path: &str) -> String {
-    format!("{path}.roll-staged")
-}
 
 impl Engine {
     /// Hosts one after the other through every step: the canary, then the rest, at most
@@ -400,7 +393,7 @@ impl Engine {
     }
 
     /// Journals a backup unless the journal already has it (a resume keeps the original).
-    async fn save(&self, host: &str, item: Backup) -> Result<bool, StepError> {
+    pub(super) async fn save(&self, host: &str, item: Backup) -> Result<bool, StepError> {
         let key = backup_key(&item);
         let mut backups = self.backups.lock().await;
         if backups
@@ -428,39 +421,7 @@ impl Engine {
             },
         )
         .await?;
-        for file in &self.playbook.files {
-            let path = quote(&file.path);
-            let script = format!(
-                "if [ -f {path} ]; then printf 'present %s\\n' \"$(stat -c %a {path})\"; cat {path}; else echo absent; fi"
-            );
-            let output = self
-                .connection(name)?
-                .run("read file", &script, self.playbook.commands.timeout)
-                .await?;
-            if !output.success() {
-                return Err(StepError {
-                    detail: format!("cannot read {}", file.path),
-                    output: Some(record("read file", &output)),
-                });
-            }
-            let (head, body) = output
-                .stdout
-                .split_once('\n')
-                .unwrap_or((&output.stdout, ""));
-            let item = match head.strip_prefix("present ") {
-                Some(mode) => Backup::File {
-                    path: file.path.clone(),
-                    content: Some(body.to_string()),
-                    mode: u32::from_str_radix(mode.trim(), 8).ok(),
-                },
-                None => Backup::File {
-                    path: file.path.clone(),
-                    content: None,
-                    mode: None,
-                },
-            };
-            self.save(name, item).await?;
-        }
+        self.backup_files(name).await?;
         for q in &host.queues {
             self.backup_queue(name, &q.name).await?;
         }
@@ -507,131 +468,6 @@ impl Engine {
             .map(|(_, b)| b)
             .find(|b| matches!(b, Backup::Queue { name: n, .. } if n == name))
             .cloned()
-    }
-
-    /// The files this host gets, rendered: those marked `only_if_present` only where they
-    /// existed before.
-    async fn files_for(&self, name: &str) -> Result<Vec<(String, String, Option<u32>)>, StepError> {
-        let vars = self.vars(name)?;
-        let mut files = vec![];
-        for file in &self.playbook.files {
-            if file.only_if_present {
-                let existed = self.backups.lock().await.iter().any(|(h, b)| {
-                    h == name
-                        && matches!(b, Backup::File { path, content: Some(_), .. } if *path == file.path)
-                });
-                if !existed {
-                    continue;
-                }
-            }
-            let content = template::render(&file.content, &vars, Escape::None)?;
-            files.push((file.path.clone(), content, file.mode));
-        }
-        Ok(files)
-    }
-
-    /// Writes the release's files beside their targets (`<path>.roll-staged`), while the
-    /// service still runs.
-    async fn stage(&self, name: &str) -> Result<Done, StepError> {
-        let files = self.files_for(name).await?;
-        for (path, content, mode) in &files {
-            self.write_file(name, &staged(path), content, *mode).await?;
-        }
-        Ok(Done::new(if files.is_empty() {
-            "no files".to_string()
-        } else {
-            files
-                .iter()
-                .map(|(p, _, _)| staged(p))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }))
-    }
-
-    /// Puts the staged files in place (one rename each, one command for all); a file whose
-    /// staged copy is gone (a resume after the rename) is written again.
-    async fn deploy(&self, name: &str) -> Result<Done, StepError> {
-        let files = self.files_for(name).await?;
-        if files.is_empty() {
-            return Ok(Done::new("no files"));
-        }
-        let mut script = String::new();
-        for (path, _, _) in &files {
-            let (from, to) = (quote(&staged(path)), quote(path));
-            script.push_str(&format!(
-                "if [ -f {from} ]; then mv {from} {to}; else echo {to}; fi\n"
-            ));
-        }
-        let output = self
-            .connection(name)?
-            .run(
-                "put files in place",
-                &script,
-                self.playbook.commands.timeout,
-            )
-            .await?;
-        if !output.success() {
-            return Err(StepError {
-                detail: "cannot put the staged files in place".into(),
-                output: Some(record("put files in place", &output)),
-            });
-        }
-        let missing: Vec<&str> = output.stdout.lines().map(str::trim).collect();
-        for (path, content, mode) in &files {
-            if missing.contains(&path.as_str()) {
-                self.write_file(name, path, content, *mode).await?;
-            }
-        }
-        Ok(Done::new(
-            files
-                .iter()
-                .map(|(p, _, _)| p.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        ))
-    }
-}
-
-impl Engine {
-    /// Writes a file on a host atomically: a temporary file beside it, then a rename.
-    pub(super) async fn write_file(
-        &self,
-        name: &str,
-        path: &str,
-        content: &str,
-        mode: Option<u32>,
-    ) -> Result<(), StepError> {
-        let delimiter = format!("ROLL_EOF_{}", crate::clock::now_millis());
-        if content.lines().any(|l| l == delimiter) {
-            return Err(StepError::from(
-                "file content contains the heredoc delimiter",
-            ));
-        }
-        let target = quote(path);
-        let tmp = quote(&format!("{path}.roll-new"));
-        let mut script = format!(
-            "set -e\nmkdir -p \"$(dirname {target})\"\ncat > {tmp} <<'{delimiter}'\n{content}"
-        );
-        if !content.ends_with('\n') {
-            script.push('\n');
-        }
-        script.push_str(&format!("{delimiter}\n"));
-        if let Some(mode) = mode {
-            script.push_str(&format!("chmod {mode:o} {tmp}\n"));
-        }
-        script.push_str(&format!("mv {tmp} {target}\n"));
-        let output = self
-            .connection(name)?
-            .run("write file", &script, self.playbook.commands.timeout)
-            .await?;
-        if output.success() {
-            Ok(())
-        } else {
-            Err(StepError {
-                detail: format!("cannot write {path}"),
-                output: Some(record("write file", &output)),
-            })
-        }
     }
 }
 

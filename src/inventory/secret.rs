@@ -37,6 +37,8 @@ impl SecretRef {
         if value.is_empty() {
             return Err(SecretError::Empty { from: self.clone() });
         }
+        // From now on it is masked in everything roll prints, logs or journals.
+        crate::redact::register(&value);
         Ok(Secret(value))
     }
 }

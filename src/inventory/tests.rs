@@ -684,11 +684,10 @@ fn broker_value_errors() {
          such as RABBITMQ_PASSWORD"
     );
     // Names rendered into commands and files on the hosts carry no control character.
-    let text = format!(
-        "[defaults.broker]\nmanagement_url = \"http://127.0.0.1:15672\"\namqp_url = \"amqp://h:5672\"\nvhost = \"ops\\nexchange evil\"\nuser = \"roll\"\npassword_env = \"P\"\n\n[groups.ops]\nhosts = [{{ name = \"a\", half = \"a\" }}, {{ name = \"b\", half = \"b\" }}]\n"
-    );
+    let text = "[defaults.broker]\nmanagement_url = \"http://127.0.0.1:15672\"\namqp_url = \"amqp://h:5672\"\nvhost = \"ops\\nexchange evil\"\nuser = \"roll\"\npassword_env = \"P\"\n\n[groups.ops]\nhosts = [{ name = \"a\", half = \"a\" }, { name = \"b\", half = \"b\" }]\n";
+
     assert_eq!(
-        error(&text),
+        error(text),
         "inv.toml:4:9: broker vhost contains the control character '\\n'"
     );
     // A password under a group's broker, in dotted form.

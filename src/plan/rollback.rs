@@ -353,6 +353,7 @@ mod tests {
                     path: ".config/x.conf".into(),
                     content: Some("old".into()),
                     mode: Some(0o644),
+                    base64: false,
                 },
             });
             if h != "px6" {

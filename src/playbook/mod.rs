@@ -151,25 +151,30 @@ pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
     let raw: raw::RawPlaybook =
         toml::from_str(text).map_err(|err| SourceError::toml(path, text, &err))?;
     let error = |at: usize, message: String| SourceError::at(path, text, at, message);
-    let checked = |value: &Spanned<String>| -> Result<String, SourceError> {
-        template::check(value.get_ref())
+    let checked_with = |value: &Spanned<String>,
+                        check: fn(&str) -> Result<(), (usize, String)>|
+     -> Result<String, SourceError> {
+        check(value.get_ref())
             .map_err(|(offset, message)| error(value.span().start + 1 + offset, message))?;
         if value.get_ref().trim().is_empty() {
             return Err(error(value.span().start, "must not be empty".into()));
         }
         Ok(value.get_ref().clone())
     };
+    let checked = |value: &Spanned<String>| checked_with(value, template::check);
+    // Commands run with `sh -c`: no placeholder inside quotes.
+    let command = |value: &Spanned<String>| checked_with(value, template::check_command);
     let commands = Commands {
-        stop: checked(&raw.commands.stop)?,
-        start: checked(&raw.commands.start)?,
-        status: checked(&raw.commands.status)?,
-        upgrade: checked(&raw.commands.upgrade)?,
-        installed_version: checked(&raw.commands.installed_version)?,
+        stop: command(&raw.commands.stop)?,
+        start: command(&raw.commands.start)?,
+        status: command(&raw.commands.status)?,
+        upgrade: command(&raw.commands.upgrade)?,
+        installed_version: command(&raw.commands.installed_version)?,
         reset_queue_state: raw
             .commands
             .reset_queue_state
             .as_ref()
-            .map(checked)
+            .map(command)
             .transpose()?,
         upgrade_before_stop: raw.commands.upgrade_before_stop,
         timeout: raw.commands.timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
@@ -242,7 +247,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
             line,
         });
     }
-    let discover = raw.queues.discover.as_ref().map(checked).transpose()?;
+    let discover = raw.queues.discover.as_ref().map(command).transpose()?;
     if discover.is_none() && owned.is_empty() {
         return Err(SourceError {
             path: path.to_path_buf(),
@@ -268,9 +273,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
             timeout: DEFAULT_VERIFY_TIMEOUT,
         },
         Some(v) => Verify {
-            client_ports: v.client_ports.as_ref().map(checked).transpose()?,
+            client_ports: v.client_ports.as_ref().map(command).transpose()?,
             client_version: v.client_version.clone(),
-            logs: v.logs.as_ref().map(checked).transpose()?,
+            logs: v.logs.as_ref().map(command).transpose()?,
             log_errors: v.log_errors.clone(),
             timeout: v.timeout.unwrap_or(DEFAULT_VERIFY_TIMEOUT),
         },

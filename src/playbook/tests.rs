@@ -78,6 +78,23 @@ fn errors_name_the_file_and_line() {
     assert!(e.contains("test.toml:11:"), "{e}");
     assert!(e.contains("unknown placeholder {verison}"), "{e}");
 
+    let quoted = MINIMAL.replace("stop = \"stop\"", "stop = 'echo \"{user}\"'");
+    let e = error_of(&quoted);
+    assert!(e.contains("test.toml:8:"), "{e}");
+    assert!(
+        e.contains("placeholder {user} is inside double quotes"),
+        "{e}"
+    );
+    // File templates are not shell: quotes around a placeholder are fine there.
+    let dir = tempfile::tempdir().expect("dir");
+    let template = dir.path().join("t.conf");
+    std::fs::write(&template, "name \"{user}\"\n").expect("write");
+    let text = format!(
+        "{MINIMAL}\n[[files]]\npath = \"a\"\ntemplate = {:?}\n",
+        template.display().to_string()
+    );
+    assert!(parse_text(&text).is_ok());
+
     let bad_unit = MINIMAL.replace("\"7d\"", "\"7 days\"");
     let e = error_of(&bad_unit);
     assert!(e.contains("test.toml:18:"), "{e}");

@@ -15,6 +15,27 @@ use crate::inventory::Host;
 
 pub use quote::quote;
 
+/// The first line a command prints on stderr: its shell's pid (stripped from the output).
+const PID_MARK: &str = "\u{1e}roll-pid ";
+
+/// How long the kill of a timed-out command may take.
+const KILL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The pid a command announced, once its first line of stderr is complete.
+fn announced_pid(stderr: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(stderr).ok()?;
+    let (first, _) = text.split_once('\n')?;
+    first.strip_prefix(PID_MARK)?.trim().parse().ok()
+}
+
+/// The stderr of a command without the pid line it starts with.
+fn strip_pid_mark(stderr: &str) -> &str {
+    match stderr.strip_prefix(PID_MARK) {
+        Some(rest) => rest.split_once('\n').map_or("", |(_, after)| after),
+        None => stderr,
+    }
+}
+
 /// Extra time allowed on top of the inventory's connect timeout for authentication and the
 /// master's start-up, which OpenSSH's `ConnectTimeout` does not cover.
 const LOGIN_GRACE: Duration = Duration::from_secs(10);
@@ -96,12 +117,13 @@ pub enum RemoteError {
         target: String,
         reason: ConnectFailure,
     },
-    /// A command did not finish in time.
-    #[error("{host}: `{label}` did not finish within {after:?}")]
+    /// A command did not finish in time (and was killed on the host, as `killed` says).
+    #[error("{host}: `{label}` did not finish within {after:?} ({killed})")]
     Timeout {
         host: String,
         label: String,
         after: Duration,
+        killed: String,
     },
     /// The command could not be run, or the connection broke while it ran.
     #[error("{host}: `{label}` could not run: {detail}")]
@@ -247,39 +269,151 @@ impl Connection {
     /// Runs a shell script on the host with `sh -c`, waiting at most `timeout`.
     /// `label` names the command in errors and logs (never put secrets in it).
     /// A non-zero exit is not an error here: the caller decides, from the output.
+    /// A command that does not finish in time is killed on the host (its process group),
+    /// not left running.
     pub async fn run(
         &self,
         label: &str,
         script: &str,
         timeout: Duration,
     ) -> Result<Output, RemoteError> {
+        self.run_with_input(label, script, None, timeout).await
+    }
+
+    /// Like [`Connection::run`], with `input` streamed to the command's standard input (a
+    /// file's content of any size: nothing of it goes into the command line).
+    pub async fn run_with_input(
+        &self,
+        label: &str,
+        script: &str,
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, RemoteError> {
         let started = Instant::now();
-        let mut command = self.session.command("sh");
-        command.arg("-c").arg(script);
+        // The shell says its pid first (on stderr), so that a command that outlives its
+        // timeout can be found and killed.
+        let wrapped = format!("printf '{PID_MARK}%s\\n' \"$$\" >&2\n{script}");
+        let pid = std::sync::Arc::new(std::sync::Mutex::new(None::<u32>));
         tracing::debug!(host = %self.host, label, "run");
-        let output = match tokio::time::timeout(timeout, command.output()).await {
+        let work = self.spawn_and_collect(&wrapped, input, pid.clone());
+        let collected = match tokio::time::timeout(timeout, work).await {
             Err(_) => {
+                let remote = pid.lock().ok().and_then(|p| *p);
+                let killed = match remote {
+                    Some(pid) => self.kill_group(pid).await,
+                    None => "its pid was not known: it may still run".to_string(),
+                };
                 return Err(RemoteError::Timeout {
                     host: self.host.clone(),
                     label: label.to_string(),
                     after: timeout,
+                    killed,
                 });
             }
-            Ok(Err(err)) => {
-                return Err(RemoteError::Command {
-                    host: self.host.clone(),
-                    label: label.to_string(),
-                    detail: error_chain(&err),
-                });
-            }
-            Ok(Ok(output)) => output,
+            Ok(collected) => collected,
         };
+        let (status, stdout, stderr) = collected.map_err(|detail| RemoteError::Command {
+            host: self.host.clone(),
+            label: label.to_string(),
+            detail,
+        })?;
+        let stderr = String::from_utf8_lossy(&stderr).into_owned();
         Ok(Output {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            code: status.code(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: strip_pid_mark(&stderr).to_string(),
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Spawns `sh -c script`, feeds it `input`, and collects what it prints; the pid it
+    /// announces first goes to `pid` as soon as it arrives.
+    async fn spawn_and_collect(
+        &self,
+        script: &str,
+        input: Option<&[u8]>,
+        pid: std::sync::Arc<std::sync::Mutex<Option<u32>>>,
+    ) -> Result<(std::process::ExitStatus, Vec<u8>, Vec<u8>), String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut command = self.session.command("sh");
+        command
+            .arg("-c")
+            .arg(script)
+            .stdin(if input.is_some() {
+                openssh::Stdio::piped()
+            } else {
+                openssh::Stdio::null()
+            })
+            .stdout(openssh::Stdio::piped())
+            .stderr(openssh::Stdio::piped());
+        let mut child = command.spawn().await.map_err(|e| error_chain(&e))?;
+        let stdin = child.stdin().take();
+        let stdout = child.stdout().take();
+        let stderr = child.stderr().take();
+        let write = async move {
+            if let (Some(mut pipe), Some(data)) = (stdin, input) {
+                pipe.write_all(data).await?;
+                pipe.shutdown().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let read_out = async move {
+            let mut out = Vec::new();
+            if let Some(mut pipe) = stdout {
+                pipe.read_to_end(&mut out).await?;
+            }
+            Ok::<Vec<u8>, std::io::Error>(out)
+        };
+        let read_err = async move {
+            let mut err = Vec::new();
+            if let Some(mut pipe) = stderr {
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let n = pipe.read(&mut chunk).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    err.extend_from_slice(&chunk[..n]);
+                    if let Ok(mut slot) = pid.lock()
+                        && slot.is_none()
+                    {
+                        *slot = announced_pid(&err);
+                    }
+                }
+            }
+            Ok::<Vec<u8>, std::io::Error>(err)
+        };
+        let (written, out, err) = tokio::join!(write, read_out, read_err);
+        let out = out.map_err(|e| e.to_string())?;
+        let err = err.map_err(|e| e.to_string())?;
+        let status = child.wait().await.map_err(|e| error_chain(&e))?;
+        // A command that exits without reading all of its input is not an error here (the
+        // exit code tells); a broken connection shows in `wait`.
+        if let Err(e) = written {
+            tracing::debug!(host = %self.host, error = %e, "stdin");
+        }
+        Ok((status, out, err))
+    }
+
+    /// Kills the process group of a timed-out command (TERM, then KILL a second later);
+    /// says what happened, for the error.
+    async fn kill_group(&self, pid: u32) -> String {
+        let script = format!(
+            "pg=$(ps -o pgid= -p {pid} 2>/dev/null | tr -d ' '); \
+             if [ -z \"$pg\" ]; then echo gone; exit 0; fi; \
+             kill -TERM \"-$pg\" 2>/dev/null; sleep 1; kill -KILL \"-$pg\" 2>/dev/null; \
+             echo killed"
+        );
+        let mut command = self.session.command("sh");
+        command.arg("-c").arg(&script);
+        match tokio::time::timeout(KILL_TIMEOUT, command.output()).await {
+            Ok(Ok(out)) if String::from_utf8_lossy(&out.stdout).contains("killed") => {
+                format!("killed on the host: process group of pid {pid}")
+            }
+            Ok(Ok(_)) => format!("pid {pid} had ended"),
+            Ok(Err(err)) => format!("could not kill pid {pid}: {}", error_chain(&err)),
+            Err(_) => format!("could not kill pid {pid}: no answer"),
+        }
     }
 
     /// Closes the master connection, or leaves it for the next run when it is kept.
@@ -297,6 +431,15 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pid_line_is_read_and_stripped() {
+        let err = format!("{PID_MARK}4242\nreal error\n");
+        assert_eq!(announced_pid(err.as_bytes()), Some(4242));
+        assert_eq!(announced_pid(format!("{PID_MARK}42").as_bytes()), None);
+        assert_eq!(strip_pid_mark(&err), "real error\n");
+        assert_eq!(strip_pid_mark("plain"), "plain");
+    }
 
     #[test]
     fn ssh_messages_are_classified() {

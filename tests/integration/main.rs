@@ -9,6 +9,7 @@ mod inventory_cli;
 mod lab;
 mod mover;
 mod queue_diff;
+mod remote;
 mod rollback;
 mod support;
 mod upgrade;
