@@ -33,6 +33,16 @@ pub enum Error {
     /// A check before the run failed: nothing was changed.
     #[error("preflight: {0} (nothing was changed)")]
     Preflight(String),
+    /// Hosts could not be reached, each with its reason.
+    #[error("preflight: unreachable hosts: {} (nothing was changed)", list(.0))]
+    Unreachable(Vec<RemoteError>),
+    /// What the group's state does not allow (an unfinished run, held queues): nothing was
+    /// changed, and the message says how to go on.
+    #[error("{0}")]
+    State(String),
+    /// A fault of roll itself (a task that panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The operator did not approve the plan.
     #[error("not approved: nothing was changed")]
     NotApproved,
@@ -45,8 +55,12 @@ impl Error {
     /// The exit code this error ends the process with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Inventory(_) | Error::Usage(_) | Error::Playbook(_) => exit::USAGE,
+            Error::Inventory(_) | Error::Usage(_) | Error::Playbook(_) | Error::State(_) => {
+                exit::USAGE
+            }
             Error::Broker(_)
+            | Error::Unreachable(_)
+            | Error::Internal(_)
             | Error::Remote(_)
             | Error::Output(_)
             | Error::Journal(_)
@@ -55,4 +69,13 @@ impl Error {
             | Error::NotApproved => exit::FAILURE,
         }
     }
+}
+
+/// Errors joined with `; `.
+fn list(errors: &[RemoteError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -12,6 +12,7 @@
 //! last whole line, so that it stays readable and the next entry starts a line of its own.
 //! The caller gets the error and does not do what the entry would have recorded.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -101,6 +102,9 @@ pub enum Event {
         exchange: String,
         alternate: String,
     },
+    /// The group's lock was lost (a broker restart) and taken again by this run, after it
+    /// checked that nobody else ran on the group meanwhile.
+    LockRetaken { reason: String, seconds: f64 },
     /// Messages moved from one queue to another (each confirmed on `to` before it was
     /// acknowledged on `from`).
     Moved {
@@ -303,10 +307,35 @@ impl Journal {
         &self.path
     }
 
-    /// The length of what this journal has written (whole lines): if the file is longer, some
-    /// other process appended to it.
-    pub fn written(&self) -> u64 {
-        self.len
+    /// `Ok(Ok(()))` when no other process wrote to this run's journal or started another run
+    /// of the group since this one last wrote; else what it found.
+    pub fn untouched(&self) -> Result<Result<(), String>, JournalError> {
+        let now = fs::metadata(&self.path).map_err(io(&self.path))?.len();
+        if now != self.len {
+            return Ok(Err(format!(
+                "another process wrote to its journal {}",
+                self.path.display()
+            )));
+        }
+        let run = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string());
+        let last = self
+            .path
+            .parent()
+            .and_then(Path::parent)
+            .map(|group| group.join("last"));
+        if let (Some(run), Some(last)) = (run, last) {
+            let named = fs::read_to_string(&last).map_err(io(&last))?;
+            if named.trim() != run {
+                return Ok(Err(format!(
+                    "another run ({}) started on the group",
+                    named.trim()
+                )));
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// Appends an event and flushes it to disk before returning. On failure nothing of the
@@ -460,6 +489,83 @@ pub fn with_role_overrides(
         }
     }
     Ok(group)
+}
+
+/// What the journal says of a group's last run.
+#[derive(Debug, Clone, Default)]
+pub struct LastRun {
+    pub run_id: String,
+    pub kind: String,
+    pub half: Option<String>,
+    pub version: String,
+    pub playbook_path: Option<PathBuf>,
+    /// done, partial, failed, or interrupted (no end recorded).
+    pub status: String,
+    /// What the last end recorded says (the failure, for a failed run).
+    pub summary: Option<String>,
+    /// The last step of each host: `step ok|FAILED|started`.
+    pub steps: BTreeMap<String, String>,
+}
+
+/// Reads the last run of a group from its journal.
+pub fn last_summary(state_dir: &Path, group: &str) -> Result<Option<LastRun>, JournalError> {
+    let Some(path) = last_run(state_dir, group)? else {
+        return Ok(None);
+    };
+    let entries = read(&path)?;
+    Ok(Some(summarise(&entries)))
+}
+
+/// The last run's facts from its entries.
+pub fn summarise(entries: &[Entry]) -> LastRun {
+    let mut run = LastRun {
+        status: "interrupted".into(),
+        ..LastRun::default()
+    };
+    for entry in entries {
+        match &entry.event {
+            Event::Started {
+                run_id,
+                kind,
+                half,
+                version,
+                playbook_path,
+                ..
+            } => {
+                run.run_id = run_id.clone();
+                run.kind = kind.clone();
+                run.half = half.clone();
+                run.version = version.clone();
+                run.playbook_path = Some(PathBuf::from(playbook_path));
+            }
+            Event::StepStarted { host, step } => {
+                run.steps.insert(host.clone(), format!("{step} started"));
+            }
+            Event::StepFinished { host, step, ok, .. } => {
+                let state = if *ok { "ok" } else { "FAILED" };
+                run.steps.insert(host.clone(), format!("{step} {state}"));
+            }
+            Event::Finished { status, summary } => {
+                run.summary = Some(summary.clone());
+                run.status = match status {
+                    RunStatus::Done => "done",
+                    RunStatus::Partial => "partial",
+                    RunStatus::Failed => "failed",
+                }
+                .into();
+            }
+            Event::Resumed { .. } => run.status = "interrupted".into(),
+            _ => {}
+        }
+    }
+    run
+}
+
+impl LastRun {
+    /// True when the run ended done: nothing of it is left to finish.
+    pub fn is_done(&self) -> bool {
+        self.status == "done"
+    }
 }
 
 /// Reads a journal. A last line without its newline (torn by a crash) is ignored; any other

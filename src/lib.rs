@@ -29,6 +29,8 @@ pub mod plan;
 pub mod playbook;
 pub mod redact;
 pub mod remote;
+pub mod report;
+pub mod session;
 pub mod source;
 pub mod template;
 pub mod units;

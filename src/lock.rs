@@ -1,35 +1,101 @@
 //! The per-group lock: an exclusive queue on the group's broker (`roll.lock.<group>`), held
-//! by an AMQP connection for as long as the run lives. The broker deletes it when the holder
-//! dies, however it dies. Who holds it (operator, controller host, pid, start time) is kept
-//! in the queue's arguments, where a second `roll` reads it to name the holder.
+//! by an AMQP connection of the run. The broker deletes it when the holder dies, however it
+//! dies. Who holds it (operator, controller host, pid, start time) is kept in the queue's
+//! arguments, where a second `roll` reads it to name the holder.
+//!
+//! The lock is a lease: a task watches its connection, and the run confirms it still holds
+//! the lock ([`Lock::confirm`]) before every step that changes a host or the broker. When the
+//! connection goes:
+//! - the watcher takes the lock again as soon as the broker lets it (so that no other `roll`
+//!   gets in while the run winds down to its next step boundary), unless another process
+//!   holds it by then;
+//! - after a broker restart or a broken connection, a lock taken again is reported once as
+//!   [`Lease::Retaken`]: the run checks that nobody else ran on the group in between (its
+//!   journal) before it goes on;
+//! - when the broker closed the connection for another reason (an operator's
+//!   `rabbitmqctl close_connection`, the lock queue deleted), the lock is lost: `confirm`
+//!   fails from then on, and the run stops.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use futures_lite::StreamExt;
 use lapin::options::QueueDeclareOptions;
 use serde_json::Value;
 
 use crate::broker::management::Management;
-use crate::broker::{BrokerError, amqp};
+use crate::broker::{BrokerError, DEFAULT_TIMEOUT, amqp};
 use crate::clock;
 use crate::inventory::{BrokerConfig, Secret};
 
 /// The argument of the lock queue that says who holds it.
 const HOLDER_ARGUMENT: &str = "x-roll-holder";
 
-/// Why the lock could not be taken.
-#[derive(Debug, thiserror::Error)]
+/// How often the watcher tries to take a lost lock again.
+const RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// Why the lock could not be taken, or is no longer held.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LockError {
     #[error("group {group} is locked by {holder}: another roll is running on it")]
     Held { group: String, holder: String },
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
+    #[error(
+        "the lock of group {group} was lost ({reason}): the run stopped; `roll resume --group \
+         {group}` continues it"
+    )]
+    Lost { group: String, reason: String },
+    #[error("broker: {0}")]
+    Broker(String),
+}
+
+impl From<BrokerError> for LockError {
+    fn from(err: BrokerError) -> LockError {
+        LockError::Broker(err.to_string())
+    }
+}
+
+/// What [`Lock::confirm`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// Held all along.
+    Held,
+    /// Lost (`reason`) and taken again: the caller checks that nobody else ran meanwhile.
+    Retaken { reason: String, after: Duration },
+}
+
+/// How the lock's connection ended.
+#[derive(Debug, Clone)]
+enum Loss {
+    /// The broker went (a restart, a node going down) or the connection broke: the lock may
+    /// be taken again.
+    Broken(String),
+    /// Closed on purpose (an operator, the queue deleted): the run must stop.
+    Revoked(String),
+}
+
+/// The lease as the watcher keeps it.
+#[derive(Debug, Default)]
+struct State {
+    connection: Option<Arc<lapin::Connection>>,
+    channel: Option<lapin::Channel>,
+    /// The connection went, and why (cleared once taken again, for a broken one).
+    lost: Option<(Loss, Instant)>,
+    /// Taken again after a loss, not yet reported by `confirm`.
+    retaken: Option<(String, Duration)>,
+    /// Given up: held by another process, revoked, or the broker never came back.
+    gone: Option<String>,
 }
 
 /// A held lock. Dropping it (or the process dying) releases it.
 pub struct Lock {
-    connection: lapin::Connection,
+    group: String,
+    broker: BrokerConfig,
+    password: Secret,
     /// Who holds it, as recorded.
     pub holder: String,
+    state: Arc<Mutex<State>>,
+    watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Lock {
@@ -70,28 +136,46 @@ pub fn controller() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Takes the group's lock, or says who holds it.
-pub async fn acquire(
+/// The outcome of one attempt to declare the lock queue.
+enum Taken {
+    Yes(Box<(lapin::Connection, lapin::Channel)>),
+    /// Someone holds it: who (the queue's recorded holder).
+    HeldBy(String),
+}
+
+/// Connects and declares the exclusive lock queue once.
+async fn take(
     group: &str,
     broker: &BrokerConfig,
     password: &Secret,
-    purpose: &str,
-) -> Result<Lock, LockError> {
+    holder: &str,
+) -> Result<Taken, BrokerError> {
     let connection = amqp::connect(broker, password, &format!("lock {group}")).await?;
-    let holder = describe_self(purpose);
     let name = queue_name(group);
     let mut arguments = BTreeMap::new();
-    arguments.insert(HOLDER_ARGUMENT.to_string(), Value::from(holder.clone()));
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|err| BrokerError::Amqp {
-            broker: broker.display(),
-            what: "open the lock channel".into(),
-            detail: err.to_string(),
-        })?;
+    arguments.insert(HOLDER_ARGUMENT.to_string(), Value::from(holder.to_string()));
+    let what = format!("declare of the lock {name}");
+    let channel = match tokio::time::timeout(DEFAULT_TIMEOUT, connection.create_channel()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(err)) => {
+            amqp::close(connection).await;
+            return Err(amqp::error(
+                &broker.display(),
+                "open the lock channel",
+                &err,
+            ));
+        }
+        Err(_) => {
+            amqp::close(connection).await;
+            return Err(BrokerError::Timeout {
+                broker: broker.display(),
+                what: "open the lock channel".into(),
+                after: DEFAULT_TIMEOUT,
+            });
+        }
+    };
     let declared = tokio::time::timeout(
-        crate::broker::DEFAULT_TIMEOUT,
+        DEFAULT_TIMEOUT,
         channel.queue_declare(
             name.as_str().into(),
             QueueDeclareOptions {
@@ -102,33 +186,56 @@ pub async fn acquire(
             amqp::field_table(&arguments),
         ),
     )
-    .await
-    .map_err(|_| BrokerError::Timeout {
-        broker: broker.display(),
-        what: format!("declare of the lock {name}"),
-        after: crate::broker::DEFAULT_TIMEOUT,
-    })?;
+    .await;
     match declared {
-        Ok(_) => Ok(Lock { connection, holder }),
-        Err(err) => {
+        Ok(Ok(_)) => Ok(Taken::Yes(Box::new((connection, channel)))),
+        Ok(Err(err)) => {
             amqp::close(connection).await;
-            let text = err.to_string();
-            if text.contains("RESOURCE_LOCKED") || text.contains("405") {
+            if amqp::soft_code(&err) == Some(405) {
                 let holder = holder_of(group, broker, password)
                     .await
                     .unwrap_or_else(|| "another process (holder unknown)".into());
-                Err(LockError::Held {
-                    group: group.to_string(),
-                    holder,
-                })
+                Ok(Taken::HeldBy(holder))
             } else {
-                Err(BrokerError::Amqp {
-                    broker: broker.display(),
-                    what: format!("declare of the lock {name}"),
-                    detail: text,
-                }
-                .into())
+                Err(amqp::error(&broker.display(), what, &err))
             }
+        }
+        Err(_) => {
+            amqp::close(connection).await;
+            Err(BrokerError::Timeout {
+                broker: broker.display(),
+                what,
+                after: DEFAULT_TIMEOUT,
+            })
+        }
+    }
+}
+
+/// Takes the group's lock, or says who holds it.
+pub async fn acquire(
+    group: &str,
+    broker: &BrokerConfig,
+    password: &Secret,
+    purpose: &str,
+) -> Result<Lock, LockError> {
+    let holder = describe_self(purpose);
+    match take(group, broker, password, &holder).await? {
+        Taken::HeldBy(holder) => Err(LockError::Held {
+            group: group.to_string(),
+            holder,
+        }),
+        Taken::Yes(taken) => {
+            let (connection, channel) = *taken;
+            let lock = Lock {
+                group: group.to_string(),
+                broker: broker.clone(),
+                password: password.clone(),
+                holder,
+                state: Arc::new(Mutex::new(State::default())),
+                watcher: Mutex::new(None),
+            };
+            lock.install(Arc::new(connection), channel);
+            Ok(lock)
         }
     }
 }
@@ -144,9 +251,234 @@ pub async fn holder_of(group: &str, broker: &BrokerConfig, password: &Secret) ->
         .map(str::to_string)
 }
 
+/// How the broker ended a connection: a shutdown or a broken connection may be retaken; a
+/// close for any other reason (an operator's) revokes the lock.
+fn loss_of(err: &lapin::Error) -> Loss {
+    let text = err.to_string();
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(e) if err.is_amqp_hard_error() => {
+            let message = e.get_message().to_string();
+            if message.contains("reason 'shutdown'") || message.contains("node is shutting down") {
+                Loss::Broken(text)
+            } else {
+                Loss::Revoked(format!("the broker closed its connection: {message}"))
+            }
+        }
+        _ => Loss::Broken(text),
+    }
+}
+
 impl Lock {
+    /// Keeps `connection` as the lock's, and watches it.
+    fn install(&self, connection: Arc<lapin::Connection>, channel: lapin::Channel) {
+        let events: Events = Box::pin(connection.events_listener());
+        if let Ok(mut state) = self.state.lock() {
+            state.connection = Some(connection);
+            state.channel = Some(channel);
+        }
+        let watch = Watch {
+            group: self.group.clone(),
+            broker: self.broker.clone(),
+            password: self.password.clone(),
+            holder: self.holder.clone(),
+            state: self.state.clone(),
+        };
+        let handle = tokio::spawn(watch.run(events));
+        if let Ok(mut slot) = self.watcher.lock()
+            && let Some(old) = slot.replace(handle)
+        {
+            old.abort();
+        }
+    }
+
+    /// Confirms that the run still holds the lock (the lock queue answers on its own
+    /// connection). While the lock is being taken again after a broker restart, waits for
+    /// that (as long as the broker's `reconnect_deadline`). Fails when the lock is lost.
+    pub async fn confirm(&self) -> Result<Lease, LockError> {
+        let deadline = Instant::now() + self.broker.reconnect_deadline + DEFAULT_TIMEOUT;
+        loop {
+            let (channel, waiting) = {
+                let state = self.state.lock().map_err(|_| self.lost("lock state"))?;
+                if let Some(reason) = &state.gone {
+                    return Err(self.lost(reason));
+                }
+                (state.channel.clone(), state.lost.is_some())
+            };
+            if waiting || channel.is_none() {
+                if Instant::now() > deadline {
+                    return Err(self.lost("the broker did not come back in time"));
+                }
+                tokio::time::sleep(RETRY_EVERY / 2).await;
+                continue;
+            }
+            let Some(channel) = channel else { continue };
+            match self.check(&channel).await {
+                Ok(()) => {}
+                Err(Some(loss)) => {
+                    // Noticed here before the watcher: the same handling.
+                    self.lose(loss);
+                    continue;
+                }
+                Err(None) => {
+                    // The connection broke: the watcher has it (or will in a moment).
+                    tokio::time::sleep(RETRY_EVERY / 2).await;
+                    if Instant::now() > deadline {
+                        return Err(self.lost("the lock's connection does not answer"));
+                    }
+                    continue;
+                }
+            }
+            let retaken = self.state.lock().ok().and_then(|mut s| s.retaken.take());
+            return Ok(match retaken {
+                Some((reason, after)) => Lease::Retaken { reason, after },
+                None => Lease::Held,
+            });
+        }
+    }
+
+    /// A passive declare of the lock queue on its own channel: `Err(Some)` when it is gone
+    /// while the connection lives (deleted by someone), `Err(None)` when the connection broke.
+    async fn check(&self, channel: &lapin::Channel) -> Result<(), Option<Loss>> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let name = queue_name(&self.group);
+        let answer = tokio::time::timeout(
+            DEFAULT_TIMEOUT,
+            channel.queue_declare(name.as_str().into(), passive, Default::default()),
+        )
+        .await;
+        match answer {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) if amqp::soft_code(&err).is_some() => Err(Some(Loss::Revoked(format!(
+                "the lock queue {name} is gone ({err})"
+            )))),
+            _ => Err(None),
+        }
+    }
+
+    /// Records a loss noticed by `confirm`, and lets the watcher take the lock again.
+    fn lose(&self, loss: Loss) {
+        if let Ok(mut state) = self.state.lock() {
+            state.channel = None;
+            if let Loss::Revoked(reason) = &loss {
+                state.gone = Some(reason.clone());
+            }
+            state.lost = Some((loss, Instant::now()));
+        }
+    }
+
+    fn lost(&self, reason: &str) -> LockError {
+        LockError::Lost {
+            group: self.group.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
     /// Releases the lock.
-    pub async fn release(self) {
-        amqp::close(self.connection).await;
+    pub async fn release(&self) {
+        if let Ok(mut slot) = self.watcher.lock()
+            && let Some(handle) = slot.take()
+        {
+            handle.abort();
+        }
+        let connection = self.state.lock().ok().and_then(|mut s| s.connection.take());
+        if let Some(connection) = connection {
+            let closing = connection.close(200, "roll done".into());
+            let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+        }
+    }
+}
+
+/// The watcher of the lock's connection.
+struct Watch {
+    group: String,
+    broker: BrokerConfig,
+    password: Secret,
+    holder: String,
+    state: Arc<Mutex<State>>,
+}
+
+/// The connection events the watcher reads.
+type Events = std::pin::Pin<Box<dyn futures_lite::Stream<Item = lapin::Event> + Send>>;
+
+impl Watch {
+    /// Waits for the connection's end, takes the lock again, and watches the new connection;
+    /// until the lock is given up.
+    async fn run(self, mut events: Events) {
+        loop {
+            match self.retake(&mut events).await {
+                Some(next) => events = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Waits for the end of the connection behind `events`, then takes the lock again:
+    /// the events of the new connection, or `None` once the lock is given up.
+    async fn retake(&self, events: &mut Events) -> Option<Events> {
+        let loss = loop {
+            match events.next().await {
+                Some(lapin::Event::Error(err)) => break loss_of(&err),
+                Some(_) => continue,
+                None => break Loss::Broken("the connection ended".into()),
+            }
+        };
+        let since = Instant::now();
+        let revoked = matches!(loss, Loss::Revoked(_));
+        let reason = match &loss {
+            Loss::Broken(r) | Loss::Revoked(r) => r.clone(),
+        };
+        if let Ok(mut state) = self.state.lock() {
+            state.channel = None;
+            if revoked {
+                state.gone.get_or_insert(reason.clone());
+            }
+            state.lost = Some((loss, since));
+        }
+        tracing::warn!(group = %self.group, %reason, "lock connection lost; taking the lock again");
+        let deadline = since + self.broker.reconnect_deadline;
+        loop {
+            match take(&self.group, &self.broker, &self.password, &self.holder).await {
+                Ok(Taken::Yes(taken)) => {
+                    let (connection, channel) = *taken;
+                    let connection = Arc::new(connection);
+                    let next: Events = Box::pin(connection.events_listener());
+                    if let Ok(mut state) = self.state.lock() {
+                        state.connection = Some(connection);
+                        state.channel = Some(channel);
+                        state.lost = None;
+                        if !revoked {
+                            state.retaken = Some((reason.clone(), since.elapsed()));
+                        }
+                    }
+                    tracing::warn!(group = %self.group, "lock taken again after {:?}", since.elapsed());
+                    return Some(next);
+                }
+                Ok(Taken::HeldBy(holder)) if holder != self.holder => {
+                    self.give_up(format!("{reason}; {holder} took the lock meanwhile"));
+                    return None;
+                }
+                // Still ours on a connection the broker has not closed yet, or the broker
+                // is not back: try again until the deadline.
+                Ok(Taken::HeldBy(_)) | Err(_) => {}
+            }
+            if Instant::now() > deadline {
+                self.give_up(format!(
+                    "{reason}; the lock could not be taken again within {:?}",
+                    self.broker.reconnect_deadline
+                ));
+                return None;
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
+    }
+
+    fn give_up(&self, why: String) {
+        if let Ok(mut state) = self.state.lock() {
+            state.gone.get_or_insert(why);
+            state.lost = None;
+        }
     }
 }

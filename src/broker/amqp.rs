@@ -85,6 +85,43 @@ fn classify(config: &BrokerConfig, err: &lapin::Error) -> BrokerError {
     }
 }
 
+/// A lapin error as a typed one: the connection broke ([`BrokerError::ConnectionLost`]), or
+/// the broker refused the request ([`BrokerError::Amqp`]).
+pub fn error(broker: &str, what: impl Into<String>, err: &lapin::Error) -> BrokerError {
+    use lapin::ErrorKind;
+    let lost = match err.kind() {
+        ErrorKind::IOError(_)
+        | ErrorKind::RuntimeShutdownError(_)
+        | ErrorKind::InvalidConnectionState(_)
+        | ErrorKind::InvalidChannelState(..)
+        | ErrorKind::MissingHeartbeatError => true,
+        _ => err.is_amqp_hard_error(),
+    };
+    let (broker, what, detail) = (broker.to_string(), what.into(), err.to_string());
+    if lost {
+        BrokerError::ConnectionLost {
+            broker,
+            what,
+            detail,
+        }
+    } else {
+        BrokerError::Amqp {
+            broker,
+            what,
+            detail,
+        }
+    }
+}
+
+/// The broker's reply code of a channel-level refusal (404 not found, 405 locked, 406
+/// precondition failed), if that is what `err` is.
+pub fn soft_code(err: &lapin::Error) -> Option<u16> {
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(e) if err.is_amqp_soft_error() => Some(e.get_id()),
+        _ => None,
+    }
+}
+
 /// Closes a connection politely; errors on close are only logged.
 pub async fn close(connection: Connection) {
     let closing = connection.close(200, "roll done".into());
@@ -151,11 +188,7 @@ async fn declare_on_new_channel(
     let channel = tokio::time::timeout(timeout, connection.create_channel())
         .await
         .map_err(|_| timed_out("open channel for"))?
-        .map_err(|err| BrokerError::Amqp {
-            broker: broker.to_string(),
-            what: format!("open channel for {name}"),
-            detail: err.to_string(),
-        })?;
+        .map_err(|err| error(broker, format!("open channel for {name}"), &err))?;
     let answer = tokio::time::timeout(
         timeout,
         channel.queue_declare(name.into(), options, arguments),
@@ -175,11 +208,7 @@ pub async fn probe(
     settings: &crate::broker::equivalence::QueueSettings,
 ) -> Result<ProbeResult, BrokerError> {
     use lapin::options::QueueDeclareOptions;
-    let amqp_error = |what: &str, err: lapin::Error| BrokerError::Amqp {
-        broker: broker.to_string(),
-        what: format!("{what} {name}"),
-        detail: err.to_string(),
-    };
+    let amqp_error = |what: &str, err: lapin::Error| error(broker, format!("{what} {name}"), &err);
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
@@ -187,8 +216,7 @@ pub async fn probe(
     let (channel, exists) =
         declare_on_new_channel(connection, broker, name, passive, Default::default()).await?;
     if let Err(err) = exists {
-        let text = err.to_string();
-        if text.contains("NOT_FOUND") || text.contains("404") {
+        if soft_code(&err) == Some(404) {
             return Ok(ProbeResult::Absent);
         }
         return Err(amqp_error("passive declare of", err));
@@ -213,9 +241,10 @@ pub async fn probe(
             Ok(ProbeResult::Equivalent)
         }
         Err(err) => {
-            let text = err.to_string();
-            if text.contains("PRECONDITION_FAILED") || text.contains("406") {
-                Ok(ProbeResult::Inequivalent { reply: text })
+            if soft_code(&err) == Some(406) {
+                Ok(ProbeResult::Inequivalent {
+                    reply: err.to_string(),
+                })
             } else {
                 Err(amqp_error("probe declare of", err))
             }
@@ -242,15 +271,10 @@ pub async fn queue_counts(
             Ok(Some((queue.message_count(), queue.consumer_count())))
         }
         Err(err) => {
-            let text = err.to_string();
-            if text.contains("NOT_FOUND") || text.contains("404") {
+            if soft_code(&err) == Some(404) {
                 Ok(None)
             } else {
-                Err(BrokerError::Amqp {
-                    broker: broker.to_string(),
-                    what: format!("passive declare of {name}"),
-                    detail: text,
-                })
+                Err(error(broker, format!("passive declare of {name}"), &err))
             }
         }
     }

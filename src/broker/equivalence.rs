@@ -63,7 +63,7 @@ pub fn policy_key(argument: &str) -> Option<&'static str> {
 }
 
 /// A queue's declared settings, normalised.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct QueueSettings {
     pub durable: bool,
     pub auto_delete: bool,

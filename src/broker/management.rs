@@ -22,6 +22,7 @@ pub fn segment(value: &str) -> String {
 }
 
 /// A management API client for one broker and vhost.
+#[derive(Clone)]
 pub struct Management {
     http: reqwest::Client,
     base: String,
@@ -521,6 +522,33 @@ impl Management {
         self.get(&path, &[("columns", QUEUE_COLUMNS.into())], "queue listing")
             .await
             .map_err(|err| self.vhost_error(err))
+    }
+
+    /// The names of the vhost's queues (`kind` "queues") or exchanges ("exchanges") that
+    /// start with `prefix`.
+    pub async fn names_with_prefix(
+        &self,
+        kind: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, BrokerError> {
+        #[derive(serde::Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let path = format!("{kind}/{}", segment(&self.vhost));
+        let all: Vec<Named> = self
+            .get(
+                &path,
+                &[("columns", "name".into())],
+                &format!("{kind} listing"),
+            )
+            .await
+            .map_err(|err| self.vhost_error(err))?;
+        Ok(all
+            .into_iter()
+            .map(|n| n.name)
+            .filter(|n| n.starts_with(prefix))
+            .collect())
     }
 
     /// One queue, or `None` when it does not exist.

@@ -78,11 +78,46 @@ pub enum BrokerError {
         what: String,
         detail: String,
     },
-    /// An AMQP-level failure (channel or connection closed by the broker, and so on).
+    /// An AMQP-level failure of the request itself (a channel closed by the broker for it:
+    /// not found, refused, precondition failed).
     #[error("broker {broker}: AMQP {what} failed: {detail}")]
     Amqp {
         broker: String,
         what: String,
         detail: String,
     },
+    /// The AMQP connection broke (the broker restarted or closed it, the network failed).
+    #[error("broker {broker}: AMQP connection lost during {what}: {detail}")]
+    ConnectionLost {
+        broker: String,
+        what: String,
+        detail: String,
+    },
+    /// The broker blocked our connection (a memory or disk alarm) for longer than allowed.
+    #[error("broker {broker}: {what} blocked by the broker ({detail})")]
+    Blocked {
+        broker: String,
+        what: String,
+        detail: String,
+    },
+}
+
+impl BrokerError {
+    /// True when the broker may answer again by itself (a restart, a network cut, an
+    /// overload): what failed may be tried again once it does. False for refusals.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BrokerError::Unreachable { .. }
+            | BrokerError::Timeout { .. }
+            | BrokerError::ConnectionLost { .. }
+            | BrokerError::Blocked { .. } => true,
+            BrokerError::Http { status, .. } => matches!(status, 500 | 502 | 503 | 504),
+            BrokerError::Secret { .. }
+            | BrokerError::BadUrl { .. }
+            | BrokerError::Unauthorized { .. }
+            | BrokerError::NoVhost { .. }
+            | BrokerError::Decode { .. }
+            | BrokerError::Amqp { .. } => false,
+        }
+    }
 }

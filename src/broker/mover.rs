@@ -48,11 +48,11 @@ struct Mover<'a> {
 
 impl Mover<'_> {
     fn amqp(&self, what: &str, err: lapin::Error) -> BrokerError {
-        BrokerError::Amqp {
-            broker: self.broker.to_string(),
-            what: format!("{what} ({} -> {})", self.from, self.to),
-            detail: err.to_string(),
-        }
+        amqp::error(
+            self.broker,
+            format!("{what} ({} -> {})", self.from, self.to),
+            &err,
+        )
     }
 
     fn timed_out(&self, what: &str) -> BrokerError {
@@ -165,11 +165,7 @@ pub async fn move_all(
             what: format!("open channel ({from} -> {to})"),
             after: DEFAULT_TIMEOUT,
         })?
-        .map_err(|e| BrokerError::Amqp {
-            broker: broker.to_string(),
-            what: format!("open channel ({from} -> {to})"),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| amqp::error(broker, format!("open channel ({from} -> {to})"), &e))?;
     let mut mover = Mover {
         broker,
         from,

@@ -35,6 +35,20 @@ pub fn select_groups<'a>(
     }
 }
 
+/// One named group, with the roles a rollback swapped (the state directory's) applied.
+pub fn one_group(
+    inventory: &Inventory,
+    name: &str,
+    state_dir: &std::path::Path,
+) -> Result<Group, Error> {
+    let group = select_groups(inventory, Some(name))?
+        .first()
+        .copied()
+        .cloned()
+        .ok_or_else(|| Error::Usage(format!("no group {name}")))?;
+    Ok(crate::journal::with_role_overrides(group, state_dir)?)
+}
+
 /// The hosts of the selected groups, optionally only one half.
 pub fn select_hosts<'a>(groups: &[&'a Group], half: Option<Half>) -> Vec<&'a Host> {
     groups

@@ -1,18 +1,20 @@
 //! `roll resume`: continues the group's interrupted (or failed) run from its journal,
-//! executing the same plan; steps the journal shows as done are skipped.
+//! executing the plan approved for it; steps the journal shows as done are skipped. The
+//! group's lock is taken before the journal is read. A playbook file or an inventory changed
+//! since the approval is refused, with what changed.
 
 use std::path::Path;
 
-use super::upgrade::{close_all, connect_all, execute, password};
-use crate::broker::management::Management;
 use crate::error::Error;
 use crate::exit;
 use crate::inventory::Inventory;
-use crate::journal::{self, Event, Journal};
-use crate::lock;
-use crate::output::OutputFormat;
+use crate::journal::{self, Entry, Event, Journal};
+use crate::output::{self, OutputFormat};
+use crate::plan::contract;
 use crate::plan::upgrade::UpgradePlan;
 use crate::playbook;
+use crate::session::Session;
+use crate::{lock, report};
 
 /// Runs `roll resume`.
 pub async fn run(
@@ -21,33 +23,65 @@ pub async fn run(
     state_dir: &Path,
     format: OutputFormat,
 ) -> Result<u8, Error> {
-    let group = super::select_groups(inventory, Some(group))?
-        .first()
-        .copied()
-        .cloned()
-        .ok_or_else(|| Error::Usage(format!("no group {group}")))?;
-    let group = journal::with_role_overrides(group, state_dir)?;
-    let Some(path) = journal::last_run(state_dir, &group.name)? else {
+    let group = super::one_group(inventory, group, state_dir)?;
+    let mut session = Session::open(group, "resume").await?;
+    let result = resume_in(&mut session, state_dir, format).await;
+    session.close().await;
+    result
+}
+
+async fn resume_in(
+    session: &mut Session,
+    state_dir: &Path,
+    format: OutputFormat,
+) -> Result<u8, Error> {
+    let name = session.group.name.clone();
+    let Some(path) = journal::last_run(state_dir, &name)? else {
         return Err(Error::Usage(format!(
-            "group {}: no run to resume in {}",
-            group.name,
+            "group {name}: no run to resume in {}",
             state_dir.display()
         )));
     };
     let entries = journal::read(&path)?;
-    let last = super::status::summarise(&entries);
-    if last.status == "done" {
-        crate::output::note(&format!(
-            "the last run of group {} ({}) is done: nothing to resume",
-            group.name, last.run_id
+    let last = journal::summarise(&entries);
+    if last.is_done() {
+        output::note(&format!(
+            "the last run of group {name} ({}) is done: nothing to resume",
+            last.run_id
         ));
         return Ok(exit::SUCCESS);
     }
-    let plan = entries
+    if last.kind == "rollback" {
+        return Err(Error::State(format!(
+            "group {name}: the last run {} is a rollback, {}: `roll rollback --group {name}` \
+             finishes it (nothing was changed)",
+            last.run_id, last.status
+        )));
+    }
+    let mut plan = approved_plan(&entries, &path)?;
+    check_unchanged(session, &mut plan)?;
+    session.connect().await?;
+    let mut journal = Journal::reopen(&path)?;
+    journal.append(Event::Resumed {
+        pid: std::process::id(),
+        operator: lock::operator(),
+    })?;
+    output::note(&format!(
+        "resuming run {} of group {name} (journal {})",
+        plan.run_id,
+        path.display()
+    ));
+    let outcome = session.execute(plan.clone(), journal, &entries).await?;
+    Ok(report::print_upgrade(&plan, &outcome, format)?)
+}
+
+/// The plan journaled at the run's approval.
+fn approved_plan(entries: &[Entry], path: &Path) -> Result<UpgradePlan, Error> {
+    entries
         .iter()
         .find_map(|e| match &e.event {
             Event::Started { kind, plan, .. } if kind == "upgrade" => {
-                serde_json::from_value::<UpgradePlan>(plan.clone()).ok()
+                Some(serde_json::from_value::<UpgradePlan>(plan.clone()))
             }
             _ => None,
         })
@@ -56,55 +90,65 @@ pub async fn run(
                 "{}: no upgrade plan in this journal to resume",
                 path.display()
             ))
-        })?;
-    let playbook = playbook::load(Path::new(&plan.playbook_path))?;
-    if playbook.version != plan.version || playbook.name != plan.playbook {
-        return Err(Error::Usage(format!(
-            "{} now says {} {}, but the run planned {} {}: refusing to resume with another release",
-            plan.playbook_path, playbook.name, playbook.version, plan.playbook, plan.version
+        })?
+        .map_err(|e| {
+            Error::State(format!(
+                "{}: the journaled plan cannot be read ({e}): `roll rollback` undoes the run",
+                path.display()
+            ))
+        })
+}
+
+/// Refuses to resume when the playbook file or the inventory says something else now than
+/// what was approved; fills in the release of a plan journaled before releases were.
+fn check_unchanged(session: &Session, plan: &mut UpgradePlan) -> Result<(), Error> {
+    let file = Path::new(&plan.playbook_path);
+    let now = playbook::load(file);
+    let release = match (&plan.release, now) {
+        (Some(approved), Ok(now)) => {
+            let changes = contract::release_changes(approved, &now);
+            if !changes.is_empty() {
+                return Err(Error::State(format!(
+                    "{} changed since run {} was approved; resume executes the approved plan \
+                     only: put the file back as it was, or `roll rollback --group {}`. \
+                     Changed:\n  {}",
+                    file.display(),
+                    plan.run_id,
+                    session.group.name,
+                    changes.join("\n  ")
+                )));
+            }
+            approved.clone()
+        }
+        (Some(approved), Err(err)) => {
+            output::note(&format!(
+                "{} cannot be read now ({err}): resuming with the release as approved",
+                file.display()
+            ));
+            approved.clone()
+        }
+        // A plan journaled before releases were: the file is all there is.
+        (None, Ok(now)) if now.name == plan.playbook && now.version == plan.version => now,
+        (None, Ok(now)) => {
+            return Err(Error::State(format!(
+                "{} now says {} {}, but the run planned {} {}: refusing to resume with another \
+                 release",
+                plan.playbook_path, now.name, now.version, plan.playbook, plan.version
+            )));
+        }
+        (None, Err(err)) => return Err(err.into()),
+    };
+    let changes = contract::vars_changes(plan, &session.group, &release);
+    if !changes.is_empty() {
+        return Err(Error::State(format!(
+            "the inventory's hosts of group {} changed since run {} was approved; put it back \
+             as it was, or `roll rollback --group {}`. Changed:\n  {}",
+            session.group.name,
+            plan.run_id,
+            session.group.name,
+            changes.join("\n  ")
         )));
     }
-    let password = password(&group)?;
-    let management = Management::new(&group.broker, password.clone())?;
-    management.overview().await?;
-    let lock = lock::acquire(&group.name, &group.broker, &password, "resume").await?;
-    let connections = match connect_all(&group).await {
-        Ok(c) => c,
-        Err(err) => {
-            lock.release().await;
-            return Err(err);
-        }
-    };
-    let mut journal = match Journal::reopen(&path) {
-        Ok(j) => j,
-        Err(err) => {
-            close_all(connections).await;
-            lock.release().await;
-            return Err(err.into());
-        }
-    };
-    journal.append(Event::Resumed {
-        pid: std::process::id(),
-        operator: lock::operator(),
-    })?;
-    crate::output::note(&format!(
-        "resuming run {} of group {} (journal {})",
-        plan.run_id,
-        group.name,
-        path.display()
-    ));
-    let result = execute(
-        &group,
-        &playbook,
-        plan,
-        management,
-        password,
-        journal,
-        connections,
-        &entries,
-        format,
-    )
-    .await;
-    lock.release().await;
-    result
+    plan.release = Some(release);
+    Ok(())
 }

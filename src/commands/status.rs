@@ -2,8 +2,7 @@
 //! every host (the table that seed 003 keeps by hand, always true), with the last run and
 //! step of each host from the journal.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 use tabled::Tabled;
@@ -13,7 +12,7 @@ use super::select_groups;
 use crate::error::Error;
 use crate::exit;
 use crate::inventory::{Group, Inventory};
-use crate::journal::{self, Entry, Event, RunStatus};
+use crate::journal::{self, LastRun, last_summary as last_run};
 use crate::output::{self, OutputFormat};
 use crate::playbook::{self, Playbook};
 use crate::remote;
@@ -38,73 +37,6 @@ pub struct StatusRow {
 
 fn failover_cell(value: &bool) -> String {
     if *value { "failover" } else { "" }.to_string()
-}
-
-/// What the journal says of a group's last run.
-#[derive(Debug, Clone, Default)]
-pub struct LastRun {
-    pub run_id: String,
-    pub kind: String,
-    pub half: Option<String>,
-    pub version: String,
-    pub playbook_path: Option<PathBuf>,
-    /// done, partial, failed, or interrupted (no end recorded).
-    pub status: String,
-    /// The last step of each host: `step ok|FAILED|started`.
-    pub steps: BTreeMap<String, String>,
-}
-
-/// Reads the last run of a group from its journal.
-pub fn last_run(state_dir: &Path, group: &str) -> Result<Option<LastRun>, Error> {
-    let Some(path) = journal::last_run(state_dir, group)? else {
-        return Ok(None);
-    };
-    let entries = journal::read(&path)?;
-    Ok(Some(summarise(&entries)))
-}
-
-/// The last run's facts from its entries.
-pub fn summarise(entries: &[Entry]) -> LastRun {
-    let mut run = LastRun {
-        status: "interrupted".into(),
-        ..LastRun::default()
-    };
-    for entry in entries {
-        match &entry.event {
-            Event::Started {
-                run_id,
-                kind,
-                half,
-                version,
-                playbook_path,
-                ..
-            } => {
-                run.run_id = run_id.clone();
-                run.kind = kind.clone();
-                run.half = half.clone();
-                run.version = version.clone();
-                run.playbook_path = Some(PathBuf::from(playbook_path));
-            }
-            Event::StepStarted { host, step } => {
-                run.steps.insert(host.clone(), format!("{step} started"));
-            }
-            Event::StepFinished { host, step, ok, .. } => {
-                let state = if *ok { "ok" } else { "FAILED" };
-                run.steps.insert(host.clone(), format!("{step} {state}"));
-            }
-            Event::Finished { status, .. } => {
-                run.status = match status {
-                    RunStatus::Done => "done",
-                    RunStatus::Partial => "partial",
-                    RunStatus::Failed => "failed",
-                }
-                .into();
-            }
-            Event::Resumed { .. } => run.status = "interrupted".into(),
-            _ => {}
-        }
-    }
-    run
 }
 
 /// Probes one group.

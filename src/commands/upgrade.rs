@@ -1,28 +1,21 @@
-//! `roll upgrade`: the half-fleet upgrade. Preflight (every host and the broker reachable,
-//! the group's lock, the untouched half healthy, the promotion gate), then the plan, the
-//! approval, the journal, and the engine executing exactly the approved plan.
+//! `roll upgrade`: the half-fleet upgrade. Preflight (the group's lock, no unfinished run,
+//! every host and the broker reachable, the untouched half healthy, the promotion gate),
+//! then the plan, the approval, the journal, and the engine executing exactly the approved
+//! plan.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use serde::Serialize;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::queue_diff;
-use crate::broker::management::Management;
-use crate::engine::{Engine, Outcome};
 use crate::error::Error;
-use crate::inventory::{Group, Half, Inventory, Role, Secret};
+use crate::inventory::{Group, Half, Inventory, Role};
 use crate::journal::{self, Event, Journal, RunStatus};
-use crate::lock;
 use crate::output::{self, OutputFormat};
-use crate::plan::upgrade::{self, UpgradePlan};
+use crate::plan::upgrade::{self, Options};
 use crate::playbook::{self, Playbook};
-use crate::remote::{self, Connection};
-use crate::{clock, exit};
+use crate::remote::Connection;
+use crate::session::{self, Session};
+use crate::{clock, exit, lock, report};
 
 /// The settings of `roll upgrade`, checked.
 #[derive(Debug, Clone)]
@@ -37,58 +30,6 @@ pub struct Settings {
     pub allow_message_loss: bool,
     pub state_dir: PathBuf,
     pub output: OutputFormat,
-}
-
-/// What `--output json` prints.
-#[derive(Debug, Serialize)]
-struct Report<'a> {
-    plan: &'a UpgradePlan,
-    dry_run: bool,
-    outcome: Option<&'a Outcome>,
-}
-
-/// Connects to every host of the group, [`remote::CONNECT_CONCURRENCY`] at a time; any
-/// unreachable host fails the preflight, naming every one of them.
-pub async fn connect_all(group: &Group) -> Result<BTreeMap<String, Connection>, Error> {
-    let limit = Arc::new(Semaphore::new(remote::CONNECT_CONCURRENCY));
-    let mut tasks = JoinSet::new();
-    for host in group.hosts.clone() {
-        let limit = Arc::clone(&limit);
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            (host.name.clone(), remote::connect(&host).await)
-        });
-    }
-    let mut connections = BTreeMap::new();
-    let mut failures = vec![];
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((name, Ok(c))) => {
-                connections.insert(name, c);
-            }
-            Ok((_, Err(err))) => failures.push(err.to_string()),
-            Err(err) => failures.push(err.to_string()),
-        }
-    }
-    if failures.is_empty() {
-        Ok(connections)
-    } else {
-        for (_, c) in connections {
-            c.close().await;
-        }
-        failures.sort();
-        Err(Error::Preflight(format!(
-            "unreachable hosts: {}",
-            failures.join("; ")
-        )))
-    }
-}
-
-/// Closes every connection.
-pub async fn close_all(connections: BTreeMap<String, Connection>) {
-    for (_, c) in connections {
-        c.close().await;
-    }
 }
 
 /// The halves of `group` on which this playbook and version completed.
@@ -125,11 +66,6 @@ pub fn completed_halves(
         }
     }
     Ok(halves)
-}
-
-/// The broker password of a group, read now.
-pub fn password(group: &Group) -> Result<Secret, Error> {
-    Ok(crate::broker::password(&group.broker)?)
 }
 
 /// The service state of each host, by its playbook status command (first word).
@@ -209,147 +145,171 @@ async fn first_lines(
     out
 }
 
-/// Asks the operator to type the group's name.
-pub fn approve(group: &str) -> Result<(), Error> {
-    eprint!("Type the group name ({group}) to approve this plan: ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(Error::Output)?;
-    if answer.trim() == group {
-        Ok(())
-    } else {
-        Err(Error::NotApproved)
-    }
-}
-
 /// Runs `roll upgrade`.
 pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error> {
     let playbook = playbook::load(&settings.playbook)?;
-    let group = super::select_groups(inventory, Some(&settings.group))?
-        .first()
-        .copied()
-        .cloned()
-        .ok_or_else(|| Error::Usage(format!("no group {}", settings.group)))?;
-    let group = journal::with_role_overrides(group, &settings.state_dir)?;
+    let group = super::one_group(inventory, &settings.group, &settings.state_dir)?;
     if settings.parallel == 0 {
         return Err(Error::Usage("--parallel must be at least 1".into()));
     }
-    // The promotion gate first: it needs nothing from the outside world.
-    if let Some(required) = &group.requires
-        && !settings.skip_promotion_check
-    {
-        let done = completed_halves(
-            &settings.state_dir,
-            required,
-            &playbook.name,
-            &playbook.version,
-        )?;
-        if !(done.contains("a") && done.contains("b")) {
-            return Err(Error::Preflight(format!(
-                "promotion gate: group {} requires {required} first, and {} {} (playbook {}) \
-                 has not completed on both halves of {required} (done: {}); \
-                 --skip-promotion-check overrides this and is recorded",
-                group.name,
-                playbook.package,
-                playbook.version,
-                playbook.name,
-                if done.is_empty() {
-                    "none".to_string()
-                } else {
-                    done.into_iter().collect::<Vec<_>>().join(", ")
-                }
-            )));
-        }
-    }
-    let password = password(&group)?;
-    let management = Management::new(&group.broker, password.clone())?;
-    management.overview().await?;
-    let lock = lock::acquire(&group.name, &group.broker, &password, "upgrade").await?;
-    let connections = match connect_all(&group).await {
-        Ok(c) => c,
-        Err(err) => {
-            lock.release().await;
-            return Err(err);
-        }
-    };
-    let result = upgrade_locked(
-        &group,
-        &playbook,
-        &settings,
-        management,
-        &password,
-        connections,
-    )
-    .await;
-    lock.release().await;
+    promotion_gate(&group, &playbook, &settings)?;
+    let mut session = Session::open(group, "upgrade").await?;
+    let result = upgrade_in(&mut session, &playbook, &settings).await;
+    session.close().await;
     result
 }
 
-async fn upgrade_locked(
-    group: &Group,
+/// A group with `requires` is only upgraded to what completed on both halves of the
+/// required group (unless `--skip-promotion-check`, which is recorded). Needs nothing from the
+/// outside world.
+fn promotion_gate(group: &Group, playbook: &Playbook, settings: &Settings) -> Result<(), Error> {
+    let Some(required) = &group.requires else {
+        return Ok(());
+    };
+    if settings.skip_promotion_check {
+        return Ok(());
+    }
+    let done = completed_halves(
+        &settings.state_dir,
+        required,
+        &playbook.name,
+        &playbook.version,
+    )?;
+    if done.contains("a") && done.contains("b") {
+        return Ok(());
+    }
+    Err(Error::Preflight(format!(
+        "promotion gate: group {} requires {required} first, and {} {} (playbook {}) \
+         has not completed on both halves of {required} (done: {}); \
+         --skip-promotion-check overrides this and is recorded",
+        group.name,
+        playbook.package,
+        playbook.version,
+        playbook.name,
+        if done.is_empty() {
+            "none".to_string()
+        } else {
+            done.into_iter().collect::<Vec<_>>().join(", ")
+        }
+    )))
+}
+
+/// Refuses a new run over an unfinished one: the group's last run not done, or the holding
+/// topology of a run still on the broker (its messages would stay there).
+async fn refuse_over_unfinished(session: &Session, state_dir: &Path) -> Result<(), Error> {
+    let name = &session.group.name;
+    if let Some(last) = journal::last_summary(state_dir, name)?
+        && !last.is_done()
+    {
+        let way = if last.kind == "rollback" {
+            format!("`roll rollback --group {name}` finishes it")
+        } else {
+            format!(
+                "`roll resume --group {name}` finishes it, `roll rollback --group {name}` \
+                 undoes it"
+            )
+        };
+        return Err(Error::State(format!(
+            "group {name}: the last run {} ({}) is {}{}: {way}; no new upgrade until then \
+             (nothing was changed)",
+            last.run_id,
+            last.kind,
+            last.status,
+            last.summary.map(|s| format!(" ({s})")).unwrap_or_default()
+        )));
+    }
+    let prefix = crate::broker::holding::PREFIX;
+    let mut held = session
+        .management
+        .names_with_prefix("queues", prefix)
+        .await?;
+    held.extend(
+        session
+            .management
+            .names_with_prefix("exchanges", prefix)
+            .await?,
+    );
+    if !held.is_empty() {
+        held.sort();
+        held.dedup();
+        return Err(Error::State(format!(
+            "group {name}: the broker holds the holding topology of an unfinished run ({}): \
+             `roll resume --group {name}` finishes that run, `roll rollback --group {name}` \
+             undoes it; no new upgrade until then (nothing was changed)",
+            held.join(" ")
+        )));
+    }
+    Ok(())
+}
+
+/// The untouched half's service runs (but its passive hosts).
+async fn untouched_healthy(
+    session: &Session,
     playbook: &Playbook,
-    settings: &Settings,
-    management: Management,
-    password: &Secret,
-    connections: BTreeMap<String, Connection>,
-) -> Result<u8, Error> {
+    half: Half,
+) -> Result<(), Error> {
+    let group = &session.group;
     let untouched: Vec<String> = group
-        .half(settings.half.other())
+        .half(half.other())
         .filter(|h| h.role != Some(Role::Passive))
         .map(|h| h.name.clone())
         .collect();
-    let health = states(playbook, group, &connections, &untouched).await;
+    let health = states(playbook, group, session.connections(), &untouched).await;
     let unhealthy: Vec<String> = health
         .iter()
         .filter(|(_, s)| s.as_deref() != Ok("running"))
         .map(|(h, s)| format!("{h} ({})", s.clone().unwrap_or_else(|e| e)))
         .collect();
-    if !unhealthy.is_empty() {
-        close_all(connections).await;
-        return Err(Error::Preflight(format!(
-            "the untouched half {} is not healthy: {} not running",
-            settings.half.other(),
-            unhealthy.join(", ")
-        )));
+    if unhealthy.is_empty() {
+        return Ok(());
     }
+    Err(Error::Preflight(format!(
+        "the untouched half {} is not healthy: {} not running",
+        half.other(),
+        unhealthy.join(", ")
+    )))
+}
+
+async fn upgrade_in(
+    session: &mut Session,
+    playbook: &Playbook,
+    settings: &Settings,
+) -> Result<u8, Error> {
+    refuse_over_unfinished(session, &settings.state_dir).await?;
+    session.connect().await?;
+    untouched_healthy(session, playbook, settings.half).await?;
+    let group = session.group.clone();
     let others: Vec<String> = group
         .half(settings.half.other())
         .map(|h| h.name.clone())
         .collect();
-    let other_versions = versions(playbook, group, &connections, &others).await;
-    let report = match queue_diff::report(playbook, group, Some(settings.half), false).await {
-        Ok(r) => r,
-        Err(err) => {
-            close_all(connections).await;
-            return Err(err);
-        }
-    };
+    let other_versions = versions(playbook, &group, session.connections(), &others).await;
+    let report = queue_diff::report(playbook, &group, Some(settings.half), false).await?;
     let run_id = format!(
         "{}-{}-{}",
         clock::compact(clock::now_millis()),
         group.name,
         std::process::id()
     );
-    let mut plan = upgrade::plan(
+    let options = Options {
+        parallel: settings.parallel,
+        preserve_messages: !settings.allow_message_loss,
+    };
+    let plan = upgrade::plan(
         &run_id,
-        group,
+        &group,
         settings.half,
         &report.diff,
         playbook,
-        settings.parallel,
+        options,
         &other_versions,
     );
-    plan.preserve_messages = !settings.allow_message_loss;
     if settings.output == OutputFormat::Table {
         output::print_text(&plan.to_string())?;
     }
     if settings.dry_run {
-        close_all(connections).await;
         if settings.output == OutputFormat::Json {
-            output::print_json(&Report {
+            output::print_json(&report::UpgradeReport {
                 plan: &plan,
                 dry_run: true,
                 outcome: None,
@@ -359,11 +319,8 @@ async fn upgrade_locked(
         }
         return Ok(exit::SUCCESS);
     }
-    if !settings.yes
-        && let Err(err) = approve(&group.name)
-    {
-        close_all(connections).await;
-        return Err(err);
+    if !settings.yes {
+        session::approve(&group.name)?;
     }
     let mut journal = Journal::create(&settings.state_dir, &group.name, &run_id)?;
     journal.append(Event::Started {
@@ -379,159 +336,11 @@ async fn upgrade_locked(
         controller: lock::controller(),
         pid: std::process::id(),
         skip_promotion_check: settings.skip_promotion_check,
-        plan: serde_json::to_value(&plan).map_err(|e| Error::Output(std::io::Error::other(e)))?,
+        plan: serde_json::to_value(&plan).map_err(|e| Error::Internal(e.to_string()))?,
     })?;
-    crate::output::note(&format!("journal: {}", journal.path().display()));
-    execute(
-        group,
-        playbook,
-        plan,
-        management,
-        password.clone(),
-        journal,
-        connections,
-        &[],
-        settings.output,
-    )
-    .await
-}
-
-/// Runs the engine and reports; shared with `resume`.
-#[allow(clippy::too_many_arguments)]
-pub async fn execute(
-    group: &Group,
-    playbook: &Playbook,
-    plan: UpgradePlan,
-    management: Management,
-    password: Secret,
-    journal: Journal,
-    connections: BTreeMap<String, Connection>,
-    earlier: &[journal::Entry],
-    format: OutputFormat,
-) -> Result<u8, Error> {
-    let engine = Arc::new(Engine::new(
-        group.clone(),
-        playbook.clone(),
-        plan.clone(),
-        management,
-        password,
-        journal,
-        connections,
-        earlier,
-    ));
-    let outcome = engine.clone().run().await;
-    if let Ok(engine) = Arc::try_unwrap(engine) {
-        close_all(engine.into_connections()).await;
-    }
-    match format {
-        OutputFormat::Json => output::print_json(&Report {
-            plan: &plan,
-            dry_run: false,
-            outcome: Some(&outcome),
-        })?,
-        OutputFormat::Table => output::print_text(&summary(&plan, &outcome))?,
-    }
-    Ok(match outcome.status {
-        RunStatus::Done => exit::SUCCESS,
-        RunStatus::Partial => exit::PARTIAL,
-        RunStatus::Failed => exit::FAILURE,
-    })
-}
-
-/// The run summary for people.
-fn summary(plan: &UpgradePlan, outcome: &Outcome) -> String {
-    let mut lines = vec![format!(
-        "Upgrade of {} half {} to {} {}: {} in {:.1}s",
-        plan.group,
-        plan.half,
-        plan.package,
-        plan.version,
-        match outcome.status {
-            RunStatus::Done => "done",
-            RunStatus::Partial => "PARTIAL",
-            RunStatus::Failed => "FAILED",
-        },
-        outcome.elapsed_seconds
-    )];
-    lines.push(format!(
-        "  upgraded: {}",
-        if outcome.completed.is_empty() {
-            "none".to_string()
-        } else {
-            outcome.completed.join(" ")
-        }
-    ));
-    lines.push(format!("  queues recreated: {}", plan.queue_count()));
-    lines.extend(account_lines(&outcome.queues));
-    if let Some(seconds) = outcome.critical_window_seconds {
-        // Two phases: nothing consumed the half's queues for that long. One phase: each host
-        // stopped on its own, the others consuming; the longest of those stops is reported.
-        let what = if plan.two_phase {
-            "critical window"
-        } else {
-            "longest stop of a host"
-        };
-        lines.push(match outcome.critical_window_floor_seconds {
-            Some(floor) => format!(
-                "  {what}: {seconds:.1}s (the services' own stop and start: \
-                 {floor:.1}s; roll: {:.1}s)",
-                seconds - floor
-            ),
-            None => format!("  {what}: {seconds:.1}s"),
-        });
-    }
-    lines.push(if plan.failover.is_empty() {
-        format!(
-            "  failover: none (half {} runs {})",
-            plan.half.other(),
-            plan.version
-        )
-    } else {
-        format!(
-            "  failover on the old release: {} (half {})",
-            plan.failover.join(" "),
-            plan.half.other()
-        )
-    });
-    if let Some(f) = &outcome.failure {
-        lines.push(format!(
-            "  failed: host {} at step {}: {}",
-            f.host, f.step, f.detail
-        ));
-        if let Some(out) = &f.output {
-            let tail: Vec<&str> = out.lines().rev().take(10).collect();
-            for line in tail.into_iter().rev() {
-                lines.push(format!("    | {line}"));
-            }
-        }
-    }
-    lines.push(format!("  journal: {}", outcome.journal));
-    lines.join("\n")
-}
-
-/// One line per recreated queue: what happened to its messages.
-pub fn account_lines(accounts: &[crate::journal::QueueAccount]) -> Vec<String> {
-    let mut lines = vec![];
-    for a in accounts {
-        let without = a
-            .without_consumer_seconds
-            .map(|s| format!(", {s:.1}s without a consumer"))
-            .unwrap_or_default();
-        lines.push(if a.preserved {
-            format!(
-                "    {}: {} messages before, {} moved out, {} moved back (with those published \
-                 meanwhile), {} duplicated, {} lost{without}",
-                a.queue, a.before, a.moved_out, a.moved_in, a.duplicated, a.lost
-            )
-        } else {
-            format!(
-                "    {}: {} LOST (deleted with the queue; not counted: messages published while \
-                 it was unbound){without}",
-                a.queue, a.lost
-            )
-        });
-    }
-    lines
+    output::note(&format!("journal: {}", journal.path().display()));
+    let outcome = session.execute(plan.clone(), journal, &[]).await?;
+    Ok(report::print_upgrade(&plan, &outcome, settings.output)?)
 }
 
 /// A path made absolute (the journal must find it again from anywhere).

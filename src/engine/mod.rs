@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::broker::management::Management;
 use crate::inventory::{Group, Host, Secret};
 use crate::journal::{Backup, Entry, Event, Journal, QueueAccount, RunStatus};
+use crate::lock::{Lease, Lock};
 use crate::plan::upgrade::{HostPlan, UpgradePlan};
 use crate::playbook::Playbook;
 use crate::remote::{self, Connection};
@@ -32,11 +33,31 @@ use crate::template::Vars;
 /// The pseudo-host of steps done on the broker for the whole group.
 pub const BROKER: &str = "broker";
 
+/// What kind of failure stopped a step: it decides what the run does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cause {
+    /// The broker refused a request.
+    Broker,
+    /// The broker did not answer (a restart, a cut connection) for longer than the
+    /// inventory's `reconnect_deadline`.
+    BrokerUnavailable,
+    /// A host could not be reached, or a command on it could not run or timed out.
+    Host,
+    /// A command or a check on a host failed (an exit code, a verification).
+    Check,
+    /// The journal could not be written: nothing more is done.
+    Journal,
+    /// The group's lock was lost: nothing more is done.
+    Lock,
+}
+
 /// A step that failed: where, what, and the output that shows why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
     pub host: String,
     pub step: String,
+    pub cause: Cause,
     pub detail: String,
     pub output: Option<String>,
 }
@@ -70,16 +91,60 @@ impl Done {
 /// A step's failure before it is tied to a host and step.
 #[derive(Debug)]
 pub struct StepError {
+    pub cause: Cause,
     pub detail: String,
     pub output: Option<String>,
 }
 
-impl<E: std::fmt::Display> From<E> for StepError {
-    fn from(err: E) -> StepError {
+impl StepError {
+    fn new(cause: Cause, detail: impl Into<String>) -> StepError {
         StepError {
-            detail: err.to_string(),
+            cause,
+            detail: detail.into(),
             output: None,
         }
+    }
+}
+
+impl From<String> for StepError {
+    /// A failed check: the message says what was found.
+    fn from(detail: String) -> StepError {
+        StepError::new(Cause::Check, detail)
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(detail: &str) -> StepError {
+        StepError::new(Cause::Check, detail)
+    }
+}
+
+impl From<crate::broker::BrokerError> for StepError {
+    fn from(err: crate::broker::BrokerError) -> StepError {
+        let cause = if err.is_transient() {
+            Cause::BrokerUnavailable
+        } else {
+            Cause::Broker
+        };
+        StepError::new(cause, err.to_string())
+    }
+}
+
+impl From<crate::remote::RemoteError> for StepError {
+    fn from(err: crate::remote::RemoteError) -> StepError {
+        StepError::new(Cause::Host, err.to_string())
+    }
+}
+
+impl From<crate::journal::JournalError> for StepError {
+    fn from(err: crate::journal::JournalError) -> StepError {
+        StepError::new(Cause::Journal, err.to_string())
+    }
+}
+
+impl From<crate::lock::LockError> for StepError {
+    fn from(err: crate::lock::LockError) -> StepError {
+        StepError::new(Cause::Lock, err.to_string())
     }
 }
 
@@ -127,6 +192,8 @@ pub struct Engine {
     /// Queues deleted with their messages: (by, queue, messages).
     drops: Mutex<Vec<(String, String, u64)>>,
     rolling_back: AtomicBool,
+    /// The group's lock, confirmed before every step (none in unit tests).
+    lock: Option<Arc<Lock>>,
 }
 
 impl Engine {
@@ -206,7 +273,14 @@ impl Engine {
             moves: Mutex::new(moves),
             drops: Mutex::new(drops),
             rolling_back: AtomicBool::new(false),
+            lock: None,
         }
+    }
+
+    /// The engine holding the group's lock: every step confirms it first.
+    pub fn with_lock(mut self, lock: Arc<Lock>) -> Engine {
+        self.lock = Some(lock);
+        self
     }
 
     /// The SSH connections, to close them after the run.
@@ -244,6 +318,7 @@ impl Engine {
             Ok(output)
         } else {
             Err(StepError {
+                cause: Cause::Check,
                 detail: format!(
                     "`{label}` exited with {}: {}",
                     output
@@ -271,68 +346,160 @@ impl Engine {
     }
 
     /// Runs one step: skipped when the journal shows it done, else journaled around `work`.
+    /// Before it starts, the run confirms it still holds the group's lock. A step that fails
+    /// because the broker does not answer is tried again once the broker is back (every step
+    /// is safe to run again), until the broker's `reconnect_deadline`.
     async fn step<F, Fut>(&self, host: &str, step: &str, work: F) -> Result<(), Failure>
     where
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Done, StepError>>,
     {
         if self.is_done(host, step) {
             self.progress(host, step, "done before, skipped");
             return Ok(());
         }
-        self.journal_event(Event::StepStarted {
-            host: host.into(),
-            step: step.into(),
-        })
-        .await
-        .map_err(|e| failure(host, step, e))?;
-        let began = Instant::now();
-        let result = work().await;
-        let seconds = began.elapsed().as_secs_f64();
-        match result {
-            Ok(done) => {
-                self.journal_event(Event::StepFinished {
+        let fail = |err: StepError| failure(host, step, err);
+        let mut outage: Option<Instant> = None;
+        loop {
+            self.hold_lease().await.map_err(fail)?;
+            self.journal_event(Event::StepStarted {
+                host: host.into(),
+                step: step.into(),
+            })
+            .await
+            .map_err(fail)?;
+            let began = Instant::now();
+            let result = work().await;
+            let seconds = began.elapsed().as_secs_f64();
+            let err = match result {
+                Ok(done) => return self.step_done(host, step, done, seconds).await,
+                Err(err) => err,
+            };
+            let retry = err.cause == Cause::BrokerUnavailable;
+            let _ = self
+                .journal_event(Event::StepFinished {
                     host: host.into(),
                     step: step.into(),
-                    ok: true,
-                    detail: done.detail.clone(),
-                    output: done.output,
+                    ok: false,
+                    detail: if retry {
+                        format!("{} (waiting for the broker, then again)", err.detail)
+                    } else {
+                        err.detail.clone()
+                    },
+                    output: err.output.clone(),
                 })
-                .await
-                .map_err(|e| failure(host, step, e))?;
-                if let Ok(mut set) = self.done.lock() {
-                    set.insert((host.to_string(), step.to_string()));
-                }
-                let detail = if done.detail.is_empty() || step == "start" {
-                    String::new()
-                } else {
-                    format!(": {}", done.detail)
-                };
-                self.progress(host, step, &format!("ok ({seconds:.1}s){detail}"));
-                Ok(())
-            }
-            Err(err) => {
-                let _ = self
-                    .journal_event(Event::StepFinished {
-                        host: host.into(),
-                        step: step.into(),
-                        ok: false,
-                        detail: err.detail.clone(),
-                        output: err.output.clone(),
-                    })
-                    .await;
+                .await;
+            if !retry {
                 self.progress(
                     host,
                     step,
                     &format!("FAILED ({seconds:.1}s): {}", err.detail),
                 );
-                Err(Failure {
-                    host: host.into(),
-                    step: step.into(),
-                    detail: err.detail,
-                    output: err.output,
-                })
+                return Err(fail(err));
             }
+            let since = *outage.get_or_insert_with(Instant::now);
+            self.progress(
+                host,
+                step,
+                &format!("broker unavailable ({}): waiting for it", err.detail),
+            );
+            if let Err(why) = self.await_broker(since).await {
+                self.progress(host, step, &format!("FAILED: {}", why.detail));
+                return Err(fail(StepError {
+                    detail: format!("{}; {}", err.detail, why.detail),
+                    ..why
+                }));
+            }
+            self.progress(host, step, "the broker answers again: trying again");
+        }
+    }
+
+    /// Journals a step's success and reports it.
+    async fn step_done(
+        &self,
+        host: &str,
+        step: &str,
+        done: Done,
+        seconds: f64,
+    ) -> Result<(), Failure> {
+        self.journal_event(Event::StepFinished {
+            host: host.into(),
+            step: step.into(),
+            ok: true,
+            detail: done.detail.clone(),
+            output: done.output,
+        })
+        .await
+        .map_err(|e| failure(host, step, e))?;
+        if let Ok(mut set) = self.done.lock() {
+            set.insert((host.to_string(), step.to_string()));
+        }
+        let detail = if done.detail.is_empty() || step == "start" {
+            String::new()
+        } else {
+            format!(": {}", done.detail)
+        };
+        self.progress(host, step, &format!("ok ({seconds:.1}s){detail}"));
+        Ok(())
+    }
+
+    /// Confirms the run still holds the group's lock. A lock taken again after a broker
+    /// restart is journaled, once the journal shows that nobody else ran meanwhile.
+    async fn hold_lease(&self) -> Result<(), StepError> {
+        let Some(lock) = &self.lock else {
+            return Ok(());
+        };
+        match lock.confirm().await? {
+            Lease::Held => Ok(()),
+            Lease::Retaken { reason, after } => {
+                let untouched = self.journal.lock().await.untouched()?;
+                if let Err(other) = untouched {
+                    return Err(StepError::new(
+                        Cause::Lock,
+                        format!(
+                            "the lock was lost ({reason}) and, meanwhile, {other}: this run \
+                             stops"
+                        ),
+                    ));
+                }
+                self.journal_event(Event::LockRetaken {
+                    reason: reason.clone(),
+                    seconds: after.as_secs_f64(),
+                })
+                .await?;
+                self.progress(
+                    BROKER,
+                    "lock",
+                    &format!("taken again after {:.1}s ({reason})", after.as_secs_f64()),
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits until the broker answers again (its management API and AMQP), at most until
+    /// `since` plus the broker's `reconnect_deadline`.
+    async fn await_broker(&self, since: Instant) -> Result<(), StepError> {
+        let limit = self.group.broker.reconnect_deadline;
+        let deadline = since + limit;
+        loop {
+            let up = match self.management.check_vhost().await {
+                Ok(()) => self.amqp().await.is_ok(),
+                Err(_) => false,
+            };
+            if up {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(StepError::new(
+                    Cause::BrokerUnavailable,
+                    format!(
+                        "the broker did not answer again within {}s (reconnect_deadline)",
+                        limit.as_secs()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
@@ -463,11 +630,12 @@ impl Engine {
     }
 }
 
-/// A failure of a step that never ran (the journal could not be written).
+/// A failure of a step, tied to its host and step.
 fn failure(host: &str, step: &str, err: StepError) -> Failure {
     Failure {
         host: host.into(),
         step: step.into(),
+        cause: err.cause,
         detail: err.detail,
         output: err.output,
     }
@@ -538,7 +706,7 @@ where
             .clone()
             .acquire_owned()
             .await
-            .map_err(|e| failure(BROKER, "schedule", StepError::from(e)))?;
+            .map_err(|e| failure(BROKER, "schedule", StepError::from(e.to_string())))?;
         if engine.stopping.load(Ordering::SeqCst) {
             break;
         }
@@ -555,7 +723,8 @@ where
     }
     let mut first = None;
     while let Some(joined) = tasks.join_next().await {
-        let result = joined.unwrap_or_else(|e| Err(failure(BROKER, "task", StepError::from(e))));
+        let result =
+            joined.unwrap_or_else(|e| Err(failure(BROKER, "task", StepError::from(e.to_string()))));
         if let Err(f) = result {
             first.get_or_insert(f);
         }

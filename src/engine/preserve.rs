@@ -100,7 +100,7 @@ impl Engine {
     }
 
     /// The run's AMQP connection, opened on first use (and again if it broke).
-    async fn amqp(&self) -> Result<Arc<lapin::Connection>, StepError> {
+    pub(super) async fn amqp(&self) -> Result<Arc<lapin::Connection>, StepError> {
         let mut slot = self.amqp.lock().await;
         if let Some(connection) = slot.as_ref()
             && connection.status().connected()

@@ -208,6 +208,7 @@ impl Engine {
                     .await?;
                 if !output.success() {
                     return Err(StepError {
+                        cause: super::Cause::Check,
                         detail: format!("reinstalling {version} failed"),
                         output: Some(record("reinstall", &output)),
                     });

@@ -195,12 +195,11 @@ impl Engine {
             self.step(name, "stage files", || self.stage(name)).await?;
         }
         if self.plan.preserve_messages && !host.queues.is_empty() {
-            let stopped = self.status(name).await.map_err(|e| Failure {
-                host: name.to_string(),
-                step: "status".into(),
-                detail: e.detail,
-                output: e.output,
-            })? == "stopped";
+            let stopped = self
+                .status(name)
+                .await
+                .map_err(|e| super::failure(name, "status", e))?
+                == "stopped";
             for q in &host.queues {
                 let step = format!("hold {}", q.name);
                 self.step(name, &step, || self.hold(&q.name, stopped))

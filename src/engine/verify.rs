@@ -75,6 +75,7 @@ impl Engine {
             let errors = self.log_errors(name).await?;
             if !errors.is_empty() {
                 return Err(StepError {
+                    cause: super::Cause::Check,
                     detail: format!("errors in the log since the start: {}", errors[0]),
                     output: Some(errors.join("\n")),
                 });

@@ -1,6 +1,7 @@
 //! Plans: pure computations from what was read (broker, hosts, inventory, playbook) to what
 //! would change. Nothing here talks to the outside world, so all of it is unit-tested.
 
+pub mod contract;
 pub mod ownership;
 pub mod queue_diff;
 pub mod rollback;

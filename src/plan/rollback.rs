@@ -65,14 +65,29 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NothingToRollBack(pub String);
 
+/// How the operator asked the rollback to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// The release has a queue-state reset command.
+    pub reset_available: bool,
+    /// Leave the upgraded hosts stopped (`--keep-upgraded-stopped`).
+    pub keep_upgraded_stopped: bool,
+    /// Keep the messages of restored queues (false: `--allow-message-loss`).
+    pub preserve_messages: bool,
+}
+
 /// Plans the rollback of the run recorded in `entries`.
 pub fn plan(
     run_id: &str,
     group: &Group,
     entries: &[Entry],
-    reset_available: bool,
-    keep_upgraded_stopped: bool,
+    options: Options,
 ) -> Result<RollbackPlan, NothingToRollBack> {
+    let Options {
+        reset_available,
+        keep_upgraded_stopped,
+        preserve_messages,
+    } = options;
     let upgrade: UpgradePlan = entries
         .iter()
         .find_map(|e| match &e.event {
@@ -188,7 +203,7 @@ pub fn plan(
         swaps,
         repair,
         keep_upgraded_stopped,
-        preserve_messages: true,
+        preserve_messages,
     })
 }
 
@@ -309,6 +324,8 @@ mod tests {
             preserve_messages: true,
             upgrade_before_stop: false,
             queue_summary: String::new(),
+            release: None,
+            vars: Default::default(),
         };
         let mut e = vec![entry(
             1,
@@ -379,6 +396,14 @@ mod tests {
         e
     }
 
+    fn options(reset_available: bool, keep_upgraded_stopped: bool) -> Options {
+        Options {
+            reset_available,
+            keep_upgraded_stopped,
+            preserve_messages: true,
+        }
+    }
+
     fn ops() -> Group {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         crate::inventory::load(&root.join("inventory/lab.toml"))
@@ -390,7 +415,7 @@ mod tests {
 
     #[test]
     fn service_first_then_repairs_with_the_pair_swapped() {
-        let p = plan("rb1", &ops(), &journal(), true, false).unwrap();
+        let p = plan("rb1", &ops(), &journal(), options(true, false)).unwrap();
         assert_eq!(p.rolls_back, "up1");
         assert_eq!(p.stop, ["px5", "px6", "pxatx1"]);
         assert_eq!(p.queues, ["q.cluster"]);
@@ -421,13 +446,13 @@ mod tests {
 
     #[test]
     fn keep_upgraded_stopped_starts_none_of_them() {
-        let p = plan("rb1", &ops(), &journal(), false, true).unwrap();
+        let p = plan("rb1", &ops(), &journal(), options(false, true)).unwrap();
         assert!(p.repair.iter().all(|r| !r.start && !r.reset_queue_state));
         assert!(p.to_string().contains("--keep-upgraded-stopped"));
     }
 
     #[test]
     fn a_journal_without_a_plan_has_nothing_to_roll_back() {
-        assert!(plan("rb1", &ops(), &[], true, false).is_err());
+        assert!(plan("rb1", &ops(), &[], options(true, false)).is_err());
     }
 }

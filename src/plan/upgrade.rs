@@ -1,6 +1,7 @@
 //! The plan of a half-fleet upgrade: computed from the inventory and the queue diff, shown,
 //! approved, written to the journal, and executed exactly as it is. A resume reads it back.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,22 @@ pub struct UpgradePlan {
     pub upgrade_before_stop: bool,
     /// The queue diff's summary line.
     pub queue_summary: String,
+    /// The release as approved: every command, file content, queue rule and target setting
+    /// execution uses (a resumed run uses this, never the playbook file as it is now).
+    #[serde(default)]
+    pub release: Option<crate::playbook::Playbook>,
+    /// The placeholders' values of every host of the group as approved, by host.
+    #[serde(default)]
+    pub vars: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// How the operator asked the run to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Hosts upgraded at the same time after the canary.
+    pub parallel: usize,
+    /// Keep the messages of recreated queues (false: `--allow-message-loss`).
+    pub preserve_messages: bool,
 }
 
 impl UpgradePlan {
@@ -103,8 +120,8 @@ pub fn plan(
     half: Half,
     diff: &QueueDiff,
     playbook: &crate::playbook::Playbook,
-    parallel: usize,
-    other_versions: &std::collections::BTreeMap<String, String>,
+    options: Options,
+    other_versions: &BTreeMap<String, String>,
 ) -> UpgradePlan {
     let recreate = |v: Verdict| matches!(v, Verdict::Recreate | Verdict::IgnoredByBroker);
     let mut group_queues = vec![];
@@ -169,7 +186,7 @@ pub fn plan(
         playbook_path: playbook.path.display().to_string(),
         package: playbook.package.clone(),
         version: playbook.version.clone(),
-        parallel: parallel.max(1),
+        parallel: options.parallel.max(1),
         messages_at_risk: group_queues.iter().map(|q| q.messages).sum::<u64>()
             + hosts
                 .iter()
@@ -186,9 +203,19 @@ pub fn plan(
             .filter(|h| other_versions.get(&h.name) != Some(&playbook.version))
             .map(|h| h.name.clone())
             .collect(),
-        preserve_messages: true,
+        preserve_messages: options.preserve_messages,
         upgrade_before_stop: playbook.commands.upgrade_before_stop,
         queue_summary: diff.summary.to_string(),
+        release: Some(playbook.clone()),
+        vars: group
+            .hosts
+            .iter()
+            .map(|h| {
+                let vars = playbook.vars(h, &group.broker);
+                let vars = vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+                (h.name.clone(), vars)
+            })
+            .collect(),
     }
 }
 
@@ -396,7 +423,18 @@ mod tests {
         let (inventory, playbook) = fixture();
         let ops = inventory.group("ops").unwrap();
         let d = ops_diff(&playbook.queues.target);
-        let p = plan("r1", ops, Half::B, &d, &playbook, 2, &Default::default());
+        let p = plan(
+            "r1",
+            ops,
+            Half::B,
+            &d,
+            &playbook,
+            Options {
+                parallel: 2,
+                preserve_messages: true,
+            },
+            &Default::default(),
+        );
         let names: Vec<&str> = p.hosts.iter().map(|h| h.host.as_str()).collect();
         assert_eq!(names, ["px5", "px6", "px7", "px8", "pxatx1"]);
         assert_eq!(p.canary(), Some("px5"));
@@ -436,7 +474,11 @@ mod tests {
         for h in ["px5", "px6", "px7", "px8", "pxatx1"] {
             versions.insert(h.to_string(), "3.3.1".to_string());
         }
-        let p = plan("r2", ops, Half::A, &d, &playbook, 1, &versions);
+        let options = Options {
+            parallel: 1,
+            preserve_messages: true,
+        };
+        let p = plan("r2", ops, Half::A, &d, &playbook, options, &versions);
         assert!(p.failover.is_empty());
         assert!(
             p.to_string()

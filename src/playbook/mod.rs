@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use toml::Spanned;
 
@@ -26,7 +26,7 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_STOP_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// A checked playbook.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Playbook {
     pub path: PathBuf,
     pub name: String,
@@ -40,7 +40,7 @@ pub struct Playbook {
 }
 
 /// How a started host is verified, besides its status, version and queues.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verify {
     /// A command printing the local ports of the service's broker connections, one per line:
     /// matched with the broker's connections (`peer_port`) to see the version connected.
@@ -52,7 +52,10 @@ pub struct Verify {
     /// Patterns (extended regular expressions) that fail the verification when logged.
     pub log_errors: Vec<String>,
     /// How long verification may wait for the service to settle.
-    #[serde(serialize_with = "crate::units::serialize_duration")]
+    #[serde(
+        serialize_with = "crate::units::serialize_duration",
+        deserialize_with = "crate::units::deserialize_duration"
+    )]
     pub timeout: Duration,
 }
 
@@ -60,7 +63,7 @@ pub struct Verify {
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The host-side commands, as templates (see [`crate::template`]).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Commands {
     pub stop: String,
     pub start: String,
@@ -74,19 +77,22 @@ pub struct Commands {
     /// Install the package while the service still runs (before the stop), to shorten the
     /// time it is stopped. For packages whose installation does not restart the service.
     pub upgrade_before_stop: bool,
-    #[serde(serialize_with = "crate::units::serialize_duration")]
+    #[serde(
+        serialize_with = "crate::units::serialize_duration",
+        deserialize_with = "crate::units::deserialize_duration"
+    )]
     pub timeout: Duration,
 }
 
 /// A file deployed with the release.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileSpec {
     /// Where on the host: relative to the SSH user's home, or absolute.
     pub path: String,
     /// The template file, resolved.
     pub template: PathBuf,
-    /// The template's text, read when the playbook is loaded.
-    #[serde(skip)]
+    /// The template's text, read when the playbook is loaded (journaled with the plan: a
+    /// resumed run deploys what was approved).
     pub content: String,
     pub mode: Option<u32>,
     /// Only replace the file where it already exists (a config that some hosts have).
@@ -94,7 +100,7 @@ pub struct FileSpec {
 }
 
 /// Who a queue pattern gives a queue to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PatternOwner {
     /// The host whose variables the pattern names (`{host}` or `{user}` in it).
@@ -106,7 +112,7 @@ pub enum PatternOwner {
 }
 
 /// A rule giving queues to the fleet by name.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OwnedPattern {
     /// A glob (`*`, `?`) with placeholders.
     pub pattern: String,
@@ -115,13 +121,16 @@ pub struct OwnedPattern {
 }
 
 /// Which queues belong to the fleet, and how they must be.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueRules {
     /// A host-side command printing the names of the queues the host uses, one per line.
     pub discover: Option<String>,
     pub owned: Vec<OwnedPattern>,
     pub target: QueueSettings,
-    #[serde(serialize_with = "crate::units::serialize_duration")]
+    #[serde(
+        serialize_with = "crate::units::serialize_duration",
+        deserialize_with = "crate::units::deserialize_duration"
+    )]
     pub expected_stop_window: Duration,
 }
 

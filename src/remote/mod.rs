@@ -2,8 +2,11 @@
 //! driven through the `openssh` crate's native multiplexing), strict host key checking unless
 //! the inventory explicitly turns it off, and a timeout on every call.
 
+mod leftovers;
 mod persist;
 mod quote;
+
+pub use leftovers::{forget_own_dir, reap as reap_leftovers};
 
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -170,6 +173,9 @@ impl fmt::Debug for Connection {
 /// Opens the master connection to a host of the inventory, or reuses the one an earlier run
 /// kept when the inventory sets `persist`.
 pub async fn connect(host: &Host) -> Result<Connection, RemoteError> {
+    // Once per process, before its first connection: the masters of killed runs are ended.
+    static REAPED: tokio::sync::OnceCell<usize> = tokio::sync::OnceCell::const_new();
+    REAPED.get_or_init(leftovers::reap).await;
     let target = &host.ssh;
     let entry = match target.persist {
         Some(_) => persist::registry().map(|registry| persist::entry(registry, target)),
@@ -186,11 +192,18 @@ pub async fn connect(host: &Host) -> Result<Connection, RemoteError> {
         });
     }
     let mut builder = SessionBuilder::default();
+    // A connection of this run only lives in this process's own control directory, so that
+    // the masters of a killed run can be found and ended (see `leftovers`); a kept one
+    // (`persist`) is meant to outlive it.
+    let control = match (&entry, leftovers::own_dir()) {
+        (None, Some(dir)) => dir.to_path_buf(),
+        _ => std::env::temp_dir(),
+    };
     builder
         .port(target.port)
         .connect_timeout(target.connect_timeout)
         .server_alive_interval(Duration::from_secs(15))
-        .control_directory(std::env::temp_dir())
+        .control_directory(control)
         .known_hosts_check(if target.strict_host_key_checking {
             KnownHosts::Strict
         } else {

@@ -50,7 +50,7 @@ fn find_registry() -> Option<PathBuf> {
 
 /// True when `dir` is a directory (not a link) owned by this process's user, with none of the
 /// permission bits of `forbidden`.
-fn ours(dir: &Path, forbidden: u32) -> bool {
+pub(super) fn ours(dir: &Path, forbidden: u32) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(dir) else {
         return false;
     };
@@ -59,7 +59,7 @@ fn ours(dir: &Path, forbidden: u32) -> bool {
 }
 
 /// This process's user id: the owner of `/proc/self` (read once).
-fn own_uid() -> Option<u32> {
+pub(super) fn own_uid() -> Option<u32> {
     static UID: OnceLock<Option<u32>> = OnceLock::new();
     *UID.get_or_init(|| std::fs::metadata("/proc/self").ok().map(|m| m.uid()))
 }

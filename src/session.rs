@@ -1,0 +1,196 @@
+//! What the commands that change a group share: the broker password, the management API,
+//! the group's lock and the SSH connections to its hosts, opened in that order (the lock
+//! before anything of the group's journal is read) and closed together on every path.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::broker::management::Management;
+use crate::engine::{Engine, Outcome, RollbackOutcome};
+use crate::error::Error;
+use crate::inventory::{Group, Secret};
+use crate::journal::{Entry, Journal};
+use crate::lock::{self, Lock};
+use crate::plan::rollback::{RollbackPlan, Swap};
+use crate::plan::upgrade::UpgradePlan;
+use crate::remote::{self, Connection};
+
+/// An open session on one group.
+pub struct Session {
+    pub group: Group,
+    pub password: Secret,
+    pub management: Management,
+    pub lock: Arc<Lock>,
+    connections: BTreeMap<String, Connection>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("group", &self.group.name)
+            .field("lock", &self.lock)
+            .finish()
+    }
+}
+
+impl Session {
+    /// Reads the broker password, checks that the management API answers, and takes the
+    /// group's lock (`purpose` says why, for whoever finds it held).
+    pub async fn open(group: Group, purpose: &str) -> Result<Session, Error> {
+        let password = crate::broker::password(&group.broker)?;
+        let management = Management::new(&group.broker, password.clone())?;
+        management.overview().await?;
+        let lock = lock::acquire(&group.name, &group.broker, &password, purpose).await?;
+        Ok(Session {
+            group,
+            password,
+            management,
+            lock: Arc::new(lock),
+            connections: BTreeMap::new(),
+        })
+    }
+
+    /// Connects to every host of the group, [`remote::CONNECT_CONCURRENCY`] at a time; any
+    /// unreachable host fails, naming every one of them.
+    pub async fn connect(&mut self) -> Result<(), Error> {
+        let limit = Arc::new(Semaphore::new(remote::CONNECT_CONCURRENCY));
+        let mut tasks = JoinSet::new();
+        for host in self.group.hosts.clone() {
+            let limit = Arc::clone(&limit);
+            tasks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                (host.name.clone(), remote::connect(&host).await)
+            });
+        }
+        let mut failures = vec![];
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((name, Ok(c))) => {
+                    self.connections.insert(name, c);
+                }
+                Ok((_, Err(err))) => failures.push(err),
+                Err(err) => return Err(Error::Internal(format!("a connect task failed: {err}"))),
+            }
+        }
+        if failures.is_empty() {
+            return Ok(());
+        }
+        failures.sort_by_key(|e| e.to_string());
+        Err(Error::Unreachable(failures))
+    }
+
+    /// The open SSH connections, by host.
+    pub fn connections(&self) -> &BTreeMap<String, Connection> {
+        &self.connections
+    }
+
+    /// Hands the connections over (to an engine); they come back with [`Session::give_back`].
+    pub fn take_connections(&mut self) -> BTreeMap<String, Connection> {
+        std::mem::take(&mut self.connections)
+    }
+
+    /// Takes connections back, to be closed with the session.
+    pub fn give_back(&mut self, connections: BTreeMap<String, Connection>) {
+        self.connections.extend(connections);
+    }
+
+    /// Executes an upgrade plan (a new run, or a resumed one with the journal's `earlier`
+    /// entries) with this session's connections and lock; they come back to the session.
+    pub async fn execute(
+        &mut self,
+        plan: UpgradePlan,
+        journal: Journal,
+        earlier: &[Entry],
+    ) -> Result<Outcome, Error> {
+        let release = approved(&plan)?;
+        let engine = Arc::new(
+            Engine::new(
+                self.group.clone(),
+                release,
+                plan,
+                self.management.clone(),
+                self.password.clone(),
+                journal,
+                self.take_connections(),
+                earlier,
+            )
+            .with_lock(self.lock.clone()),
+        );
+        let outcome = engine.clone().run().await;
+        if let Ok(engine) = Arc::try_unwrap(engine) {
+            self.give_back(engine.into_connections());
+        }
+        Ok(outcome)
+    }
+
+    /// Executes a rollback plan of the run whose plan is `upgrade` (`earlier`: that run's
+    /// entries, and the rollback's own when it is finished after an interruption).
+    pub async fn execute_rollback(
+        &mut self,
+        upgrade: UpgradePlan,
+        plan: RollbackPlan,
+        journal: Journal,
+        earlier: &[Entry],
+        on_swap: impl Fn(&Swap) -> Result<(), String>,
+    ) -> Result<RollbackOutcome, Error> {
+        let release = approved(&upgrade)?;
+        let engine = Arc::new(
+            Engine::new(
+                self.group.clone(),
+                release,
+                upgrade,
+                self.management.clone(),
+                self.password.clone(),
+                journal,
+                self.take_connections(),
+                earlier,
+            )
+            .with_lock(self.lock.clone()),
+        );
+        let outcome = engine.clone().run_rollback(plan, on_swap).await;
+        if let Ok(engine) = Arc::try_unwrap(engine) {
+            self.give_back(engine.into_connections());
+        }
+        Ok(outcome)
+    }
+
+    /// Closes every connection and releases the lock.
+    pub async fn close(mut self) {
+        for (_, c) in std::mem::take(&mut self.connections) {
+            c.close().await;
+        }
+        remote::forget_own_dir();
+        self.lock.release().await;
+    }
+}
+
+/// The release a plan executes: the one approved with it.
+fn approved(plan: &UpgradePlan) -> Result<crate::playbook::Playbook, Error> {
+    plan.release.clone().ok_or_else(|| {
+        Error::Internal(format!(
+            "the plan of run {} holds no release to execute",
+            plan.run_id
+        ))
+    })
+}
+
+/// Asks the operator to type the group's name.
+pub fn approve(group: &str) -> Result<(), Error> {
+    let mut err = std::io::stderr();
+    let _ = write!(err, "Type the group name ({group}) to approve this plan: ");
+    let _ = err.flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(Error::Output)?;
+    if answer.trim() == group {
+        Ok(())
+    } else {
+        Err(Error::NotApproved)
+    }
+}
