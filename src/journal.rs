@@ -102,6 +102,16 @@ pub enum Event {
         exchange: String,
         alternate: String,
     },
+    /// A step done before must be done again: what it did was undone (the failover stopped a
+    /// host it started, put back a queue it recreated). Written before the undoing begins.
+    Undone {
+        host: String,
+        step: String,
+        why: String,
+    },
+    /// A failover put the untouched half back in service: the critical window of a resumed
+    /// run is measured from here on.
+    ServiceRestored { by: String },
     /// The group's lock was lost (a broker restart) and taken again by this run, after it
     /// checked that nobody else ran on the group meanwhile.
     LockRetaken { reason: String, seconds: f64 },
@@ -116,8 +126,11 @@ pub enum Event {
         /// Messages on `from` when the move began.
         before: u64,
         moved: u64,
-        /// Messages `from` had delivered before: perhaps already on `to` (duplicates).
+        /// Messages `from` had delivered before (the broker's flag; not duplicates).
         redelivered: u64,
+        /// Messages in flight when the move failed: each may now be on both queues.
+        #[serde(default)]
+        uncertain: u64,
         seconds: f64,
     },
     /// A queue deleted with its messages (only with `--allow-message-loss`).
@@ -143,12 +156,21 @@ pub struct QueueAccount {
     /// Moved from the holding queue into the new queue (its messages, and those published
     /// while the queue was being recreated).
     pub moved_in: u64,
-    /// Messages perhaps delivered twice (redelivered during an interrupted move).
+    /// Messages put twice into a queue by roll, as far as known: 0 unless a move was cut
+    /// short, and then at most this many (see `duplicates_known`).
     pub duplicated: u64,
+    /// False when `duplicated` is an upper bound (a move was cut short: the messages in
+    /// flight may be on both queues), true when it is exact.
+    #[serde(default = "yes")]
+    pub duplicates_known: bool,
     /// Messages the broker deleted with the queue.
     pub lost: u64,
     /// From the stop of its last consumer to the start of its first new one.
     pub without_consumer_seconds: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How a run ended.

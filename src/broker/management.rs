@@ -21,6 +21,19 @@ pub fn segment(value: &str) -> String {
     utf8_percent_encode(value, SEGMENT).to_string()
 }
 
+/// The path segment of a queue or exchange name, or an error for `.` and `..`, which the
+/// management API reads as path steps however they are encoded (`/queues/ops/.` lists every
+/// queue of the vhost): such a queue can only be reached over AMQP.
+fn named(broker: &str, name: &str) -> Result<String, BrokerError> {
+    if name == "." || name == ".." {
+        return Err(BrokerError::Unaddressable {
+            broker: broker.to_string(),
+            name: name.to_string(),
+        });
+    }
+    Ok(segment(name))
+}
+
 /// A management API client for one broker and vhost.
 #[derive(Clone)]
 pub struct Management {
@@ -217,7 +230,11 @@ impl Management {
         name: &str,
         settings: &crate::broker::equivalence::QueueSettings,
     ) -> Result<(), BrokerError> {
-        let path = format!("queues/{}/{}", segment(&self.vhost), segment(name));
+        let path = format!(
+            "queues/{}/{}",
+            segment(&self.vhost),
+            named(&self.name, name)?
+        );
         let body = serde_json::json!({
             "durable": settings.durable,
             "auto_delete": settings.auto_delete,
@@ -237,7 +254,11 @@ impl Management {
     /// Deletes a queue. With `if_empty`, the broker refuses while it holds messages.
     /// Deleting a queue that does not exist is not an error (the step can run again).
     pub async fn delete_queue(&self, name: &str, if_empty: bool) -> Result<(), BrokerError> {
-        let path = format!("queues/{}/{}", segment(&self.vhost), segment(name));
+        let path = format!(
+            "queues/{}/{}",
+            segment(&self.vhost),
+            named(&self.name, name)?
+        );
         let query: Vec<(&str, String)> = if if_empty {
             vec![("if-empty", "true".into())]
         } else {
@@ -255,7 +276,11 @@ impl Management {
         kind: &str,
         arguments: &std::collections::BTreeMap<String, serde_json::Value>,
     ) -> Result<(), BrokerError> {
-        let path = format!("exchanges/{}/{}", segment(&self.vhost), segment(name));
+        let path = format!(
+            "exchanges/{}/{}",
+            segment(&self.vhost),
+            named(&self.name, name)?
+        );
         let body = serde_json::json!({
             "type": kind,
             "durable": true,
@@ -276,14 +301,22 @@ impl Management {
 
     /// Deletes an exchange (and with it every binding to and from it); absent is fine.
     pub async fn delete_exchange(&self, name: &str) -> Result<(), BrokerError> {
-        let path = format!("exchanges/{}/{}", segment(&self.vhost), segment(name));
+        let path = format!(
+            "exchanges/{}/{}",
+            segment(&self.vhost),
+            named(&self.name, name)?
+        );
         self.delete_if_present(&path, &[], &format!("delete of exchange {name}"))
             .await
     }
 
     /// True when the exchange exists.
     pub async fn exchange_exists(&self, name: &str) -> Result<bool, BrokerError> {
-        let path = format!("exchanges/{}/{}", segment(&self.vhost), segment(name));
+        let path = format!(
+            "exchanges/{}/{}",
+            segment(&self.vhost),
+            named(&self.name, name)?
+        );
         match self
             .get::<serde_json::Value>(
                 &path,
@@ -304,9 +337,9 @@ impl Management {
         let path = format!(
             "bindings/{}/e/{}/{}/{}",
             segment(&self.vhost),
-            segment(&binding.source),
+            named(&self.name, &binding.source)?,
             kind_segment(&binding.destination_type),
-            segment(&binding.destination)
+            named(&self.name, &binding.destination)?
         );
         let body = serde_json::json!({
             "routing_key": binding.routing_key,
@@ -331,9 +364,9 @@ impl Management {
         let base = format!(
             "bindings/{}/e/{}/{}/{}",
             segment(&self.vhost),
-            segment(&binding.source),
+            named(&self.name, &binding.source)?,
             kind_segment(&binding.destination_type),
-            segment(&binding.destination)
+            named(&self.name, &binding.destination)?
         );
         let what = format!(
             "unbinding of {} from {} ({})",
@@ -359,7 +392,7 @@ impl Management {
         let path = format!(
             "exchanges/{}/{}/bindings/destination",
             segment(&self.vhost),
-            segment(name)
+            named(&self.name, name)?
         );
         match self
             .get(
@@ -380,7 +413,7 @@ impl Management {
         let path = format!(
             "queues/{}/{}/bindings",
             segment(&self.vhost),
-            segment(queue)
+            named(&self.name, queue)?
         );
         let all: Vec<BindingInfo> = self
             .get(
@@ -430,7 +463,8 @@ impl Management {
 }
 
 /// The columns `roll` reads of a queue.
-const QUEUE_COLUMNS: &str = "name,durable,auto_delete,exclusive,arguments,messages,consumers";
+const QUEUE_COLUMNS: &str =
+    "name,type,durable,auto_delete,exclusive,arguments,messages,messages_persistent,consumers";
 /// The columns `roll` reads of a binding.
 const BINDING_COLUMNS: &str = "source,destination,destination_type,routing_key,arguments";
 
@@ -449,7 +483,36 @@ pub struct QueueInfo {
     #[serde(default)]
     pub messages: Option<u64>,
     #[serde(default)]
+    pub messages_persistent: Option<u64>,
+    #[serde(default)]
     pub consumers: Option<u64>,
+    /// `classic`, `quorum` or `stream` (absent before RabbitMQ 3.8: classic).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}
+
+impl QueueInfo {
+    /// Messages a broker restart would lose: those not persistent, in a classic queue
+    /// (quorum queues keep every message).
+    pub fn transient(&self) -> u64 {
+        if self.kind.as_deref().is_some_and(|k| k != "classic") {
+            return 0;
+        }
+        match (self.messages, self.messages_persistent) {
+            (Some(all), Some(persistent)) => all.saturating_sub(persistent),
+            _ => 0,
+        }
+    }
+
+    /// True for a quorum queue (by its type, or its declared `x-queue-type`).
+    pub fn is_quorum(&self) -> bool {
+        self.kind.as_deref() == Some("quorum")
+            || self
+                .arguments
+                .get("x-queue-type")
+                .and_then(serde_json::Value::as_str)
+                == Some("quorum")
+    }
 }
 
 /// A binding as the management API lists it.
@@ -553,7 +616,11 @@ impl Management {
 
     /// One queue, or `None` when it does not exist.
     pub async fn queue(&self, name: &str) -> Result<Option<QueueInfo>, BrokerError> {
-        let path = format!("queues/{}/{}", segment(&self.vhost), segment(name));
+        let path = format!(
+            "queues/{}/{}",
+            segment(&self.vhost),
+            named(&self.name, name)?
+        );
         match self
             .get(&path, &[("columns", QUEUE_COLUMNS.into())], "queue lookup")
             .await
@@ -643,6 +710,17 @@ mod tests {
         assert_eq!(segment("/"), "%2F");
         assert_eq!(segment("ops"), "ops");
         assert_eq!(segment("q_a.b c"), "q_a.b%20c");
+    }
+
+    #[test]
+    fn dot_names_cannot_be_addressed() {
+        assert!(matches!(
+            named("b", "."),
+            Err(BrokerError::Unaddressable { .. })
+        ));
+        assert!(named("b", "..").is_err());
+        assert_eq!(named("b", "...").unwrap(), "...");
+        assert_eq!(named("b", "q.a").unwrap(), "q.a");
     }
 
     #[test]

@@ -93,6 +93,12 @@ pub enum BrokerError {
         what: String,
         detail: String,
     },
+    /// A queue or exchange named `.` or `..`: the management API cannot address it.
+    #[error(
+        "broker {broker}: the name {name:?} cannot be used through the management API (it reads \
+         it as a path step): delete or rename it with an AMQP client"
+    )]
+    Unaddressable { broker: String, name: String },
     /// The broker blocked our connection (a memory or disk alarm) for longer than allowed.
     #[error("broker {broker}: {what} blocked by the broker ({detail})")]
     Blocked {
@@ -117,6 +123,7 @@ impl BrokerError {
             | BrokerError::Unauthorized { .. }
             | BrokerError::NoVhost { .. }
             | BrokerError::Decode { .. }
+            | BrokerError::Unaddressable { .. }
             | BrokerError::Amqp { .. } => false,
         }
     }

@@ -5,7 +5,14 @@
 //! routed, on the destination. Properties and headers travel with the message. A crash in the
 //! middle can duplicate a message (published, not yet acknowledged: the broker redelivers it),
 //! never lose one. Publishing is pipelined: up to [`BATCH`] messages wait for their confirms
-//! at a time.
+//! at a time, and at most that many are unacknowledged on the source: a move cut short (the
+//! connection lost, the process killed) can leave at most that many on both queues, and
+//! says how many it may have ([`MoveReport::uncertain`]).
+//!
+//! Every call has a deadline, and so has the move ([`Limits`]): a source that keeps being
+//! filled (by the default exchange, by dead-lettering: routes no binding change switches
+//! away) is chased for a bounded time after its backlog is moved, then the move stops and
+//! says so ([`MoveReport::filling`]).
 
 use std::time::{Duration, Instant};
 
@@ -31,10 +38,45 @@ const IDLE: Duration = Duration::from_millis(50);
 pub struct MoveReport {
     /// Messages confirmed on the destination and removed from the source.
     pub moved: u64,
-    /// Messages the source had delivered before (a redelivery after an interrupted move:
-    /// they may already be on the destination, so they may now be there twice).
+    /// Messages the source had delivered before (to this mover, to a consumer, to a peek):
+    /// a count of what the broker flagged, not of duplicates.
     pub redelivered: u64,
+    /// Messages in flight when the move failed (published or confirmed on the destination,
+    /// not known to be acknowledged on the source): each may now be on both.
+    pub uncertain: u64,
+    /// The move stopped while the source was still being filled (see [`Limits::chase`]).
+    pub filling: bool,
     pub seconds: f64,
+}
+
+/// How long a move may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The whole move, at most.
+    pub deadline: Duration,
+    /// How long the source is chased once as many messages as it held at the start are
+    /// moved.
+    pub chase: Duration,
+}
+
+impl Limits {
+    /// For a source holding `backlog` messages: a minute, plus a second for every thousand
+    /// messages (the slowest rate a move should ever have); a source still filling 5 s after
+    /// its backlog is moved is left.
+    pub fn for_backlog(backlog: u64) -> Limits {
+        Limits {
+            deadline: Duration::from_secs(60 + backlog / 1000),
+            chase: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A move that failed, with what it did before.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct MoveFailure {
+    pub report: MoveReport,
+    pub error: BrokerError,
 }
 
 struct Mover<'a> {
@@ -68,20 +110,28 @@ impl Mover<'_> {
         if delivery.redelivered {
             self.report.redelivered += 1;
         }
-        let confirm = self
-            .channel
-            .basic_publish(
-                "".into(),
-                self.to.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                &delivery.data,
-                delivery.properties.clone(),
-            )
-            .await
-            .map_err(|e| self.amqp("basic.publish", e))?;
+        let publish = self.channel.basic_publish(
+            "".into(),
+            self.to.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            },
+            &delivery.data,
+            delivery.properties.clone(),
+        );
+        // A connection the broker blocked (a memory or disk alarm) waits here.
+        let confirm = match tokio::time::timeout(DEFAULT_TIMEOUT, publish).await {
+            Err(_) => {
+                self.report.uncertain += 1 + self.pending.len() as u64;
+                return Err(self.timed_out("basic.publish"));
+            }
+            Ok(Err(e)) => {
+                self.report.uncertain += 1 + self.pending.len() as u64;
+                return Err(self.amqp("basic.publish", e));
+            }
+            Ok(Ok(confirm)) => confirm,
+        };
         self.pending.push((delivery, confirm));
         if self.pending.len() >= usize::from(BATCH) {
             self.settle().await?;
@@ -114,6 +164,7 @@ impl Mover<'_> {
                     });
                 }
                 Err(err) => {
+                    self.report.uncertain += count;
                     self.give_back(&last).await;
                     return Err(err);
                 }
@@ -132,40 +183,66 @@ impl Mover<'_> {
                 ),
             });
         }
-        last.ack(BasicAckOptions { multiple: true })
-            .await
-            .map_err(|e| self.amqp("basic.ack", e))?;
+        let acked = tokio::time::timeout(
+            DEFAULT_TIMEOUT,
+            last.ack(BasicAckOptions { multiple: true }),
+        )
+        .await;
+        match acked {
+            Ok(Ok(_)) => {}
+            // Stored on the destination, not known to be removed from the source.
+            Err(_) => {
+                self.report.uncertain += count;
+                return Err(self.timed_out("basic.ack"));
+            }
+            Ok(Err(e)) => {
+                self.report.uncertain += count;
+                return Err(self.amqp("basic.ack", e));
+            }
+        }
         self.report.moved += count;
         Ok(())
     }
 
     async fn give_back(&self, last: &Acker) {
-        let _ = last
-            .nack(BasicNackOptions {
-                multiple: true,
-                requeue: true,
-            })
-            .await;
+        let nack = last.nack(BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        });
+        let _ = tokio::time::timeout(DEFAULT_TIMEOUT, nack).await;
     }
 }
 
-/// Moves every message of `from` into `to` (both must exist), until `from` is empty.
-/// `connection` is used to open a channel for the move (and one to count).
+/// Moves every message of `from` into `to` (both must exist), until `from` is empty, within
+/// `limits`. `connection` is used to open a channel for the move (and one to count).
 pub async fn move_all(
     connection: &Connection,
     broker: &str,
     from: &str,
     to: &str,
-) -> Result<MoveReport, BrokerError> {
+    limits: Limits,
+) -> Result<MoveReport, MoveFailure> {
     let started = Instant::now();
+    let failed = |error: BrokerError| MoveFailure {
+        report: MoveReport::default(),
+        error,
+    };
     let channel = tokio::time::timeout(DEFAULT_TIMEOUT, connection.create_channel())
         .await
-        .map_err(|_| BrokerError::Timeout {
-            broker: broker.to_string(),
-            what: format!("open channel ({from} -> {to})"),
-            after: DEFAULT_TIMEOUT,
+        .map_err(|_| {
+            failed(BrokerError::Timeout {
+                broker: broker.to_string(),
+                what: format!("open channel ({from} -> {to})"),
+                after: DEFAULT_TIMEOUT,
+            })
         })?
-        .map_err(|e| amqp::error(broker, format!("open channel ({from} -> {to})"), &e))?;
+        .map_err(|e| {
+            failed(amqp::error(
+                broker,
+                format!("open channel ({from} -> {to})"),
+                &e,
+            ))
+        })?;
     let mut mover = Mover {
         broker,
         from,
@@ -174,27 +251,70 @@ pub async fn move_all(
         pending: Vec::new(),
         report: MoveReport::default(),
     };
-    let result = run(&mut mover, connection).await;
+    let result =
+        match tokio::time::timeout(limits.deadline, run(&mut mover, connection, limits)).await {
+            Ok(result) => result,
+            Err(_) => {
+                mover.report.uncertain += mover.pending.len() as u64;
+                Err(BrokerError::Timeout {
+                    broker: broker.to_string(),
+                    what: format!("move ({from} -> {to})"),
+                    after: limits.deadline,
+                })
+            }
+        };
     let _ = tokio::time::timeout(
         Duration::from_secs(5),
         mover.channel.close(200, "move done".into()),
     )
     .await;
-    result?;
     mover.report.seconds = started.elapsed().as_secs_f64();
-    Ok(mover.report)
+    match result {
+        Ok(()) => Ok(mover.report),
+        Err(error) => Err(MoveFailure {
+            report: mover.report,
+            error,
+        }),
+    }
 }
 
-async fn run(mover: &mut Mover<'_>, connection: &Connection) -> Result<(), BrokerError> {
+/// Runs an AMQP call of the move within the default deadline.
+async fn timed<T>(
+    mover: &Mover<'_>,
+    what: &str,
+    call: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(DEFAULT_TIMEOUT, call).await {
+        Err(_) => Err(mover.timed_out(what)),
+        Ok(Err(e)) => Err(mover.amqp(what, e)),
+        Ok(Ok(value)) => Ok(value),
+    }
+}
+
+async fn run(
+    mover: &mut Mover<'_>,
+    connection: &Connection,
+    limits: Limits,
+) -> Result<(), BrokerError> {
     let channel = mover.channel.clone();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| mover.amqp("confirm.select", e))?;
-    channel
-        .basic_qos(BATCH, BasicQosOptions::default())
-        .await
-        .map_err(|e| mover.amqp("basic.qos", e))?;
+    timed(
+        mover,
+        "confirm.select",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await?;
+    // Per consumer (not global): quorum queues refuse a global prefetch.
+    timed(
+        mover,
+        "basic.qos",
+        channel.basic_qos(BATCH, BasicQosOptions { global: false }),
+    )
+    .await?;
+    let backlog = amqp::queue_counts(connection, mover.broker, mover.from)
+        .await?
+        .map_or(0, |(messages, _)| u64::from(messages));
+    let started = Instant::now();
+    let mut caught_up: Option<Instant> = None;
     let tag = format!("roll-mover-{}", std::process::id());
     let mut consumer = tokio::time::timeout(
         DEFAULT_TIMEOUT,
@@ -209,6 +329,17 @@ async fn run(mover: &mut Mover<'_>, connection: &Connection) -> Result<(), Broke
     .map_err(|_| mover.timed_out("basic.consume"))?
     .map_err(|e| mover.amqp("basic.consume", e))?;
     loop {
+        // The backlog moved (or the time it should take gone): the chase is on the clock.
+        if caught_up.is_none()
+            && (mover.report.moved + mover.pending.len() as u64 >= backlog
+                || started.elapsed() > limits.deadline / 2)
+        {
+            caught_up = Some(Instant::now());
+        }
+        if caught_up.is_some_and(|t| t.elapsed() > limits.chase) {
+            mover.report.filling = true;
+            break;
+        }
         match tokio::time::timeout(IDLE, consumer.next()).await {
             Ok(Some(Ok(delivery))) => mover.forward(delivery).await?,
             Ok(Some(Err(e))) => return Err(mover.amqp("delivery", e)),

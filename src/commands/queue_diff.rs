@@ -160,6 +160,7 @@ pub async fn report(
         .into_iter()
         .filter(|q| q.name != lock && !crate::broker::holding::is_holding(&q.name))
         .map(|q| LiveQueue {
+            transient: q.transient(),
             settings: QueueSettings::new(q.durable, q.auto_delete, q.arguments),
             name: q.name,
             exclusive: q.exclusive,

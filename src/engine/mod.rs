@@ -178,6 +178,11 @@ pub struct Engine {
     connections: BTreeMap<String, Connection>,
     /// (host, step) pairs done, by this run or before it (the journal): skipped.
     done: std::sync::Mutex<BTreeSet<(String, String)>>,
+    /// (host, step) pairs begun, by this run or before it.
+    begun: std::sync::Mutex<BTreeSet<(String, String)>>,
+    /// Messages that may be on two queues, by queue: a process was killed in the middle of
+    /// a step that moves them (at most a batch each time).
+    interrupted: BTreeMap<String, u64>,
     /// Backups already in the journal (a resume must not back up the changed state).
     backups: Mutex<Vec<(String, Backup)>>,
     /// Log sizes recorded before each start, by host.
@@ -213,9 +218,15 @@ impl Engine {
         let mut moves = Vec::new();
         let mut drops = Vec::new();
         let mut done = BTreeSet::new();
+        let mut begun = BTreeSet::new();
+        let mut open: BTreeSet<String> = BTreeSet::new();
+        let mut interrupted: BTreeMap<String, u64> = BTreeMap::new();
         let mut backups = Vec::new();
         let mut offsets = BTreeMap::new();
         for entry in earlier {
+            if let Event::StepFinished { step, .. } = &entry.event {
+                open.remove(step);
+            }
             match &entry.event {
                 Event::StepFinished {
                     host,
@@ -229,6 +240,23 @@ impl Engine {
                         offsets.insert(host.clone(), detail.clone());
                     }
                 }
+                Event::StepStarted { host, step } => {
+                    begun.insert((host.clone(), step.clone()));
+                    open.insert(step.clone());
+                }
+                Event::Resumed { .. } => {
+                    // A step the killed process was in the middle of: a move in it may
+                    // have left its messages in flight on both queues.
+                    for step in std::mem::take(&mut open) {
+                        if let Some(queue) = preserve::queue_of_step(&step) {
+                            *interrupted.entry(queue).or_insert(0) +=
+                                u64::from(crate::broker::mover::BATCH);
+                        }
+                    }
+                }
+                Event::Undone { host, step, .. } => {
+                    done.remove(&(host.clone(), step.clone()));
+                }
                 Event::Backup { host, item } => backups.push((host.clone(), item.clone())),
                 Event::Moved {
                     by,
@@ -238,6 +266,7 @@ impl Engine {
                     before,
                     moved,
                     redelivered,
+                    uncertain,
                     ..
                 } => moves.push(preserve::MoveRecord {
                     by: by.clone(),
@@ -247,6 +276,7 @@ impl Engine {
                     before: *before,
                     moved: *moved,
                     redelivered: *redelivered,
+                    uncertain: *uncertain,
                 }),
                 Event::Dropped {
                     by,
@@ -264,6 +294,8 @@ impl Engine {
             journal: Mutex::new(journal),
             connections,
             done: std::sync::Mutex::new(done),
+            begun: std::sync::Mutex::new(begun),
+            interrupted,
             backups: Mutex::new(backups),
             log_offsets: Mutex::new(offsets),
             started: Instant::now(),
@@ -368,6 +400,9 @@ impl Engine {
             })
             .await
             .map_err(fail)?;
+            if let Ok(mut set) = self.begun.lock() {
+                set.insert((host.to_string(), step.to_string()));
+            }
             let began = Instant::now();
             let result = work().await;
             let seconds = began.elapsed().as_secs_f64();
@@ -600,7 +635,7 @@ impl Engine {
     async fn timing(&self, stops: &[&str], starts: &[&str]) -> timing::Timing {
         let path = self.journal.lock().await.path().to_path_buf();
         match crate::journal::read(&path) {
-            Ok(entries) => timing::timing(&entries, stops, starts),
+            Ok(entries) => timing::timing(timing::since_restored(&entries), stops, starts),
             Err(_) => timing::Timing::default(),
         }
     }
@@ -619,6 +654,36 @@ impl Engine {
 
     fn host_finished(&self, host: &HostPlan) -> bool {
         self.is_done(&host.host, if host.start { "verify" } else { "deploy" })
+    }
+
+    /// True when the step was begun (now or before), whether or not it finished.
+    fn is_started(&self, host: &str, step: &str) -> bool {
+        self.begun
+            .lock()
+            .map(|set| set.contains(&(host.to_string(), step.to_string())))
+            .unwrap_or(false)
+    }
+
+    /// Journals that steps done before must be done again (their work is being undone), and
+    /// forgets them as done. Journaled before the undoing begins, so that a run killed in
+    /// the middle of it does them again on resume.
+    async fn undo(&self, host: &str, steps: &[String], why: &str) -> Result<(), Failure> {
+        for step in steps {
+            if !self.is_done(host, step) {
+                continue;
+            }
+            self.journal_event(Event::Undone {
+                host: host.to_string(),
+                step: step.clone(),
+                why: why.to_string(),
+            })
+            .await
+            .map_err(|e| failure(host, step, e))?;
+            if let Ok(mut set) = self.done.lock() {
+                set.remove(&(host.to_string(), step.clone()));
+            }
+        }
+        Ok(())
     }
 
     /// True when the step is done (journaled as finished, now or before).

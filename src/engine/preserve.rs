@@ -43,6 +43,7 @@ pub(super) struct MoveRecord {
     pub before: u64,
     pub moved: u64,
     pub redelivered: u64,
+    pub uncertain: u64,
 }
 
 impl MoveRecord {
@@ -56,6 +57,7 @@ impl MoveRecord {
             before: self.before,
             moved: self.moved,
             redelivered: self.redelivered,
+            uncertain: self.uncertain,
             seconds,
         }
     }
@@ -93,7 +95,33 @@ fn union(mut a: Vec<BindingInfo>, b: Vec<BindingInfo>) -> Vec<BindingInfo> {
     a
 }
 
+/// The settings of a holding queue: durable; a quorum queue for a quorum source.
+fn holding_queue(quorum: bool) -> QueueSettings {
+    let mut arguments = BTreeMap::new();
+    if quorum {
+        arguments.insert("x-queue-type".to_string(), Value::from("quorum"));
+    }
+    QueueSettings::new(true, false, arguments)
+}
+
+/// The queue a step moves messages of, if it is one of those steps.
+pub(super) fn queue_of_step(step: &str) -> Option<String> {
+    let rest = step
+        .strip_prefix("rollback ")
+        .or_else(|| step.strip_prefix("failover "))
+        .unwrap_or(step);
+    ["hold ", "recreate ", "release ", "restore "]
+        .iter()
+        .find_map(|prefix| rest.strip_prefix(prefix))
+        .map(str::to_string)
+}
+
 impl Engine {
+    /// Messages of `queue` that a killed run may have left on two queues.
+    fn interrupted_moves(&self, queue: &str) -> u64 {
+        self.interrupted.get(queue).copied().unwrap_or(0)
+    }
+
     /// The holding topology of a queue in this run.
     pub(super) fn holding_of(&self, queue: &str) -> Holding {
         Holding::new(&self.plan.run_id, queue)
@@ -142,6 +170,28 @@ impl Engine {
         }
     }
 
+    /// The holding queue of `queue`: durable, and of the same kind where the kind makes it
+    /// safer (a quorum queue's messages, transient ones too, survive a broker restart: they
+    /// are held in a quorum queue).
+    async fn holding_settings(&self, queue: &str) -> Result<QueueSettings, StepError> {
+        let backed_up = match self.queue_backup(queue).await {
+            Some(Backup::Queue { arguments, .. }) => arguments
+                .get("x-queue-type")
+                .and_then(Value::as_str)
+                .map(|t| t == "quorum"),
+            _ => None,
+        };
+        let quorum = match backed_up {
+            Some(quorum) => quorum,
+            None => self
+                .management
+                .queue(queue)
+                .await?
+                .is_some_and(|q| q.is_quorum()),
+        };
+        Ok(holding_queue(quorum))
+    }
+
     /// Stage 1: the holding topology made, the queue's bindings routed through it. With
     /// `idle` (its consumers are known to be stopped), new messages are held and its backlog
     /// moved at once, so that little is left to move in the critical window.
@@ -157,7 +207,7 @@ impl Engine {
         let m = &self.management;
         let none = BTreeMap::new();
         m.declare_exchange(&h.alternate, "fanout", &none).await?;
-        m.declare_queue(&h.holding, &QueueSettings::new(true, false, none.clone()))
+        m.declare_queue(&h.holding, &self.holding_settings(queue).await?)
             .await?;
         m.bind(&binding(&h.alternate, &h.holding, "queue", ""))
             .await?;
@@ -169,6 +219,38 @@ impl Engine {
         m.declare_exchange(&h.exchange, "fanout", &arguments)
             .await?;
         let exists = m.queue(queue).await?.is_some();
+        if exists {
+            m.bind(&binding(&h.exchange, queue, "queue", "")).await?;
+        }
+        let routes = self.route_through(queue, exists).await?;
+        // Consumers may poll (basic.get) and so not show as consumers: only a plan that
+        // knows them stopped says `idle`.
+        let mut early = String::new();
+        if idle && let Some((messages, 0)) = self.counts(queue).await? {
+            m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
+            let moved = self
+                .move_messages(queue, queue, &h.holding, u64::from(messages))
+                .await?
+                .moved;
+            early = format!("; its consumer is stopped: {moved} messages held already");
+        }
+        Ok(Done::new(format!(
+            "{} bindings routed through {}{early}",
+            routes.len(),
+            h.exchange
+        )))
+    }
+
+    /// Routes every binding of the queue (those backed up, and any it has now but through the
+    /// holding exchange: a consumer that started meanwhile may have bound it again) through
+    /// the holding exchange, and removes its direct ones. Returns the routes.
+    async fn route_through(
+        &self,
+        queue: &str,
+        exists: bool,
+    ) -> Result<Vec<BindingInfo>, StepError> {
+        let h = self.holding_of(queue);
+        let m = &self.management;
         let direct: Vec<BindingInfo> = if exists {
             m.bindings_of(queue)
                 .await?
@@ -178,9 +260,6 @@ impl Engine {
         } else {
             vec![]
         };
-        if exists {
-            m.bind(&binding(&h.exchange, queue, "queue", "")).await?;
-        }
         let routes = union(self.backed_up_bindings(queue).await, direct.clone());
         for b in &routes {
             m.bind(&redirect(b, &h.exchange, "exchange")).await?;
@@ -188,21 +267,7 @@ impl Engine {
         for b in &direct {
             m.unbind(b).await?;
         }
-        // Consumers may poll (basic.get) and so not show as consumers: only a plan that
-        // knows them stopped says `idle`.
-        let mut early = String::new();
-        if idle && let Some((messages, 0)) = self.counts(queue).await? {
-            m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
-            let moved = self
-                .move_messages(queue, queue, &h.holding, u64::from(messages))
-                .await?;
-            early = format!("; its consumer is stopped: {moved} messages held already");
-        }
-        Ok(Done::new(format!(
-            "{} bindings routed through {}{early}",
-            routes.len(),
-            h.exchange
-        )))
+        Ok(routes)
     }
 
     /// Stage 2: new messages held, the queue emptied into the holding queue, deleted when
@@ -220,6 +285,19 @@ impl Engine {
                 h.exchange
             )));
         }
+        // Nothing may still consume it (a consumer would lose its queue), and nothing may
+        // still feed it but the holding exchange (the move would chase it, and a message
+        // would reach both it and the holding queue).
+        if let Some((_, consumers)) = self.counts(queue).await?
+            && consumers > 0
+        {
+            return Err(StepError::from(format!(
+                "{queue} still has {consumers} consumers: refusing to take it out of service \
+                 (is a service of the group still running?)"
+            )));
+        }
+        let exists = m.queue(queue).await?.is_some();
+        self.route_through(queue, exists).await?;
         m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
         let moved = self.empty_into(queue, queue, &h.holding).await?;
         m.declare_queue(queue, settings).await?;
@@ -232,9 +310,13 @@ impl Engine {
 
     /// Moves every message of `from` into `to` (`queue` names the recreated queue in the
     /// journal), then deletes `from` if empty; again while something put more in. Refuses
-    /// while `from` has consumers. Nothing to do when `from` is gone.
+    /// while `from` has consumers. Nothing to do when `from` is gone. A source that keeps
+    /// filling is switched away from everything that feeds it through a binding, once; if it
+    /// still fills (the default exchange, dead-lettering), the move stops with an error and
+    /// nothing is deleted.
     async fn empty_into(&self, queue: &str, from: &str, to: &str) -> Result<u64, StepError> {
         let mut total = 0;
+        let mut rerouted = false;
         for _ in 0..EMPTY_ATTEMPTS {
             let Some((messages, consumers)) = self.counts(from).await? else {
                 return Ok(total);
@@ -245,9 +327,22 @@ impl Engine {
                      (is a service of the group still running?)"
                 )));
             }
-            total += self
+            let report = self
                 .move_messages(queue, from, to, u64::from(messages))
                 .await?;
+            total += report.moved;
+            if report.filling {
+                if from == queue && !rerouted {
+                    self.route_through(queue, true).await?;
+                    rerouted = true;
+                    continue;
+                }
+                return Err(StepError::from(format!(
+                    "{from} keeps receiving messages that none of its bindings brings (the \
+                     default exchange, or dead-lettering): they cannot be switched to {to}; \
+                     {total} moved, and {from} was not deleted"
+                )));
+            }
             match self.management.delete_queue(from, true).await {
                 Ok(()) => return Ok(total),
                 Err(BrokerError::Http { status: 400, .. }) => continue,
@@ -260,14 +355,15 @@ impl Engine {
         )))
     }
 
-    /// Moves the messages of `from` into `to`, and journals how many.
+    /// Moves the messages of `from` into `to`, and journals what it did (a move that failed
+    /// too, with the messages it may have left on both).
     async fn move_messages(
         &self,
         queue: &str,
         from: &str,
         to: &str,
         before: u64,
-    ) -> Result<u64, StepError> {
+    ) -> Result<mover::MoveReport, StepError> {
         let connection = self.amqp().await?;
         if before > 0 {
             self.progress(
@@ -276,7 +372,12 @@ impl Engine {
                 &format!("{before} messages {from} -> {to}"),
             );
         }
-        let report = mover::move_all(&connection, &self.group.broker.display(), from, to).await?;
+        let limits = mover::Limits::for_backlog(before);
+        let broker = self.group.broker.display();
+        let (report, failed) = match mover::move_all(&connection, &broker, from, to, limits).await {
+            Ok(report) => (report, None),
+            Err(failure) => (failure.report, Some(failure.error)),
+        };
         let record = MoveRecord {
             by: self.purpose().to_string(),
             queue: queue.to_string(),
@@ -285,10 +386,16 @@ impl Engine {
             before,
             moved: report.moved,
             redelivered: report.redelivered,
+            uncertain: report.uncertain,
         };
-        self.journal_event(record.event(report.seconds)).await?;
-        self.moves.lock().await.push(record);
-        Ok(report.moved)
+        if failed.is_none() || report.moved > 0 || report.uncertain > 0 {
+            self.journal_event(record.event(report.seconds)).await?;
+            self.moves.lock().await.push(record);
+        }
+        match failed {
+            Some(error) => Err(error.into()),
+            None => Ok(report),
+        }
     }
 
     /// Stage 4: the held messages moved into the queue, its bindings back, the holding
@@ -327,10 +434,10 @@ impl Engine {
     /// Moves what the holding queue has into the queue (nothing when it is gone).
     async fn drain(&self, queue: &str, holding: &str) -> Result<u64, StepError> {
         match self.counts(holding).await? {
-            Some((messages, _)) => {
-                self.move_messages(queue, holding, queue, u64::from(messages))
-                    .await
-            }
+            Some((messages, _)) => Ok(self
+                .move_messages(queue, holding, queue, u64::from(messages))
+                .await?
+                .moved),
             None => Ok(0),
         }
     }
@@ -405,7 +512,9 @@ impl Engine {
             },
             moved_out: mine().filter(|m| m.from == queue).map(|m| m.moved).sum(),
             moved_in: mine().filter(|m| m.to == queue).map(|m| m.moved).sum(),
-            duplicated: mine().map(|m| m.redelivered).sum(),
+            duplicated: mine().map(|m| m.uncertain).sum::<u64>() + self.interrupted_moves(queue),
+            duplicates_known: mine().all(|m| m.uncertain == 0)
+                && self.interrupted_moves(queue) == 0,
             lost: dropped,
             without_consumer_seconds: without_consumer,
         }
@@ -438,6 +547,30 @@ mod tests {
 
     fn b(source: &str, key: &str) -> BindingInfo {
         binding(source, "q", "queue", key)
+    }
+
+    #[test]
+    fn a_quorum_source_is_held_in_a_quorum_queue() {
+        let quorum = holding_queue(true);
+        assert!(quorum.durable && !quorum.auto_delete);
+        assert_eq!(
+            quorum.arguments.get("x-queue-type"),
+            Some(&Value::from("quorum"))
+        );
+        let classic = holding_queue(false);
+        assert!(classic.durable && classic.arguments.is_empty());
+    }
+
+    #[test]
+    fn the_queue_of_a_moving_step() {
+        assert_eq!(queue_of_step("recreate q.a").as_deref(), Some("q.a"));
+        assert_eq!(queue_of_step("failover hold q.a").as_deref(), Some("q.a"));
+        assert_eq!(
+            queue_of_step("rollback release q.a").as_deref(),
+            Some("q.a")
+        );
+        assert_eq!(queue_of_step("verify q.a"), None);
+        assert_eq!(queue_of_step("stop"), None);
     }
 
     #[test]

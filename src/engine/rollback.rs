@@ -127,7 +127,11 @@ impl Engine {
                 self.step(BROKER, &step, || self.hold(name, false)).await?;
             }
             let step = format!("rollback restore {name}");
-            self.step(BROKER, &step, || self.restore(name)).await?;
+            self.step(BROKER, &step, || async {
+                self.refuse_if_consumed(name).await?;
+                self.restore(name).await
+            })
+            .await?;
         }
         let starts: Vec<HostPlan> = plan.start_old.iter().map(|h| plain(h)).collect();
         let all = starts.len().max(1);
@@ -136,7 +140,9 @@ impl Engine {
         })
         .await?;
         if preserve {
-            for name in &plan.queues {
+            // The queues the failover put back too: their held messages, if the failover
+            // did not get to move them back.
+            for name in plan.queues.iter().chain(&plan.restored) {
                 let step = format!("rollback release {name}");
                 self.step(BROKER, &step, || self.release(name)).await?;
             }
@@ -166,6 +172,44 @@ impl Engine {
             }
         })
         .await
+    }
+
+    /// The hosts that consume a queue: its owner, or for a queue of the half or of the group,
+    /// every host of the run and the other half's that stopped with it.
+    fn consumers_of(&self, queue: &str) -> Vec<String> {
+        if let Some(owner) = self
+            .plan
+            .hosts
+            .iter()
+            .find(|h| h.queues.iter().any(|q| q.name == queue))
+        {
+            return vec![owner.host.clone()];
+        }
+        self.plan
+            .hosts
+            .iter()
+            .filter(|h| h.start)
+            .map(|h| h.host.clone())
+            .chain(self.plan.critical_stops.iter().cloned())
+            .collect()
+    }
+
+    /// Refuses to take a queue out of service while a host that consumes it runs (its
+    /// consumers may poll, and so not show on the broker): it would stop receiving.
+    async fn refuse_if_consumed(&self, queue: &str) -> Result<(), StepError> {
+        let mut running = vec![];
+        for host in self.consumers_of(queue) {
+            if self.status(&host).await? != "stopped" {
+                running.push(host);
+            }
+        }
+        if running.is_empty() {
+            return Ok(());
+        }
+        Err(StepError::from(format!(
+            "{queue} is consumed by {} which run: it is not touched (stop them first)",
+            running.join(" ")
+        )))
     }
 
     /// Starts a host on the old release unless it already runs; waits until it runs.

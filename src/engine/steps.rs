@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{BROKER, Done, Engine, Failure, StepError, each_host, record, wait_for};
+use super::{BROKER, Cause, Done, Engine, Failure, StepError, each_host, record, wait_for};
 use crate::broker::equivalence::QueueSettings;
 use crate::journal::{Backup, Event};
 use crate::plan::upgrade::HostPlan;
@@ -49,8 +49,21 @@ impl Engine {
             }
         }
         let critical = self.clone().critical_phase(first, rest).await;
-        if critical.is_err() && self.plan.critical_window {
-            self.clone().restore_failover().await;
+        if let Err(failed) = &critical
+            && self.plan.critical_window
+            && !matches!(failed.cause, Cause::Lock | Cause::Journal)
+            && let Err(also) = self.clone().restore_failover().await
+        {
+            // The run's own failure is what the operator sees first; the failover's is in
+            // the journal and in the progress lines.
+            self.progress(
+                &also.host,
+                &also.step,
+                &format!(
+                    "the failover stopped here: {} (`roll resume` or `roll rollback` finishes)",
+                    also.detail
+                ),
+            );
         }
         critical
     }
@@ -122,47 +135,95 @@ impl Engine {
     }
 
     /// After a failure in the critical window: the upgraded hosts that started are stopped,
-    /// the shared queues get their backed-up definitions and bindings back (with their
-    /// messages), and the untouched half starts again, on the old release.
-    async fn restore_failover(self: Arc<Self>) {
+    /// the shared queues the run began to recreate get their backed-up definitions and
+    /// bindings back (with their messages), the untouched half starts again on the old
+    /// release, and the held messages go back. Each stage only once the one before it
+    /// succeeded: the untouched half never starts on a queue that was not put back. The first
+    /// failure stops the failover (journaled); what it undid is journaled first, so that
+    /// `resume` redoes the critical window and `rollback` knows what is left.
+    async fn restore_failover(self: Arc<Self>) -> Result<(), Failure> {
         self.progress(BROKER, "failover", "restoring the untouched half");
         let started: Vec<String> = self
             .plan
             .hosts
             .iter()
-            .filter(|h| h.start && self.is_done(&h.host, "start"))
+            .filter(|h| h.start && self.is_started(&h.host, "start"))
             .map(|h| h.host.clone())
             .collect();
         for host in &started {
-            let _ = self.stop(host, "stop (failover)").await;
-            let _ = self.verify_stopped(host, "verify stopped (failover)").await;
+            self.undo(
+                host,
+                &steps(&["start", "verify"]),
+                "stopped by the failover",
+            )
+            .await?;
+            self.stop(host, "stop (failover)").await?;
+            self.verify_stopped(host, "verify stopped (failover)")
+                .await?;
         }
-        for name in self.group_queue_names() {
+        let restore: Vec<String> = self
+            .group_queue_names()
+            .into_iter()
+            .filter(|name| self.is_started(BROKER, &format!("recreate {name}")))
+            .collect();
+        for name in &restore {
+            let again = steps(&[
+                &format!("recreate {name}"),
+                &format!("release {name}"),
+                &format!("verify {name}"),
+            ]);
+            self.undo(BROKER, &again, "put back by the failover")
+                .await?;
             if self.plan.preserve_messages {
                 let step = format!("failover hold {name}");
-                let _ = self.step(BROKER, &step, || self.hold(&name, false)).await;
+                self.step(BROKER, &step, || self.hold(name, false)).await?;
             }
             let step = format!("restore {name}");
-            let _ = self.step(BROKER, &step, || self.restore(&name)).await;
+            self.step(BROKER, &step, || self.restore(name)).await?;
         }
         for host in self.plan.critical_stops.clone() {
-            let _ = self
-                .step(&host, "start (failover)", || {
-                    self.recorded(
-                        &host,
-                        "start",
-                        &self.playbook.commands.start,
-                        "started on the old release",
-                    )
-                })
-                .await;
+            let again = steps(&["stop (failover)", "verify stopped (failover)"]);
+            self.undo(&host, &again, "started again by the failover")
+                .await?;
+            self.step(&host, "start (failover)", || {
+                self.recorded(
+                    &host,
+                    "start",
+                    &self.playbook.commands.start,
+                    "started on the old release",
+                )
+            })
+            .await?;
         }
         if self.plan.preserve_messages {
-            for name in self.group_queue_names() {
+            for name in &restore {
+                let again = steps(&[&format!("hold {name}"), &format!("failover hold {name}")]);
+                self.undo(BROKER, &again, "released by the failover")
+                    .await?;
                 let step = format!("failover release {name}");
-                let _ = self.step(BROKER, &step, || self.release(&name)).await;
+                self.step(BROKER, &step, || self.release(name)).await?;
             }
         }
+        // Done: a later failover of this run (after a resume) does it all again.
+        let mut own = vec![];
+        for name in &restore {
+            own.extend(steps(&[
+                &format!("restore {name}"),
+                &format!("failover release {name}"),
+            ]));
+        }
+        self.undo(BROKER, &own, "the failover is done").await?;
+        for host in self.plan.critical_stops.clone() {
+            self.undo(&host, &steps(&["start (failover)"]), "the failover is done")
+                .await?;
+        }
+        self.journal_event(Event::ServiceRestored {
+            by: "failover".into(),
+        })
+        .await
+        .map_err(|e| super::failure(BROKER, "failover", e))?;
+        self.progress(BROKER, "failover", "the untouched half serves again");
+        Ok(())
     }
 
     fn canary_and_rest(&self) -> (Option<HostPlan>, Vec<HostPlan>) {
@@ -441,7 +502,15 @@ impl Engine {
                 "queue {name} is not on the broker"
             )));
         };
-        let bindings = self.management.bindings_of(name).await?;
+        // A holding exchange's binding is roll's own route (an earlier hold), never the
+        // queue's: the backup keeps what the queue had before any run touched it.
+        let bindings: Vec<_> = self
+            .management
+            .bindings_of(name)
+            .await?
+            .into_iter()
+            .filter(|b| !crate::broker::holding::is_holding(&b.source))
+            .collect();
         let messages = queue.messages.unwrap_or(0);
         let count = bindings.len();
         self.save(
@@ -477,4 +546,9 @@ fn backup_key(item: &Backup) -> String {
         Backup::File { path, .. } => format!("file {path}"),
         Backup::Queue { name, .. } => format!("queue {name}"),
     }
+}
+
+/// Step names, owned.
+fn steps(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
 }

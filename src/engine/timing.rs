@@ -18,6 +18,18 @@ pub struct Timing {
     pub start_seconds: BTreeMap<String, f64>,
 }
 
+/// The entries after the last time a failover put the untouched half back in service: a
+/// resumed run's critical window starts again there.
+pub fn since_restored(entries: &[Entry]) -> &[Entry] {
+    match entries
+        .iter()
+        .rposition(|e| matches!(e.event, Event::ServiceRestored { .. }))
+    {
+        Some(at) => &entries[at + 1..],
+        None => entries,
+    }
+}
+
 /// Reads the stops (`stop_steps`) and starts (`start_steps`) of the journal's entries.
 pub fn timing(entries: &[Entry], stop_steps: &[&str], start_steps: &[&str]) -> Timing {
     let mut began: BTreeMap<(&str, &str), u64> = BTreeMap::new();
@@ -156,6 +168,30 @@ mod tests {
         assert_eq!(t.group_floor(Some("px5")), Some(5.5));
         assert_eq!(t.group_floor(None), None);
         assert_eq!(t.longest_host(), Some(("px5".to_string(), 8.5, Some(3.5))));
+    }
+
+    #[test]
+    fn a_window_after_a_failover_is_measured_from_the_service_restored() {
+        let entries = vec![
+            started(1_000, "px1", "stop (failover)"),
+            finished(3_000, "px1", "stop (failover)", true),
+            at(
+                60_000,
+                Event::ServiceRestored {
+                    by: "failover".into(),
+                },
+            ),
+            started(90_000, "px1", "stop (failover)"),
+            finished(92_000, "px1", "stop (failover)", true),
+            started(93_000, "px5", "start"),
+            finished(94_000, "px5", "start", true),
+        ];
+        let t = timing(
+            since_restored(&entries),
+            &["stop", "stop (failover)"],
+            &["start"],
+        );
+        assert_eq!(t.group_window, Some(4.0));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use super::{Done, Engine, StepError, wait_for};
 use crate::broker::equivalence::{QueueSettings, differences};
+use crate::broker::management::ConnectionInfo;
 use crate::journal::Backup;
 use crate::plan::upgrade::HostPlan;
 use crate::remote::quote;
@@ -145,7 +146,8 @@ impl Engine {
         Ok(Ok(()))
     }
 
-    /// The host's broker connections (found by their local ports) show the new version.
+    /// The host's broker connections (found by their local address and port, which the
+    /// broker shows as peer host and port) show the new version.
     async fn check_client(&self, name: &str) -> Result<Result<(), String>, StepError> {
         let (Some(ports), Some(expected)) = (
             &self.playbook.verify.client_ports,
@@ -154,19 +156,13 @@ impl Engine {
             return Ok(Ok(()));
         };
         let output = self.command(name, "client ports", ports).await?;
-        let ports: BTreeSet<u16> = output
-            .stdout
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
-        if ports.is_empty() {
+        let ends: BTreeSet<(Option<String>, u16)> =
+            output.stdout.lines().filter_map(local_end).collect();
+        if ends.is_empty() {
             return Ok(Err(format!("no broker connection from {name} yet")));
         }
         let connections = self.management.connections().await?;
-        let ours: Vec<_> = connections
-            .iter()
-            .filter(|c| ports.contains(&c.peer_port))
-            .collect();
+        let ours = matching(&connections, &ends);
         if ours.is_empty() {
             return Ok(Err(format!(
                 "the broker does not show {name}'s connections yet"
@@ -179,5 +175,84 @@ impl Engine {
             )));
         }
         Ok(Ok(()))
+    }
+}
+
+/// The broker's connections that come from these local ends (peer host and port; a bare
+/// port matches any host).
+fn matching<'a>(
+    connections: &'a [ConnectionInfo],
+    ends: &BTreeSet<(Option<String>, u16)>,
+) -> Vec<&'a ConnectionInfo> {
+    connections
+        .iter()
+        .filter(|c| {
+            ends.contains(&(Some(c.peer_host.clone()), c.peer_port))
+                || ends.contains(&(None, c.peer_port))
+        })
+        .collect()
+}
+
+/// A line of the `client_ports` command: `ADDRESS:PORT` (IPv6 in brackets), or a bare port
+/// (older playbooks: matched by port alone, which two machines may share).
+fn local_end(line: &str) -> Option<(Option<String>, u16)> {
+    let line = line.trim();
+    if let Ok(port) = line.parse() {
+        return Some((None, port));
+    }
+    let (host, port) = line.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = host.strip_prefix("::ffff:").unwrap_or(host);
+    Some((Some(host.to_string()), port.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(peer_host: &str, peer_port: u16, version: &str) -> ConnectionInfo {
+        let mut client_properties = serde_json::Map::new();
+        client_properties.insert("product_version".into(), version.into());
+        ConnectionInfo {
+            vhost: "ops".into(),
+            user: "u".into(),
+            peer_host: peer_host.into(),
+            peer_port,
+            client_properties,
+        }
+    }
+
+    /// Two machines with the same ephemeral port: only the host's own connection counts.
+    #[test]
+    fn connections_are_matched_by_peer_host_and_port() {
+        let all = [
+            connection("10.0.0.5", 41000, "3.03.01"),
+            connection("10.0.0.6", 41000, "3.02.00post1"),
+        ];
+        let ends: BTreeSet<_> = ["10.0.0.6:41000"]
+            .into_iter()
+            .filter_map(local_end)
+            .collect();
+        let ours = matching(&all, &ends);
+        assert_eq!(ours.len(), 1);
+        assert_eq!(ours[0].product().1, "3.02.00post1");
+    }
+
+    #[test]
+    fn local_ends_carry_the_address() {
+        assert_eq!(
+            local_end("127.0.0.1:33220"),
+            Some((Some("127.0.0.1".into()), 33220))
+        );
+        assert_eq!(
+            local_end("[2001:db8::5]:5999"),
+            Some((Some("2001:db8::5".into()), 5999))
+        );
+        assert_eq!(
+            local_end("[::ffff:10.0.0.5]:41000"),
+            Some((Some("10.0.0.5".into()), 41000))
+        );
+        assert_eq!(local_end("4242"), Some((None, 4242)));
+        assert_eq!(local_end("nonsense"), None);
     }
 }

@@ -66,6 +66,8 @@ pub struct LiveQueue {
     pub settings: QueueSettings,
     pub exclusive: bool,
     pub messages: u64,
+    /// Messages that do not survive a broker restart (not persistent, in a classic queue).
+    pub transient: u64,
     pub consumers: u64,
 }
 
@@ -77,6 +79,8 @@ pub struct QueueRow {
     pub verdict: Verdict,
     /// Messages in the queue now (0 when missing).
     pub messages: u64,
+    /// Of those, the ones a broker restart would lose (not persistent, in a classic queue).
+    pub transient: u64,
     /// Current settings; `None` when missing.
     pub current: Option<QueueSettings>,
     /// Target settings; `None` for foreign queues.
@@ -195,6 +199,7 @@ pub fn diff(
             owner,
             verdict,
             messages: 0,
+            transient: 0,
             current: None,
             target: Some(target.clone()),
             differences: vec![],
@@ -220,6 +225,7 @@ fn row_for(queue: LiveQueue, owner: Owner, half: Option<Half>, target: &QueueSet
             owner,
             verdict: Verdict::Foreign,
             messages: queue.messages,
+            transient: queue.transient,
             current: Some(queue.settings),
             target: None,
             differences: vec![],
@@ -252,6 +258,7 @@ fn row_for(queue: LiveQueue, owner: Owner, half: Option<Half>, target: &QueueSet
         owner,
         verdict,
         messages: queue.messages,
+        transient: queue.transient,
         current: Some(queue.settings),
         target: Some(target.clone()),
         differences,

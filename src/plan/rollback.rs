@@ -47,6 +47,10 @@ pub struct RollbackPlan {
     pub stop: Vec<String>,
     /// Queues the run recreated: back to their backed-up definitions and bindings.
     pub queues: Vec<String>,
+    /// Queues the run's failover already put back (their held messages are still moved
+    /// back, if any are left): never recreated again.
+    #[serde(default)]
+    pub restored: Vec<String>,
     /// Hosts on the old release started to serve again (if not running).
     pub start_old: Vec<String>,
     pub swaps: Vec<Swap>,
@@ -101,10 +105,21 @@ pub fn plan(
     let mut versions: BTreeMap<&str, &str> = BTreeMap::new();
     let mut files: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut queues = vec![];
-    for entry in entries {
+    // The last recreation begun and the last restoration done of each queue (by position).
+    let mut recreating: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut put_back: BTreeMap<&str, usize> = BTreeMap::new();
+    for (at, entry) in entries.iter().enumerate() {
         match &entry.event {
             Event::StepStarted { host, step } => {
                 started_steps.entry(host).or_default().insert(step);
+                if let Some(queue) = step.strip_prefix("recreate ") {
+                    recreating.insert(queue, at);
+                }
+            }
+            Event::StepFinished { step, ok: true, .. } => {
+                if let Some(queue) = step.strip_prefix("restore ") {
+                    put_back.insert(queue, at);
+                }
             }
             Event::Backup { host, item } => match item {
                 Backup::Version { version } => {
@@ -191,6 +206,11 @@ pub fn plan(
             }
         })
         .collect();
+    let (restored, queues): (Vec<String>, Vec<String>) = queues.into_iter().partition(|q| {
+        put_back
+            .get(q.as_str())
+            .is_some_and(|done| recreating.get(q.as_str()).is_none_or(|begun| done > begun))
+    });
     Ok(RollbackPlan {
         run_id: run_id.to_string(),
         group: group.name.clone(),
@@ -199,6 +219,7 @@ pub fn plan(
         package: upgrade.package.clone(),
         stop: touched.iter().map(|h| h.to_string()).collect(),
         queues,
+        restored,
         start_old,
         swaps,
         repair,
@@ -226,6 +247,13 @@ impl fmt::Display for RollbackPlan {
             },
             list(&self.queues)
         )?;
+        if !self.restored.is_empty() {
+            writeln!(
+                f,
+                "     already put back by the failover (held messages still moved back): {}",
+                list(&self.restored)
+            )?;
+        }
         writeln!(
             f,
             "  3. start the old release (where not running): {}",

@@ -15,6 +15,10 @@ use crate::inventory::{Group, Half, Role};
 pub struct QueueChange {
     pub name: String,
     pub messages: u64,
+    /// Of those, the ones not persistent in a classic queue: a broker restart loses them
+    /// (while held, as where they are).
+    #[serde(default)]
+    pub transient: u64,
     /// `setting old -> new`, for people.
     pub changes: Vec<String>,
 }
@@ -107,6 +111,7 @@ fn change(row: &super::queue_diff::QueueRow) -> QueueChange {
     QueueChange {
         name: row.name.clone(),
         messages: row.messages,
+        transient: row.transient,
         changes: row.differences.iter().map(|d| d.to_string()).collect(),
     }
 }
@@ -279,6 +284,19 @@ impl fmt::Display for UpgradePlan {
             self.queue_count(),
             self.messages_at_risk
         )?;
+        let transient: u64 = self
+            .group_queues
+            .iter()
+            .chain(self.hosts.iter().flat_map(|h| &h.queues))
+            .map(|q| q.transient)
+            .sum();
+        if transient > 0 {
+            writeln!(
+                f,
+                "  at risk: {transient} of those messages are transient (not persistent): a \
+                 broker restart while they are held loses them, as it would where they are"
+            )?;
+        }
         if self.queue_count() > 0 {
             if self.preserve_messages {
                 writeln!(
@@ -383,6 +401,7 @@ mod tests {
             settings: QueueSettings::new(true, false, Default::default()),
             exclusive: false,
             messages,
+            transient: 0,
             consumers: 0,
         }
     }

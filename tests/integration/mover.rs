@@ -31,13 +31,13 @@ fn lab_ops() -> BrokerConfig {
     inventory.group("ops").expect("ops").broker.clone()
 }
 
-#[test]
-fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_missing() {
+/// A vhost of the test's own (`suffix` tells it apart), its broker settings, the password.
+fn scratch(suffix: &str) -> (ScratchVhost, BrokerConfig, roll::inventory::Secret) {
     require_lab();
     let ops = lab_ops();
     let password = ops.password.read().expect("password");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let name = format!("roll-test-mover-{}", std::process::id());
+    let name = format!("roll-test-mover-{suffix}-{}", std::process::id());
     let admin = Management::new(&ops, password.clone()).expect("client");
     runtime
         .block_on(async {
@@ -57,13 +57,108 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
                 .await
         })
         .expect("scratch vhost");
-    let scratch = ScratchVhost {
-        admin,
-        name: name.clone(),
-        runtime,
-    };
     let mut config = ops.clone();
     config.vhost = name.clone();
+    (
+        ScratchVhost {
+            admin,
+            name,
+            runtime,
+        },
+        config,
+        password,
+    )
+}
+
+/// A quorum source that a publisher keeps filling through the default exchange (no binding
+/// change can switch that away): the move takes the backlog, chases the source for the
+/// bounded time, then stops and says the source is still filling. Every message published is
+/// on one of the two queues.
+#[test]
+fn a_source_that_keeps_filling_is_chased_for_a_bounded_time_then_left() {
+    let (scratch, config, password) = scratch("filling");
+    let management = Management::new(&config, password.clone()).expect("client");
+    scratch.runtime.block_on(async {
+        let mut quorum = std::collections::BTreeMap::new();
+        quorum.insert("x-queue-type".to_string(), serde_json::json!("quorum"));
+        management
+            .declare_queue("src", &QueueSettings::new(true, false, quorum))
+            .await
+            .expect("declare src");
+        management
+            .declare_queue("dst", &QueueSettings::new(true, false, Default::default()))
+            .await
+            .expect("declare dst");
+        let connection = amqp::connect(&config, &password, "mover test")
+            .await
+            .expect("amqp");
+        let publisher = connection.create_channel().await.expect("channel");
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let feeding = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut published = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let confirm = publisher
+                        .basic_publish(
+                            "".into(),
+                            "src".into(),
+                            BasicPublishOptions::default(),
+                            format!("{{\"n\": {published}}}").as_bytes(),
+                            BasicProperties::default().with_delivery_mode(2),
+                        )
+                        .await
+                        .expect("publish");
+                    assert!(confirm.await.expect("confirm").is_ack());
+                    published += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                published
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let limits = mover::Limits {
+            deadline: std::time::Duration::from_secs(60),
+            chase: std::time::Duration::from_secs(2),
+        };
+        let started = std::time::Instant::now();
+        let report = mover::move_all(&connection, "lab", "src", "dst", limits)
+            .await
+            .expect("move");
+        let took = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let published = feeding.await.expect("publisher");
+        assert!(report.filling, "{report:?}");
+        assert!(report.moved > 0, "{report:?}");
+        assert!(took < std::time::Duration::from_secs(20), "took {took:?}");
+        let counts = |q: &'static str| {
+            let connection = &connection;
+            async move {
+                amqp::queue_counts(connection, "lab", q)
+                    .await
+                    .expect("count")
+                    .expect("exists")
+                    .0
+            }
+        };
+        let (left, moved) = (counts("src").await, counts("dst").await);
+        assert_eq!(
+            u64::from(left) + u64::from(moved),
+            published,
+            "moved {moved}, left {left}, published {published}"
+        );
+        amqp::close(connection).await;
+    });
+    drop(scratch);
+}
+
+#[test]
+fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_missing() {
+    let (scratch, config, password) = scratch("props");
     let management = Management::new(&config, password.clone()).expect("client");
     scratch.runtime.block_on(async {
         let settings = QueueSettings::new(true, false, Default::default());
@@ -108,12 +203,15 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
         }
 
         // A destination that does not exist: the mover stops, and the message stays.
-        let err = mover::move_all(&connection, "lab", "src", "no-such-queue")
+        let limits = mover::Limits::for_backlog(u64::from(COUNT));
+        let err = mover::move_all(&connection, "lab", "src", "no-such-queue", limits)
             .await
             .expect_err("must fail");
         assert!(err.to_string().contains("they stay on src"), "{err}");
+        // Refused by the broker: none of them is on two queues.
+        assert_eq!(err.report.uncertain, 0, "{:?}", err.report);
 
-        let report = mover::move_all(&connection, "lab", "src", "dst")
+        let report = mover::move_all(&connection, "lab", "src", "dst", limits)
             .await
             .expect("move");
         assert_eq!(report.moved, u64::from(COUNT), "{report:?}");

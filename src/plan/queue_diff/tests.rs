@@ -23,6 +23,7 @@ fn live(name: &str, messages: u64, args: &[(&str, Value)]) -> LiveQueue {
         settings: settings(args),
         exclusive: false,
         messages,
+        transient: 0,
         consumers: 0,
     }
 }
