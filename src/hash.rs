@@ -2,8 +2,13 @@
 
 /// FNV-1a, 64 bits: the same value on every platform and release of roll.
 pub fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    fnv1a_bytes(0xcbf2_9ce4_8422_2325, text.as_bytes())
+}
+
+/// FNV-1a of `bytes`, continuing from `hash` (the offset basis to start).
+pub fn fnv1a_bytes(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 

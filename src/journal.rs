@@ -131,6 +131,13 @@ pub enum Event {
         /// Messages in flight when the move failed: each may now be on both queues.
         #[serde(default)]
         uncertain: u64,
+        /// Messages the failed move left on both queues for sure, for the next move to
+        /// remove from `from` without storing them again.
+        #[serde(default)]
+        on_both: u64,
+        /// Messages of an earlier failed move so removed.
+        #[serde(default)]
+        absorbed: u64,
         seconds: f64,
     },
     /// A queue deleted with its messages (only with `--allow-message-loss`).

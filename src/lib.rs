@@ -20,6 +20,7 @@ pub mod commands;
 pub mod engine;
 pub mod error;
 pub mod exit;
+pub mod failpoint;
 pub mod hash;
 pub mod inventory;
 pub mod journal;

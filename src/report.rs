@@ -102,11 +102,17 @@ pub fn upgrade(plan: &UpgradePlan, outcome: &Outcome) -> String {
         } else {
             "longest stop of a host"
         };
+        let broker = outcome.broker_unavailable_seconds;
+        let waited = if broker > 0.0 {
+            format!("; the broker unavailable: {broker:.1}s")
+        } else {
+            String::new()
+        };
         lines.push(match outcome.critical_window_floor_seconds {
             Some(floor) => format!(
                 "  {what}: {seconds:.1}s (the services' own stop and start: \
-                 {floor:.1}s; roll: {:.1}s)",
-                seconds - floor
+                 {floor:.1}s{waited}; roll: {:.1}s)",
+                seconds - floor - broker
             ),
             None => format!("  {what}: {seconds:.1}s"),
         });

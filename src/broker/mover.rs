@@ -41,9 +41,12 @@ pub struct MoveReport {
     /// Messages the source had delivered before (to this mover, to a consumer, to a peek):
     /// a count of what the broker flagged, not of duplicates.
     pub redelivered: u64,
-    /// Messages in flight when the move failed (published or confirmed on the destination,
-    /// not known to be acknowledged on the source): each may now be on both.
+    /// Messages in flight when the move failed (published, not known to be stored; or
+    /// stored, not known to be removed from the source): each may now be on both.
     pub uncertain: u64,
+    /// Messages the source gave back that an earlier, failed move had stored on the
+    /// destination already ([`OnBoth`]): removed from the source, not published again.
+    pub absorbed: u64,
     /// The move stopped while the source was still being filled (see [`Limits::chase`]).
     pub filling: bool,
     pub seconds: f64,
@@ -71,6 +74,53 @@ impl Limits {
     }
 }
 
+/// Messages a failed move left on both queues for sure: confirmed on the destination, never
+/// acknowledged on the source (the move failed before it sent the acknowledgement). The
+/// source gives them back (flagged redelivered); the next move between the same queues
+/// acknowledges each of them without publishing it again, so none is there twice. Kept as a
+/// count per fingerprint (body and properties): messages with the same content are counted,
+/// never merged.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OnBoth(std::collections::BTreeMap<u64, u32>);
+
+impl OnBoth {
+    fn add(&mut self, delivery: &Delivery) {
+        *self.0.entry(fingerprint(delivery)).or_insert(0) += 1;
+    }
+
+    /// True (and counted off) when a copy of this delivery is on the destination already.
+    fn take(&mut self, delivery: &Delivery) -> bool {
+        let key = fingerprint(delivery);
+        match self.0.get_mut(&key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                self.0.remove(&key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many messages it counts.
+    pub fn len(&self) -> u64 {
+        self.0.values().map(|n| u64::from(*n)).sum()
+    }
+
+    /// True when it counts none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A message's identity for [`OnBoth`]: its body and every property and header.
+fn fingerprint(delivery: &Delivery) -> u64 {
+    let hash = crate::hash::fnv1a_bytes(0xcbf2_9ce4_8422_2325, &delivery.data);
+    crate::hash::fnv1a_bytes(hash ^ 0xff, format!("{:?}", delivery.properties).as_bytes())
+}
+
 /// A move that failed, with what it did before.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
@@ -84,8 +134,10 @@ struct Mover<'a> {
     from: &'a str,
     to: &'a str,
     channel: Channel,
-    pending: Vec<(Delivery, PublisherConfirm)>,
+    /// Delivered, waiting for their confirm (`None`: on the destination already).
+    pending: Vec<(Delivery, Option<PublisherConfirm>)>,
     report: MoveReport,
+    on_both: &'a mut OnBoth,
 }
 
 impl Mover<'_> {
@@ -109,6 +161,14 @@ impl Mover<'_> {
     async fn forward(&mut self, delivery: Delivery) -> Result<(), BrokerError> {
         if delivery.redelivered {
             self.report.redelivered += 1;
+            if self.on_both.take(&delivery) {
+                self.report.absorbed += 1;
+                self.pending.push((delivery, None));
+                if self.pending.len() >= usize::from(BATCH) {
+                    self.settle().await?;
+                }
+                return Ok(());
+            }
         }
         let publish = self.channel.basic_publish(
             "".into(),
@@ -122,19 +182,23 @@ impl Mover<'_> {
         );
         // A connection the broker blocked (a memory or disk alarm) waits here.
         let confirm = match tokio::time::timeout(DEFAULT_TIMEOUT, publish).await {
+            // Perhaps sent, perhaps stored: this one and those awaiting their confirms.
             Err(_) => {
                 self.report.uncertain += 1 + self.pending.len() as u64;
                 return Err(self.timed_out("basic.publish"));
             }
+            // Refused before it was sent (the channel or connection is gone): only those
+            // awaiting their confirms may be on the destination.
             Ok(Err(e)) => {
-                self.report.uncertain += 1 + self.pending.len() as u64;
+                self.report.uncertain += self.pending.len() as u64;
                 return Err(self.amqp("basic.publish", e));
             }
             Ok(Ok(confirm)) => confirm,
         };
-        self.pending.push((delivery, confirm));
+        self.pending.push((delivery, Some(confirm)));
         if self.pending.len() >= usize::from(BATCH) {
             self.settle().await?;
+            crate::failpoint::reach("move", self.from).await;
         }
         Ok(())
     }
@@ -148,14 +212,20 @@ impl Mover<'_> {
         };
         let count = pending.len() as u64;
         let mut refused = None;
-        for (_delivery, confirm) in pending {
+        let mut stored: Vec<Delivery> = vec![];
+        let total = pending.len();
+        for (at, (delivery, confirm)) in pending.into_iter().enumerate() {
+            let Some(confirm) = confirm else {
+                stored.push(delivery);
+                continue;
+            };
             let confirmation = match tokio::time::timeout(DEFAULT_TIMEOUT, confirm).await {
                 Err(_) => Err(self.timed_out("publisher confirm")),
                 Ok(Err(e)) => Err(self.amqp("publisher confirm", e)),
                 Ok(Ok(c)) => Ok(c),
             };
             match confirmation {
-                Ok(Confirmation::Ack(None)) => {}
+                Ok(Confirmation::Ack(None)) => stored.push(delivery),
                 Ok(other) => {
                     refused.get_or_insert(match other {
                         Confirmation::Ack(Some(_)) => "unroutable: does the queue exist?",
@@ -164,15 +234,23 @@ impl Mover<'_> {
                     });
                 }
                 Err(err) => {
-                    self.report.uncertain += count;
+                    // Those stored are on both for sure (the acknowledgement was never sent);
+                    // the rest may be.
+                    for d in &stored {
+                        self.on_both.add(d);
+                    }
+                    self.report.uncertain += (total - at) as u64;
                     self.give_back(&last).await;
                     return Err(err);
                 }
             }
         }
         if let Some(why) = refused {
-            // Not all stored on the destination: every one goes back to the source (those
-            // that were stored are now there twice, never lost).
+            // Not all stored on the destination: every one goes back to the source; those
+            // that were stored are counted, so that the next move does not store them twice.
+            for d in &stored {
+                self.on_both.add(d);
+            }
             self.give_back(&last).await;
             return Err(BrokerError::Amqp {
                 broker: self.broker.to_string(),
@@ -181,6 +259,19 @@ impl Mover<'_> {
                     "the broker did not store a message on {} ({why}); they stay on {}",
                     self.to, self.from
                 ),
+            });
+        }
+        crate::failpoint::reach("confirmed", self.from).await;
+        if !self.channel.status().connected() {
+            // Stored on the destination, never acknowledged on the source: the source gives
+            // them back, and the next move does not store them again.
+            for d in &stored {
+                self.on_both.add(d);
+            }
+            return Err(BrokerError::ConnectionLost {
+                broker: self.broker.to_string(),
+                what: format!("move ({} -> {})", self.from, self.to),
+                detail: "the channel closed before the acknowledgement".into(),
             });
         }
         let acked = tokio::time::timeout(
@@ -221,6 +312,7 @@ pub async fn move_all(
     from: &str,
     to: &str,
     limits: Limits,
+    on_both: &mut OnBoth,
 ) -> Result<MoveReport, MoveFailure> {
     let started = Instant::now();
     let failed = |error: BrokerError| MoveFailure {
@@ -250,6 +342,7 @@ pub async fn move_all(
         channel,
         pending: Vec::new(),
         report: MoveReport::default(),
+        on_both,
     };
     let result =
         match tokio::time::timeout(limits.deadline, run(&mut mover, connection, limits)).await {
@@ -270,7 +363,12 @@ pub async fn move_all(
     .await;
     mover.report.seconds = started.elapsed().as_secs_f64();
     match result {
-        Ok(()) => Ok(mover.report),
+        Ok(()) => {
+            // The source is empty: what was counted and never came back was removed from
+            // it after all.
+            *mover.on_both = OnBoth::default();
+            Ok(mover.report)
+        }
         Err(error) => Err(MoveFailure {
             report: mover.report,
             error,
@@ -342,8 +440,12 @@ async fn run(
         }
         match tokio::time::timeout(IDLE, consumer.next()).await {
             Ok(Some(Ok(delivery))) => mover.forward(delivery).await?,
-            Ok(Some(Err(e))) => return Err(mover.amqp("delivery", e)),
+            Ok(Some(Err(e))) => {
+                mover.report.uncertain += mover.pending.len() as u64;
+                return Err(mover.amqp("delivery", e));
+            }
             Ok(None) => {
+                mover.report.uncertain += mover.pending.len() as u64;
                 return Err(BrokerError::Amqp {
                     broker: mover.broker.to_string(),
                     what: format!("move ({} -> {})", mover.from, mover.to),
@@ -353,6 +455,9 @@ async fn run(
             Err(_) => {
                 // Silent: settle what is in flight, then stop once the source is empty.
                 mover.settle().await?;
+                if mover.report.moved > 0 {
+                    crate::failpoint::reach("move", mover.from).await;
+                }
                 let left = amqp::queue_counts(connection, mover.broker, mover.from).await?;
                 if left.is_none_or(|(messages, _)| messages == 0) {
                     break;

@@ -161,8 +161,10 @@ pub struct Outcome {
     /// of a new one; one phase: the longest time a host was stopped.
     pub critical_window_seconds: Option<f64>,
     /// What the services themselves take of it: the slowest stop plus the first start (one
-    /// phase: that host's stop plus its start). The rest is roll's.
+    /// phase: that host's stop plus its start). The rest is roll's, and the broker's.
     pub critical_window_floor_seconds: Option<f64>,
+    /// How long the broker did not answer within the window (a restart the run waited out).
+    pub broker_unavailable_seconds: f64,
     pub elapsed_seconds: f64,
     /// Where the full record is.
     pub journal: String,
@@ -194,6 +196,9 @@ pub struct Engine {
     amqp: Mutex<Option<Arc<lapin::Connection>>>,
     /// Moves journaled, by this process or before it.
     moves: Mutex<Vec<preserve::MoveRecord>>,
+    /// Messages a failed move left on both queues, by (from, to): the next move between them
+    /// does not store them again.
+    on_both: Mutex<BTreeMap<(String, String), crate::broker::mover::OnBoth>>,
     /// Queues deleted with their messages: (by, queue, messages).
     drops: Mutex<Vec<(String, String, u64)>>,
     rolling_back: AtomicBool,
@@ -267,6 +272,8 @@ impl Engine {
                     moved,
                     redelivered,
                     uncertain,
+                    on_both,
+                    absorbed,
                     ..
                 } => moves.push(preserve::MoveRecord {
                     by: by.clone(),
@@ -277,6 +284,8 @@ impl Engine {
                     moved: *moved,
                     redelivered: *redelivered,
                     uncertain: *uncertain,
+                    on_both: *on_both,
+                    absorbed: *absorbed,
                 }),
                 Event::Dropped {
                     by,
@@ -304,6 +313,7 @@ impl Engine {
             amqp: Mutex::new(None),
             moves: Mutex::new(moves),
             drops: Mutex::new(drops),
+            on_both: Mutex::new(BTreeMap::new()),
             rolling_back: AtomicBool::new(false),
             lock: None,
         }
@@ -445,6 +455,14 @@ impl Engine {
                     ..why
                 }));
             }
+            let _ = self
+                .journal_event(Event::Measured {
+                    what: timing::BROKER_UNAVAILABLE.into(),
+                    seconds: since.elapsed().as_secs_f64(),
+                    detail: format!("{host} {step}: {}", err.detail),
+                })
+                .await;
+            outage = None;
             self.progress(host, step, "the broker answers again: trying again");
         }
     }
@@ -561,14 +579,21 @@ impl Engine {
         let completed = self.completed_hosts(&result).await;
         let timing = self.timing(&["stop", "stop (failover)"], &["start"]).await;
         let group_window = timing.group_window;
-        let (window, floor) = if self.plan.two_phase {
-            (group_window, timing.group_floor(self.plan.canary()))
+        let (window, floor, span) = if self.plan.two_phase {
+            (
+                group_window,
+                timing.group_floor(self.plan.canary()),
+                timing.group_span,
+            )
         } else {
             match timing.longest_host() {
-                Some((_, window, floor)) => (Some(window), floor),
-                None => (None, None),
+                Some((host, window, floor)) => {
+                    (Some(window), floor, timing.host_spans.get(&host).copied())
+                }
+                None => (None, None, None),
             }
         };
+        let unavailable = timing.unavailable_within(span);
         let host_windows = timing.host_windows;
         if let Some(seconds) = window {
             let _ = self
@@ -626,6 +651,7 @@ impl Engine {
             queues,
             critical_window_seconds: window,
             critical_window_floor_seconds: floor,
+            broker_unavailable_seconds: unavailable,
             elapsed_seconds: self.started.elapsed().as_secs_f64(),
             journal: self.journal.lock().await.path().display().to_string(),
         }

@@ -44,6 +44,8 @@ pub(super) struct MoveRecord {
     pub moved: u64,
     pub redelivered: u64,
     pub uncertain: u64,
+    pub on_both: u64,
+    pub absorbed: u64,
 }
 
 impl MoveRecord {
@@ -58,6 +60,8 @@ impl MoveRecord {
             moved: self.moved,
             redelivered: self.redelivered,
             uncertain: self.uncertain,
+            on_both: self.on_both,
+            absorbed: self.absorbed,
             seconds,
         }
     }
@@ -218,6 +222,7 @@ impl Engine {
         );
         m.declare_exchange(&h.exchange, "fanout", &arguments)
             .await?;
+        crate::failpoint::reach("hold", queue).await;
         let exists = m.queue(queue).await?.is_some();
         if exists {
             m.bind(&binding(&h.exchange, queue, "queue", "")).await?;
@@ -299,6 +304,7 @@ impl Engine {
         let exists = m.queue(queue).await?.is_some();
         self.route_through(queue, exists).await?;
         m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
+        crate::failpoint::reach("recreate", queue).await;
         let moved = self.empty_into(queue, queue, &h.holding).await?;
         m.declare_queue(queue, settings).await?;
         m.bind(&binding(&h.exchange, queue, "queue", "")).await?;
@@ -374,10 +380,19 @@ impl Engine {
         }
         let limits = mover::Limits::for_backlog(before);
         let broker = self.group.broker.display();
-        let (report, failed) = match mover::move_all(&connection, &broker, from, to, limits).await {
+        let key = (from.to_string(), to.to_string());
+        let mut on_both = self.on_both.lock().await.remove(&key).unwrap_or_default();
+        let before_on_both = on_both.len();
+        let moved = mover::move_all(&connection, &broker, from, to, limits, &mut on_both).await;
+        let after_on_both = on_both.len();
+        if !on_both.is_empty() {
+            self.on_both.lock().await.insert(key, on_both);
+        }
+        let (report, failed) = match moved {
             Ok(report) => (report, None),
             Err(failure) => (failure.report, Some(failure.error)),
         };
+        let added = (after_on_both + report.absorbed).saturating_sub(before_on_both);
         let record = MoveRecord {
             by: self.purpose().to_string(),
             queue: queue.to_string(),
@@ -387,8 +402,10 @@ impl Engine {
             moved: report.moved,
             redelivered: report.redelivered,
             uncertain: report.uncertain,
+            on_both: added,
+            absorbed: report.absorbed,
         };
-        if failed.is_none() || report.moved > 0 || report.uncertain > 0 {
+        if failed.is_none() || report.moved > 0 || report.uncertain > 0 || added > 0 {
             self.journal_event(record.event(report.seconds)).await?;
             self.moves.lock().await.push(record);
         }
@@ -413,6 +430,7 @@ impl Engine {
         let mut bound = 0;
         if m.exchange_exists(&h.exchange).await? {
             m.bind(&binding(&h.exchange, queue, "queue", "")).await?;
+            crate::failpoint::reach("release", queue).await;
             let routes = union(
                 self.backed_up_bindings(queue).await,
                 m.bindings_to_exchange(&h.exchange).await?,
@@ -502,6 +520,11 @@ impl Engine {
             .map(|(_, _, n)| n)
             .sum();
         let preserved = self.plan.preserve_messages;
+        let unsure: u64 = mine().map(|m| m.uncertain).sum();
+        let left_on_both = mine()
+            .map(|m| m.on_both)
+            .sum::<u64>()
+            .saturating_sub(mine().map(|m| m.absorbed).sum());
         QueueAccount {
             queue: queue.to_string(),
             preserved,
@@ -512,9 +535,8 @@ impl Engine {
             },
             moved_out: mine().filter(|m| m.from == queue).map(|m| m.moved).sum(),
             moved_in: mine().filter(|m| m.to == queue).map(|m| m.moved).sum(),
-            duplicated: mine().map(|m| m.uncertain).sum::<u64>() + self.interrupted_moves(queue),
-            duplicates_known: mine().all(|m| m.uncertain == 0)
-                && self.interrupted_moves(queue) == 0,
+            duplicated: unsure + left_on_both + self.interrupted_moves(queue),
+            duplicates_known: unsure + left_on_both + self.interrupted_moves(queue) == 0,
             lost: dropped,
             without_consumer_seconds: without_consumer,
         }

@@ -157,9 +157,20 @@ impl Engine {
                 "stopped by the failover",
             )
             .await?;
-            self.stop(host, "stop (failover)").await?;
-            self.verify_stopped(host, "verify stopped (failover)")
-                .await?;
+            // A host that cannot be stopped (lost, say) must not keep the untouched half
+            // from serving: it is reported (its steps are journaled) and the failover goes
+            // on; a consumer it still has on a queue makes that queue's restore refuse.
+            let stopped = match self.stop(host, "stop (failover)").await {
+                Ok(()) => self.verify_stopped(host, "verify stopped (failover)").await,
+                Err(failed) => Err(failed),
+            };
+            if let Err(failed) = stopped {
+                self.progress(
+                    host,
+                    &failed.step,
+                    "not stopped; the failover goes on without it",
+                );
+            }
         }
         let restore: Vec<String> = self
             .group_queue_names()

@@ -16,6 +16,12 @@ pub struct Timing {
     pub stop_seconds: BTreeMap<String, f64>,
     /// How long each host's start command took.
     pub start_seconds: BTreeMap<String, f64>,
+    /// The group's window, from..to (ms since the epoch).
+    pub group_span: Option<(u64, u64)>,
+    /// Each host's window, from..to.
+    pub host_spans: BTreeMap<String, (u64, u64)>,
+    /// When the broker did not answer (from..to), as the run measured it.
+    pub unavailable: Vec<(u64, u64)>,
 }
 
 /// The entries after the last time a failover put the untouched half back in service: a
@@ -48,6 +54,10 @@ pub fn timing(entries: &[Entry], stop_steps: &[&str], start_steps: &[&str]) -> T
                     began.insert((host.as_str(), step), entry.at_ms);
                 }
             }
+            Event::Measured { what, seconds, .. } if what == BROKER_UNAVAILABLE => {
+                let from = entry.at_ms.saturating_sub((seconds * 1000.0) as u64);
+                timing.unavailable.push((from, entry.at_ms));
+            }
             Event::StepFinished {
                 host,
                 step,
@@ -77,15 +87,32 @@ pub fn timing(entries: &[Entry], stop_steps: &[&str], start_steps: &[&str]) -> T
             timing
                 .host_windows
                 .insert(host.clone(), seconds(*stop, *start));
+            timing.host_spans.insert(host.clone(), (*stop, *start));
         }
     }
     if let (Some(stop), Some(start)) = (stopped_at.values().min(), started_at.values().min()) {
         timing.group_window = Some(seconds(*stop, *start));
+        timing.group_span = Some((*stop, *start));
     }
     timing
 }
 
+/// What the journal calls a time the broker did not answer (a `measured` event).
+pub const BROKER_UNAVAILABLE: &str = "broker-unavailable";
+
 impl Timing {
+    /// How long the broker did not answer within `span` (seconds).
+    pub fn unavailable_within(&self, span: Option<(u64, u64)>) -> f64 {
+        let Some((from, to)) = span else {
+            return 0.0;
+        };
+        self.unavailable
+            .iter()
+            .map(|(a, b)| b.min(&to).saturating_sub(*a.max(&from)))
+            .sum::<u64>() as f64
+            / 1000.0
+    }
+
     /// The slowest stop plus the start of `first` (the canary): what the services
     /// themselves take of a group's window.
     pub fn group_floor(&self, first: Option<&str>) -> Option<f64> {
@@ -159,6 +186,7 @@ mod tests {
         ];
         let t = timing(&entries, &["stop", "stop (failover)"], &["start"]);
         assert_eq!(t.group_window, Some(8.5));
+        assert_eq!(t.group_span, Some((1_000, 9_500)));
         assert_eq!(t.host_windows["px5"], 8.5);
         assert_eq!(t.host_windows["px6"], 2.4);
         assert!(!t.host_windows.contains_key("px1"));
@@ -192,6 +220,36 @@ mod tests {
             &["start"],
         );
         assert_eq!(t.group_window, Some(4.0));
+    }
+
+    #[test]
+    fn the_broker_unavailable_inside_a_window_is_counted() {
+        let entries = vec![
+            started(1_000, "px5", "stop"),
+            finished(2_000, "px5", "stop", true),
+            at(
+                6_000,
+                Event::Measured {
+                    what: BROKER_UNAVAILABLE.into(),
+                    seconds: 3.0,
+                    detail: String::new(),
+                },
+            ),
+            started(8_000, "px5", "start"),
+            finished(9_000, "px5", "start", true),
+            at(
+                20_000,
+                Event::Measured {
+                    what: BROKER_UNAVAILABLE.into(),
+                    seconds: 2.0,
+                    detail: String::new(),
+                },
+            ),
+        ];
+        let t = timing(&entries, &["stop"], &["start"]);
+        assert_eq!(t.unavailable_within(t.group_span), 3.0);
+        assert_eq!(t.unavailable_within(t.host_spans.get("px5").copied()), 3.0);
+        assert_eq!(t.unavailable_within(None), 0.0);
     }
 
     #[test]

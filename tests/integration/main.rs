@@ -5,6 +5,7 @@
 //! (see `.config/nextest.toml`); every other test here only reads.
 
 mod check;
+mod faults;
 mod inventory_cli;
 mod lab;
 mod mover;

@@ -126,9 +126,16 @@ fn a_source_that_keeps_filling_is_chased_for_a_bounded_time_then_left() {
             chase: std::time::Duration::from_secs(2),
         };
         let started = std::time::Instant::now();
-        let report = mover::move_all(&connection, "lab", "src", "dst", limits)
-            .await
-            .expect("move");
+        let report = mover::move_all(
+            &connection,
+            "lab",
+            "src",
+            "dst",
+            limits,
+            &mut Default::default(),
+        )
+        .await
+        .expect("move");
         let took = started.elapsed();
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let published = feeding.await.expect("publisher");
@@ -204,16 +211,30 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
 
         // A destination that does not exist: the mover stops, and the message stays.
         let limits = mover::Limits::for_backlog(u64::from(COUNT));
-        let err = mover::move_all(&connection, "lab", "src", "no-such-queue", limits)
-            .await
-            .expect_err("must fail");
+        let err = mover::move_all(
+            &connection,
+            "lab",
+            "src",
+            "no-such-queue",
+            limits,
+            &mut Default::default(),
+        )
+        .await
+        .expect_err("must fail");
         assert!(err.to_string().contains("they stay on src"), "{err}");
         // Refused by the broker: none of them is on two queues.
         assert_eq!(err.report.uncertain, 0, "{:?}", err.report);
 
-        let report = mover::move_all(&connection, "lab", "src", "dst", limits)
-            .await
-            .expect("move");
+        let report = mover::move_all(
+            &connection,
+            "lab",
+            "src",
+            "dst",
+            limits,
+            &mut Default::default(),
+        )
+        .await
+        .expect("move");
         assert_eq!(report.moved, u64::from(COUNT), "{report:?}");
         // The messages given back after the failed attempt (those in flight) are counted as
         // redelivered.
@@ -259,6 +280,130 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
             .await
             .expect("get");
         assert!(empty.is_none(), "the source still holds messages");
+        amqp::close(connection).await;
+    });
+    drop(scratch);
+}
+
+/// A move cut off after the broker stored a batch on the destination and before the mover
+/// acknowledged it on the source (its connection closed by the broker): the source gives the
+/// batch back, and the next move removes it without storing it again. Every message is on the
+/// destination exactly once.
+#[test]
+fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
+    let (scratch, config, password) = scratch("on-both");
+    let points = tempfile::tempdir().expect("points");
+    // SAFETY of the environment: nextest runs each test in a process of its own.
+    unsafe {
+        std::env::set_var("ROLL_FAILPOINTS", "confirmed=src");
+        std::env::set_var("ROLL_FAILPOINT_DIR", points.path());
+    }
+    let management = Management::new(&config, password.clone()).expect("client");
+    scratch.runtime.block_on(async {
+        let settings = QueueSettings::new(true, false, Default::default());
+        for q in ["src", "dst"] {
+            management
+                .declare_queue(q, &settings)
+                .await
+                .expect("declare");
+        }
+        let connection = amqp::connect(&config, &password, "mover test")
+            .await
+            .expect("amqp");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        const COUNT: u32 = 800;
+        for i in 0..COUNT {
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    "src".into(),
+                    BasicPublishOptions::default(),
+                    format!("{{\"n\": {i}}}").as_bytes(),
+                    BasicProperties::default().with_message_id(ShortString::from(format!("m-{i}"))),
+                )
+                .await
+                .expect("publish");
+            assert!(confirm.await.expect("confirm").is_ack());
+        }
+        let mover_connection = amqp::connect(&config, &password, "mover under test")
+            .await
+            .expect("amqp");
+        let mut on_both = mover::OnBoth::default();
+        let limits = mover::Limits::for_backlog(u64::from(COUNT));
+        // The first batch is stored on dst; its acknowledgement never goes: the broker
+        // closes the mover's connection while it waits at the failpoint.
+        let closer = {
+            let admin = Management::new(&config, password.clone()).expect("client");
+            let point = points.path().join("confirmed=src");
+            tokio::spawn(async move {
+                // Time enough to move a batch and reach the failpoint.
+                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+                let listed: Vec<serde_json::Value> = admin
+                    .get(
+                        "connections",
+                        &[("columns", "name,client_properties".into())],
+                        "connections",
+                    )
+                    .await
+                    .expect("connections");
+                let ours = listed
+                    .iter()
+                    .find(|c| {
+                        c["client_properties"]["connection_name"]
+                            .as_str()
+                            .is_some_and(|n| n.starts_with("roll mover under test"))
+                    })
+                    .expect("the mover's connection");
+                let name = ours["name"].as_str().expect("name");
+                admin
+                    .delete(&format!("connections/{}", segment(name)), "close")
+                    .await
+                    .expect("close the mover's connection");
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                std::fs::write(&point, "").expect("go on");
+            })
+        };
+        let failed = mover::move_all(&mover_connection, "lab", "src", "dst", limits, &mut on_both)
+            .await
+            .expect_err("the connection was closed");
+        closer.await.expect("closer");
+        assert_eq!(
+            on_both.len(),
+            u64::from(mover::BATCH),
+            "{:?}",
+            failed.report
+        );
+        assert_eq!(failed.report.uncertain, 0, "{:?}", failed.report);
+        // A new connection, as the engine opens after such a loss; the same record.
+        let again = amqp::connect(&config, &password, "mover again")
+            .await
+            .expect("amqp");
+        let report = mover::move_all(&again, "lab", "src", "dst", limits, &mut on_both)
+            .await
+            .expect("move");
+        assert_eq!(report.absorbed, u64::from(mover::BATCH), "{report:?}");
+        assert_eq!(
+            report.moved,
+            u64::from(COUNT),
+            "the absorbed count as moved: {report:?}"
+        );
+        let mut seen = vec![];
+        while let Some(m) = channel
+            .basic_get("dst".into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+        {
+            seen.push(String::from_utf8_lossy(&m.delivery.data).to_string());
+        }
+        seen.sort();
+        let mut want: Vec<String> = (0..COUNT).map(|i| format!("{{\"n\": {i}}}")).collect();
+        want.sort();
+        assert_eq!(seen, want, "every message exactly once");
+        amqp::close(again).await;
         amqp::close(connection).await;
     });
     drop(scratch);

@@ -60,3 +60,83 @@ fn a_large_input_is_streamed_and_a_timed_out_command_is_killed_on_the_host() {
         connection.close().await;
     });
 }
+
+/// The `ssh -M` masters (and their control directories) a killed `roll` leaves behind are
+/// ended by the next command that connects.
+#[test]
+fn the_ssh_masters_of_a_killed_run_are_ended_by_the_next_command() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    require_lab();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = dir.path().join("runtime");
+    std::fs::create_dir(&runtime).expect("runtime dir");
+    let state = dir.path().join("state");
+    // An upgrade of dev waits for its approval, every host connected: killed there.
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_roll"))
+        .args([
+            "upgrade",
+            "-p",
+            "playbooks/sr3-minor.toml",
+            "--group",
+            "dev",
+            "--half",
+            "a",
+        ])
+        .arg("--state-dir")
+        .arg(&state)
+        .current_dir(crate::support::root())
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("roll starts");
+    let out = waiting.stdout.take().expect("stdout");
+    for line in BufReader::new(out).lines() {
+        if line.expect("a line").trim_start().starts_with("Plan:") {
+            break;
+        }
+    }
+    waiting.kill().expect("SIGKILL");
+    let _ = waiting.wait();
+    let runs = runtime.join("roll-ssh-runs");
+    let sockets = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&runs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|run| {
+                std::fs::read_dir(run.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|c| c.path().join("master"))
+            .filter(|m| m.exists())
+            .collect()
+    };
+    let left = sockets();
+    assert_eq!(left.len(), 2, "one master per dev host left: {left:?}");
+    let masters = |socket: &std::path::Path| {
+        Command::new("pgrep")
+            .args(["-f", &socket.display().to_string()])
+            .output()
+            .map(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
+            .unwrap_or(false)
+    };
+    assert!(left.iter().all(|s| masters(s)), "the masters run: {left:?}");
+
+    let check = Command::new(env!("CARGO_BIN_EXE_roll"))
+        .args(["check", "--group", "dev"])
+        .current_dir(crate::support::root())
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .output()
+        .expect("roll check");
+    assert!(check.status.success(), "{check:?}");
+    assert!(sockets().is_empty(), "left: {:?}", sockets());
+    std::thread::sleep(Duration::from_millis(500));
+    for socket in &left {
+        assert!(!masters(socket), "{} still runs", socket.display());
+    }
+}

@@ -199,6 +199,9 @@ impl Traffic {
                 "--ids-file",
                 &ids.display().to_string(),
                 "--quiet",
+                // A fault test restarts the broker: the publisher rides through it.
+                "--reconnect",
+                "120",
             ])
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -333,4 +336,177 @@ pub fn lab_management(
     let management =
         roll::broker::management::Management::new(&group.broker, password).expect("client");
     (management, tokio::runtime::Runtime::new().expect("runtime"))
+}
+
+/// What a watcher does when `roll` prints a line (see [`run_watching`]).
+pub enum Next {
+    /// Keep reading.
+    Go,
+}
+
+/// Runs `roll` with `args` and `env`, handing every line it prints on stderr to `watch` as it
+/// comes (the broker can be stopped, a host cut, a connection closed, exactly then); returns
+/// how it ended, with all it printed. Fails if it runs over `limit`.
+pub fn run_watching(
+    args: &[&str],
+    env: &[(&str, String)],
+    limit: std::time::Duration,
+    mut watch: impl FnMut(&str) -> Next,
+) -> Run {
+    use std::io::{BufRead, BufReader, Read};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roll"));
+    command
+        .args(args)
+        .current_dir(root())
+        .env_remove("ROLL_INVENTORY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("roll starts");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let stderr = child.stderr.take().expect("stderr");
+    let deadline = std::time::Instant::now() + limit;
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        seen.push_str(&line);
+        seen.push('\n');
+        assert!(
+            std::time::Instant::now() < deadline,
+            "roll ran over {limit:?}: {seen}"
+        );
+        let Next::Go = watch(&line);
+    }
+    let status = child.wait().expect("roll ends");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap_or_default(),
+        stderr: seen,
+    }
+}
+
+/// True when the words appear in a row in a progress line (`["px5", "verify", "ok"]`).
+pub fn says(line: &str, words: &[&str]) -> bool {
+    line.split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(words.len())
+        .any(|w| w == words)
+}
+
+/// `rabbitmqctl` with arguments; fails the test when it fails.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(output.status.success(), "rabbitmqctl {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Stops the broker's application (as an operator restarting it does); the node stays.
+pub fn broker_stop() {
+    rabbitmqctl(&["-q", "stop_app"]);
+}
+
+/// Starts the broker's application again and waits until the management API answers.
+pub fn broker_start() {
+    rabbitmqctl(&["-q", "start_app"]);
+    rabbitmqctl(&["-q", "await_startup"]);
+    let (management, runtime) = lab_management("ops");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while runtime.block_on(management.check_vhost()).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the management API did not come back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// Lets a run waiting at a failpoint go on (see roll's `failpoint` module).
+pub fn release_failpoint(dir: &Path, point: &str) {
+    std::fs::write(dir.join(point), "").expect("failpoint file");
+}
+
+/// The point of a `failpoint STAGE=WORD QUEUE: waiting` line, if it is one.
+pub fn failpoint_of(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("failpoint ")?;
+    Some(rest.split_whitespace().next()?.to_string())
+}
+
+/// Cuts a lab host off: its key is moved aside (no new login) and its SSH sessions end
+/// (roll's connection to it breaks). Its services keep running.
+pub fn host_lost(host: &str) {
+    let keys = format!("/home/rl-{host}/.ssh/authorized_keys");
+    std::fs::rename(&keys, format!("{keys}.lost")).expect("move the key aside");
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-u", &format!("rl-{host}"), "-f", "^sshd"])
+        .status();
+}
+
+/// Puts a host cut off by [`host_lost`] back.
+pub fn host_repaired(host: &str) {
+    let keys = format!("/home/rl-{host}/.ssh/authorized_keys");
+    std::fs::rename(format!("{keys}.lost"), &keys).expect("put the key back");
+}
+
+/// Closes the AMQP connection that holds a group's lock, as `rabbitmqctl close_connection`.
+pub fn close_lock_connection(group: &str) {
+    let listing = rabbitmqctl(&[
+        "-q",
+        "list_connections",
+        "--no-table-headers",
+        "pid",
+        "client_properties",
+    ]);
+    let wanted = format!("\"connection_name\",\"roll lock {group} ");
+    let pid = listing
+        .lines()
+        .find(|l| l.contains(&wanted))
+        .and_then(|l| l.split('\t').next())
+        .unwrap_or_else(|| panic!("no lock connection of {group} in {listing}"))
+        .to_string();
+    rabbitmqctl(&["-q", "close_connection", &pid, "closed by the fault test"]);
+}
+
+/// A copy of a checked-in playbook with `replace` applied, written as `name.toml` in `dir`,
+/// its templates copied beside it with the same replacements. Returns its path.
+pub fn playbook_variant(dir: &Path, base: &str, name: &str, replace: &[(&str, &str)]) -> String {
+    let edit = |text: &str| {
+        replace
+            .iter()
+            .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
+    };
+    let text = edit(&std::fs::read_to_string(repo(base)).expect("playbook"));
+    for line in text.lines() {
+        if let Some(template) = line
+            .strip_prefix("template = \"")
+            .and_then(|t| t.strip_suffix('"'))
+        {
+            let from = repo("playbooks").join(template);
+            let to = dir.join(template);
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("template dir");
+            let content = std::fs::read_to_string(&from).expect("template");
+            std::fs::write(&to, edit(&content)).expect("template copy");
+        }
+    }
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("playbook copy");
+    path.display().to_string()
+}
+
+/// The ids an audit found missing and received twice, summed over its queues.
+pub fn audit_counts(audit: &serde_json::Value) -> (u64, u64) {
+    let totals = &audit["totals"];
+    (
+        totals["missing"].as_u64().unwrap_or(u64::MAX),
+        totals["duplicates"].as_u64().unwrap_or(u64::MAX),
+    )
 }

@@ -39,8 +39,13 @@ lab's password file, never shown):
   Not while roll holds a roll.lock.* queue of the vhost (a run could delete the
   queue while we hold its messages): such a queue is "not peeked"
   (inconclusive).
-- missing: neither received nor queued; duplicates: ids received more than
-  once, or received and also queued (or queued twice).
+- missing: neither received nor queued; received_twice: ids received more than
+  once, or received and also queued (or queued twice); of those, refetched: the
+  subscriber logged it again after its connection to the broker ended (sr3's
+  "lost connection to broker" or a new "getSetup connecting to" between the two):
+  the broker gave back what it had fetched and not yet acknowledged, AMQP's
+  at-least-once delivery, whatever else happens; duplicates: the others, copies
+  that were in the queue twice.
 
 Table by default, --json for a JSON document. Exit 0 when nothing is missing
 and no check was inconclusive, 1 otherwise, 2 on usage errors.
@@ -72,6 +77,10 @@ POLL_S = 5.0        # management statistics refresh every 5 s
 LIST_IDS = 10       # missing ids listed per queue
 PEEK_IDLE_S = 5.0   # a peek gives up when no message came for this long
 ACCEPTED = re.compile(rb"after_accept accepted: [^\n]*? relPath: (\S+)")
+# A subscriber's connection ended or began (sr3's own log lines): what it had fetched and not
+# yet acknowledged comes back from the broker, and it logs it again.
+RECONNECTED = rb"lost connection to broker|getSetup connecting to"
+LOG_EVENTS = re.compile(rb"after_accept accepted: [^\n]*? relPath: (\S+)|(" + RECONNECTED + rb")")
 
 
 class UsageError(Exception):
@@ -188,15 +197,31 @@ def log_files(home, cfg):
 
 
 def read_log(path):
-    """Counter of the ids (last element of relPath) of the accepted lines of one file."""
+    """The ids (last element of relPath) of the accepted lines of one file: a Counter, and
+    for each id how many of its receptions came again after the subscriber's connection
+    ended (refetched: the broker gave back what it had not acknowledged) and whether the
+    connection ended after its last one (a copy still queued is then the same message)."""
     try:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as f:
             data = f.read()
     except OSError as e:
         return path, None, str(e)
-    c = Counter(rel.rsplit(b"/", 1)[-1] for rel in ACCEPTED.findall(data))
-    return path, {k.decode(errors="replace"): v for k, v in c.items()}, None
+    c, refetched, era = Counter(), Counter(), {}
+    epoch = 0
+    for m in LOG_EVENTS.finditer(data):
+        if m.group(2):
+            epoch += 1
+            continue
+        i = m.group(1).rsplit(b"/", 1)[-1]
+        if i in era and era[i] != epoch:
+            refetched[i] += 1
+        era[i] = epoch
+        c[i] += 1
+    dec = lambda b: b.decode(errors="replace")
+    after_last = {dec(i) for i, e in era.items() if e != epoch}
+    return path, ({dec(k): v for k, v in c.items()},
+                  {dec(k): v for k, v in refetched.items()}, after_last), None
 
 
 # ------------------------------------------------------------------ peek
@@ -415,13 +440,16 @@ def audit(a, ids, password):
     # 3. logs: every file of every subscriber, once
     files = sorted({f for subs in audited.values() for (u, c) in subs
                     for f in log_files(homes[u], c)})
-    counts = {}
+    counts, refetches, unacked = {}, {}, {}
     with multiprocessing.Pool(max(1, min(len(files), os.cpu_count() or 2))) as pool:
-        for path, c, err in pool.imap_unordered(read_log, files, chunksize=1):
+        for path, found, err in pool.imap_unordered(read_log, files, chunksize=1):
             if err:
                 problems.append(f"cannot read {path}: {err}")
-                c = {}
-            counts[path] = Counter({k: v for k, v in c.items() if k in ids})
+                found = ({}, {}, set())
+            got_ids, again, later = found
+            counts[path] = Counter({k: v for k, v in got_ids.items() if k in ids})
+            refetches[path] = Counter({k: v for k, v in again.items() if k in ids})
+            unacked[path] = {k for k in later if k in ids}
     log_bytes = sum(os.path.getsize(f) for f in files if os.path.exists(f))
 
     # a subscriber that started after its queue was peeked may have logged ids
@@ -436,10 +464,12 @@ def audit(a, ids, password):
     rows = []
     tot = Counter()
     for n, subs in audited.items():
-        got = Counter()
+        got, refetched, after_last = Counter(), Counter(), set()
         for (u, c) in subs:
             for f in log_files(homes[u], c):
                 got.update(counts.get(f, ()))
+                refetched.update(refetches.get(f, ()))
+                after_last |= unacked.get(f, set())
         st = state[n]
         q = queues[n]
         row = {"queue": n, "label": label(n, subs),
@@ -457,9 +487,19 @@ def audit(a, ids, password):
         else:
             queued = None
         row["received_total"] = sum(got.values())
-        dups = sum(1 for i in (got.keys() | (queued or {}).keys())
-                   if got[i] + (queued or Counter())[i] > 1)
-        row["duplicates"] = dups
+        queued_c = queued or Counter()
+        twice = [i for i in (got.keys() | queued_c.keys()) if got[i] + queued_c[i] > 1]
+        # An extra copy is the subscriber's own refetch when its connection ended between
+        # the two (received, then received again or still queued): the broker gives back
+        # what a consumer had not acknowledged. Any other extra copy was in the queue twice.
+        def extra(i):
+            n = got[i] + queued_c[i] - 1 - refetched[i]
+            if queued_c[i] and i in after_last:
+                n -= 1
+            return max(n, 0)
+        row["received_twice"] = len(twice)
+        row["refetched"] = sum(1 for i in twice if extra(i) == 0)
+        row["duplicates"] = sum(1 for i in twice if extra(i) > 0)
         if queued is None:
             not_received = sorted(ids - got.keys())
             row.update(queued=None, missing=None, not_received=len(not_received),
@@ -472,7 +512,7 @@ def audit(a, ids, password):
             row.update(queued=len(queued), missing=len(missing), missing_ids=missing[:LIST_IDS])
             if missing:
                 problems.append(f"{n}: {len(missing)} ids missing")
-        for k in ("received", "queued", "missing", "duplicates"):
+        for k in ("received", "queued", "missing", "duplicates", "received_twice", "refetched"):
             tot[k] += row.get(k) or 0
         tot["published"] += len(ids)
         rows.append(row)

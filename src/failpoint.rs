@@ -1,0 +1,48 @@
+//! Pauses at named points of a queue's recreation, for the fault tests: they take the broker
+//! down exactly there (a real `rabbitmqctl stop_app`), then let the run go on against it.
+//!
+//! `ROLL_FAILPOINTS=stage=word,...` names the points: `hold`, `recreate`, `move` (after a
+//! batch of a move), `confirmed` (a batch stored on the destination, not yet acknowledged on
+//! the source) and `release` of a queue whose name contains `word`. The first time a run reaches one, it
+//! prints `failpoint STAGE=WORD QUEUE: waiting for FILE` on stderr and waits until the file
+//! `$ROLL_FAILPOINT_DIR/STAGE=WORD` exists (it removes it and goes on). Without the variable
+//! nothing ever waits. Nothing of it is a fake: the broker, the hosts and the run are real;
+//! only the moment is chosen.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The points reached already (each pauses once).
+static REACHED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Pauses if `stage` of `queue` is a failpoint of this run (see the module).
+pub async fn reach(stage: &str, queue: &str) {
+    let Ok(points) = std::env::var("ROLL_FAILPOINTS") else {
+        return;
+    };
+    let Some(point) = points.split(',').find(|point| {
+        point
+            .split_once('=')
+            .is_some_and(|(s, word)| s == stage && queue.contains(word))
+    }) else {
+        return;
+    };
+    if let Ok(mut reached) = REACHED.lock()
+        && !reached.insert(point.to_string())
+    {
+        return;
+    }
+    let dir = std::env::var_os("ROLL_FAILPOINT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let file = dir.join(point);
+    crate::output::note(&format!(
+        "failpoint {point} {queue}: waiting for {}",
+        file.display()
+    ));
+    while std::fs::remove_file(&file).is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,664 @@
+//! When the world fails under a run: the broker restarts, the lock's connection is closed, a
+//! host is lost, the state directory fills up. Each test runs under traffic (the lab's
+//! publisher, riding through broker restarts) and ends with the lab's audit: every id
+//! published was received or is still queued, none twice. Serial: they change the lab, and
+//! reset it when they are done.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{
+    Next, ResetOnDrop, Run, audit, audit_counts, broker_start, broker_stop, failpoint_of, json,
+    playbook_variant, release_failpoint, require_lab, roll, run_watching, says, sr3_pids, status,
+};
+
+const EXPIRE: &str = "playbooks/sr3-queue-expire.toml";
+const MINOR: &str = "playbooks/sr3-minor.toml";
+const OPS_A: [&str; 4] = ["px1", "px2", "px3", "px4"];
+const OPS_B: [&str; 5] = ["px5", "px6", "px7", "px8", "pxatx1"];
+const LONG: Duration = Duration::from_secs(600);
+
+/// `roll upgrade --yes` of a half of ops, with more arguments.
+fn upgrade_args<'a>(
+    state: &'a str,
+    playbook: &'a str,
+    half: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "upgrade",
+        "--state-dir",
+        state,
+        "-p",
+        playbook,
+        "--group",
+        "ops",
+        "--half",
+        half,
+        "--yes",
+        "--skip-promotion-check",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn resume(state: &str) -> Run {
+    roll(&[
+        "resume",
+        "--state-dir",
+        state,
+        "--group",
+        "ops",
+        "--output",
+        "json",
+    ])
+}
+
+/// The queue-changing release for the hosts' own queues only (the pump cluster's shared queue
+/// is left alone): one phase, each host stopped on its own.
+fn pump_expire(dir: &Path, name: &str, extra: &[(&str, &str)]) -> String {
+    let mut replace = vec![
+        ("name = \"sr3-queue-expire\"", format!("name = \"{name}\"")),
+        (
+            "discover = 'for f in ~/.cache/sr3/*/*/*.qname;",
+            "discover = 'for f in ~/.cache/sr3/subscribe/pump/*.qname;".to_string(),
+        ),
+        (
+            "[[queues.owned]]\npattern = \"q_{broker_user}.subscribe.cluster.*\"\nowner = \"shared\"\n",
+            String::new(),
+        ),
+        (
+            "[[files]]\npath = \".config/sr3/subscribe/cluster.conf\"\ntemplate = \"files/sr3-queue-expire/cluster.conf\"\nmode = \"0644\"\nonly_if_present = true\n",
+            String::new(),
+        ),
+    ];
+    replace.extend(extra.iter().map(|(a, b)| (*a, b.to_string())));
+    let replace: Vec<(&str, &str)> = replace.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    playbook_variant(dir, EXPIRE, name, &replace)
+}
+
+/// Every recreated queue of an outcome kept its messages.
+fn nothing_lost(outcome: &Value) {
+    for account in outcome["queues"].as_array().expect("queue accounts") {
+        assert_eq!(account["lost"], 0, "{account}");
+        assert_eq!(account["duplicated"], 0, "{account}");
+    }
+}
+
+/// Stops the traffic and audits it: nothing missing, nothing twice, no holding queue left.
+fn audit_clean(traffic: crate::support::Traffic) {
+    let ids = traffic.ids.clone();
+    let published = traffic.stop();
+    assert!(published > 500, "only {published} messages published");
+    let audit = audit(&ids);
+    assert_eq!(audit_counts(&audit), (0, 0), "{audit:#}");
+    assert_eq!(
+        audit["leftover_holding_queues"].as_array().map(Vec::len),
+        Some(0),
+        "{audit:#}"
+    );
+}
+
+/// The broker restarted at each stage of a queue's recreation (hold, recreate, in the middle
+/// of a move, release), one host each: the run waits for the broker, takes its lock again and
+/// finishes by itself, nothing lost, no holding topology left. Then a one-phase run that fails
+/// after a recreate: a new `roll upgrade` is refused with the way on, and `resume` finishes.
+#[test]
+fn serial_broker_restarts_at_each_stage_and_an_unfinished_run_is_not_overrun() {
+    require_lab();
+    let _reset = ResetOnDrop;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+    let playbook = pump_expire(dir.path(), "pump-expire", &[]);
+    let traffic = crate::support::Traffic::start(dir.path(), "stages", 100);
+    let points = dir.path().join("points");
+    std::fs::create_dir(&points).expect("points dir");
+    let b_pids: Vec<Vec<u32>> = OPS_B.iter().map(|h| sr3_pids(h)).collect();
+
+    let mut restarts = vec![];
+    let run = run_watching(
+        &upgrade_args(&state, &playbook, "a", &["--output", "json"]),
+        &[
+            (
+                "ROLL_FAILPOINTS",
+                "hold=px1,recreate=px2,move=px3,release=px4".to_string(),
+            ),
+            ("ROLL_FAILPOINT_DIR", points.display().to_string()),
+        ],
+        LONG,
+        |line| {
+            if let Some(point) = failpoint_of(line) {
+                // The broker goes while the run is in the middle of the stage, and comes
+                // back 5 s after the run went on against it.
+                broker_stop();
+                release_failpoint(&points, &point);
+                std::thread::sleep(Duration::from_secs(5));
+                broker_start();
+                restarts.push(point);
+            }
+            Next::Go
+        },
+    );
+    eprintln!("{}", run.stderr);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(restarts.len(), 4, "{restarts:?}: {run:#?}");
+    assert!(
+        run.stderr.contains("the broker answers again"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("lock") && run.stderr.contains("taken again"),
+        "{}",
+        run.stderr
+    );
+    let outcome = json(&run)["outcome"].clone();
+    nothing_lost(&outcome);
+    assert_eq!(
+        outcome["queues"].as_array().map(Vec::len),
+        Some(4),
+        "{outcome:#}"
+    );
+    assert_eq!(crate::support::holding_leftovers(), Vec::<String>::new());
+    let after = resume(&state);
+    assert_eq!(after.code, 0, "{after:#?}");
+    assert!(
+        after.stderr.contains("nothing to resume"),
+        "{}",
+        after.stderr
+    );
+    let rows = status(&state, "ops");
+    for host in OPS_A {
+        assert_eq!(rows[host]["version"], "3.3.1", "{host}");
+        assert_eq!(rows[host]["service"], "running", "{host}");
+    }
+    let now: Vec<Vec<u32>> = OPS_B.iter().map(|h| sr3_pids(h)).collect();
+    assert_eq!(now, b_pids, "half b was restarted");
+
+    // Half b, with px6's queue-state reset failing (once) after its queue was recreated.
+    let marker = "/home/rl-px6/roll-test-fail-reset";
+    std::fs::write(marker, "").expect("marker");
+    let failing = pump_expire(
+        dir.path(),
+        "pump-expire-b",
+        &[(
+            "reset_queue_state = \"rm -f",
+            "reset_queue_state = \"test ! -e ~/roll-test-fail-reset && rm -f",
+        )],
+    );
+    let run = roll(&upgrade_args(&state, &failing, "b", &["--output", "json"]));
+    assert_eq!(run.code, 3, "{run:#?}");
+    let report = json(&run);
+    let failure = &report["outcome"]["failure"];
+    assert_eq!(failure["host"], "px6", "{failure}");
+    assert_eq!(failure["step"], "reset queue state", "{failure}");
+    let run_id = report["plan"]["run_id"]
+        .as_str()
+        .expect("run id")
+        .to_string();
+
+    // A new upgrade over it is refused, naming the run and the two ways on; nothing changes.
+    let before = crate::upgrade::ops_queues();
+    let again = roll(&upgrade_args(&state, &playbook, "b", &[]));
+    assert_eq!(again.code, 2, "{again:#?}");
+    for words in [
+        run_id.as_str(),
+        "partial",
+        "roll resume --group ops",
+        "roll rollback --group ops",
+    ] {
+        assert!(again.stderr.contains(words), "{words}: {}", again.stderr);
+    }
+    assert_eq!(
+        crate::upgrade::ops_queues(),
+        before,
+        "the refused run changed queues"
+    );
+
+    std::fs::remove_file(marker).expect("marker");
+    let resumed = resume(&state);
+    assert_eq!(resumed.code, 0, "{resumed:#?}");
+    nothing_lost(&json(&resumed)["outcome"]);
+    let rows = status(&state, "ops");
+    for host in OPS_B {
+        assert_eq!(rows[host]["version"], "3.3.1", "{host}");
+        assert_eq!(rows[host]["service"], "running", "{host}");
+    }
+    assert_eq!(crate::support::holding_leftovers(), Vec::<String>::new());
+    audit_clean(traffic);
+}
+
+/// Half b of ops with the queue-changing release, the broker restarted twice in its critical
+/// window (at the first move of a host's queue, then of the shared queue): the run waits for
+/// the broker and finishes, its own share of the window within 2 s of what the services and
+/// the broker took. Then the shared queue changes again on half a and px2 is lost once the
+/// canary is verified: the failover puts the shared queue back and half b serves again;
+/// after px2 is repaired, `resume` redoes the critical window within its floor + 2 s.
+#[test]
+fn serial_broker_restarts_in_the_critical_window_then_a_host_lost_after_the_canary() {
+    require_lab();
+    let _reset = ResetOnDrop;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+    let points = dir.path().join("points");
+    std::fs::create_dir(&points).expect("points dir");
+    let traffic = crate::support::Traffic::start(dir.path(), "window", 100);
+
+    let mut restarts = 0;
+    let run = run_watching(
+        &upgrade_args(
+            &state,
+            EXPIRE,
+            "b",
+            &["--parallel", "5", "--output", "json"],
+        ),
+        &[
+            ("ROLL_FAILPOINTS", "move=pump,move=cluster".to_string()),
+            ("ROLL_FAILPOINT_DIR", points.display().to_string()),
+        ],
+        LONG,
+        |line| {
+            if let Some(point) = failpoint_of(line) {
+                broker_stop();
+                release_failpoint(&points, &point);
+                std::thread::sleep(Duration::from_secs(5));
+                broker_start();
+                restarts += 1;
+            }
+            Next::Go
+        },
+    );
+    eprintln!("{}", run.stderr);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(restarts, 2, "{run:#?}");
+    let outcome = json(&run)["outcome"].clone();
+    nothing_lost(&outcome);
+    let window = outcome["critical_window_seconds"].as_f64().expect("window");
+    let floor = outcome["critical_window_floor_seconds"]
+        .as_f64()
+        .expect("floor");
+    let broker = outcome["broker_unavailable_seconds"]
+        .as_f64()
+        .expect("broker");
+    assert!(broker >= 5.0, "{outcome:#}");
+    assert!(
+        window - floor - broker <= 2.0,
+        "roll's own share is over 2 s: {outcome:#}"
+    );
+    assert_eq!(crate::support::holding_leftovers(), Vec::<String>::new());
+    let rows = status(&state, "ops");
+    for host in OPS_A {
+        assert_eq!(rows[host]["service"], "stopped", "{host}: the failover");
+        assert_eq!(rows[host]["version"], "3.2.0.post1", "{host}");
+    }
+
+    // The shared queue changes again (8d) on half a: two phases with a critical window.
+    let eight = playbook_variant(
+        dir.path(),
+        EXPIRE,
+        "sr3-queue-expire-8d",
+        &[
+            (
+                "name = \"sr3-queue-expire\"",
+                "name = \"sr3-queue-expire-8d\"",
+            ),
+            ("7d", "8d"),
+        ],
+    );
+    let mut lost = false;
+    let run = run_watching(
+        &upgrade_args(
+            &state,
+            &eight,
+            "a",
+            &["--parallel", "4", "--output", "json"],
+        ),
+        &[],
+        LONG,
+        |line| {
+            if !lost && says(line, &["px1", "verify", "ok"]) {
+                crate::support::host_lost("px2");
+                lost = true;
+            }
+            Next::Go
+        },
+    );
+    eprintln!("{}", run.stderr);
+    assert!(lost, "px1 never verified: {run:#?}");
+    assert!(run.code == 1 || run.code == 3, "{run:#?}");
+    let report = json(&run);
+    assert_eq!(report["outcome"]["failure"]["host"], "px2", "{report:#}");
+    assert!(
+        run.stderr.contains("the untouched half serves again"),
+        "{}",
+        run.stderr
+    );
+    let shared = crate::upgrade::ops_queues()
+        .into_iter()
+        .find(|q| q["name"] == "q_roll-lab.subscribe.cluster.ops")
+        .expect("the shared queue");
+    assert_eq!(
+        shared["arguments"]["x-expires"], 604_800_000,
+        "put back: {shared}"
+    );
+    let rows = status(&state, "ops");
+    for host in OPS_B {
+        assert_eq!(rows[host]["service"], "running", "{host} serves again");
+    }
+    crate::support::host_repaired("px2");
+    let resumed = resume(&state);
+    eprintln!("{}", resumed.stderr);
+    assert_eq!(resumed.code, 0, "{resumed:#?}");
+    let outcome = json(&resumed)["outcome"].clone();
+    nothing_lost(&outcome);
+    let window = outcome["critical_window_seconds"].as_f64().expect("window");
+    let floor = outcome["critical_window_floor_seconds"]
+        .as_f64()
+        .expect("floor");
+    assert!(window <= floor + 2.0, "{outcome:#}");
+    let shared = crate::upgrade::ops_queues()
+        .into_iter()
+        .find(|q| q["name"] == "q_roll-lab.subscribe.cluster.ops")
+        .expect("the shared queue");
+    assert_eq!(shared["arguments"]["x-expires"], 691_200_000, "{shared}");
+    let rows = status(&state, "ops");
+    for host in OPS_A {
+        assert_eq!(rows[host]["service"], "running", "{host}");
+        assert_eq!(rows[host]["version"], "3.3.1", "{host}");
+    }
+    for host in ["px5", "px6", "px7", "px8", "pxatx1"] {
+        assert_eq!(
+            rows[host]["service"], "stopped",
+            "{host}: stopped for the window"
+        );
+    }
+    assert_eq!(crate::support::holding_leftovers(), Vec::<String>::new());
+    audit_clean(traffic);
+}
+
+/// The lock's connection closed by `rabbitmqctl close_connection` while half a upgrades: the
+/// run stops at its next step and says how to go on, a second upgrade (of half b) is refused
+/// meanwhile, and `resume` finishes. Then half b, with px6 lost after the canary: the run
+/// stops naming it, half a is not touched, and `resume` finishes once px6 is back.
+#[test]
+fn serial_the_lock_closed_mid_run_and_a_host_lost_in_a_one_phase_run() {
+    require_lab();
+    let _reset = ResetOnDrop;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+    let traffic = crate::support::Traffic::start(dir.path(), "lock", 100);
+    let b_pids: Vec<Vec<u32>> = OPS_B.iter().map(|h| sr3_pids(h)).collect();
+
+    let mut second = None;
+    let run = run_watching(
+        &upgrade_args(&state, MINOR, "a", &["--output", "json"]),
+        &[],
+        LONG,
+        |line| {
+            if second.is_none() && says(line, &["px1", "verify", "ok"]) {
+                crate::support::close_lock_connection("ops");
+                second = Some(roll(&upgrade_args(&state, MINOR, "b", &[])));
+            }
+            Next::Go
+        },
+    );
+    eprintln!("{}", run.stderr);
+    let second = second.expect("px1 was verified");
+    assert!(second.code == 1 || second.code == 2, "{second:#?}");
+    assert!(
+        second.stderr.contains("locked by") || second.stderr.contains("roll resume"),
+        "{}",
+        second.stderr
+    );
+    let now: Vec<Vec<u32>> = OPS_B.iter().map(|h| sr3_pids(h)).collect();
+    assert_eq!(now, b_pids, "half b was touched");
+    assert_eq!(run.code, 3, "{run:#?}");
+    let report = json(&run);
+    assert_eq!(report["outcome"]["failure"]["cause"], "lock", "{report:#}");
+    assert!(
+        report["outcome"]["failure"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("roll resume --group ops")),
+        "{report:#}"
+    );
+    let resumed = resume(&state);
+    assert_eq!(resumed.code, 0, "{resumed:#?}");
+    let rows = status(&state, "ops");
+    for host in OPS_A {
+        assert_eq!(rows[host]["version"], "3.3.1", "{host}");
+        assert_eq!(rows[host]["service"], "running", "{host}");
+    }
+
+    // Half b, px6 lost once the canary is verified.
+    let a_pids: Vec<Vec<u32>> = OPS_A.iter().map(|h| sr3_pids(h)).collect();
+    let mut lost = false;
+    let run = run_watching(
+        &upgrade_args(&state, MINOR, "b", &["--output", "json"]),
+        &[],
+        LONG,
+        |line| {
+            if !lost && says(line, &["px5", "verify", "ok"]) {
+                crate::support::host_lost("px6");
+                lost = true;
+            }
+            Next::Go
+        },
+    );
+    eprintln!("{}", run.stderr);
+    assert_eq!(run.code, 3, "{run:#?}");
+    let failure = json(&run)["outcome"]["failure"].clone();
+    assert_eq!(failure["host"], "px6", "{failure}");
+    assert_eq!(failure["cause"], "host", "{failure}");
+    assert!(
+        run.stdout.contains("\"step\"") && failure["step"].as_str().is_some_and(|s| !s.is_empty()),
+        "{failure}"
+    );
+    let now: Vec<Vec<u32>> = OPS_A.iter().map(|h| sr3_pids(h)).collect();
+    assert_eq!(now, a_pids, "half a was touched");
+    let refused = resume(&state);
+    assert_eq!(refused.code, 1, "px6 is still lost: {refused:#?}");
+    assert!(refused.stderr.contains("px6"), "{}", refused.stderr);
+    crate::support::host_repaired("px6");
+    let resumed = resume(&state);
+    assert_eq!(resumed.code, 0, "{resumed:#?}");
+    let rows = status(&state, "ops");
+    for host in OPS_B {
+        assert_eq!(rows[host]["version"], "3.3.1", "{host}");
+        assert_eq!(rows[host]["service"], "running", "{host}");
+    }
+    audit_clean(traffic);
+}
+
+/// Unmounts a test's tmpfs when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Deletes a test's broker user when dropped.
+struct BrokerUser(&'static str);
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let (management, runtime) = crate::support::lab_management("ops");
+        let _ = runtime.block_on(management.delete(&format!("users/{}", self.0), "user"));
+    }
+}
+
+/// The state directory on a small tmpfs that fills up in the middle of a run: the run stops,
+/// its journal stays readable, and once there is room again `resume` refuses a playbook
+/// edited since the approval (with what changed), then finishes with the playbook put back.
+/// The broker password (quotes, a backslash, a percent sign, a journal key) is in no
+/// journal, no output and no log line, in any of its forms, though a host prints it.
+#[test]
+fn serial_a_full_state_directory_stops_the_run_and_no_secret_is_written_anywhere() {
+    require_lab();
+    let _reset = ResetOnDrop;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state_path = dir.path().join("state");
+    std::fs::create_dir(&state_path).expect("state dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&state_path)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "cannot mount a tmpfs");
+    let _mounted = Mounted(state_path.clone());
+    let state = state_path.display().to_string();
+
+    // A broker user of the test's own, with a password full of what breaks JSON and URLs.
+    const NASTY: &str = "p\"a\\ss%25w rd\"event";
+    let (management, runtime) = crate::support::lab_management("ops");
+    let _user = BrokerUser("roll-test-secret");
+    runtime
+        .block_on(async {
+            management
+                .put(
+                    "users/roll-test-secret",
+                    &serde_json::json!({"password": NASTY, "tags": "administrator"}),
+                    "user",
+                )
+                .await?;
+            management
+                .put(
+                    "permissions/ops/roll-test-secret",
+                    &serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
+                    "permissions",
+                )
+                .await
+        })
+        .expect("the test's broker user");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, NASTY).expect("secret");
+    let inventory = dir.path().join("inventory.toml");
+    let text = std::fs::read_to_string(crate::support::repo("inventory/lab.toml"))
+        .expect("inventory")
+        .replace("user = \"roll-lab\"", "user = \"roll-test-secret\"")
+        .replace(
+            "password_file = \"/var/lib/roll-lab/broker-password\"",
+            &format!("password_file = \"{}\"", secret.display()),
+        );
+    std::fs::write(&inventory, text).expect("inventory");
+    let inventory = inventory.display().to_string();
+    // Every host of half a prints the password as it is, JSON-escaped and in a URL.
+    let forms = [
+        NASTY.to_string(),
+        serde_json::to_string(NASTY).expect("json"),
+        percent_encoding::utf8_percent_encode(NASTY, percent_encoding::NON_ALPHANUMERIC)
+            .to_string(),
+    ];
+    for host in OPS_A {
+        std::fs::write(
+            format!("/home/rl-{host}/roll-test-secret"),
+            format!("{}\namqp://u:{}@h/\n{}\n", forms[0], forms[2], forms[1]),
+        )
+        .expect("the host's copy");
+    }
+    let printing = playbook_variant(
+        dir.path(),
+        MINOR,
+        "sr3-minor-printing",
+        &[(
+            "upgrade = \"~/venv/bin/pip",
+            "upgrade = \"cat ~/roll-test-secret; ~/venv/bin/pip",
+        )],
+    );
+    let traffic = crate::support::Traffic::start(dir.path(), "full", 100);
+    let mut args = upgrade_args(&state, &printing, "a", &["--output", "json"]);
+    args.splice(0..0, ["-i", inventory.as_str()]);
+    let filler = state_path.join("filler");
+    let mut filled = false;
+    let debug = [("RUST_LOG", "roll=debug".to_string())];
+    let run = run_watching(&args, &debug, LONG, |line| {
+        if !filled && says(line, &["px1", "verify", "ok"]) {
+            // Fill what is left of the tmpfs.
+            let _ = std::process::Command::new("dd")
+                .args(["if=/dev/zero", "bs=64k"])
+                .arg(format!("of={}", filler.display()))
+                .stderr(std::process::Stdio::null())
+                .status();
+            filled = true;
+        }
+        Next::Go
+    });
+    eprintln!("{}", run.stderr);
+    assert!(filled, "{run:#?}");
+    assert_ne!(run.code, 0, "{run:#?}");
+    let failure = json(&run)["outcome"]["failure"].clone();
+    assert_eq!(failure["cause"], "journal", "{failure}");
+    let journal = json(&run)["outcome"]["journal"]
+        .as_str()
+        .expect("journal")
+        .to_string();
+    let entries = roll::journal::read(Path::new(&journal)).expect("the journal reads");
+    assert!(entries.len() > 5, "{entries:#?}");
+    let bytes = std::fs::read(&journal).expect("journal");
+    assert_eq!(bytes.last(), Some(&b'\n'), "a partial line was left");
+    std::fs::remove_file(&filler).expect("room again");
+
+    // The playbook edited since the approval: refused, with what changed.
+    let approved = std::fs::read_to_string(&printing).expect("playbook");
+    std::fs::write(
+        &printing,
+        approved.replace("timeout = \"3m\"", "timeout = \"4m\""),
+    )
+    .expect("edit");
+    let mut resume_args = vec![
+        "-i",
+        inventory.as_str(),
+        "resume",
+        "--state-dir",
+        &state,
+        "--group",
+        "ops",
+    ];
+    let refused = roll(&resume_args);
+    assert_eq!(refused.code, 2, "{refused:#?}");
+    assert!(
+        refused
+            .stderr
+            .contains("commands.timeout: \"3m\" -> \"4m\""),
+        "{}",
+        refused.stderr
+    );
+    std::fs::write(&printing, &approved).expect("put back");
+    resume_args.extend(["--output", "json"]);
+    let resumed = run_watching(&resume_args, &debug, LONG, |_| Next::Go);
+    assert_eq!(resumed.code, 0, "{resumed:#?}");
+    let rows = status(&state, "ops");
+    for host in OPS_A {
+        assert_eq!(rows[host]["version"], "3.3.1", "{host}");
+        assert_eq!(rows[host]["service"], "running", "{host}");
+    }
+
+    // The password in none of its forms, anywhere roll wrote.
+    let mut written = vec![
+        ("upgrade", format!("{}{}", run.stdout, run.stderr)),
+        (
+            "refused resume",
+            format!("{}{}", refused.stdout, refused.stderr),
+        ),
+        ("resume", format!("{}{}", resumed.stdout, resumed.stderr)),
+    ];
+    for path in roll::journal::runs(&state_path, "ops").expect("runs") {
+        written.push(("journal", std::fs::read_to_string(&path).expect("journal")));
+    }
+    assert!(
+        written[0].1.contains("***"),
+        "the host printed the password: it shows masked"
+    );
+    for (what, text) in &written {
+        for form in roll::redact::forms(NASTY) {
+            assert!(
+                !text.contains(&form),
+                "{what} holds the password as {form:?}"
+            );
+        }
+    }
+    audit_clean(traffic);
+}
