@@ -17,6 +17,15 @@ use std::time::Duration;
 /// The points reached already (each pauses once).
 static REACHED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
+/// When the run waited at a failpoint (from, to; ms since the epoch): time the test held it
+/// while it took the broker down, counted with the broker's unavailability.
+static PAUSES: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+/// Every pause at a failpoint so far.
+pub fn pauses() -> Vec<(u64, u64)> {
+    PAUSES.lock().map(|p| p.clone()).unwrap_or_default()
+}
+
 /// Pauses if `stage` of `queue` is a failpoint of this run (see the module).
 pub async fn reach(stage: &str, queue: &str) {
     let Ok(points) = std::env::var("ROLL_FAILPOINTS") else {
@@ -42,7 +51,11 @@ pub async fn reach(stage: &str, queue: &str) {
         "failpoint {point} {queue}: waiting for {}",
         file.display()
     ));
+    let from = crate::clock::now_millis();
     while std::fs::remove_file(&file).is_err() {
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Ok(mut pauses) = PAUSES.lock() {
+        pauses.push((from, crate::clock::now_millis()));
     }
 }

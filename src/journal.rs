@@ -114,7 +114,13 @@ pub enum Event {
     ServiceRestored { by: String },
     /// The group's lock was lost (a broker restart) and taken again by this run, after it
     /// checked that nobody else ran on the group meanwhile.
-    LockRetaken { reason: String, seconds: f64 },
+    LockRetaken {
+        reason: String,
+        seconds: f64,
+        /// When it was lost (ms since the epoch): the broker was away from then on.
+        #[serde(default)]
+        lost_at_ms: u64,
+    },
     /// Messages moved from one queue to another (each confirmed on `to` before it was
     /// acknowledged on `from`).
     Moved {

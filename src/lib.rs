@@ -3,6 +3,9 @@
 //! The layers, from the outside in:
 //! - [`cli`]: the command line, turned into calls of [`commands`];
 //! - [`commands`]: one module per command;
+//! - [`session`]: what the commands that change a group share: the password, the management
+//!   API, the group's lock and the SSH connections, opened lock-first and closed together;
+//! - [`report`]: run summaries for people (and the JSON reports);
 //! - [`inventory`]: the fleet (groups, halves, hosts, brokers);
 //! - [`playbook`]: a release (commands, files, queue ownership and target settings);
 //! - [`plan`]: pure computations of what would change (the queue diff);
@@ -11,6 +14,8 @@
 //! - [`engine`]: executes an approved plan, step by step, journaled and resumable;
 //! - [`journal`]: the append-only record of every run, its plan and its backups;
 //! - [`output`]: tables and JSON;
+//! - [`redact`]: every password masked, in every form, in all that roll writes;
+//! - [`failpoint`]: pauses at chosen stages, for the fault tests;
 //! - [`exit`] and [`error`]: exit codes and the errors that decide them.
 
 pub mod broker;

@@ -60,8 +60,13 @@ impl From<BrokerError> for LockError {
 pub enum Lease {
     /// Held all along.
     Held,
-    /// Lost (`reason`) and taken again: the caller checks that nobody else ran meanwhile.
-    Retaken { reason: String, after: Duration },
+    /// Lost (`reason`) at `lost_at_ms` (ms since the epoch) and taken again `after` that:
+    /// the caller checks that nobody else ran meanwhile.
+    Retaken {
+        reason: String,
+        lost_at_ms: u64,
+        after: Duration,
+    },
 }
 
 /// How the lock's connection ended.
@@ -81,8 +86,9 @@ struct State {
     channel: Option<lapin::Channel>,
     /// The connection went, and why (cleared once taken again, for a broken one).
     lost: Option<(Loss, Instant)>,
-    /// Taken again after a loss, not yet reported by `confirm`.
-    retaken: Option<(String, Duration)>,
+    /// Taken again after a loss (why, when it was lost, how long it took), not yet reported
+    /// by `confirm`.
+    retaken: Option<(String, u64, Duration)>,
     /// Given up: held by another process, revoked, or the broker never came back.
     gone: Option<String>,
 }
@@ -330,7 +336,11 @@ impl Lock {
             }
             let retaken = self.state.lock().ok().and_then(|mut s| s.retaken.take());
             return Ok(match retaken {
-                Some((reason, after)) => Lease::Retaken { reason, after },
+                Some((reason, lost_at_ms, after)) => Lease::Retaken {
+                    reason,
+                    lost_at_ms,
+                    after,
+                },
                 None => Lease::Held,
             });
         }
@@ -426,6 +436,7 @@ impl Watch {
             }
         };
         let since = Instant::now();
+        let lost_at_ms = clock::now_millis();
         let revoked = matches!(loss, Loss::Revoked(_));
         let reason = match &loss {
             Loss::Broken(r) | Loss::Revoked(r) => r.clone(),
@@ -450,7 +461,7 @@ impl Watch {
                         state.channel = Some(channel);
                         state.lost = None;
                         if !revoked {
-                            state.retaken = Some((reason.clone(), since.elapsed()));
+                            state.retaken = Some((reason.clone(), lost_at_ms, since.elapsed()));
                         }
                     }
                     tracing::warn!(group = %self.group, "lock taken again after {:?}", since.elapsed());

@@ -112,7 +112,7 @@ pub fn upgrade(plan: &UpgradePlan, outcome: &Outcome) -> String {
             Some(floor) => format!(
                 "  {what}: {seconds:.1}s (the services' own stop and start: \
                  {floor:.1}s{waited}; roll: {:.1}s)",
-                seconds - floor - broker
+                (seconds - floor - broker).max(0.0)
             ),
             None => format!("  {what}: {seconds:.1}s"),
         });

@@ -98,32 +98,46 @@ impl Session {
         self.connections.extend(connections);
     }
 
+    /// An engine for `plan` (an upgrade's, which a rollback undoes) with this session's
+    /// connections and lock, and the journal's `earlier` entries.
+    fn engine(
+        &mut self,
+        plan: UpgradePlan,
+        journal: Journal,
+        earlier: &[Entry],
+    ) -> Result<Arc<Engine>, Error> {
+        let release = approved(&plan)?;
+        let engine = Engine::new(
+            self.group.clone(),
+            release,
+            plan,
+            self.management.clone(),
+            self.password.clone(),
+            journal,
+            self.take_connections(),
+            earlier,
+        );
+        Ok(Arc::new(engine.with_lock(self.lock.clone())))
+    }
+
+    /// Takes the connections back from a finished engine.
+    fn done_with(&mut self, engine: Arc<Engine>) {
+        if let Ok(engine) = Arc::try_unwrap(engine) {
+            self.give_back(engine.into_connections());
+        }
+    }
+
     /// Executes an upgrade plan (a new run, or a resumed one with the journal's `earlier`
-    /// entries) with this session's connections and lock; they come back to the session.
+    /// entries).
     pub async fn execute(
         &mut self,
         plan: UpgradePlan,
         journal: Journal,
         earlier: &[Entry],
     ) -> Result<Outcome, Error> {
-        let release = approved(&plan)?;
-        let engine = Arc::new(
-            Engine::new(
-                self.group.clone(),
-                release,
-                plan,
-                self.management.clone(),
-                self.password.clone(),
-                journal,
-                self.take_connections(),
-                earlier,
-            )
-            .with_lock(self.lock.clone()),
-        );
+        let engine = self.engine(plan, journal, earlier)?;
         let outcome = engine.clone().run().await;
-        if let Ok(engine) = Arc::try_unwrap(engine) {
-            self.give_back(engine.into_connections());
-        }
+        self.done_with(engine);
         Ok(outcome)
     }
 
@@ -137,24 +151,9 @@ impl Session {
         earlier: &[Entry],
         on_swap: impl Fn(&Swap) -> Result<(), String>,
     ) -> Result<RollbackOutcome, Error> {
-        let release = approved(&upgrade)?;
-        let engine = Arc::new(
-            Engine::new(
-                self.group.clone(),
-                release,
-                upgrade,
-                self.management.clone(),
-                self.password.clone(),
-                journal,
-                self.take_connections(),
-                earlier,
-            )
-            .with_lock(self.lock.clone()),
-        );
+        let engine = self.engine(upgrade, journal, earlier)?;
         let outcome = engine.clone().run_rollback(plan, on_swap).await;
-        if let Ok(engine) = Arc::try_unwrap(engine) {
-            self.give_back(engine.into_connections());
-        }
+        self.done_with(engine);
         Ok(outcome)
     }
 

@@ -163,7 +163,9 @@ pub struct Outcome {
     /// What the services themselves take of it: the slowest stop plus the first start (one
     /// phase: that host's stop plus its start). The rest is roll's, and the broker's.
     pub critical_window_floor_seconds: Option<f64>,
-    /// How long the broker did not answer within the window (a restart the run waited out).
+    /// How long the broker did not answer within the window (a restart the run waited out;
+    /// in the fault tests, also the time a failpoint held the run while the broker was taken
+    /// down).
     pub broker_unavailable_seconds: f64,
     pub elapsed_seconds: f64,
     /// Where the full record is.
@@ -241,7 +243,7 @@ impl Engine {
                     ..
                 } => {
                     done.insert((host.clone(), step.clone()));
-                    if step == "start" {
+                    if step == "start" || step == "start again" {
                         offsets.insert(host.clone(), detail.clone());
                     }
                 }
@@ -403,13 +405,20 @@ impl Engine {
         let fail = |err: StepError| failure(host, step, err);
         let mut outage: Option<Instant> = None;
         loop {
-            self.hold_lease().await.map_err(fail)?;
-            self.journal_event(Event::StepStarted {
-                host: host.into(),
-                step: step.into(),
-            })
-            .await
-            .map_err(fail)?;
+            if let Err(err) = self.hold_lease().await {
+                self.progress(host, step, &format!("not started: {}", err.detail));
+                return Err(fail(err));
+            }
+            let begun = self
+                .journal_event(Event::StepStarted {
+                    host: host.into(),
+                    step: step.into(),
+                })
+                .await;
+            if let Err(err) = begun {
+                self.progress(host, step, &format!("not started: {}", err.detail));
+                return Err(fail(err));
+            }
             if let Ok(mut set) = self.begun.lock() {
                 set.insert((host.to_string(), step.to_string()));
             }
@@ -487,7 +496,8 @@ impl Engine {
         if let Ok(mut set) = self.done.lock() {
             set.insert((host.to_string(), step.to_string()));
         }
-        let detail = if done.detail.is_empty() || step == "start" {
+        // A start's detail is the log sizes noted before it: not for the operator.
+        let detail = if done.detail.is_empty() || step == "start" || step == "start again" {
             String::new()
         } else {
             format!(": {}", done.detail)
@@ -504,7 +514,11 @@ impl Engine {
         };
         match lock.confirm().await? {
             Lease::Held => Ok(()),
-            Lease::Retaken { reason, after } => {
+            Lease::Retaken {
+                reason,
+                lost_at_ms,
+                after,
+            } => {
                 let untouched = self.journal.lock().await.untouched()?;
                 if let Err(other) = untouched {
                     return Err(StepError::new(
@@ -518,6 +532,7 @@ impl Engine {
                 self.journal_event(Event::LockRetaken {
                     reason: reason.clone(),
                     seconds: after.as_secs_f64(),
+                    lost_at_ms,
                 })
                 .await?;
                 self.progress(
@@ -660,10 +675,13 @@ impl Engine {
     /// The stops and starts of this run so far, from its journal.
     async fn timing(&self, stops: &[&str], starts: &[&str]) -> timing::Timing {
         let path = self.journal.lock().await.path().to_path_buf();
-        match crate::journal::read(&path) {
+        let mut timing = match crate::journal::read(&path) {
             Ok(entries) => timing::timing(timing::since_restored(&entries), stops, starts),
             Err(_) => timing::Timing::default(),
-        }
+        };
+        // A test held the run at a failpoint while it took the broker down.
+        timing.unavailable.extend(crate::failpoint::pauses());
+        timing
     }
 
     /// Hosts whose last step (verify, or deploy steps for a passive host) is done.

@@ -219,16 +219,13 @@ impl Engine {
             let done = if state == "running" {
                 Done::new("already running (never stopped)")
             } else {
-                let started = self
-                    .recorded(
-                        name,
-                        "start",
-                        &self.playbook.commands.start,
-                        "started, running",
-                    )
-                    .await?;
+                let started = self.start_noting_logs(name).await?;
                 self.wait_for_state(name, "running").await?;
-                started
+                self.fail_on_log_errors(name).await?;
+                Done {
+                    detail: "started, running".into(),
+                    ..started
+                }
             };
             Ok(done)
         })
@@ -284,12 +281,13 @@ impl Engine {
         if !repair.start {
             return Ok(());
         }
-        self.step(name, "start again", || {
-            self.recorded(name, "start", &self.playbook.commands.start, "")
-        })
-        .await?;
+        self.step(name, "start again", || self.start_noting_logs(name))
+            .await?;
         self.step(name, "verify again", || async {
             wait_for(self.playbook.verify.timeout, || async {
+                // The old release on the restored queues: a refused declare (the queue kept
+                // the new setting) shows in its log, whatever its status says.
+                self.fail_on_log_errors(name).await?;
                 let state = self.status(name).await?;
                 if state != "running" {
                     return Ok(Err(format!("status says {state:?}")));
@@ -300,6 +298,11 @@ impl Engine {
                         return Ok(Err(format!("installed version is {installed:?}")));
                     }
                 }
+                if let Err(why) = self.check_connected(name, None).await? {
+                    return Ok(Err(why));
+                }
+                // Connected: its declares are done, so a refused one is in the log now.
+                self.fail_on_log_errors(name).await?;
                 Ok(Ok(()))
             })
             .await?;

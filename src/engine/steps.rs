@@ -317,21 +317,8 @@ impl Engine {
     async fn finish(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
         let name = host.host.as_str();
         if host.start {
-            self.step(name, "start", || async {
-                let offsets = self.log_sizes(name).await?;
-                let output = self
-                    .command(name, "start", &self.playbook.commands.start)
-                    .await?;
-                self.log_offsets
-                    .lock()
-                    .await
-                    .insert(name.to_string(), offsets.clone());
-                Ok(Done {
-                    detail: offsets,
-                    output: Some(record("start", &output)),
-                })
-            })
-            .await?;
+            self.step(name, "start", || self.start_noting_logs(name))
+                .await?;
         }
         if self.plan.preserve_messages {
             for q in &host.queues {

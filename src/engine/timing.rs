@@ -58,6 +58,15 @@ pub fn timing(entries: &[Entry], stop_steps: &[&str], start_steps: &[&str]) -> T
                 let from = entry.at_ms.saturating_sub((seconds * 1000.0) as u64);
                 timing.unavailable.push((from, entry.at_ms));
             }
+            // The lock's connection went when the broker did, and came back with it.
+            Event::LockRetaken {
+                seconds,
+                lost_at_ms,
+                ..
+            } if *lost_at_ms > 0 => {
+                let to = lost_at_ms + (seconds * 1000.0) as u64;
+                timing.unavailable.push((*lost_at_ms, to));
+            }
             Event::StepFinished {
                 host,
                 step,
@@ -101,16 +110,29 @@ pub fn timing(entries: &[Entry], stop_steps: &[&str], start_steps: &[&str]) -> T
 pub const BROKER_UNAVAILABLE: &str = "broker-unavailable";
 
 impl Timing {
-    /// How long the broker did not answer within `span` (seconds).
+    /// How long the broker did not answer within `span` (seconds); overlapping measures of
+    /// the same outage (a step's wait, the lock's loss) count once.
     pub fn unavailable_within(&self, span: Option<(u64, u64)>) -> f64 {
         let Some((from, to)) = span else {
             return 0.0;
         };
-        self.unavailable
+        let mut cut: Vec<(u64, u64)> = self
+            .unavailable
             .iter()
-            .map(|(a, b)| b.min(&to).saturating_sub(*a.max(&from)))
-            .sum::<u64>() as f64
-            / 1000.0
+            .map(|(a, b)| (*a.max(&from), *b.min(&to)))
+            .filter(|(a, b)| a < b)
+            .collect();
+        cut.sort_unstable();
+        let mut total = 0;
+        let mut reach = from;
+        for (a, b) in cut {
+            let a = a.max(reach);
+            if b > a {
+                total += b - a;
+                reach = b;
+            }
+        }
+        total as f64 / 1000.0
     }
 
     /// The slowest stop plus the start of `first` (the canary): what the services
@@ -246,9 +268,19 @@ mod tests {
                 },
             ),
         ];
+        let mut entries = entries;
+        // The same outage as the lock saw it, longer: counted once.
+        entries.push(at(
+            7_000,
+            Event::LockRetaken {
+                reason: "shutdown".into(),
+                seconds: 4.5,
+                lost_at_ms: 2_500,
+            },
+        ));
         let t = timing(&entries, &["stop"], &["start"]);
-        assert_eq!(t.unavailable_within(t.group_span), 3.0);
-        assert_eq!(t.unavailable_within(t.host_spans.get("px5").copied()), 3.0);
+        assert_eq!(t.unavailable_within(t.group_span), 4.5);
+        assert_eq!(t.unavailable_within(t.host_spans.get("px5").copied()), 4.5);
         assert_eq!(t.unavailable_within(None), 0.0);
     }
 

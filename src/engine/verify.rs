@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Done, Engine, StepError, wait_for};
+use super::{Done, Engine, StepError, record, wait_for};
 use crate::broker::equivalence::{QueueSettings, differences};
 use crate::broker::management::ConnectionInfo;
 use crate::journal::Backup;
@@ -69,18 +69,41 @@ impl Engine {
             .collect())
     }
 
+    /// Starts a host, its log sizes noted first (in the step's detail, as `start` does) so
+    /// that its verification reads only what it logs from then on.
+    pub(super) async fn start_noting_logs(&self, name: &str) -> Result<Done, StepError> {
+        let offsets = self.log_sizes(name).await?;
+        let output = self
+            .command(name, "start", &self.playbook.commands.start)
+            .await?;
+        self.log_offsets
+            .lock()
+            .await
+            .insert(name.to_string(), offsets.clone());
+        Ok(Done {
+            detail: offsets,
+            output: Some(record("start", &output)),
+        })
+    }
+
+    /// Fails (at once, not waiting) when the host's logs show an error since its start.
+    pub(super) async fn fail_on_log_errors(&self, name: &str) -> Result<(), StepError> {
+        let errors = self.log_errors(name).await?;
+        if errors.is_empty() {
+            return Ok(());
+        }
+        Err(StepError {
+            cause: super::Cause::Check,
+            detail: format!("errors in the log since the start: {}", errors[0]),
+            output: Some(errors.join("\n")),
+        })
+    }
+
     /// Waits until the host passes every check, or fails at once on an error in its logs.
     pub(super) async fn verify_host(&self, host: &HostPlan) -> Result<Done, StepError> {
         let name = host.host.as_str();
         wait_for(self.playbook.verify.timeout, || async {
-            let errors = self.log_errors(name).await?;
-            if !errors.is_empty() {
-                return Err(StepError {
-                    cause: super::Cause::Check,
-                    detail: format!("errors in the log since the start: {}", errors[0]),
-                    output: Some(errors.join("\n")),
-                });
-            }
+            self.fail_on_log_errors(name).await?;
             let state = self.status(name).await?;
             if state != "running" {
                 return Ok(Err(format!("status says {state:?}")));
@@ -149,10 +172,21 @@ impl Engine {
     /// The host's broker connections (found by their local address and port, which the
     /// broker shows as peer host and port) show the new version.
     async fn check_client(&self, name: &str) -> Result<Result<(), String>, StepError> {
-        let (Some(ports), Some(expected)) = (
-            &self.playbook.verify.client_ports,
-            &self.playbook.verify.client_version,
-        ) else {
+        match &self.playbook.verify.client_version {
+            Some(expected) => self.check_connected(name, Some(expected)).await,
+            None => Ok(Ok(())),
+        }
+    }
+
+    /// The host's service is connected to the broker (when the playbook says how to find its
+    /// connections), showing `version` if given. Its queues are declared by then, so what the
+    /// broker refused shows in its log.
+    pub(super) async fn check_connected(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Result<(), String>, StepError> {
+        let Some(ports) = &self.playbook.verify.client_ports else {
             return Ok(Ok(()));
         };
         let output = self.command(name, "client ports", ports).await?;
@@ -168,7 +202,9 @@ impl Engine {
                 "the broker does not show {name}'s connections yet"
             )));
         }
-        if let Some(other) = ours.iter().find(|c| c.product().1 != *expected) {
+        if let Some(expected) = version
+            && let Some(other) = ours.iter().find(|c| c.product().1 != expected)
+        {
             return Ok(Err(format!(
                 "a connection of {name} shows version {:?}, not {expected:?}",
                 other.product().1

@@ -70,6 +70,40 @@ fn scratch(suffix: &str) -> (ScratchVhost, BrokerConfig, roll::inventory::Secret
     )
 }
 
+/// Moves `src` to `dst` of a scratch vhost.
+async fn move_src_to_dst(
+    connection: &lapin::Connection,
+    limits: mover::Limits,
+    on_both: &mut mover::OnBoth,
+) -> Result<mover::MoveReport, mover::MoveFailure> {
+    mover::move_all(connection, "lab", "src", "dst", limits, on_both).await
+}
+
+/// Declares the classic queues `src` and `dst` in a scratch vhost; an AMQP connection and a
+/// channel in confirm mode to publish with.
+async fn classic_pair(
+    config: &BrokerConfig,
+    password: &roll::inventory::Secret,
+) -> (lapin::Connection, lapin::Channel) {
+    let management = Management::new(config, password.clone()).expect("client");
+    let settings = QueueSettings::new(true, false, Default::default());
+    for q in ["src", "dst"] {
+        management
+            .declare_queue(q, &settings)
+            .await
+            .expect("declare");
+    }
+    let connection = amqp::connect(config, password, "mover test")
+        .await
+        .expect("amqp");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    (connection, channel)
+}
+
 /// A quorum source that a publisher keeps filling through the default exchange (no binding
 /// change can switch that away): the move takes the backlog, chases the source for the
 /// bounded time, then stops and says the source is still filling. Every message published is
@@ -126,16 +160,9 @@ fn a_source_that_keeps_filling_is_chased_for_a_bounded_time_then_left() {
             chase: std::time::Duration::from_secs(2),
         };
         let started = std::time::Instant::now();
-        let report = mover::move_all(
-            &connection,
-            "lab",
-            "src",
-            "dst",
-            limits,
-            &mut Default::default(),
-        )
-        .await
-        .expect("move");
+        let report = move_src_to_dst(&connection, limits, &mut Default::default())
+            .await
+            .expect("move");
         let took = started.elapsed();
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let published = feeding.await.expect("publisher");
@@ -166,23 +193,8 @@ fn a_source_that_keeps_filling_is_chased_for_a_bounded_time_then_left() {
 #[test]
 fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_missing() {
     let (scratch, config, password) = scratch("props");
-    let management = Management::new(&config, password.clone()).expect("client");
     scratch.runtime.block_on(async {
-        let settings = QueueSettings::new(true, false, Default::default());
-        for q in ["src", "dst"] {
-            management
-                .declare_queue(q, &settings)
-                .await
-                .expect("declare");
-        }
-        let connection = amqp::connect(&config, &password, "mover test")
-            .await
-            .expect("amqp");
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("confirms");
+        let (connection, channel) = classic_pair(&config, &password).await;
         // More than two batches of messages in flight.
         const COUNT: u32 = 1200;
         let mut confirms = vec![];
@@ -225,16 +237,9 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
         // Refused by the broker: none of them is on two queues.
         assert_eq!(err.report.uncertain, 0, "{:?}", err.report);
 
-        let report = mover::move_all(
-            &connection,
-            "lab",
-            "src",
-            "dst",
-            limits,
-            &mut Default::default(),
-        )
-        .await
-        .expect("move");
+        let report = move_src_to_dst(&connection, limits, &mut Default::default())
+            .await
+            .expect("move");
         assert_eq!(report.moved, u64::from(COUNT), "{report:?}");
         // The messages given back after the failed attempt (those in flight) are counted as
         // redelivered.
@@ -298,23 +303,8 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
         std::env::set_var("ROLL_FAILPOINTS", "confirmed=src");
         std::env::set_var("ROLL_FAILPOINT_DIR", points.path());
     }
-    let management = Management::new(&config, password.clone()).expect("client");
     scratch.runtime.block_on(async {
-        let settings = QueueSettings::new(true, false, Default::default());
-        for q in ["src", "dst"] {
-            management
-                .declare_queue(q, &settings)
-                .await
-                .expect("declare");
-        }
-        let connection = amqp::connect(&config, &password, "mover test")
-            .await
-            .expect("amqp");
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("confirms");
+        let (connection, channel) = classic_pair(&config, &password).await;
         const COUNT: u32 = 800;
         for i in 0..COUNT {
             let confirm = channel
@@ -367,7 +357,7 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
                 std::fs::write(&point, "").expect("go on");
             })
         };
-        let failed = mover::move_all(&mover_connection, "lab", "src", "dst", limits, &mut on_both)
+        let failed = move_src_to_dst(&mover_connection, limits, &mut on_both)
             .await
             .expect_err("the connection was closed");
         closer.await.expect("closer");
@@ -382,7 +372,7 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
         let again = amqp::connect(&config, &password, "mover again")
             .await
             .expect("amqp");
-        let report = mover::move_all(&again, "lab", "src", "dst", limits, &mut on_both)
+        let report = move_src_to_dst(&again, limits, &mut on_both)
             .await
             .expect("move");
         assert_eq!(report.absorbed, u64::from(mover::BATCH), "{report:?}");

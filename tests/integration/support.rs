@@ -510,3 +510,52 @@ pub fn audit_counts(audit: &serde_json::Value) -> (u64, u64) {
         totals["duplicates"].as_u64().unwrap_or(u64::MAX),
     )
 }
+
+/// Like [`audit_counts`], without the queues of `hosts` (a passive host's queue appears only
+/// when a pair swap starts it: what was published before never reached it).
+pub fn audit_counts_without(audit: &serde_json::Value, hosts: &[&str]) -> (u64, u64) {
+    let mut missing = 0;
+    let mut duplicates = 0;
+    for queue in audit["queues"].as_array().into_iter().flatten() {
+        let name = queue["queue"].as_str().unwrap_or_default();
+        if hosts.iter().any(|h| name.contains(&format!(".rl-{h}_"))) {
+            continue;
+        }
+        missing += queue["missing"].as_u64().unwrap_or(u64::MAX / 4);
+        duplicates += queue["duplicates"].as_u64().unwrap_or(u64::MAX / 4);
+    }
+    (missing, duplicates)
+}
+
+/// The arguments of `roll upgrade --yes` of a half of a group, with more after them.
+pub fn upgrade_args<'a>(
+    state: &'a str,
+    playbook: &'a str,
+    group: &'a str,
+    half: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "upgrade",
+        "--state-dir",
+        state,
+        "-p",
+        playbook,
+        "--group",
+        group,
+        "--half",
+        half,
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Every one of `hosts` of ops shows this version and service state in `roll status`.
+pub fn assert_hosts(state: &str, hosts: &[&str], version: &str, service: &str) {
+    let rows = status(state, "ops");
+    for host in hosts {
+        assert_eq!(rows[*host]["version"], version, "{host}: {}", rows[*host]);
+        assert_eq!(rows[*host]["service"], service, "{host}: {}", rows[*host]);
+    }
+}

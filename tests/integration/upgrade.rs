@@ -16,20 +16,9 @@ fn upgrade(
     half: &str,
     extra: &[&str],
 ) -> crate::support::Run {
-    let mut args = vec![
-        "upgrade",
-        "--state-dir",
-        state,
-        "-p",
-        playbook,
-        "--group",
-        group,
-        "--half",
-        half,
-        "--yes",
-    ];
-    args.extend_from_slice(extra);
-    roll(&args)
+    roll(&crate::support::upgrade_args(
+        state, playbook, group, half, extra,
+    ))
 }
 
 fn half_pids(hosts: &[&str]) -> Vec<(String, Vec<u32>)> {
@@ -493,7 +482,7 @@ fn serial_a_failure_in_the_critical_window_restores_the_shared_queue_and_the_oth
         .expect("playbook")
         .replace(
             "start = \"cd ~ &&",
-            "start = \"test {host} != px5 || {{ echo 'cannot start' >&2; exit 9; }}; cd ~ &&",
+            "start = \"test ! -e ~/roll-test-fail-start || {{ echo 'cannot start' >&2; exit 9; }}; cd ~ &&",
         )
         .replace(
             "template = \"files/",
@@ -506,6 +495,10 @@ fn serial_a_failure_in_the_critical_window_restores_the_shared_queue_and_the_oth
     std::fs::write(&playbook, text).expect("write");
     let playbook = playbook.display().to_string();
     let before = ops_queues();
+    // px5 cannot start (until the marker goes, before the rollback).
+    let marker = "/home/rl-px5/roll-test-fail-start";
+    std::fs::write(marker, "").expect("marker");
+    let traffic = crate::support::Traffic::start(dir.path(), "window", 100);
     let run = upgrade(
         &state,
         &playbook,
@@ -539,4 +532,113 @@ fn serial_a_failure_in_the_critical_window_restores_the_shared_queue_and_the_oth
         assert_eq!(rows[host]["version"], "3.2.0.post1", "{host}");
     }
     assert_eq!(rows["px5"]["service"], "stopped");
+
+    // Then a rollback, while half a serves the shared queue: it is left as the failover put
+    // it (never taken from its running consumers), and they receive all along.
+    std::fs::remove_file(marker).expect("marker");
+    let started = std::time::SystemTime::now();
+    let run = roll(&[
+        "rollback",
+        "--state-dir",
+        &state,
+        "-p",
+        &playbook,
+        "--group",
+        "ops",
+        "--yes",
+        "--output",
+        "json",
+    ]);
+    let ended = std::time::SystemTime::now();
+    assert_eq!(run.code, 0, "{run:#?}");
+    let report = json(&run);
+    assert_eq!(
+        report["plan"]["restored"],
+        serde_json::json!(["q_roll-lab.subscribe.cluster.ops"]),
+        "{report:#}"
+    );
+    for account in report["outcome"]["queues"].as_array().expect("accounts") {
+        assert_eq!(account["lost"], 0, "{account}");
+    }
+    let gap = longest_silence(&OPS_A, "cluster", started, ended);
+    assert!(
+        gap < Duration::from_secs(10),
+        "half a received nothing of the shared queue for {gap:?} during the rollback"
+    );
+    let rows = status(&state, "ops");
+    for host in OPS_A.iter().chain(&["px5", "px6", "px7", "px8"]) {
+        assert_eq!(rows[*host]["version"], "3.2.0.post1", "{host}");
+        assert_eq!(rows[*host]["service"], "running", "{host}");
+    }
+    let ids = traffic.ids.clone();
+    traffic.stop();
+    let audit = crate::support::audit(&ids);
+    // The pair swap started pxatx2: its queue exists only since (as in the rollback tests).
+    assert_eq!(
+        crate::support::audit_counts_without(&audit, &["pxatx2"]),
+        (0, 0),
+        "{audit:#}"
+    );
+    assert_eq!(crate::support::holding_leftovers(), Vec::<String>::new());
+}
+
+/// The longest time between `from` and `to` in which none of `hosts` logged a message
+/// received through its sr3 config `config`.
+fn longest_silence(
+    hosts: &[&str],
+    config: &str,
+    from: std::time::SystemTime,
+    to: std::time::SystemTime,
+) -> Duration {
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    let (from, to) = (secs(from), secs(to));
+    let mut times = vec![from, to];
+    for host in hosts {
+        let log = format!("/home/rl-{host}/.cache/sr3/log/subscribe_{config}_01.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains("after_accept accepted")) {
+            // `2026-12-01 22:45:41,474 [INFO] ...`, in UTC as the lab runs.
+            let Some(stamp) = line.get(..23) else {
+                continue;
+            };
+            let Some(t) = utc_seconds(stamp) else {
+                continue;
+            };
+            if t > from && t < to {
+                times.push(t);
+            }
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    Duration::from_secs_f64(gap)
+}
+
+/// Seconds since the epoch of `YYYY-MM-DD HH:MM:SS,mmm` (UTC).
+fn utc_seconds(stamp: &str) -> Option<f64> {
+    let n = |r: std::ops::Range<usize>| stamp.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (h, mi, s, ms) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + s) as f64 + ms as f64 / 1000.0)
+}
+
+#[test]
+fn log_stamps_are_read_as_utc() {
+    assert_eq!(utc_seconds("1970-01-01 00:00:01,500"), Some(1.5));
+    assert_eq!(
+        utc_seconds("2026-12-01 22:45:41,474"),
+        Some(1_796_165_141.474)
+    );
+    assert_eq!(utc_seconds("garbage"), None);
 }
