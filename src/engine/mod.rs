@@ -484,15 +484,20 @@ impl Engine {
         done: Done,
         seconds: f64,
     ) -> Result<(), Failure> {
-        self.journal_event(Event::StepFinished {
-            host: host.into(),
-            step: step.into(),
-            ok: true,
-            detail: done.detail.clone(),
-            output: done.output,
-        })
-        .await
-        .map_err(|e| failure(host, step, e))?;
+        let recorded = self
+            .journal_event(Event::StepFinished {
+                host: host.into(),
+                step: step.into(),
+                ok: true,
+                detail: done.detail.clone(),
+                output: done.output,
+            })
+            .await;
+        if let Err(err) = recorded {
+            // Done, but not recorded: a resume does it again (every step can run again).
+            self.progress(host, step, &format!("done, not recorded: {}", err.detail));
+            return Err(failure(host, step, err));
+        }
         if let Ok(mut set) = self.done.lock() {
             set.insert((host.to_string(), step.to_string()));
         }
