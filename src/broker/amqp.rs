@@ -122,6 +122,12 @@ pub fn soft_code(err: &lapin::Error) -> Option<u16> {
     }
 }
 
+/// Closes a channel, giving it 5 s (a broker that no longer answers does not hold us).
+async fn close_channel(channel: &lapin::Channel, why: &str) {
+    let closing = channel.close(200, why.into());
+    let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+}
+
 /// Closes a connection politely; errors on close are only logged.
 pub async fn close(connection: Connection) {
     let closing = connection.close(200, "roll done".into());
@@ -221,7 +227,7 @@ pub async fn probe(
         }
         return Err(amqp_error("passive declare of", err));
     }
-    let _ = channel.close(200, "probe done".into()).await;
+    close_channel(&channel, "probe done").await;
     let real = QueueDeclareOptions {
         durable: settings.durable,
         auto_delete: settings.auto_delete,
@@ -237,7 +243,7 @@ pub async fn probe(
     .await?;
     match declared {
         Ok(_) => {
-            let _ = channel.close(200, "probe done".into()).await;
+            close_channel(&channel, "probe done").await;
             Ok(ProbeResult::Equivalent)
         }
         Err(err) => {
@@ -267,7 +273,7 @@ pub async fn queue_counts(
         declare_on_new_channel(connection, broker, name, passive, Default::default()).await?;
     match answer {
         Ok(queue) => {
-            let _ = channel.close(200, "counted".into()).await;
+            close_channel(&channel, "counted").await;
             Ok(Some((queue.message_count(), queue.consumer_count())))
         }
         Err(err) => {

@@ -329,32 +329,55 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
         let closer = {
             let admin = Management::new(&config, password.clone()).expect("client");
             let point = points.path().join("confirmed=src");
+            let watcher = amqp::connect(&config, &password, "mover watcher")
+                .await
+                .expect("amqp");
             tokio::spawn(async move {
-                // Time enough to move a batch and reach the failpoint.
-                tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-                let listed: Vec<serde_json::Value> = admin
-                    .get(
-                        "connections",
-                        &[("columns", "name,client_properties".into())],
-                        "connections",
-                    )
-                    .await
-                    .expect("connections");
-                let ours = listed
-                    .iter()
-                    .find(|c| {
-                        c["client_properties"]["connection_name"]
-                            .as_str()
-                            .is_some_and(|n| n.starts_with("roll mover under test"))
-                    })
-                    .expect("the mover's connection");
-                let name = ours["name"].as_str().expect("name");
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                let waited = |what: &str| {
+                    assert!(std::time::Instant::now() < deadline, "{what} never came");
+                };
+                // A batch stored on dst: the mover waits at the failpoint.
+                loop {
+                    let stored = amqp::queue_counts(&watcher, "lab", "dst")
+                        .await
+                        .expect("count")
+                        .map_or(0, |(messages, _)| messages);
+                    if stored >= u32::from(mover::BATCH) {
+                        break;
+                    }
+                    waited("the first batch on dst");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                // Its connection, as the management API lists it (it may lag under load).
+                let name = loop {
+                    let listed: Vec<serde_json::Value> = admin
+                        .get(
+                            "connections",
+                            &[("columns", "name,client_properties".into())],
+                            "connections",
+                        )
+                        .await
+                        .expect("connections");
+                    let ours = listed.iter().find_map(|c| {
+                        let named = c["client_properties"]["connection_name"].as_str()?;
+                        named
+                            .starts_with("roll mover under test")
+                            .then(|| c["name"].as_str().map(str::to_string))?
+                    });
+                    if let Some(name) = ours {
+                        break name;
+                    }
+                    waited("the mover's connection in the listing");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                };
                 admin
-                    .delete(&format!("connections/{}", segment(name)), "close")
+                    .delete(&format!("connections/{}", segment(&name)), "close")
                     .await
                     .expect("close the mover's connection");
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                 std::fs::write(&point, "").expect("go on");
+                amqp::close(watcher).await;
             })
         };
         let failed = move_src_to_dst(&mover_connection, limits, &mut on_both)
