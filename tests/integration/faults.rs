@@ -98,11 +98,21 @@ fn pump_expire(dir: &Path, name: &str, extra: &[(&str, &str)]) -> String {
     playbook_variant(dir, EXPIRE, name, &replace)
 }
 
-/// Every recreated queue of an outcome kept its messages.
+/// Every recreated queue of an outcome kept its messages, and none was put there twice as
+/// far as roll knows: a move the broker cut off in the middle says how many it may have left
+/// on both queues (at most a batch), and the audit tells whether it did.
 fn nothing_lost(outcome: &Value) {
     for account in outcome["queues"].as_array().expect("queue accounts") {
         assert_eq!(account["lost"], 0, "{account}");
-        assert_eq!(account["duplicated"], 0, "{account}");
+        if account["duplicates_known"] == true {
+            assert_eq!(account["duplicated"], 0, "{account}");
+        } else {
+            let at_most = account["duplicated"].as_u64().unwrap_or(u64::MAX);
+            assert!(
+                at_most <= u64::from(roll::broker::mover::BATCH),
+                "{account}"
+            );
+        }
     }
 }
 
@@ -112,6 +122,7 @@ fn audit_clean(traffic: crate::support::Traffic) {
     let published = traffic.stop();
     assert!(published > 500, "only {published} messages published");
     let audit = audit(&ids);
+    eprintln!("audit totals: {}", audit["totals"]);
     assert_eq!(audit_counts(&audit), (0, 0), "{audit:#}");
     assert_eq!(
         audit["leftover_holding_queues"].as_array().map(Vec::len),

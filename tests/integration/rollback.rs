@@ -283,3 +283,110 @@ fn serial_a_killed_rollback_of_a_minor_half_finishes_when_run_again() {
     ]);
     assert_eq!(done.code, 2, "{done:#?}");
 }
+
+/// Files of the release on dev1: one of 300 KiB (far over what a command line holds), its
+/// path naming the host and in `~/`, and one that replaces a file of mode 0600 without saying
+/// a mode (it keeps 0600). A rollback puts the old one back, mode included, and removes the
+/// one that did not exist.
+#[test]
+fn serial_files_of_any_size_keep_their_mode_and_a_rollback_puts_them_back() {
+    require_lab();
+    let _reset = ResetOnDrop;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).expect("files dir");
+    let big: String = (0..12_000)
+        .map(|i| format!("line {i:06} of the big file\n"))
+        .collect();
+    assert!(big.len() > 300 * 1024);
+    std::fs::write(files.join("big.txt"), &big).expect("big template");
+    std::fs::write(files.join("secret.conf"), "new secret settings\n").expect("template");
+    let home = "/home/rl-dev1";
+    std::fs::write(format!("{home}/secret.conf"), "old secret settings\n").expect("old file");
+    let set_mode = |path: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let mode_of = |path: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    set_mode(&format!("{home}/secret.conf"), 0o600);
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(home).expect("home");
+        std::os::unix::fs::chown(
+            format!("{home}/secret.conf"),
+            Some(owner.uid()),
+            Some(owner.gid()),
+        )
+        .expect("chown");
+    }
+    let text = std::fs::read_to_string(crate::support::repo(MINOR))
+        .expect("playbook")
+        .replace("name = \"sr3-minor\"", "name = \"files-test\"")
+        .replace("version = \"3.3.1\"", "version = \"3.2.0.post1\"")
+        .replace(
+            "client_version = \"3.03.01\"",
+            "client_version = \"3.02.00post1\"",
+        )
+        + &format!(
+            "\n[[files]]\npath = \"~/big-{{host}}.txt\"\ntemplate = \"{}\"\n\n[[files]]\npath = \"secret.conf\"\ntemplate = \"{}\"\n",
+            files.join("big.txt").display(),
+            files.join("secret.conf").display()
+        );
+    let playbook = dir.path().join("files-test.toml");
+    std::fs::write(&playbook, text).expect("playbook");
+    let playbook = playbook.display().to_string();
+
+    let run = roll(&[
+        "upgrade",
+        "--state-dir",
+        &state,
+        "-p",
+        &playbook,
+        "--group",
+        "dev",
+        "--half",
+        "a",
+        "--yes",
+    ]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    let deployed = std::fs::read_to_string(format!("{home}/big-dev1.txt")).expect("big file");
+    assert_eq!(deployed, big, "the big file arrived whole");
+    assert_eq!(
+        std::fs::read_to_string(format!("{home}/secret.conf")).expect("secret"),
+        "new secret settings\n"
+    );
+    assert_eq!(
+        mode_of(&format!("{home}/secret.conf")),
+        0o600,
+        "the mode was kept"
+    );
+
+    let run = roll(&[
+        "rollback",
+        "--state-dir",
+        &state,
+        "-p",
+        &playbook,
+        "--group",
+        "dev",
+        "--yes",
+    ]);
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        !std::path::Path::new(&format!("{home}/big-dev1.txt")).exists(),
+        "the file that did not exist is gone"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("{home}/secret.conf")).expect("secret"),
+        "old secret settings\n"
+    );
+    assert_eq!(mode_of(&format!("{home}/secret.conf")), 0o600);
+}

@@ -369,8 +369,20 @@ fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_
         "--output",
         "json",
     ]);
-    assert_eq!(run.code, 0, "{run:#?}");
+    // Half a goes back to its first release and configs (no expire), but the shared queue
+    // keeps the 7d that half b's run gave it (this rollback undoes half a's run only): the
+    // old release's declare of it is refused, and the rollback's verification says so
+    // instead of reporting the hosts healthy.
+    assert_eq!(run.code, 1, "{run:#?}");
     let report = json(&run);
+    let failure = &report["outcome"]["failure"];
+    assert_eq!(failure["step"], "verify again", "{failure}");
+    let detail = failure["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("PRECONDITION_FAILED")
+            && detail.contains("q_roll-lab.subscribe.cluster.ops"),
+        "{failure}"
+    );
     for account in report["outcome"]["queues"].as_array().expect("accounts") {
         assert_eq!(account["lost"], 0, "{account}");
     }

@@ -41,17 +41,19 @@ lab's password file, never shown):
   (inconclusive).
 - missing: neither received nor queued; received_twice: ids received more than
   once, or received and also queued (or queued twice); of those, refetched: the
-  subscriber logged it again after its connection to the broker ended (sr3's
-  "lost connection to broker" or a new "getSetup connecting to" between the two):
-  the broker gave back what it had fetched and not yet acknowledged, AMQP's
-  at-least-once delivery, whatever else happens; duplicates: the others, copies
-  that were in the queue twice.
+  subscriber that had received it lost its connection or stopped afterwards
+  (sr3's "lost connection to broker", "stop_signal", or a new connection's
+  "getSetup connecting to" / "_queueDeclare queue declared"): the broker gives
+  back what a consumer had fetched and not yet acknowledged, to it or to another
+  subscriber of a shared queue, AMQP's at-least-once delivery; duplicates: the
+  others, copies that were in the queue twice.
 
 Table by default, --json for a JSON document. Exit 0 when nothing is missing
 and no check was inconclusive, 1 otherwise, 2 on usage errors.
 """
 import argparse
 import base64
+import calendar
 import glob
 import gzip
 import json
@@ -77,9 +79,11 @@ POLL_S = 5.0        # management statistics refresh every 5 s
 LIST_IDS = 10       # missing ids listed per queue
 PEEK_IDLE_S = 5.0   # a peek gives up when no message came for this long
 ACCEPTED = re.compile(rb"after_accept accepted: [^\n]*? relPath: (\S+)")
-# A subscriber's connection ended or began (sr3's own log lines): what it had fetched and not
-# yet acknowledged comes back from the broker, and it logs it again.
-RECONNECTED = rb"lost connection to broker|getSetup connecting to"
+# A subscriber's connection ended or began, or its process stopped or started (sr3's own log
+# lines): what it had fetched and not yet acknowledged comes back from the broker, to it or
+# to another subscriber of the queue, which logs it again.
+RECONNECTED = (rb"lost connection to broker|getSetup connecting to|stop_signal signal|"
+               rb"_queueDeclare queue declared")
 LOG_EVENTS = re.compile(rb"after_accept accepted: [^\n]*? relPath: (\S+)|(" + RECONNECTED + rb")")
 
 
@@ -196,11 +200,26 @@ def log_files(home, cfg):
     return sorted(glob.glob(os.path.join(home, f".cache/sr3/log/subscribe_{cfg}_[0-9][0-9].log*")))
 
 
-def read_log(path):
+def line_time(data, at):
+    """Seconds since the epoch of the log line around byte `at` (sr3 writes UTC stamps,
+    `2026-12-01 22:45:41,474`), or None."""
+    start = data.rfind(b"\n", 0, at) + 1
+    stamp = data[start:start + 23].decode(errors="replace")
+    try:
+        t = time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")
+        return calendar.timegm(t) + int(stamp[20:23]) / 1000
+    except (ValueError, IndexError):
+        return None
+
+
+def read_log(job):
     """The ids (last element of relPath) of the accepted lines of one file: a Counter, and
     for each id how many of its receptions came again after the subscriber's connection
     ended (refetched: the broker gave back what it had not acknowledged) and whether the
-    connection ended after its last one (a copy still queued is then the same message)."""
+    connection ended after its last one (a copy still queued is then the same message).
+    Connections that ended at or after `ignore_after` (the audit's own stop of the
+    subscribers) explain nothing."""
+    path, ignore_after = job
     try:
         opener = gzip.open if path.endswith(".gz") else open
         with opener(path, "rb") as f:
@@ -211,6 +230,10 @@ def read_log(path):
     epoch = 0
     for m in LOG_EVENTS.finditer(data):
         if m.group(2):
+            if ignore_after is not None:
+                t = line_time(data, m.start())
+                if t is not None and t >= ignore_after:
+                    continue
             epoch += 1
             continue
         i = m.group(1).rsplit(b"/", 1)[-1]
@@ -442,7 +465,8 @@ def audit(a, ids, password):
                     for f in log_files(homes[u], c)})
     counts, refetches, unacked = {}, {}, {}
     with multiprocessing.Pool(max(1, min(len(files), os.cpu_count() or 2))) as pool:
-        for path, found, err in pool.imap_unordered(read_log, files, chunksize=1):
+        jobs = [(f, a.ignore_after) for f in files]
+        for path, found, err in pool.imap_unordered(read_log, jobs, chunksize=1):
             if err:
                 problems.append(f"cannot read {path}: {err}")
                 found = ({}, {}, set())
@@ -464,12 +488,12 @@ def audit(a, ids, password):
     rows = []
     tot = Counter()
     for n, subs in audited.items():
-        got, refetched, after_last = Counter(), Counter(), set()
+        got, refetched, after_last = Counter(), Counter(), Counter()
         for (u, c) in subs:
             for f in log_files(homes[u], c):
                 got.update(counts.get(f, ()))
                 refetched.update(refetches.get(f, ()))
-                after_last |= unacked.get(f, set())
+                after_last.update(unacked.get(f, set()))
         st = state[n]
         q = queues[n]
         row = {"queue": n, "label": label(n, subs),
@@ -489,14 +513,12 @@ def audit(a, ids, password):
         row["received_total"] = sum(got.values())
         queued_c = queued or Counter()
         twice = [i for i in (got.keys() | queued_c.keys()) if got[i] + queued_c[i] > 1]
-        # An extra copy is the subscriber's own refetch when its connection ended between
-        # the two (received, then received again or still queued): the broker gives back
-        # what a consumer had not acknowledged. Any other extra copy was in the queue twice.
+        # An extra copy is a refetch when the connection of a subscriber that had received it
+        # ended afterwards (the broker gives back what a consumer had not acknowledged, to it
+        # again or, on a shared queue, to another subscriber, or keeps it queued). Any other
+        # extra copy was in the queue twice.
         def extra(i):
-            n = got[i] + queued_c[i] - 1 - refetched[i]
-            if queued_c[i] and i in after_last:
-                n -= 1
-            return max(n, 0)
+            return max(got[i] + queued_c[i] - 1 - refetched[i] - after_last[i], 0)
         row["received_twice"] = len(twice)
         row["refetched"] = sum(1 for i in twice if extra(i) == 0)
         row["duplicates"] = sum(1 for i in twice if extra(i) > 0)
@@ -594,6 +616,9 @@ def main() -> int:
                     help="seconds to wait for active queues to empty (default 60; "
                          "two polls 5 s apart at least)")
     ap.add_argument("--json", action="store_true", help="a JSON document instead of a table")
+    ap.add_argument("--ignore-after", type=float, metavar="UNIX_TIME",
+                    help="subscriber stops and reconnections from then on (the subscribers "
+                         "stopped for the audit) explain no id received twice")
     ap.add_argument("--mgmt-url", default="http://127.0.0.1:15672")
     ap.add_argument("--host", default="127.0.0.1:5672", help="AMQP host:port")
     ap.add_argument("--user", default="roll-lab")
