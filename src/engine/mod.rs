@@ -572,7 +572,8 @@ impl Engine {
                     ),
                 ));
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Often: every second the run waits once the broker is back is in the window.
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 

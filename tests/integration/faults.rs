@@ -265,6 +265,11 @@ fn serial_broker_restarts_in_the_critical_window_then_a_host_lost_after_the_cana
     let broker = outcome["broker_unavailable_seconds"]
         .as_f64()
         .expect("broker");
+    eprintln!(
+        "critical window {window:.1}s: services {floor:.1}s, broker unavailable {broker:.1}s, \
+         roll {:.1}s",
+        window - floor - broker
+    );
     assert!(broker >= 5.0, "{outcome:#}");
     assert!(
         window - floor - broker <= 2.0,
@@ -340,6 +345,7 @@ fn serial_broker_restarts_in_the_critical_window_then_a_host_lost_after_the_cana
     let floor = outcome["critical_window_floor_seconds"]
         .as_f64()
         .expect("floor");
+    eprintln!("resumed critical window {window:.1}s, floor {floor:.1}s");
     assert!(window <= floor + 2.0, "{outcome:#}");
     let shared = crate::upgrade::ops_queues()
         .into_iter()
