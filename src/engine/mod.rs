@@ -403,7 +403,10 @@ impl Engine {
             return Ok(());
         }
         let fail = |err: StepError| failure(host, step, err);
-        let mut outage: Option<Instant> = None;
+        // The first time this step failed for want of the broker: the deadline runs from
+        // there, however often the broker answers again in between (one that answers its
+        // health check but fails every step must not keep the run going for ever).
+        let mut first_outage: Option<Instant> = None;
         loop {
             if let Err(err) = self.hold_lease().await {
                 self.progress(host, step, &format!("not started: {}", err.detail));
@@ -451,7 +454,8 @@ impl Engine {
                 );
                 return Err(fail(err));
             }
-            let since = *outage.get_or_insert_with(Instant::now);
+            let since = *first_outage.get_or_insert_with(Instant::now);
+            let waiting = Instant::now();
             self.progress(
                 host,
                 step,
@@ -467,11 +471,10 @@ impl Engine {
             let _ = self
                 .journal_event(Event::Measured {
                     what: timing::BROKER_UNAVAILABLE.into(),
-                    seconds: since.elapsed().as_secs_f64(),
+                    seconds: waiting.elapsed().as_secs_f64(),
                     detail: format!("{host} {step}: {}", err.detail),
                 })
                 .await;
-            outage = None;
             self.progress(host, step, "the broker answers again: trying again");
         }
     }
@@ -551,7 +554,8 @@ impl Engine {
     }
 
     /// Waits until the broker answers again (its management API and AMQP), at most until
-    /// `since` plus the broker's `reconnect_deadline`.
+    /// `since` (the step's first failure for want of it) plus the broker's
+    /// `reconnect_deadline`.
     async fn await_broker(&self, since: Instant) -> Result<(), StepError> {
         let limit = self.group.broker.reconnect_deadline;
         let deadline = since + limit;
