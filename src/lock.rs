@@ -85,8 +85,9 @@ enum Loss {
 struct State {
     connection: Option<Arc<lapin::Connection>>,
     channel: Option<lapin::Channel>,
-    /// The connection went, and why (cleared once taken again, for a broken one).
-    lost: Option<(Loss, Instant)>,
+    /// The connection went and the lock is being taken again (cleared once it is, or once
+    /// it is given up).
+    retaking: bool,
     /// Taken again after a loss (why, when it was lost, how long it took), not yet reported
     /// by `confirm`.
     retaken: Option<(String, u64, Duration)>,
@@ -165,7 +166,7 @@ async fn take(
     let channel = match tokio::time::timeout(DEFAULT_TIMEOUT, connection.create_channel()).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(err)) => {
-            amqp::close(connection).await;
+            amqp::close(&connection).await;
             return Err(amqp::error(
                 &broker.display(),
                 "open the lock channel",
@@ -173,7 +174,7 @@ async fn take(
             ));
         }
         Err(_) => {
-            amqp::close(connection).await;
+            amqp::close(&connection).await;
             return Err(BrokerError::Timeout {
                 broker: broker.display(),
                 what: "open the lock channel".into(),
@@ -197,7 +198,7 @@ async fn take(
     match declared {
         Ok(Ok(_)) => Ok(Taken::Yes(Box::new((connection, channel)))),
         Ok(Err(err)) => {
-            amqp::close(connection).await;
+            amqp::close(&connection).await;
             if amqp::soft_code(&err) == Some(405) {
                 let holder = holder_of(group, broker, password)
                     .await
@@ -208,7 +209,7 @@ async fn take(
             }
         }
         Err(_) => {
-            amqp::close(connection).await;
+            amqp::close(&connection).await;
             Err(BrokerError::Timeout {
                 broker: broker.display(),
                 what,
@@ -309,7 +310,7 @@ impl Lock {
                 if let Some(reason) = &state.gone {
                     return Err(self.lost(reason));
                 }
-                (state.channel.clone(), state.lost.is_some())
+                (state.channel.clone(), state.retaking)
             };
             if waiting || channel.is_none() {
                 if Instant::now() > deadline {
@@ -321,9 +322,8 @@ impl Lock {
             let Some(channel) = channel else { continue };
             match self.check(&channel).await {
                 Ok(()) => {}
-                Err(Some(loss)) => {
-                    // Noticed here before the watcher: the same handling.
-                    self.lose(loss);
+                Err(Some(reason)) => {
+                    self.revoke(reason);
                     continue;
                 }
                 Err(None) => {
@@ -347,9 +347,10 @@ impl Lock {
         }
     }
 
-    /// A passive declare of the lock queue on its own channel: `Err(Some)` when it is gone
-    /// while the connection lives (deleted by someone), `Err(None)` when the connection broke.
-    async fn check(&self, channel: &lapin::Channel) -> Result<(), Option<Loss>> {
+    /// A passive declare of the lock queue on its own channel: `Err(Some(why))` when it is
+    /// gone while the connection lives (deleted by someone), `Err(None)` when the connection
+    /// broke.
+    async fn check(&self, channel: &lapin::Channel) -> Result<(), Option<String>> {
         let passive = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
@@ -362,21 +363,19 @@ impl Lock {
         .await;
         match answer {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) if amqp::soft_code(&err).is_some() => Err(Some(Loss::Revoked(format!(
-                "the lock queue {name} is gone ({err})"
-            )))),
+            Ok(Err(err)) if amqp::soft_code(&err).is_some() => {
+                Err(Some(format!("the lock queue {name} is gone ({err})")))
+            }
             _ => Err(None),
         }
     }
 
-    /// Records a loss noticed by `confirm`, and lets the watcher take the lock again.
-    fn lose(&self, loss: Loss) {
+    /// Records that the lock queue went while its connection lives (someone deleted it):
+    /// the lock is lost.
+    fn revoke(&self, reason: String) {
         if let Ok(mut state) = self.state.lock() {
             state.channel = None;
-            if let Loss::Revoked(reason) = &loss {
-                state.gone = Some(reason.clone());
-            }
-            state.lost = Some((loss, Instant::now()));
+            state.gone.get_or_insert(reason);
         }
     }
 
@@ -396,8 +395,7 @@ impl Lock {
         }
         let connection = self.state.lock().ok().and_then(|mut s| s.connection.take());
         if let Some(connection) = connection {
-            let closing = connection.close(200, "roll done".into());
-            let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
+            amqp::close(&connection).await;
         }
     }
 }
@@ -447,7 +445,7 @@ impl Watch {
             if revoked {
                 state.gone.get_or_insert(reason.clone());
             }
-            state.lost = Some((loss, since));
+            state.retaking = true;
         }
         tracing::warn!(group = %self.group, %reason, "lock connection lost; taking the lock again");
         let deadline = since + self.broker.reconnect_deadline;
@@ -460,7 +458,7 @@ impl Watch {
                     if let Ok(mut state) = self.state.lock() {
                         state.connection = Some(connection);
                         state.channel = Some(channel);
-                        state.lost = None;
+                        state.retaking = false;
                         if !revoked {
                             state.retaken = Some((reason.clone(), lost_at_ms, since.elapsed()));
                         }
@@ -490,7 +488,7 @@ impl Watch {
     fn give_up(&self, why: String) {
         if let Ok(mut state) = self.state.lock() {
             state.gone.get_or_insert(why);
-            state.lost = None;
+            state.retaking = false;
         }
     }
 }

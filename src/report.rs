@@ -41,15 +41,12 @@ pub fn print_upgrade(
     outcome: &Outcome,
     format: OutputFormat,
 ) -> std::io::Result<u8> {
-    match format {
-        OutputFormat::Json => output::print_json(&UpgradeReport {
-            plan,
-            dry_run: false,
-            outcome: Some(outcome),
-        })?,
-        OutputFormat::Table => output::print_text(&upgrade(plan, outcome))?,
-    }
-    Ok(exit_code(outcome.status))
+    let json = UpgradeReport {
+        plan,
+        dry_run: false,
+        outcome: Some(outcome),
+    };
+    print(format, &json, || upgrade(plan, outcome), outcome.status)
 }
 
 /// Prints a rollback's outcome in the chosen format; gives the exit code.
@@ -58,15 +55,26 @@ pub fn print_rollback(
     outcome: &RollbackOutcome,
     format: OutputFormat,
 ) -> std::io::Result<u8> {
+    let json = RollbackReport {
+        plan,
+        dry_run: false,
+        outcome: Some(outcome),
+    };
+    print(format, &json, || rollback(plan, outcome), outcome.status)
+}
+
+/// Prints a run's report as JSON or as the text `text` makes; the exit code of `status`.
+fn print(
+    format: OutputFormat,
+    json: &impl Serialize,
+    text: impl FnOnce() -> String,
+    status: RunStatus,
+) -> std::io::Result<u8> {
     match format {
-        OutputFormat::Json => output::print_json(&RollbackReport {
-            plan,
-            dry_run: false,
-            outcome: Some(outcome),
-        })?,
-        OutputFormat::Table => output::print_text(&rollback(plan, outcome))?,
+        OutputFormat::Json => output::print_json(json)?,
+        OutputFormat::Table => output::print_text(&text())?,
     }
-    Ok(exit_code(outcome.status))
+    Ok(exit_code(status))
 }
 
 /// The run summary for people.

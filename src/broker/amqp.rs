@@ -128,8 +128,8 @@ async fn close_channel(channel: &lapin::Channel, why: &str) {
     let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
 }
 
-/// Closes a connection politely; errors on close are only logged.
-pub async fn close(connection: Connection) {
+/// Closes a connection politely, within 5 s; errors on close are only logged.
+pub async fn close(connection: &Connection) {
     let closing = connection.close(200, "roll done".into());
     match tokio::time::timeout(Duration::from_secs(5), closing).await {
         Ok(Ok(())) => {}

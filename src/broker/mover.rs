@@ -84,8 +84,11 @@ impl Limits {
 pub struct OnBoth(std::collections::BTreeMap<u64, u32>);
 
 impl OnBoth {
-    fn add(&mut self, delivery: &Delivery) {
-        *self.0.entry(fingerprint(delivery)).or_insert(0) += 1;
+    /// Counts these deliveries, stored on the destination and not acknowledged.
+    fn add_all(&mut self, stored: &[Delivery]) {
+        for delivery in stored {
+            *self.0.entry(fingerprint(delivery)).or_insert(0) += 1;
+        }
     }
 
     /// True (and counted off) when a copy of this delivery is on the destination already.
@@ -236,9 +239,7 @@ impl Mover<'_> {
                 Err(err) => {
                     // Those stored are on both for sure (the acknowledgement was never sent);
                     // the rest may be.
-                    for d in &stored {
-                        self.on_both.add(d);
-                    }
+                    self.on_both.add_all(&stored);
                     self.report.uncertain += (total - at) as u64;
                     self.give_back(&last).await;
                     return Err(err);
@@ -248,9 +249,7 @@ impl Mover<'_> {
         if let Some(why) = refused {
             // Not all stored on the destination: every one goes back to the source; those
             // that were stored are counted, so that the next move does not store them twice.
-            for d in &stored {
-                self.on_both.add(d);
-            }
+            self.on_both.add_all(&stored);
             self.give_back(&last).await;
             return Err(BrokerError::Amqp {
                 broker: self.broker.to_string(),
@@ -265,9 +264,7 @@ impl Mover<'_> {
         if !self.channel.status().connected() {
             // Stored on the destination, never acknowledged on the source: the source gives
             // them back, and the next move does not store them again.
-            for d in &stored {
-                self.on_both.add(d);
-            }
+            self.on_both.add_all(&stored);
             return Err(BrokerError::ConnectionLost {
                 broker: self.broker.to_string(),
                 what: format!("move ({} -> {})", self.from, self.to),
@@ -414,8 +411,9 @@ async fn run(
     let started = Instant::now();
     let mut caught_up: Option<Instant> = None;
     let tag = format!("roll-mover-{}", std::process::id());
-    let mut consumer = tokio::time::timeout(
-        DEFAULT_TIMEOUT,
+    let mut consumer = timed(
+        mover,
+        "basic.consume",
         channel.basic_consume(
             mover.from.into(),
             tag.as_str().into(),
@@ -423,9 +421,7 @@ async fn run(
             Default::default(),
         ),
     )
-    .await
-    .map_err(|_| mover.timed_out("basic.consume"))?
-    .map_err(|e| mover.amqp("basic.consume", e))?;
+    .await?;
     loop {
         // The backlog moved (or the time it should take gone): the chase is on the clock.
         if caught_up.is_none()
@@ -466,13 +462,12 @@ async fn run(
         }
     }
     // Deliveries already on their way when the consumer is cancelled are moved too.
-    tokio::time::timeout(
-        DEFAULT_TIMEOUT,
+    timed(
+        mover,
+        "basic.cancel",
         channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
     )
-    .await
-    .map_err(|_| mover.timed_out("basic.cancel"))?
-    .map_err(|e| mover.amqp("basic.cancel", e))?;
+    .await?;
     while let Ok(Some(Ok(delivery))) = tokio::time::timeout(IDLE, consumer.next()).await {
         mover.forward(delivery).await?;
     }

@@ -91,7 +91,7 @@ pub async fn check_broker(group: &Group) -> CheckRow {
         let overview = management.overview().await?;
         management.check_vhost().await?;
         let connection = amqp::connect(config, &password, "check").await?;
-        amqp::close(connection).await;
+        amqp::close(&connection).await;
         Ok(format!("RabbitMQ {}", overview.rabbitmq_version))
     }
     .await;

@@ -240,7 +240,7 @@ async fn run_probe(
         let result = match result {
             Ok(r) => r,
             Err(err) => {
-                amqp::close(connection).await;
+                amqp::close(&connection).await;
                 return Err(err.into());
             }
         };
@@ -255,7 +255,7 @@ async fn run_probe(
         }
         results.insert(row.name.clone(), result);
     }
-    amqp::close(connection).await;
+    amqp::close(&connection).await;
     Ok((results, disagreements))
 }
 

@@ -33,6 +33,10 @@ use crate::template::Vars;
 /// The pseudo-host of steps done on the broker for the whole group.
 pub const BROKER: &str = "broker";
 
+/// The steps that start a service: their detail is the log sizes noted just before
+/// ([`Engine::start_noting_logs`]), where its verification reads from.
+const STARTS: [&str; 2] = ["start", "start again"];
+
 /// What kind of failure stopped a step: it decides what the run does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -243,7 +247,7 @@ impl Engine {
                     ..
                 } => {
                     done.insert((host.clone(), step.clone()));
-                    if step == "start" || step == "start again" {
+                    if STARTS.contains(&step.as_str()) {
                         offsets.insert(host.clone(), detail.clone());
                     }
                 }
@@ -505,7 +509,7 @@ impl Engine {
             set.insert((host.to_string(), step.to_string()));
         }
         // A start's detail is the log sizes noted before it: not for the operator.
-        let detail = if done.detail.is_empty() || step == "start" || step == "start again" {
+        let detail = if done.detail.is_empty() || STARTS.contains(&step) {
             String::new()
         } else {
             format!(": {}", done.detail)

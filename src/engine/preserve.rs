@@ -156,7 +156,7 @@ impl Engine {
         if let Some(connection) = self.amqp.lock().await.take()
             && let Ok(connection) = Arc::try_unwrap(connection)
         {
-            amqp::close(connection).await;
+            amqp::close(&connection).await;
         }
     }
 
@@ -293,7 +293,8 @@ impl Engine {
         // Nothing may still consume it (a consumer would lose its queue), and nothing may
         // still feed it but the holding exchange (the move would chase it, and a message
         // would reach both it and the holding queue).
-        if let Some((_, consumers)) = self.counts(queue).await?
+        let counts = self.counts(queue).await?;
+        if let Some((_, consumers)) = counts
             && consumers > 0
         {
             return Err(StepError::from(format!(
@@ -301,8 +302,7 @@ impl Engine {
                  (is a service of the group still running?)"
             )));
         }
-        let exists = m.queue(queue).await?.is_some();
-        self.route_through(queue, exists).await?;
+        self.route_through(queue, counts.is_some()).await?;
         m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
         crate::failpoint::reach("recreate", queue).await;
         let moved = self.empty_into(queue, queue, &h.holding).await?;
@@ -525,6 +525,7 @@ impl Engine {
             .map(|m| m.on_both)
             .sum::<u64>()
             .saturating_sub(mine().map(|m| m.absorbed).sum());
+        let maybe_twice = unsure + left_on_both + self.interrupted_moves(queue);
         QueueAccount {
             queue: queue.to_string(),
             preserved,
@@ -535,8 +536,8 @@ impl Engine {
             },
             moved_out: mine().filter(|m| m.from == queue).map(|m| m.moved).sum(),
             moved_in: mine().filter(|m| m.to == queue).map(|m| m.moved).sum(),
-            duplicated: unsure + left_on_both + self.interrupted_moves(queue),
-            duplicates_known: unsure + left_on_both + self.interrupted_moves(queue) == 0,
+            duplicated: maybe_twice,
+            duplicates_known: maybe_twice == 0,
             lost: dropped,
             without_consumer_seconds: without_consumer,
         }
