@@ -368,18 +368,12 @@ fn serial_broker_restarts_in_the_critical_window_then_a_host_lost_after_the_cana
     // Rolling back the 8d run: the shared queue goes back to 7d (as before that run), and
     // half a to its first release, whose configs have no expire: the old release's declare
     // of the shared queue is refused, and the rollback's verification reads that in the log.
-    let run = roll(&[
-        "rollback",
-        "--state-dir",
+    let run = roll(&crate::support::rollback_args(
         &state,
-        "-p",
         &eight,
-        "--group",
         "ops",
-        "--yes",
-        "--output",
-        "json",
-    ]);
+        &["--output", "json"],
+    ));
     eprintln!("{}", run.stderr);
     assert_eq!(run.code, 1, "{run:#?}");
     let failure = json(&run)["outcome"]["failure"].clone();

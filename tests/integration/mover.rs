@@ -185,7 +185,7 @@ fn a_source_that_keeps_filling_is_chased_for_a_bounded_time_then_left() {
             published,
             "moved {moved}, left {left}, published {published}"
         );
-        amqp::close(connection).await;
+        amqp::close(&connection).await;
     });
     drop(scratch);
 }
@@ -285,7 +285,7 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
             .await
             .expect("get");
         assert!(empty.is_none(), "the source still holds messages");
-        amqp::close(connection).await;
+        amqp::close(&connection).await;
     });
     drop(scratch);
 }
@@ -377,7 +377,7 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
                     .expect("close the mover's connection");
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                 std::fs::write(&point, "").expect("go on");
-                amqp::close(watcher).await;
+                amqp::close(&watcher).await;
             })
         };
         let failed = move_src_to_dst(&mover_connection, limits, &mut on_both)
@@ -416,8 +416,8 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
         let mut want: Vec<String> = (0..COUNT).map(|i| format!("{{\"n\": {i}}}")).collect();
         want.sort();
         assert_eq!(seen, want, "every message exactly once");
-        amqp::close(again).await;
-        amqp::close(connection).await;
+        amqp::close(&again).await;
+        amqp::close(&connection).await;
     });
     drop(scratch);
 }

@@ -65,7 +65,6 @@ fn a_large_input_is_streamed_and_a_timed_out_command_is_killed_on_the_host() {
 /// ended by the next command that connects.
 #[test]
 fn the_ssh_masters_of_a_killed_run_are_ended_by_the_next_command() {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     require_lab();
     let dir = tempfile::tempdir().expect("temp dir");
@@ -92,12 +91,7 @@ fn the_ssh_masters_of_a_killed_run_are_ended_by_the_next_command() {
         .stderr(Stdio::null())
         .spawn()
         .expect("roll starts");
-    let out = waiting.stdout.take().expect("stdout");
-    for line in BufReader::new(out).lines() {
-        if line.expect("a line").trim_start().starts_with("Plan:") {
-            break;
-        }
-    }
+    let _rest = crate::support::read_to_plan(&mut waiting);
     waiting.kill().expect("SIGKILL");
     let _ = waiting.wait();
     let runs = runtime.join("roll-ssh-runs");

@@ -344,18 +344,13 @@ fn serial_files_of_any_size_keep_their_mode_and_a_rollback_puts_them_back() {
     std::fs::write(&playbook, text).expect("playbook");
     let playbook = playbook.display().to_string();
 
-    let run = roll(&[
-        "upgrade",
-        "--state-dir",
+    let run = roll(&crate::support::upgrade_args(
         &state,
-        "-p",
         &playbook,
-        "--group",
         "dev",
-        "--half",
         "a",
-        "--yes",
-    ]);
+        &[],
+    ));
     assert_eq!(run.code, 0, "{run:#?}");
     let deployed = std::fs::read_to_string(format!("{home}/big-dev1.txt")).expect("big file");
     assert_eq!(deployed, big, "the big file arrived whole");
@@ -369,16 +364,12 @@ fn serial_files_of_any_size_keep_their_mode_and_a_rollback_puts_them_back() {
         "the mode was kept"
     );
 
-    let run = roll(&[
-        "rollback",
-        "--state-dir",
+    let run = roll(&crate::support::rollback_args(
         &state,
-        "-p",
         &playbook,
-        "--group",
         "dev",
-        "--yes",
-    ]);
+        &[],
+    ));
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(
         !std::path::Path::new(&format!("{home}/big-dev1.txt")).exists(),

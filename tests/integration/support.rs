@@ -558,6 +558,46 @@ pub fn upgrade_args<'a>(
     args
 }
 
+/// The arguments of `roll rollback --yes` of a group's last run, with more after them.
+pub fn rollback_args<'a>(
+    state: &'a str,
+    playbook: &'a str,
+    group: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "rollback",
+        "--state-dir",
+        state,
+        "-p",
+        playbook,
+        "--group",
+        group,
+        "--yes",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Reads a spawned `roll`'s stdout up to its plan's `Plan:` line (it then waits for its
+/// approval); gives the rest of its stdout, kept open so that `roll` can go on printing.
+pub fn read_to_plan(
+    child: &mut std::process::Child,
+) -> std::io::Lines<std::io::BufReader<std::process::ChildStdout>> {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("roll's stdout is piped");
+    let mut lines = std::io::BufReader::new(out).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("roll's stdout ended before its plan")
+            .expect("a line");
+        if line.trim_start().starts_with("Plan:") {
+            return lines;
+        }
+    }
+}
+
 /// Every one of `hosts` of ops shows this version and service state in `roll status`.
 pub fn assert_hosts(state: &str, hosts: &[&str], version: &str, service: &str) {
     let rows = status(state, "ops");

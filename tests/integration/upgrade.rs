@@ -1,7 +1,6 @@
 //! `roll upgrade`, `roll resume` and `roll status` on the lab. These change the lab: they run
 //! one at a time (`serial_` in their names) and reset it when they are done.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -230,13 +229,7 @@ fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_
         .stderr(Stdio::null())
         .spawn()
         .expect("roll starts");
-    let out = waiting.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    while let Some(Ok(line)) = lines.next() {
-        if line.trim_start().starts_with("Plan:") {
-            break;
-        }
-    }
+    let _rest = crate::support::read_to_plan(&mut waiting);
     let started = Instant::now();
     let second = upgrade(&state, EXPIRE, "ops", "b", &["--dry-run"]);
     assert_eq!(second.code, 1, "{second:#?}");
@@ -549,18 +542,12 @@ fn serial_a_failure_in_the_critical_window_restores_the_shared_queue_and_the_oth
     // it (never taken from its running consumers), and they receive all along.
     std::fs::remove_file(marker).expect("marker");
     let started = std::time::SystemTime::now();
-    let run = roll(&[
-        "rollback",
-        "--state-dir",
+    let run = roll(&crate::support::rollback_args(
         &state,
-        "-p",
         &playbook,
-        "--group",
         "ops",
-        "--yes",
-        "--output",
-        "json",
-    ]);
+        &["--output", "json"],
+    ));
     let ended = std::time::SystemTime::now();
     assert_eq!(run.code, 0, "{run:#?}");
     let report = json(&run);
