@@ -135,23 +135,28 @@ fn a_source_that_keeps_filling_is_chased_for_a_bounded_time_then_left() {
         let feeding = {
             let stop = stop.clone();
             tokio::spawn(async move {
-                let mut published = 0u64;
+                // Confirms are awaited at the end, not one by one: a quorum queue's confirm
+                // can take longer than the mover's 50 ms of silence under load, and the
+                // source would seem to have stopped filling.
+                let mut confirms = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     let confirm = publisher
                         .basic_publish(
                             "".into(),
                             "src".into(),
                             BasicPublishOptions::default(),
-                            format!("{{\"n\": {published}}}").as_bytes(),
+                            format!("{{\"n\": {}}}", confirms.len()).as_bytes(),
                             BasicProperties::default().with_delivery_mode(2),
                         )
                         .await
                         .expect("publish");
-                    assert!(confirm.await.expect("confirm").is_ack());
-                    published += 1;
+                    confirms.push(confirm);
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
-                published
+                for confirm in &mut confirms {
+                    assert!(confirm.await.expect("confirm").is_ack());
+                }
+                confirms.len() as u64
             })
         };
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
