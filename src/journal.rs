@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::clock;
+use crate::inventory::Half;
+use crate::step::Step;
 
 /// An error reading or writing the journal, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -58,9 +60,9 @@ pub enum Event {
     /// The run started, with the plan it executes.
     Started {
         run_id: String,
-        kind: String,
+        kind: RunKind,
         group: String,
-        half: Option<String>,
+        half: Option<Half>,
         playbook: String,
         playbook_path: String,
         package: String,
@@ -72,11 +74,11 @@ pub enum Event {
         plan: Value,
     },
     /// A step began on a host (or on the group's broker: host `-`).
-    StepStarted { host: String, step: String },
+    StepStarted { host: String, step: Step },
     /// A step ended.
     StepFinished {
         host: String,
-        step: String,
+        step: Step,
         ok: bool,
         detail: String,
         /// The commands' full output, when any ran.
@@ -106,7 +108,7 @@ pub enum Event {
     /// host it started, put back a queue it recreated). Written before the undoing begins.
     Undone {
         host: String,
-        step: String,
+        step: Step,
         why: String,
     },
     /// A failover put the untouched half back in service: the critical window of a resumed
@@ -124,8 +126,7 @@ pub enum Event {
     /// Messages moved from one queue to another (each confirmed on `to` before it was
     /// acknowledged on `from`).
     Moved {
-        /// `upgrade` or `rollback`.
-        by: String,
+        by: RunKind,
         queue: String,
         from: String,
         to: String,
@@ -148,7 +149,7 @@ pub enum Event {
     },
     /// A queue deleted with its messages (only with `--allow-message-loss`).
     Dropped {
-        by: String,
+        by: RunKind,
         queue: String,
         messages: u64,
     },
@@ -193,6 +194,52 @@ pub enum RunStatus {
     Done,
     Partial,
     Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Done => "done",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// What a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    Upgrade,
+    Rollback,
+}
+
+impl std::fmt::Display for RunKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunKind::Upgrade => "upgrade",
+            RunKind::Rollback => "rollback",
+        })
+    }
+}
+
+/// Where a run stands, as its journal shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunState {
+    /// Its end is recorded.
+    Ended(RunStatus),
+    /// No end recorded (killed, or resumed since its last end).
+    #[default]
+    Interrupted,
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunState::Ended(status) => status.as_str(),
+            RunState::Interrupted => "interrupted",
+        })
+    }
 }
 
 /// A backup, written before the thing is touched.
@@ -530,12 +577,12 @@ pub fn with_role_overrides(
 #[derive(Debug, Clone, Default)]
 pub struct LastRun {
     pub run_id: String,
-    pub kind: String,
-    pub half: Option<String>,
+    /// None: the journal records no start.
+    pub kind: Option<RunKind>,
+    pub half: Option<Half>,
     pub version: String,
     pub playbook_path: Option<PathBuf>,
-    /// done, partial, failed, or interrupted (no end recorded).
-    pub status: String,
+    pub status: RunState,
     /// What the last end recorded says (the failure, for a failed run).
     pub summary: Option<String>,
     /// The last step of each host: `step ok|FAILED|started`.
@@ -553,10 +600,7 @@ pub fn last_summary(state_dir: &Path, group: &str) -> Result<Option<LastRun>, Jo
 
 /// The last run's facts from its entries.
 pub fn summarise(entries: &[Entry]) -> LastRun {
-    let mut run = LastRun {
-        status: "interrupted".into(),
-        ..LastRun::default()
-    };
+    let mut run = LastRun::default();
     for entry in entries {
         match &entry.event {
             Event::Started {
@@ -568,8 +612,8 @@ pub fn summarise(entries: &[Entry]) -> LastRun {
                 ..
             } => {
                 run.run_id = run_id.clone();
-                run.kind = kind.clone();
-                run.half = half.clone();
+                run.kind = Some(*kind);
+                run.half = *half;
                 run.version = version.clone();
                 run.playbook_path = Some(PathBuf::from(playbook_path));
             }
@@ -582,14 +626,9 @@ pub fn summarise(entries: &[Entry]) -> LastRun {
             }
             Event::Finished { status, summary } => {
                 run.summary = Some(summary.clone());
-                run.status = match status {
-                    RunStatus::Done => "done",
-                    RunStatus::Partial => "partial",
-                    RunStatus::Failed => "failed",
-                }
-                .into();
+                run.status = RunState::Ended(*status);
             }
-            Event::Resumed { .. } => run.status = "interrupted".into(),
+            Event::Resumed { .. } => run.status = RunState::Interrupted,
             _ => {}
         }
     }
@@ -599,7 +638,7 @@ pub fn summarise(entries: &[Entry]) -> LastRun {
 impl LastRun {
     /// True when the run ended done: nothing of it is left to finish.
     pub fn is_done(&self) -> bool {
-        self.status == "done"
+        self.status == RunState::Ended(RunStatus::Done)
     }
 }
 
@@ -638,9 +677,9 @@ mod tests {
     fn started() -> Event {
         Event::Started {
             run_id: "r1".into(),
-            kind: "upgrade".into(),
+            kind: RunKind::Upgrade,
             group: "ops".into(),
-            half: Some("b".into()),
+            half: Some(Half::B),
             playbook: "p".into(),
             playbook_path: "playbooks/p.toml".into(),
             package: "pkg".into(),

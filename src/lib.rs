@@ -38,5 +38,6 @@ pub mod remote;
 pub mod report;
 pub mod session;
 pub mod source;
+pub mod step;
 pub mod template;
 pub mod units;

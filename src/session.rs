@@ -13,8 +13,9 @@ use crate::broker::management::Management;
 use crate::engine::{Engine, Outcome, RollbackOutcome};
 use crate::error::Error;
 use crate::inventory::{Group, Secret};
-use crate::journal::{Entry, Journal};
+use crate::journal::{Entry, Event, Journal};
 use crate::lock::{self, Lock};
+use crate::plan::journaled::RunPlan;
 use crate::plan::rollback::{RollbackPlan, Swap};
 use crate::plan::upgrade::UpgradePlan;
 use crate::remote::{self, Connection};
@@ -174,6 +175,36 @@ fn approved(plan: &UpgradePlan) -> Result<crate::playbook::Playbook, Error> {
             "the plan of run {} holds no release to execute",
             plan.run_id
         ))
+    })
+}
+
+/// The first entry of a run's journal: the run, who starts it from where, and its plan
+/// (`upgrade`: the plan itself, or the one a rollback undoes).
+pub fn started(
+    plan: &RunPlan,
+    upgrade: &UpgradePlan,
+    skip_promotion_check: bool,
+) -> Result<Event, Error> {
+    let (run_id, version) = match plan {
+        RunPlan::Upgrade(p) => (p.run_id.clone(), p.version.clone()),
+        RunPlan::Rollback(p) => (p.run_id.clone(), String::new()),
+    };
+    Ok(Event::Started {
+        run_id,
+        kind: plan.kind(),
+        group: upgrade.group.clone(),
+        half: Some(upgrade.half),
+        playbook: upgrade.playbook.clone(),
+        playbook_path: upgrade.playbook_path.clone(),
+        package: upgrade.package.clone(),
+        version,
+        operator: lock::operator(),
+        controller: lock::controller(),
+        pid: std::process::id(),
+        skip_promotion_check,
+        plan: plan
+            .to_value()
+            .map_err(|e| Error::Internal(format!("the plan cannot be journaled: {e}")))?,
     })
 }
 

@@ -8,10 +8,10 @@ use std::path::Path;
 use crate::error::Error;
 use crate::exit;
 use crate::inventory::Inventory;
-use crate::journal::{self, Entry, Event, Journal};
+use crate::journal::{self, Entry, Event, Journal, RunKind};
 use crate::output::{self, OutputFormat};
-use crate::plan::contract;
 use crate::plan::upgrade::UpgradePlan;
+use crate::plan::{contract, journaled};
 use crate::playbook;
 use crate::session::Session;
 use crate::{lock, report};
@@ -51,7 +51,7 @@ async fn resume_in(
         ));
         return Ok(exit::SUCCESS);
     }
-    if last.kind == "rollback" {
+    if last.kind == Some(RunKind::Rollback) {
         return Err(Error::State(format!(
             "group {name}: the last run {} is a rollback, {}: `roll rollback --group {name}` \
              finishes it (nothing was changed)",
@@ -77,26 +77,17 @@ async fn resume_in(
 
 /// The plan journaled at the run's approval.
 fn approved_plan(entries: &[Entry], path: &Path) -> Result<UpgradePlan, Error> {
-    entries
-        .iter()
-        .find_map(|e| match &e.event {
-            Event::Started { kind, plan, .. } if kind == "upgrade" => {
-                Some(serde_json::from_value::<UpgradePlan>(plan.clone()))
-            }
-            _ => None,
-        })
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "{}: no upgrade plan in this journal to resume",
-                path.display()
-            ))
-        })?
-        .map_err(|e| {
-            Error::State(format!(
-                "{}: the journaled plan cannot be read ({e}): `roll rollback` undoes the run",
-                path.display()
-            ))
-        })
+    match journaled::upgrade(entries) {
+        Ok(Some(plan)) => Ok(plan),
+        Ok(None) | Err(journaled::JournaledError::NoStart) => Err(Error::Usage(format!(
+            "{}: no upgrade plan in this journal to resume",
+            path.display()
+        ))),
+        Err(err) => Err(Error::State(format!(
+            "{}: {err}: `roll rollback` undoes the run",
+            path.display()
+        ))),
+    }
 }
 
 /// Refuses to resume when the playbook file or the inventory says something else now than

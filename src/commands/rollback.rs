@@ -9,6 +9,7 @@ use crate::inventory::{Inventory, Role};
 use crate::journal::{self, Entry, Event, Journal, RunStatus};
 use crate::output::{self, OutputFormat};
 use crate::plan::contract;
+use crate::plan::journaled::{self, RunPlan};
 use crate::plan::rollback::{self, RollbackPlan};
 use crate::plan::upgrade::UpgradePlan;
 use crate::playbook::{self, Playbook};
@@ -34,13 +35,6 @@ struct Target {
     resumed: Option<(PathBuf, Vec<Entry>, RollbackPlan)>,
 }
 
-fn started_kind(entries: &[Entry]) -> Option<(&str, &serde_json::Value)> {
-    entries.iter().find_map(|e| match &e.event {
-        Event::Started { kind, plan, .. } => Some((kind.as_str(), plan)),
-        _ => None,
-    })
-}
-
 fn finished(entries: &[Entry]) -> Option<RunStatus> {
     entries.iter().rev().find_map(|e| match &e.event {
         Event::Finished { status, .. } => Some(*status),
@@ -54,28 +48,28 @@ fn find_target(state_dir: &Path, group: &str) -> Result<Target, Error> {
         return Err(nothing(format!("no journal in {}", state_dir.display())));
     };
     let entries = journal::read(&path)?;
-    match started_kind(&entries) {
-        Some(("upgrade", _)) => Ok(Target {
+    match journaled::plan(&entries) {
+        Ok(RunPlan::Upgrade(_)) => Ok(Target {
             upgrade_entries: entries,
             resumed: None,
         }),
-        Some(("rollback", plan)) => {
+        Ok(RunPlan::Rollback(plan)) => {
             if finished(&entries) == Some(RunStatus::Done) {
                 return Err(nothing("the last run is a rollback, and it is done".into()));
             }
-            let plan: RollbackPlan = serde_json::from_value(plan.clone()).map_err(|e| {
-                nothing(format!("{}: unreadable rollback plan: {e}", path.display()))
-            })?;
             let upgrade_path = journal::group_dir(state_dir, group)
                 .join("runs")
                 .join(format!("{}.jsonl", plan.rolls_back));
             let upgrade_entries = journal::read(&upgrade_path)?;
             Ok(Target {
                 upgrade_entries,
-                resumed: Some((path, entries, plan)),
+                resumed: Some((path, entries, *plan)),
             })
         }
-        _ => Err(nothing(format!("{}: no run recorded", path.display()))),
+        Err(journaled::JournaledError::NoStart) => {
+            Err(nothing(format!("{}: no run recorded", path.display())))
+        }
+        Err(err) => Err(nothing(format!("{}: {err}", path.display()))),
     }
 }
 
@@ -92,10 +86,10 @@ pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error>
 /// The upgrade plan of the run to undo, with its release: the one approved with it, which
 /// the given playbook must agree with.
 fn upgrade_plan(target: &Target, playbook: &Playbook) -> Result<UpgradePlan, Error> {
-    let mut plan: UpgradePlan = match started_kind(&target.upgrade_entries) {
-        Some((_, plan)) => serde_json::from_value(plan.clone())
-            .map_err(|e| Error::Usage(format!("unreadable upgrade plan in the journal: {e}")))?,
-        None => return Err(Error::Usage("the journal holds no upgrade plan".into())),
+    let mut plan: UpgradePlan = match journaled::upgrade(&target.upgrade_entries) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => return Err(Error::Usage("the journal holds no upgrade plan".into())),
+        Err(err) => return Err(Error::State(format!("the run to roll back: {err}"))),
     };
     if plan.playbook != playbook.name {
         return Err(Error::Usage(format!(
@@ -188,21 +182,8 @@ async fn rollback_in(
         }
         None => {
             let mut journal = Journal::create(&settings.state_dir, &group.name, &run_id)?;
-            journal.append(Event::Started {
-                run_id: run_id.clone(),
-                kind: "rollback".into(),
-                group: group.name.clone(),
-                half: Some(upgrade_plan.half.to_string()),
-                playbook: release.name.clone(),
-                playbook_path: upgrade_plan.playbook_path.clone(),
-                package: release.package.clone(),
-                version: String::new(),
-                operator: lock::operator(),
-                controller: lock::controller(),
-                pid: std::process::id(),
-                skip_promotion_check: false,
-                plan: serde_json::to_value(&plan).map_err(|e| Error::Internal(e.to_string()))?,
-            })?;
+            let run_plan = RunPlan::Rollback(Box::new(plan.clone()));
+            journal.append(session::started(&run_plan, &upgrade_plan, false)?)?;
             (journal, vec![])
         }
     };

@@ -12,7 +12,7 @@ use super::select_groups;
 use crate::error::Error;
 use crate::exit;
 use crate::inventory::{Group, Inventory};
-use crate::journal::{self, LastRun, last_summary as last_run};
+use crate::journal::{self, LastRun, RunKind, last_summary as last_run};
 use crate::output::{self, OutputFormat};
 use crate::playbook::{self, Playbook};
 use crate::remote;
@@ -78,8 +78,8 @@ async fn group_rows(group: &Group, playbook: &Playbook, last: Option<&LastRun>) 
             Err(e) => (e, "?".into()),
         };
         let failover = last.is_some_and(|run| {
-            run.kind == "upgrade"
-                && run.half.as_deref() == Some(host.half.other().as_str())
+            run.kind == Some(RunKind::Upgrade)
+                && run.half == Some(host.half.other())
                 && version != run.version
         });
         rows.push((
@@ -94,11 +94,8 @@ async fn group_rows(group: &Group, playbook: &Playbook, last: Option<&LastRun>) 
                 last_run: last.map(|r| {
                     format!(
                         "{} {}{} {}",
-                        r.kind,
-                        r.half
-                            .as_deref()
-                            .map(|h| format!("half {h} "))
-                            .unwrap_or_default(),
+                        r.kind.map(|k| k.to_string()).unwrap_or_default(),
+                        r.half.map(|h| format!("half {h} ")).unwrap_or_default(),
                         r.run_id,
                         r.status
                     )

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use super::queue_diff;
 use crate::error::Error;
 use crate::inventory::{Group, Half, Inventory, Role};
-use crate::journal::{self, Event, Journal, RunStatus};
+use crate::journal::{self, Event, Journal, RunKind, RunStatus};
 use crate::output::{self, OutputFormat};
+use crate::plan::journaled::RunPlan;
 use crate::plan::upgrade::{self, Options};
 use crate::playbook::{self, Playbook};
 use crate::remote::Connection;
 use crate::session::{self, Session};
-use crate::{clock, exit, lock, report};
+use crate::{clock, exit, report};
 
 /// The settings of `roll upgrade`, checked.
 #[derive(Debug, Clone)]
@@ -38,7 +39,7 @@ pub fn completed_halves(
     group: &str,
     playbook: &str,
     version: &str,
-) -> Result<BTreeSet<String>, Error> {
+) -> Result<BTreeSet<Half>, Error> {
     let mut halves = BTreeSet::new();
     for path in journal::runs(state_dir, group)? {
         let entries = journal::read(&path)?;
@@ -49,7 +50,7 @@ pub fn completed_halves(
                 version: v,
                 half,
                 ..
-            } if kind == "upgrade" && p == playbook && v == version => half.clone(),
+            } if *kind == RunKind::Upgrade && p == playbook && v == version => *half,
             _ => None,
         });
         let done = entries.iter().any(|e| {
@@ -175,7 +176,7 @@ fn promotion_gate(group: &Group, playbook: &Playbook, settings: &Settings) -> Re
         &playbook.name,
         &playbook.version,
     )?;
-    if done.contains("a") && done.contains("b") {
+    if Half::ALL.iter().all(|h| done.contains(h)) {
         return Ok(());
     }
     Err(Error::Preflight(format!(
@@ -189,7 +190,10 @@ fn promotion_gate(group: &Group, playbook: &Playbook, settings: &Settings) -> Re
         if done.is_empty() {
             "none".to_string()
         } else {
-            done.into_iter().collect::<Vec<_>>().join(", ")
+            done.iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     )))
 }
@@ -201,7 +205,7 @@ async fn refuse_over_unfinished(session: &Session, state_dir: &Path) -> Result<(
     if let Some(last) = journal::last_summary(state_dir, name)?
         && !last.is_done()
     {
-        let way = if last.kind == "rollback" {
+        let way = if last.kind == Some(RunKind::Rollback) {
             format!("`roll rollback --group {name}` finishes it")
         } else {
             format!(
@@ -213,7 +217,7 @@ async fn refuse_over_unfinished(session: &Session, state_dir: &Path) -> Result<(
             "group {name}: the last run {} ({}) is {}{}: {way}; no new upgrade until then \
              (nothing was changed)",
             last.run_id,
-            last.kind,
+            last.kind.map(|k| k.to_string()).unwrap_or_default(),
             last.status,
             last.summary.map(|s| format!(" ({s})")).unwrap_or_default()
         )));
@@ -323,30 +327,13 @@ async fn upgrade_in(
         session::approve(&group.name)?;
     }
     let mut journal = Journal::create(&settings.state_dir, &group.name, &run_id)?;
-    journal.append(Event::Started {
-        run_id: run_id.clone(),
-        kind: "upgrade".into(),
-        group: group.name.clone(),
-        half: Some(settings.half.to_string()),
-        playbook: playbook.name.clone(),
-        playbook_path: absolute(&playbook.path),
-        package: playbook.package.clone(),
-        version: playbook.version.clone(),
-        operator: lock::operator(),
-        controller: lock::controller(),
-        pid: std::process::id(),
-        skip_promotion_check: settings.skip_promotion_check,
-        plan: serde_json::to_value(&plan).map_err(|e| Error::Internal(e.to_string()))?,
-    })?;
+    let run_plan = RunPlan::Upgrade(Box::new(plan.clone()));
+    journal.append(session::started(
+        &run_plan,
+        &plan,
+        settings.skip_promotion_check,
+    )?)?;
     output::note(&format!("journal: {}", journal.path().display()));
     let outcome = session.execute(plan.clone(), journal, &[]).await?;
     Ok(report::print_upgrade(&plan, &outcome, settings.output)?)
-}
-
-/// A path made absolute (the journal must find it again from anywhere).
-fn absolute(path: &Path) -> String {
-    std::path::absolute(path)
-        .unwrap_or_else(|_| path.to_path_buf())
-        .display()
-        .to_string()
 }

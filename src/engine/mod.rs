@@ -28,14 +28,11 @@ use crate::lock::{Lease, Lock};
 use crate::plan::upgrade::{HostPlan, UpgradePlan};
 use crate::playbook::Playbook;
 use crate::remote::{self, Connection};
+use crate::step::Step;
 use crate::template::Vars;
 
 /// The pseudo-host of steps done on the broker for the whole group.
 pub const BROKER: &str = "broker";
-
-/// The steps that start a service: their detail is the log sizes noted just before
-/// ([`Engine::start_noting_logs`]), where its verification reads from.
-const STARTS: [&str; 2] = ["start", "start again"];
 
 /// What kind of failure stopped a step: it decides what the run does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +57,7 @@ pub enum Cause {
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
     pub host: String,
-    pub step: String,
+    pub step: Step,
     pub cause: Cause,
     pub detail: String,
     pub output: Option<String>,
@@ -185,9 +182,9 @@ pub struct Engine {
     journal: Mutex<Journal>,
     connections: BTreeMap<String, Connection>,
     /// (host, step) pairs done, by this run or before it (the journal): skipped.
-    done: std::sync::Mutex<BTreeSet<(String, String)>>,
+    done: std::sync::Mutex<BTreeSet<(String, Step)>>,
     /// (host, step) pairs begun, by this run or before it.
-    begun: std::sync::Mutex<BTreeSet<(String, String)>>,
+    begun: std::sync::Mutex<BTreeSet<(String, Step)>>,
     /// Messages that may be on two queues, by queue: a process was killed in the middle of
     /// a step that moves them (at most a batch each time).
     interrupted: BTreeMap<String, u64>,
@@ -206,7 +203,7 @@ pub struct Engine {
     /// does not store them again.
     on_both: Mutex<BTreeMap<(String, String), crate::broker::mover::OnBoth>>,
     /// Queues deleted with their messages: (by, queue, messages).
-    drops: Mutex<Vec<(String, String, u64)>>,
+    drops: Mutex<Vec<(crate::journal::RunKind, String, u64)>>,
     rolling_back: AtomicBool,
     /// The group's lock, confirmed before every step (none in unit tests).
     lock: Option<Arc<Lock>>,
@@ -230,7 +227,7 @@ impl Engine {
         let mut drops = Vec::new();
         let mut done = BTreeSet::new();
         let mut begun = BTreeSet::new();
-        let mut open: BTreeSet<String> = BTreeSet::new();
+        let mut open: BTreeSet<Step> = BTreeSet::new();
         let mut interrupted: BTreeMap<String, u64> = BTreeMap::new();
         let mut backups = Vec::new();
         let mut offsets = BTreeMap::new();
@@ -247,7 +244,7 @@ impl Engine {
                     ..
                 } => {
                     done.insert((host.clone(), step.clone()));
-                    if STARTS.contains(&step.as_str()) {
+                    if step.starts() {
                         offsets.insert(host.clone(), detail.clone());
                     }
                 }
@@ -259,8 +256,8 @@ impl Engine {
                     // A step the killed process was in the middle of: a move in it may
                     // have left its messages in flight on both queues.
                     for step in std::mem::take(&mut open) {
-                        if let Some(queue) = preserve::queue_of_step(&step) {
-                            *interrupted.entry(queue).or_insert(0) +=
+                        if let Some(queue) = step.moved_queue() {
+                            *interrupted.entry(queue.to_string()).or_insert(0) +=
                                 u64::from(crate::broker::mover::BATCH);
                         }
                     }
@@ -282,7 +279,7 @@ impl Engine {
                     absorbed,
                     ..
                 } => moves.push(preserve::MoveRecord {
-                    by: by.clone(),
+                    by: *by,
                     queue: queue.clone(),
                     from: from.clone(),
                     to: to.clone(),
@@ -297,7 +294,7 @@ impl Engine {
                     by,
                     queue,
                     messages,
-                } => drops.push((by.clone(), queue.clone(), *messages)),
+                } => drops.push((*by, queue.clone(), *messages)),
                 _ => {}
             }
         }
@@ -397,7 +394,7 @@ impl Engine {
     /// Before it starts, the run confirms it still holds the group's lock. A step that fails
     /// because the broker does not answer is tried again once the broker is back (every step
     /// is safe to run again), until the broker's `reconnect_deadline`.
-    async fn step<F, Fut>(&self, host: &str, step: &str, work: F) -> Result<(), Failure>
+    async fn step<F, Fut>(&self, host: &str, step: &Step, work: F) -> Result<(), Failure>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Done, StepError>>,
@@ -419,7 +416,7 @@ impl Engine {
             let begun = self
                 .journal_event(Event::StepStarted {
                     host: host.into(),
-                    step: step.into(),
+                    step: step.clone(),
                 })
                 .await;
             if let Err(err) = begun {
@@ -427,7 +424,7 @@ impl Engine {
                 return Err(fail(err));
             }
             if let Ok(mut set) = self.begun.lock() {
-                set.insert((host.to_string(), step.to_string()));
+                set.insert((host.to_string(), step.clone()));
             }
             let began = Instant::now();
             let result = work().await;
@@ -440,7 +437,7 @@ impl Engine {
             let _ = self
                 .journal_event(Event::StepFinished {
                     host: host.into(),
-                    step: step.into(),
+                    step: step.clone(),
                     ok: false,
                     detail: if retry {
                         format!("{} (waiting for the broker, then again)", err.detail)
@@ -487,14 +484,14 @@ impl Engine {
     async fn step_done(
         &self,
         host: &str,
-        step: &str,
+        step: &Step,
         done: Done,
         seconds: f64,
     ) -> Result<(), Failure> {
         let recorded = self
             .journal_event(Event::StepFinished {
                 host: host.into(),
-                step: step.into(),
+                step: step.clone(),
                 ok: true,
                 detail: done.detail.clone(),
                 output: done.output,
@@ -506,10 +503,10 @@ impl Engine {
             return Err(failure(host, step, err));
         }
         if let Ok(mut set) = self.done.lock() {
-            set.insert((host.to_string(), step.to_string()));
+            set.insert((host.to_string(), step.clone()));
         }
         // A start's detail is the log sizes noted before it: not for the operator.
-        let detail = if done.detail.is_empty() || STARTS.contains(&step) {
+        let detail = if done.detail.is_empty() || step.starts() {
             String::new()
         } else {
             format!(": {}", done.detail)
@@ -591,10 +588,11 @@ impl Engine {
     }
 
     /// One line per host and step on stderr.
-    fn progress(&self, host: &str, step: &str, state: &str) {
+    fn progress(&self, host: &str, step: impl std::fmt::Display, state: &str) {
         crate::output::note(&format!(
-            "[{:>6.1}s] {host:<10} {step:<18} {state}",
-            self.started.elapsed().as_secs_f64()
+            "[{:>6.1}s] {host:<10} {:<18} {state}",
+            self.started.elapsed().as_secs_f64(),
+            step.to_string()
         ));
     }
 
@@ -606,7 +604,9 @@ impl Engine {
             self.clone().run_one_phase().await
         };
         let completed = self.completed_hosts(&result).await;
-        let timing = self.timing(&["stop", "stop (failover)"], &["start"]).await;
+        let timing = self
+            .timing(&[Step::Stop, Step::StopFailover], &[Step::Start])
+            .await;
         let group_window = timing.group_window;
         let (window, floor, span) = if self.plan.two_phase {
             (
@@ -642,13 +642,13 @@ impl Engine {
         let mut recreated = vec![];
         for host in &self.plan.hosts {
             for q in &host.queues {
-                if self.is_done(&host.host, &format!("recreate {}", q.name)) {
+                if self.is_done(&host.host, &Step::Recreate(q.name.clone())) {
                     recreated.push((q.name.clone(), host_windows.get(&host.host).copied()));
                 }
             }
         }
         for q in &self.plan.group_queues {
-            if self.is_done(BROKER, &format!("recreate {}", q.name)) {
+            if self.is_done(BROKER, &Step::Recreate(q.name.clone())) {
                 recreated.push((q.name.clone(), group_window));
             }
         }
@@ -687,7 +687,7 @@ impl Engine {
     }
 
     /// The stops and starts of this run so far, from its journal.
-    async fn timing(&self, stops: &[&str], starts: &[&str]) -> timing::Timing {
+    async fn timing(&self, stops: &[Step], starts: &[Step]) -> timing::Timing {
         let path = self.journal.lock().await.path().to_path_buf();
         let mut timing = match crate::journal::read(&path) {
             Ok(entries) => timing::timing(timing::since_restored(&entries), stops, starts),
@@ -711,21 +711,28 @@ impl Engine {
     }
 
     fn host_finished(&self, host: &HostPlan) -> bool {
-        self.is_done(&host.host, if host.start { "verify" } else { "deploy" })
+        self.is_done(
+            &host.host,
+            if host.start {
+                &Step::Verify
+            } else {
+                &Step::Deploy
+            },
+        )
     }
 
     /// True when the step was begun (now or before), whether or not it finished.
-    fn is_started(&self, host: &str, step: &str) -> bool {
+    fn is_started(&self, host: &str, step: &Step) -> bool {
         self.begun
             .lock()
-            .map(|set| set.contains(&(host.to_string(), step.to_string())))
+            .map(|set| set.contains(&(host.to_string(), step.clone())))
             .unwrap_or(false)
     }
 
     /// Journals that steps done before must be done again (their work is being undone), and
     /// forgets them as done. Journaled before the undoing begins, so that a run killed in
     /// the middle of it does them again on resume.
-    async fn undo(&self, host: &str, steps: &[String], why: &str) -> Result<(), Failure> {
+    async fn undo(&self, host: &str, steps: &[Step], why: &str) -> Result<(), Failure> {
         for step in steps {
             if !self.is_done(host, step) {
                 continue;
@@ -745,19 +752,39 @@ impl Engine {
     }
 
     /// True when the step is done (journaled as finished, now or before).
-    fn is_done(&self, host: &str, step: &str) -> bool {
+    fn is_done(&self, host: &str, step: &Step) -> bool {
         self.done
             .lock()
-            .map(|set| set.contains(&(host.to_string(), step.to_string())))
+            .map(|set| set.contains(&(host.to_string(), step.clone())))
             .unwrap_or(false)
     }
 }
 
+/// What a failure does next, decided in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// The run stops where it is: `resume` continues it, `rollback` undoes it.
+    Stop,
+    /// The untouched half is put back in service first (a failure in a critical window,
+    /// unless the journal or the lock is gone: then nothing more is done).
+    Failover,
+}
+
+impl Policy {
+    pub fn after_failure(plan: &UpgradePlan, failure: &Failure) -> Policy {
+        if plan.critical_window && !matches!(failure.cause, Cause::Lock | Cause::Journal) {
+            Policy::Failover
+        } else {
+            Policy::Stop
+        }
+    }
+}
+
 /// A failure of a step, tied to its host and step.
-fn failure(host: &str, step: &str, err: StepError) -> Failure {
+fn failure(host: &str, step: &Step, err: StepError) -> Failure {
     Failure {
         host: host.into(),
-        step: step.into(),
+        step: step.clone(),
         cause: err.cause,
         detail: err.detail,
         output: err.output,
@@ -810,26 +837,29 @@ where
     }
 }
 
-/// Runs `work` for each host, at most `parallel` at a time; stops starting new hosts after a
-/// failure and returns the first failure once the hosts in flight have finished.
-pub async fn each_host<F, Fut>(
+/// Runs `work` for each host (a plan's, or a name), at most `parallel` at a time; stops
+/// starting new hosts after a failure and returns the first failure once the hosts in flight
+/// have finished.
+pub async fn each_host<T, F, Fut>(
     engine: &Arc<Engine>,
-    hosts: Vec<HostPlan>,
+    hosts: Vec<T>,
     parallel: usize,
     work: F,
 ) -> Result<(), Failure>
 where
-    F: Fn(Arc<Engine>, HostPlan) -> Fut,
+    F: Fn(Arc<Engine>, T) -> Fut,
     Fut: std::future::Future<Output = Result<(), Failure>> + Send + 'static,
 {
     let limit = Arc::new(Semaphore::new(parallel.max(1)));
     let mut tasks = JoinSet::new();
     for host in hosts {
-        let permit = limit
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| failure(BROKER, "schedule", StepError::from(e.to_string())))?;
+        let permit = limit.clone().acquire_owned().await.map_err(|e| {
+            failure(
+                BROKER,
+                &Step::other("schedule"),
+                StepError::from(e.to_string()),
+            )
+        })?;
         if engine.stopping.load(Ordering::SeqCst) {
             break;
         }
@@ -846,8 +876,13 @@ where
     }
     let mut first = None;
     while let Some(joined) = tasks.join_next().await {
-        let result =
-            joined.unwrap_or_else(|e| Err(failure(BROKER, "task", StepError::from(e.to_string()))));
+        let result = joined.unwrap_or_else(|e| {
+            Err(failure(
+                BROKER,
+                &Step::other("task"),
+                StepError::from(e.to_string()),
+            ))
+        });
         if let Err(f) = result {
             first.get_or_insert(f);
         }

@@ -28,7 +28,7 @@ use crate::broker::equivalence::QueueSettings;
 use crate::broker::holding::{Holding, is_holding};
 use crate::broker::management::BindingInfo;
 use crate::broker::{BrokerError, amqp, mover};
-use crate::journal::{Backup, Event, QueueAccount};
+use crate::journal::{Backup, Event, QueueAccount, RunKind};
 
 /// How many times a queue is emptied before giving up (something keeps publishing into it).
 const EMPTY_ATTEMPTS: usize = 5;
@@ -36,7 +36,7 @@ const EMPTY_ATTEMPTS: usize = 5;
 /// A move, as the journal has it.
 #[derive(Debug, Clone)]
 pub(super) struct MoveRecord {
-    pub by: String,
+    pub by: RunKind,
     pub queue: String,
     pub from: String,
     pub to: String,
@@ -52,7 +52,7 @@ impl MoveRecord {
     /// The journal's event for this move, which took `seconds`.
     fn event(&self, seconds: f64) -> Event {
         Event::Moved {
-            by: self.by.clone(),
+            by: self.by,
             queue: self.queue.clone(),
             from: self.from.clone(),
             to: self.to.clone(),
@@ -106,18 +106,6 @@ fn holding_queue(quorum: bool) -> QueueSettings {
         arguments.insert("x-queue-type".to_string(), Value::from("quorum"));
     }
     QueueSettings::new(true, false, arguments)
-}
-
-/// The queue a step moves messages of, if it is one of those steps.
-pub(super) fn queue_of_step(step: &str) -> Option<String> {
-    let rest = step
-        .strip_prefix("rollback ")
-        .or_else(|| step.strip_prefix("failover "))
-        .unwrap_or(step);
-    ["hold ", "recreate ", "release ", "restore "]
-        .iter()
-        .find_map(|prefix| rest.strip_prefix(prefix))
-        .map(str::to_string)
 }
 
 impl Engine {
@@ -394,7 +382,7 @@ impl Engine {
         };
         let added = (after_on_both + report.absorbed).saturating_sub(before_on_both);
         let record = MoveRecord {
-            by: self.purpose().to_string(),
+            by: self.purpose(),
             queue: queue.to_string(),
             from: from.to_string(),
             to: to.to_string(),
@@ -482,16 +470,15 @@ impl Engine {
             if !same {
                 dropped = u64::from(messages);
                 self.journal_event(Event::Dropped {
-                    by: self.purpose().to_string(),
+                    by: self.purpose(),
                     queue: queue.to_string(),
                     messages: dropped,
                 })
                 .await?;
-                self.drops.lock().await.push((
-                    self.purpose().to_string(),
-                    queue.to_string(),
-                    dropped,
-                ));
+                self.drops
+                    .lock()
+                    .await
+                    .push((self.purpose(), queue.to_string(), dropped));
                 m.delete_queue(queue, false).await?;
             }
         }
@@ -516,7 +503,7 @@ impl Engine {
             .lock()
             .await
             .iter()
-            .filter(|(b, q, _)| q == queue && b == by)
+            .filter(|(b, q, _)| q == queue && *b == by)
             .map(|(_, _, n)| n)
             .sum();
         let preserved = self.plan.preserve_messages;
@@ -555,11 +542,11 @@ impl Engine {
     }
 
     /// `rollback` in a rollback, else `upgrade`: tells their moves apart in the journal.
-    pub(super) fn purpose(&self) -> &'static str {
+    pub(super) fn purpose(&self) -> RunKind {
         if self.rolling_back.load(Ordering::SeqCst) {
-            "rollback"
+            RunKind::Rollback
         } else {
-            "upgrade"
+            RunKind::Upgrade
         }
     }
 }
@@ -582,18 +569,6 @@ mod tests {
         );
         let classic = holding_queue(false);
         assert!(classic.durable && classic.arguments.is_empty());
-    }
-
-    #[test]
-    fn the_queue_of_a_moving_step() {
-        assert_eq!(queue_of_step("recreate q.a").as_deref(), Some("q.a"));
-        assert_eq!(queue_of_step("failover hold q.a").as_deref(), Some("q.a"));
-        assert_eq!(
-            queue_of_step("rollback release q.a").as_deref(),
-            Some("q.a")
-        );
-        assert_eq!(queue_of_step("verify q.a"), None);
-        assert_eq!(queue_of_step("stop"), None);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::{BROKER, Done, Engine, Failure, StepError, each_host, record, wait_for};
 use crate::journal::{Event, RunStatus};
-use crate::plan::rollback::{Repair, RollbackPlan};
-use crate::plan::upgrade::HostPlan;
+use crate::plan::rollback::{Repair, RollbackPlan, Swap};
+use crate::step::Step;
 
 /// The outcome of a rollback.
 #[derive(Debug, Clone, Serialize)]
@@ -23,17 +23,6 @@ pub struct RollbackOutcome {
     pub journal: String,
 }
 
-fn plain(host: &str) -> HostPlan {
-    HostPlan {
-        host: host.to_string(),
-        role: None,
-        start: true,
-        queues: vec![],
-        verify_queues: vec![],
-        reset_queue_state: false,
-    }
-}
-
 impl Engine {
     /// Executes a rollback plan.
     pub async fn run_rollback(
@@ -45,7 +34,10 @@ impl Engine {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let result = self.clone().rollback_steps(&plan, &on_swap).await;
         let timing = self
-            .timing(&["rollback stop"], &["failover start", "start again"])
+            .timing(
+                &[Step::RollbackStop],
+                &[Step::FailoverStart, Step::StartAgain],
+            )
             .await;
         let failover = timing.group_window;
         if let Some(seconds) = failover {
@@ -70,7 +62,7 @@ impl Engine {
         let restored: Vec<(String, Option<f64>)> = plan
             .queues
             .iter()
-            .filter(|q| self.is_done(BROKER, &format!("rollback restore {q}")))
+            .filter(|q| self.is_done(BROKER, &Step::RollbackRestore(q.to_string())))
             .map(|q| {
                 let seconds = match owner(q) {
                     Some(host) => windows.get(&host).copied(),
@@ -106,49 +98,52 @@ impl Engine {
         }
     }
 
+    /// The service first (stop the upgraded hosts, restore the queues, start the old
+    /// release, move the held messages back, swap the pairs), then the repairs.
     async fn rollback_steps(
         self: Arc<Self>,
         plan: &RollbackPlan,
-        on_swap: &impl Fn(&crate::plan::rollback::Swap) -> Result<(), String>,
+        on_swap: &impl Fn(&Swap) -> Result<(), String>,
     ) -> Result<(), Failure> {
         let all = plan.stop.len().max(1);
-        let stops: Vec<HostPlan> = plan.stop.iter().map(|h| plain(h)).collect();
-        each_host(&self, stops, all, |engine, host| async move {
-            engine.stop(&host.host, "rollback stop").await?;
-            engine
-                .verify_stopped(&host.host, "rollback verify stopped")
-                .await
-        })
+        each_host(
+            &self,
+            plan.stop.clone(),
+            all,
+            |engine, host: String| async move {
+                let stops = [Step::RollbackStop, Step::RollbackVerifyStopped];
+                engine.steps(&host, &stops).await
+            },
+        )
         .await?;
-        let preserve = self.plan.preserve_messages;
         for name in &plan.queues {
-            if preserve {
-                let step = format!("rollback hold {name}");
-                self.step(BROKER, &step, || self.hold(name, false)).await?;
+            if self.plan.preserve_messages {
+                self.undo_step(BROKER, &Step::RollbackHold(name.clone()), None)
+                    .await?;
             }
-            let step = format!("rollback restore {name}");
-            self.step(BROKER, &step, || async {
-                self.refuse_if_consumed(name).await?;
-                self.restore(name).await
-            })
-            .await?;
+            self.undo_step(BROKER, &Step::RollbackRestore(name.clone()), None)
+                .await?;
         }
-        let starts: Vec<HostPlan> = plan.start_old.iter().map(|h| plain(h)).collect();
-        let all = starts.len().max(1);
-        each_host(&self, starts, all, |engine, host| async move {
-            engine.start_old(&host.host).await
-        })
+        let all = plan.start_old.len().max(1);
+        each_host(
+            &self,
+            plan.start_old.clone(),
+            all,
+            |engine, host: String| async move {
+                engine.undo_step(&host, &Step::FailoverStart, None).await
+            },
+        )
         .await?;
-        if preserve {
+        if self.plan.preserve_messages {
             // The queues the failover put back too: their held messages, if the failover
             // did not get to move them back.
             for name in plan.queues.iter().chain(&plan.restored) {
-                let step = format!("rollback release {name}");
-                self.step(BROKER, &step, || self.release(name)).await?;
+                self.undo_step(BROKER, &Step::RollbackRelease(name.clone()), None)
+                    .await?;
             }
         }
         for swap in &plan.swaps {
-            let step = format!("swap pair {}", swap.pair);
+            let step = Step::SwapPair(swap.pair.clone());
             self.step(BROKER, &step, || async {
                 on_swap(swap).map_err(StepError::from)?;
                 Ok(Done::new(format!(
@@ -160,15 +155,63 @@ impl Engine {
         }
         let repairs = plan.repair.clone();
         let parallel = self.plan.parallel;
-        let by_host: Vec<HostPlan> = repairs.iter().map(|r| plain(&r.host)).collect();
-        let repairs = Arc::new(repairs);
-        each_host(&self, by_host, parallel, move |engine, host| {
-            let repairs = repairs.clone();
-            async move {
-                match repairs.iter().find(|r| r.host == host.host) {
-                    Some(repair) => engine.repair(repair).await,
-                    None => Ok(()),
+        each_host(
+            &self,
+            repairs,
+            parallel,
+            |engine, repair: Repair| async move {
+                for step in &repair.steps {
+                    engine.undo_step(&repair.host, step, Some(&repair)).await?;
                 }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// One step of a rollback, journaled, skipped when done before (`repair`: the host's,
+    /// for the repair steps).
+    async fn undo_step(
+        &self,
+        host: &str,
+        step: &Step,
+        repair: Option<&Repair>,
+    ) -> Result<(), Failure> {
+        self.step(host, step, || async {
+            match (step, repair) {
+                (Step::RollbackStop, _) => {
+                    self.recorded(host, "stop", &self.playbook.commands.stop, "")
+                        .await
+                }
+                (Step::RollbackVerifyStopped, _) => {
+                    self.wait_for_state(host, "stopped").await?;
+                    Ok(Done::new("stopped"))
+                }
+                (Step::RollbackHold(queue), _) => self.hold(queue, false).await,
+                (Step::RollbackRestore(queue), _) => {
+                    self.refuse_if_consumed(queue).await?;
+                    self.restore(queue).await
+                }
+                (Step::FailoverStart, _) => self.start_old(host).await,
+                (Step::RollbackRelease(queue), _) => self.release(queue).await,
+                (Step::Reinstall, Some(repair)) => self.reinstall(repair).await,
+                (Step::RestoreFiles, Some(repair)) => {
+                    for path in &repair.files {
+                        self.restore_file(host, path).await?;
+                    }
+                    Ok(Done::new(repair.files.join(", ")))
+                }
+                (Step::RollbackResetQueueState, _) => {
+                    match &self.playbook.commands.reset_queue_state {
+                        Some(reset) => self.recorded(host, "reset queue state", reset, "").await,
+                        None => Ok(Done::new("the release has no queue-state reset")),
+                    }
+                }
+                (Step::StartAgain, _) => self.start_noting_logs(host).await,
+                (Step::VerifyAgain, Some(repair)) => self.verify_again(repair).await,
+                (other, _) => Err(StepError::from(format!(
+                    "{other} is not a step of a rollback"
+                ))),
             }
         })
         .await
@@ -213,108 +256,80 @@ impl Engine {
     }
 
     /// Starts a host on the old release unless it already runs; waits until it runs.
-    async fn start_old(&self, name: &str) -> Result<(), Failure> {
-        self.step(name, "failover start", || async {
-            let state = self.status(name).await?;
-            let done = if state == "running" {
-                Done::new("already running (never stopped)")
-            } else {
-                let started = self.start_noting_logs(name).await?;
-                self.wait_for_state(name, "running").await?;
-                self.fail_on_log_errors(name).await?;
-                Done {
-                    detail: "started, running".into(),
-                    ..started
-                }
-            };
-            Ok(done)
+    async fn start_old(&self, name: &str) -> Result<Done, StepError> {
+        let state = self.status(name).await?;
+        if state == "running" {
+            return Ok(Done::new("already running (never stopped)"));
+        }
+        let started = self.start_noting_logs(name).await?;
+        self.wait_for_state(name, "running").await?;
+        self.fail_on_log_errors(name).await?;
+        Ok(Done {
+            detail: "started, running".into(),
+            ..started
         })
-        .await
     }
 
-    /// Reinstalls the previous version, restores the files, resets the queue state, and
-    /// starts the host again (as the plan says).
-    async fn repair(&self, repair: &Repair) -> Result<(), Failure> {
+    /// Reinstalls the version the host had before the upgrade.
+    async fn reinstall(&self, repair: &Repair) -> Result<Done, StepError> {
         let name = repair.host.as_str();
-        if let Some(version) = &repair.version {
-            self.step(name, "reinstall", || async {
-                let mut vars = self.vars(name)?;
-                vars.insert("version", version.clone());
-                let script = self
-                    .playbook
-                    .command(&self.playbook.commands.upgrade, &vars)?;
-                let output = self
-                    .connection(name)?
-                    .run("reinstall", &script, self.playbook.commands.timeout)
-                    .await?;
-                if !output.success() {
-                    return Err(StepError {
-                        cause: super::Cause::Check,
-                        detail: format!("reinstalling {version} failed"),
-                        output: Some(record("reinstall", &output)),
-                    });
-                }
-                Ok(Done {
-                    detail: format!("{} {version}", self.plan.package),
-                    output: Some(record("reinstall", &output)),
-                })
-            })
+        let Some(version) = &repair.version else {
+            return Ok(Done::new("nothing was installed"));
+        };
+        let mut vars = self.vars(name)?;
+        vars.insert("version", version.clone());
+        let script = self
+            .playbook
+            .command(&self.playbook.commands.upgrade, &vars)?;
+        let output = self
+            .connection(name)?
+            .run("reinstall", &script, self.playbook.commands.timeout)
             .await?;
+        if !output.success() {
+            return Err(StepError {
+                cause: super::Cause::Check,
+                detail: format!("reinstalling {version} failed"),
+                output: Some(record("reinstall", &output)),
+            });
         }
-        if !repair.files.is_empty() {
-            self.step(name, "restore files", || async {
-                for path in &repair.files {
-                    self.restore_file(name, path).await?;
-                }
-                Ok(Done::new(repair.files.join(", ")))
-            })
-            .await?;
-        }
-        if repair.reset_queue_state
-            && let Some(reset) = self.playbook.commands.reset_queue_state.clone()
-        {
-            self.step(name, "rollback reset queue state", || {
-                self.recorded(name, "reset queue state", &reset, "")
-            })
-            .await?;
-        }
-        if !repair.start {
-            return Ok(());
-        }
-        self.step(name, "start again", || self.start_noting_logs(name))
-            .await?;
-        self.step(name, "verify again", || async {
-            wait_for(self.playbook.verify.timeout, || async {
-                // The old release on the restored queues: a refused declare (the queue kept
-                // the new setting) shows in its log, whatever its status says.
-                self.fail_on_log_errors(name).await?;
-                let state = self.status(name).await?;
-                if state != "running" {
-                    return Ok(Err(format!("status says {state:?}")));
-                }
-                if let Some(version) = &repair.version {
-                    let installed = self.installed_version(name).await?;
-                    if &installed != version {
-                        return Ok(Err(format!("installed version is {installed:?}")));
-                    }
-                }
-                if let Err(why) = self.check_connected(name, None).await? {
-                    return Ok(Err(why));
-                }
-                // Connected: its declares are done, so a refused one is in the log now.
-                self.fail_on_log_errors(name).await?;
-                Ok(Ok(()))
-            })
-            .await?;
-            Ok(Done::new(format!(
-                "running{}",
-                repair
-                    .version
-                    .as_ref()
-                    .map(|v| format!(" {} {v}", self.plan.package))
-                    .unwrap_or_default()
-            )))
+        Ok(Done {
+            detail: format!("{} {version}", self.plan.package),
+            output: Some(record("reinstall", &output)),
         })
-        .await
+    }
+
+    /// The host runs the old release again, connected, and its log shows no refused declare.
+    async fn verify_again(&self, repair: &Repair) -> Result<Done, StepError> {
+        let name = repair.host.as_str();
+        wait_for(self.playbook.verify.timeout, || async {
+            // The old release on the restored queues: a refused declare (the queue kept the
+            // new setting) shows in its log, whatever its status says.
+            self.fail_on_log_errors(name).await?;
+            let state = self.status(name).await?;
+            if state != "running" {
+                return Ok(Err(format!("status says {state:?}")));
+            }
+            if let Some(version) = &repair.version {
+                let installed = self.installed_version(name).await?;
+                if &installed != version {
+                    return Ok(Err(format!("installed version is {installed:?}")));
+                }
+            }
+            if let Err(why) = self.check_connected(name, None).await? {
+                return Ok(Err(why));
+            }
+            // Connected: its declares are done, so a refused one is in the log now.
+            self.fail_on_log_errors(name).await?;
+            Ok(Ok(()))
+        })
+        .await?;
+        Ok(Done::new(format!(
+            "running{}",
+            repair
+                .version
+                .as_ref()
+                .map(|v| format!(" {} {v}", self.plan.package))
+                .unwrap_or_default()
+        )))
     }
 }

@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
-use super::{BROKER, Cause, Done, Engine, Failure, StepError, each_host, record, wait_for};
+use super::{BROKER, Done, Engine, Failure, Policy, StepError, each_host, record, wait_for};
 use crate::broker::equivalence::QueueSettings;
 use crate::journal::{Backup, Event};
 use crate::plan::upgrade::HostPlan;
+use crate::step::Step;
 
 impl Engine {
     /// Hosts one after the other through every step: the canary, then the rest, at most
@@ -29,7 +30,8 @@ impl Engine {
     /// Every host of the half is made ready (the canary first), the half's queues are held;
     /// then every host of the half (and, for a critical window, of the other half) stops at
     /// once, the queues are recreated, the canary starts, then the rest; held messages go
-    /// back last.
+    /// back last. A failure in the critical window restores the untouched half
+    /// ([`Policy::after_failure`]).
     pub(super) async fn run_two_phases(self: Arc<Self>) -> Result<(), Failure> {
         let (first, rest) = self.canary_and_rest();
         if let Some(canary) = first.clone() {
@@ -39,19 +41,10 @@ impl Engine {
             engine.ready(host)
         })
         .await?;
-        for name in self.group_queue_names() {
-            let step = format!("back up {name}");
-            self.step(BROKER, &step, || self.backup_queue(BROKER, &name))
-                .await?;
-            if self.plan.preserve_messages {
-                let step = format!("hold {name}");
-                self.step(BROKER, &step, || self.hold(&name, false)).await?;
-            }
-        }
+        self.steps(BROKER, &self.plan.broker.before).await?;
         let critical = self.clone().critical_phase(first, rest).await;
         if let Err(failed) = &critical
-            && self.plan.critical_window
-            && !matches!(failed.cause, Cause::Lock | Cause::Journal)
+            && Policy::after_failure(&self.plan, failed) == Policy::Failover
             && let Err(also) = self.clone().restore_failover().await
         {
             // The run's own failure is what the operator sees first; the failover's is in
@@ -68,14 +61,6 @@ impl Engine {
         critical
     }
 
-    fn group_queue_names(&self) -> Vec<String> {
-        self.plan
-            .group_queues
-            .iter()
-            .map(|q| q.name.clone())
-            .collect()
-    }
-
     async fn critical_phase(
         self: Arc<Self>,
         first: Option<HostPlan>,
@@ -83,33 +68,17 @@ impl Engine {
     ) -> Result<(), Failure> {
         // Everyone stops at once: the upgraded half (and its own queues are recreated as
         // soon as each host is stopped), and the other half for a critical window.
-        let mut all: Vec<HostPlan> = first.iter().cloned().chain(rest.clone()).collect();
-        if self.plan.critical_window {
-            all.extend(self.plan.critical_stops.iter().map(|h| HostPlan {
-                host: h.clone(),
-                role: None,
-                start: false,
-                queues: vec![],
-                verify_queues: vec![],
-                reset_queue_state: false,
-            }));
-        }
-        let count = all.len();
-        each_host(&self, all, count, |engine, host| async move {
-            if engine.plan.critical_stops.contains(&host.host) {
-                engine.stop(&host.host, "stop (failover)").await?;
-                engine
-                    .verify_stopped(&host.host, "verify stopped (failover)")
-                    .await
-            } else {
-                engine.window(host).await
-            }
-        })
-        .await?;
-        for name in self.group_queue_names() {
-            let step = format!("recreate {name}");
-            self.step(BROKER, &step, || self.recreate(&name)).await?;
-        }
+        let all: Vec<HostPlan> = first.iter().cloned().chain(rest.clone()).collect();
+        let stops = self.plan.critical_stops.clone();
+        let count = all.len() + stops.len();
+        let (window, critical) = tokio::join!(
+            each_host(&self, all, count, |engine, host| engine.window(host)),
+            each_host(&self, stops, count, |engine, host: String| async move {
+                engine.steps(&host, &engine.plan.critical_steps).await
+            })
+        );
+        window.and(critical)?;
+        self.steps(BROKER, &self.plan.broker.stopped).await?;
         if let Some(canary) = first {
             self.clone().finish(canary).await?;
         }
@@ -117,21 +86,7 @@ impl Engine {
             engine.finish(host)
         })
         .await?;
-        for name in self.group_queue_names() {
-            if self.plan.preserve_messages {
-                let step = format!("release {name}");
-                self.step(BROKER, &step, || self.release(&name)).await?;
-            }
-            let step = format!("verify {name}");
-            self.step(BROKER, &step, || async {
-                wait_for(self.playbook.verify.timeout, || self.check_queue(&name)).await?;
-                Ok(Done::new(
-                    "present with the target settings and its bindings",
-                ))
-            })
-            .await?;
-        }
-        Ok(())
+        self.steps(BROKER, &self.plan.broker.after).await
     }
 
     /// After a failure in the critical window: the upgraded hosts that started are stopped,
@@ -143,98 +98,106 @@ impl Engine {
     /// `resume` redoes the critical window and `rollback` knows what is left.
     async fn restore_failover(self: Arc<Self>) -> Result<(), Failure> {
         self.progress(BROKER, "failover", "restoring the untouched half");
-        let started: Vec<String> = self
+        self.stop_started_hosts().await?;
+        let restore: Vec<String> = self
+            .group_queue_names()
+            .into_iter()
+            .filter(|name| self.is_started(BROKER, &Step::Recreate(name.clone())))
+            .collect();
+        for name in &restore {
+            let again = [
+                Step::Recreate(name.clone()),
+                Step::Release(name.clone()),
+                Step::VerifyQueue(name.clone()),
+            ];
+            self.undo(BROKER, &again, "put back by the failover")
+                .await?;
+            if self.plan.preserve_messages {
+                self.one(BROKER, &Step::FailoverHold(name.clone())).await?;
+            }
+            self.one(BROKER, &Step::Restore(name.clone())).await?;
+        }
+        for host in &self.plan.critical_stops {
+            let again = [Step::StopFailover, Step::VerifyStoppedFailover];
+            self.undo(host, &again, "started again by the failover")
+                .await?;
+            self.one(host, &Step::StartFailover).await?;
+        }
+        if self.plan.preserve_messages {
+            for name in &restore {
+                let again = [Step::Hold(name.clone()), Step::FailoverHold(name.clone())];
+                self.undo(BROKER, &again, "released by the failover")
+                    .await?;
+                self.one(BROKER, &Step::FailoverRelease(name.clone()))
+                    .await?;
+            }
+        }
+        self.failover_done(&restore).await
+    }
+
+    /// The failover's first stage: the upgraded hosts that started are stopped again.
+    async fn stop_started_hosts(&self) -> Result<(), Failure> {
+        let started: Vec<&HostPlan> = self
             .plan
             .hosts
             .iter()
-            .filter(|h| h.start && self.is_started(&h.host, "start"))
-            .map(|h| h.host.clone())
+            .filter(|h| h.start && self.is_started(&h.host, &Step::Start))
             .collect();
-        for host in &started {
+        for host in started {
+            let name = host.host.as_str();
             self.undo(
-                host,
-                &steps(&["start", "verify"]),
+                name,
+                &[Step::Start, Step::Verify],
                 "stopped by the failover",
             )
             .await?;
             // A host that cannot be stopped (lost, say) must not keep the untouched half
             // from serving: it is reported (its steps are journaled) and the failover goes
             // on; a consumer it still has on a queue makes that queue's restore refuse.
-            let stopped = match self.stop(host, "stop (failover)").await {
-                Ok(()) => self.verify_stopped(host, "verify stopped (failover)").await,
-                Err(failed) => Err(failed),
-            };
-            if let Err(failed) = stopped {
+            let stops = [Step::StopFailover, Step::VerifyStoppedFailover];
+            if let Err(failed) = self.steps(name, &stops).await {
                 self.progress(
-                    host,
+                    name,
                     &failed.step,
                     "not stopped; the failover goes on without it",
                 );
             }
         }
-        let restore: Vec<String> = self
-            .group_queue_names()
-            .into_iter()
-            .filter(|name| self.is_started(BROKER, &format!("recreate {name}")))
-            .collect();
-        for name in &restore {
-            let again = steps(&[
-                &format!("recreate {name}"),
-                &format!("release {name}"),
-                &format!("verify {name}"),
-            ]);
-            self.undo(BROKER, &again, "put back by the failover")
-                .await?;
-            if self.plan.preserve_messages {
-                let step = format!("failover hold {name}");
-                self.step(BROKER, &step, || self.hold(name, false)).await?;
-            }
-            let step = format!("restore {name}");
-            self.step(BROKER, &step, || self.restore(name)).await?;
-        }
-        for host in self.plan.critical_stops.clone() {
-            let again = steps(&["stop (failover)", "verify stopped (failover)"]);
-            self.undo(&host, &again, "started again by the failover")
-                .await?;
-            self.step(&host, "start (failover)", || {
-                self.recorded(
-                    &host,
-                    "start",
-                    &self.playbook.commands.start,
-                    "started on the old release",
-                )
+        Ok(())
+    }
+
+    /// Forgets the failover's own steps (a later failover of this run, after a resume, does
+    /// it all again) and journals the service restored.
+    async fn failover_done(&self, restored: &[String]) -> Result<(), Failure> {
+        let own: Vec<Step> = restored
+            .iter()
+            .flat_map(|name| {
+                [
+                    Step::Restore(name.clone()),
+                    Step::FailoverRelease(name.clone()),
+                ]
             })
-            .await?;
-        }
-        if self.plan.preserve_messages {
-            for name in &restore {
-                let again = steps(&[&format!("hold {name}"), &format!("failover hold {name}")]);
-                self.undo(BROKER, &again, "released by the failover")
-                    .await?;
-                let step = format!("failover release {name}");
-                self.step(BROKER, &step, || self.release(name)).await?;
-            }
-        }
-        // Done: a later failover of this run (after a resume) does it all again.
-        let mut own = vec![];
-        for name in &restore {
-            own.extend(steps(&[
-                &format!("restore {name}"),
-                &format!("failover release {name}"),
-            ]));
-        }
+            .collect();
         self.undo(BROKER, &own, "the failover is done").await?;
-        for host in self.plan.critical_stops.clone() {
-            self.undo(&host, &steps(&["start (failover)"]), "the failover is done")
+        for host in &self.plan.critical_stops {
+            self.undo(host, &[Step::StartFailover], "the failover is done")
                 .await?;
         }
         self.journal_event(Event::ServiceRestored {
             by: "failover".into(),
         })
         .await
-        .map_err(|e| super::failure(BROKER, "failover", e))?;
+        .map_err(|e| super::failure(BROKER, &Step::other("failover"), e))?;
         self.progress(BROKER, "failover", "the untouched half serves again");
         Ok(())
+    }
+
+    fn group_queue_names(&self) -> Vec<String> {
+        self.plan
+            .group_queues
+            .iter()
+            .map(|q| q.name.clone())
+            .collect()
     }
 
     fn canary_and_rest(&self) -> (Option<HostPlan>, Vec<HostPlan>) {
@@ -249,87 +212,94 @@ impl Engine {
 
     /// Every step of a host.
     async fn full(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
-        self.clone().ready(host.clone()).await?;
-        self.clone().window(host.clone()).await?;
-        self.finish(host).await
+        self.steps(&host.host, &host.ready).await?;
+        self.steps(&host.host, &host.stopped).await?;
+        self.steps(&host.host, &host.started).await
     }
 
-    /// While the service still runs: back up, install (when the playbook allows it), stage
-    /// the files, hold the host's queues.
+    /// While the service still runs.
     async fn ready(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
-        let name = host.host.as_str();
-        self.step(name, "backup", || self.backup_host(&host))
-            .await?;
-        if self.playbook.commands.upgrade_before_stop {
-            self.upgrade(name).await?;
-        }
-        if !self.playbook.files.is_empty() {
-            self.step(name, "stage files", || self.stage(name)).await?;
-        }
-        if self.plan.preserve_messages && !host.queues.is_empty() {
-            let stopped = self
-                .status(name)
-                .await
-                .map_err(|e| super::failure(name, "status", e))?
-                == "stopped";
-            for q in &host.queues {
-                let step = format!("hold {}", q.name);
-                self.step(name, &step, || self.hold(&q.name, stopped))
-                    .await?;
-            }
-        }
-        Ok(())
+        self.steps(&host.host, &host.ready).await
     }
 
-    async fn upgrade(&self, name: &str) -> Result<(), Failure> {
-        self.step(name, "upgrade", || {
-            self.recorded(name, "upgrade", &self.playbook.commands.upgrade, "")
-        })
-        .await
-    }
-
-    /// The service stopped: stop, recreate its queues, install (unless done before), put
-    /// the files in place, reset the queue state.
+    /// The service stopped.
     async fn window(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
-        let name = host.host.as_str();
-        self.stop(name, "stop").await?;
-        self.verify_stopped(name, "verify stopped").await?;
-        for q in &host.queues {
-            let step = format!("recreate {}", q.name);
-            self.step(name, &step, || self.recreate(&q.name)).await?;
-        }
-        if !self.playbook.commands.upgrade_before_stop {
-            self.upgrade(name).await?;
-        }
-        self.step(name, "deploy", || self.deploy(name)).await?;
-        if host.reset_queue_state
-            && let Some(reset) = self.playbook.commands.reset_queue_state.clone()
-        {
-            self.step(name, "reset queue state", || {
-                self.recorded(name, "reset queue state", &reset, "")
-            })
-            .await?;
+        self.steps(&host.host, &host.stopped).await
+    }
+
+    /// From the start on.
+    async fn finish(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
+        self.steps(&host.host, &host.started).await
+    }
+
+    /// Steps of one host (or of the broker), in order; the first failure stops them.
+    pub(super) async fn steps(&self, host: &str, steps: &[Step]) -> Result<(), Failure> {
+        for step in steps {
+            self.one(host, step).await?;
         }
         Ok(())
     }
 
-    /// Start, move the held messages back, verify (a passive host stays stopped).
-    async fn finish(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
-        let name = host.host.as_str();
-        if host.start {
-            self.step(name, "start", || self.start_noting_logs(name))
-                .await?;
-        }
-        if self.plan.preserve_messages {
-            for q in &host.queues {
-                let step = format!("release {}", q.name);
-                self.step(name, &step, || self.release(&q.name)).await?;
+    /// One step of an upgrade, journaled, skipped when done before.
+    async fn one(&self, host: &str, step: &Step) -> Result<(), Failure> {
+        self.step(host, step, || self.act(host, step)).await
+    }
+
+    /// What a step of an upgrade does.
+    async fn act(&self, host: &str, step: &Step) -> Result<Done, StepError> {
+        let commands = &self.playbook.commands;
+        match step {
+            Step::Backup => self.backup_host(self.host_plan(host)?).await,
+            Step::Upgrade => self.recorded(host, "upgrade", &commands.upgrade, "").await,
+            Step::StageFiles => self.stage(host).await,
+            Step::Hold(queue) => {
+                // A host found stopped (a resumed run): nothing consumes its queue.
+                let stopped = host != BROKER && self.status(host).await? == "stopped";
+                self.hold(queue, stopped).await
             }
+            Step::Stop | Step::StopFailover => {
+                self.recorded(host, "stop", &commands.stop, "").await
+            }
+            Step::VerifyStopped | Step::VerifyStoppedFailover => {
+                self.wait_for_state(host, "stopped").await?;
+                Ok(Done::new("stopped"))
+            }
+            Step::Recreate(queue) => self.recreate(queue).await,
+            Step::Deploy => self.deploy(host).await,
+            Step::ResetQueueState => match &commands.reset_queue_state {
+                Some(reset) => self.recorded(host, "reset queue state", reset, "").await,
+                None => Err(StepError::from(
+                    "the release has no reset_queue_state command",
+                )),
+            },
+            Step::Start => self.start_noting_logs(host).await,
+            Step::Release(queue) | Step::FailoverRelease(queue) => self.release(queue).await,
+            Step::Verify => self.verify_host(self.host_plan(host)?).await,
+            Step::BackUp(queue) => self.backup_queue(BROKER, queue).await,
+            Step::VerifyQueue(queue) => {
+                wait_for(self.playbook.verify.timeout, || self.check_queue(queue)).await?;
+                Ok(Done::new(
+                    "present with the target settings and its bindings",
+                ))
+            }
+            Step::StartFailover => {
+                let detail = "started on the old release";
+                self.recorded(host, "start", &commands.start, detail).await
+            }
+            Step::FailoverHold(queue) => self.hold(queue, false).await,
+            Step::Restore(queue) => self.restore(queue).await,
+            other => Err(StepError::from(format!(
+                "{other} is not a step of an upgrade"
+            ))),
         }
-        if !host.start {
-            return Ok(());
-        }
-        self.step(name, "verify", || self.verify_host(&host)).await
+    }
+
+    fn host_plan(&self, name: &str) -> Result<&HostPlan, StepError> {
+        self.plan
+            .hosts
+            .iter()
+            .find(|h| h.host == name)
+            .ok_or_else(|| StepError::from(format!("{name} is not a host of the plan")))
     }
 
     /// Recreates a queue with the target settings (keeping its messages unless the run
@@ -370,22 +340,6 @@ impl Engine {
         } else {
             self.recreate_lossy(name, &settings, &bindings).await
         }
-    }
-
-    pub(super) async fn stop(&self, name: &str, step: &str) -> Result<(), Failure> {
-        self.step(name, step, || {
-            self.recorded(name, "stop", &self.playbook.commands.stop, "")
-        })
-        .await
-    }
-
-    /// Waits until the status command says `stopped` (exit codes are not trusted).
-    pub(super) async fn verify_stopped(&self, name: &str, step: &str) -> Result<(), Failure> {
-        self.step(name, step, || async {
-            self.wait_for_state(name, "stopped").await?;
-            Ok(Done::new("stopped"))
-        })
-        .await
     }
 
     /// Waits until the status command's first line is `wanted`.
@@ -544,9 +498,4 @@ fn backup_key(item: &Backup) -> String {
         Backup::File { path, .. } => format!("file {path}"),
         Backup::Queue { name, .. } => format!("queue {name}"),
     }
-}
-
-/// Step names, owned.
-fn steps(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
 }

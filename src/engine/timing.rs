@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::journal::{Entry, Event};
+use crate::step::Step;
 
 /// When the services stopped and started again.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -37,8 +38,8 @@ pub fn since_restored(entries: &[Entry]) -> &[Entry] {
 }
 
 /// Reads the stops (`stop_steps`) and starts (`start_steps`) of the journal's entries.
-pub fn timing(entries: &[Entry], stop_steps: &[&str], start_steps: &[&str]) -> Timing {
-    let mut began: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+pub fn timing(entries: &[Entry], stop_steps: &[Step], start_steps: &[Step]) -> Timing {
+    let mut began: BTreeMap<(&str, &Step), u64> = BTreeMap::new();
     let mut stopped_at: BTreeMap<String, u64> = BTreeMap::new();
     let mut started_at: BTreeMap<String, u64> = BTreeMap::new();
     let mut timing = Timing::default();
@@ -46,11 +47,10 @@ pub fn timing(entries: &[Entry], stop_steps: &[&str], start_steps: &[&str]) -> T
     for entry in entries {
         match &entry.event {
             Event::StepStarted { host, step } => {
-                let step = step.as_str();
-                if stop_steps.contains(&step) {
+                if stop_steps.contains(step) {
                     stopped_at.entry(host.clone()).or_insert(entry.at_ms);
                 }
-                if stop_steps.contains(&step) || start_steps.contains(&step) {
+                if stop_steps.contains(step) || start_steps.contains(step) {
                     began.insert((host.as_str(), step), entry.at_ms);
                 }
             }
@@ -73,15 +73,14 @@ pub fn timing(entries: &[Entry], stop_steps: &[&str], start_steps: &[&str]) -> T
                 ok: true,
                 ..
             } => {
-                let step = step.as_str();
                 let Some(from) = began.get(&(host.as_str(), step)).copied() else {
                     continue;
                 };
-                if stop_steps.contains(&step) {
+                if stop_steps.contains(step) {
                     timing
                         .stop_seconds
                         .insert(host.clone(), seconds(from, entry.at_ms));
-                } else if start_steps.contains(&step) {
+                } else if start_steps.contains(step) {
                     timing
                         .start_seconds
                         .insert(host.clone(), seconds(from, entry.at_ms));
@@ -206,7 +205,7 @@ mod tests {
             started(10_000, "px6", "start"),
             finished(12_000, "px6", "start", true),
         ];
-        let t = timing(&entries, &["stop", "stop (failover)"], &["start"]);
+        let t = timing(&entries, &[Step::Stop, Step::StopFailover], &[Step::Start]);
         assert_eq!(t.group_window, Some(8.5));
         assert_eq!(t.group_span, Some((1_000, 9_500)));
         assert_eq!(t.host_windows["px5"], 8.5);
@@ -238,8 +237,8 @@ mod tests {
         ];
         let t = timing(
             since_restored(&entries),
-            &["stop", "stop (failover)"],
-            &["start"],
+            &[Step::Stop, Step::StopFailover],
+            &[Step::Start],
         );
         assert_eq!(t.group_window, Some(4.0));
     }
@@ -278,7 +277,7 @@ mod tests {
                 lost_at_ms: 2_500,
             },
         ));
-        let t = timing(&entries, &["stop"], &["start"]);
+        let t = timing(&entries, &[Step::Stop], &[Step::Start]);
         assert_eq!(t.unavailable_within(t.group_span), 4.5);
         assert_eq!(t.unavailable_within(t.host_spans.get("px5").copied()), 4.5);
         assert_eq!(t.unavailable_within(None), 0.0);
@@ -286,7 +285,7 @@ mod tests {
 
     #[test]
     fn nothing_stopped_means_no_window() {
-        let t = timing(&[started(1, "px5", "start")], &["stop"], &["start"]);
+        let t = timing(&[started(1, "px5", "start")], &[Step::Stop], &[Step::Start]);
         assert_eq!(t, Timing::default());
     }
 }

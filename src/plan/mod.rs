@@ -2,6 +2,7 @@
 //! would change. Nothing here talks to the outside world, so all of it is unit-tested.
 
 pub mod contract;
+pub mod journaled;
 pub mod ownership;
 pub mod queue_diff;
 pub mod rollback;

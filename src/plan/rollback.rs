@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::upgrade::UpgradePlan;
 use crate::inventory::{Group, Half, Role};
 use crate::journal::{Backup, Entry, Event};
+use crate::step::{self, Step};
 
 /// An active/passive pair whose roles the rollback swaps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +33,28 @@ pub struct Repair {
     pub reset_queue_state: bool,
     /// Start it again afterwards (not with --keep-upgraded-stopped, not a passive host).
     pub start: bool,
+    /// What that makes of it, in order.
+    pub steps: Vec<Step>,
+}
+
+impl Repair {
+    /// The steps of a repair, from what it has to do.
+    fn with_steps(mut self) -> Repair {
+        self.steps.clear();
+        if self.version.is_some() {
+            self.steps.push(Step::Reinstall);
+        }
+        if !self.files.is_empty() {
+            self.steps.push(Step::RestoreFiles);
+        }
+        if self.reset_queue_state {
+            self.steps.push(Step::RollbackResetQueueState);
+        }
+        if self.start {
+            self.steps.extend([Step::StartAgain, Step::VerifyAgain]);
+        }
+        self
+    }
 }
 
 /// The whole rollback.
@@ -92,16 +115,12 @@ pub fn plan(
         keep_upgraded_stopped,
         preserve_messages,
     } = options;
-    let upgrade: UpgradePlan = entries
-        .iter()
-        .find_map(|e| match &e.event {
-            Event::Started { kind, plan, .. } if kind == "upgrade" => {
-                serde_json::from_value(plan.clone()).ok()
-            }
-            _ => None,
-        })
-        .ok_or_else(|| NothingToRollBack("the journal holds no upgrade plan".into()))?;
-    let mut started_steps: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let upgrade: UpgradePlan = match super::journaled::upgrade(entries) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => return Err(NothingToRollBack("the run is not an upgrade".into())),
+        Err(err) => return Err(NothingToRollBack(err.to_string())),
+    };
+    let mut started_steps: BTreeMap<&str, BTreeSet<&Step>> = BTreeMap::new();
     let mut versions: BTreeMap<&str, &str> = BTreeMap::new();
     let mut files: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut queues = vec![];
@@ -112,14 +131,16 @@ pub fn plan(
         match &entry.event {
             Event::StepStarted { host, step } => {
                 started_steps.entry(host).or_default().insert(step);
-                if let Some(queue) = step.strip_prefix("recreate ") {
+                if let Step::Recreate(queue) = step {
                     recreating.insert(queue, at);
                 }
             }
-            Event::StepFinished { step, ok: true, .. } => {
-                if let Some(queue) = step.strip_prefix("restore ") {
-                    put_back.insert(queue, at);
-                }
+            Event::StepFinished {
+                step: Step::Restore(queue),
+                ok: true,
+                ..
+            } => {
+                put_back.insert(queue, at);
             }
             Event::Backup { host, item } => match item {
                 Backup::Version { version } => {
@@ -189,12 +210,12 @@ pub fn plan(
             let steps = started_steps.get(host).cloned().unwrap_or_default();
             Repair {
                 host: host.to_string(),
-                version: if steps.contains("upgrade") {
+                version: if steps.contains(&Step::Upgrade) {
                     versions.get(host).map(|v| v.to_string())
                 } else {
                     None
                 },
-                files: if steps.contains("deploy") || steps.contains("stage files") {
+                files: if steps.contains(&Step::Deploy) || steps.contains(&Step::StageFiles) {
                     files.get(host).cloned().unwrap_or_default()
                 } else {
                     vec![]
@@ -203,7 +224,9 @@ pub fn plan(
                 start: !keep_upgraded_stopped
                     && role(host) != Some(Role::Passive)
                     && !swapped_out.contains(host),
+                steps: vec![],
             }
+            .with_steps()
         })
         .collect();
     let (restored, queues): (Vec<String>, Vec<String>) = queues.into_iter().partition(|q| {
@@ -267,28 +290,25 @@ impl fmt::Display for RollbackPlan {
             )?;
         }
         writeln!(f, "  4. report the failover time")?;
-        let reinstall: Vec<String> = self
-            .repair
-            .iter()
-            .filter_map(|r| r.version.as_ref().map(|v| format!("{} {v}", r.host)))
-            .collect();
-        writeln!(f, "  5. reinstall: {}", list(&reinstall))?;
-        let files: usize = self.repair.iter().map(|r| r.files.len()).sum();
-        writeln!(f, "     restore {files} replaced files")?;
-        let start: Vec<String> = self
-            .repair
-            .iter()
-            .filter(|r| r.start)
-            .map(|r| r.host.clone())
-            .collect();
+        write!(f, "  5. repair the upgraded hosts")?;
         if self.keep_upgraded_stopped {
+            write!(f, ", left stopped (--keep-upgraded-stopped)")?;
+        }
+        if self.repair.is_empty() {
+            return write!(f, ": none");
+        }
+        write!(f, ", in order:")?;
+        for r in &self.repair {
+            let version = r.version.as_ref().map(|v| format!(" (to {v})"));
             write!(
                 f,
-                "  6. leave the upgraded hosts stopped (--keep-upgraded-stopped)"
-            )
-        } else {
-            write!(f, "  6. start again: {}", list(&start))
+                "\n     {}{}: {}",
+                r.host,
+                version.unwrap_or_default(),
+                step::list(&r.steps)
+            )?;
         }
+        Ok(())
     }
 }
 
@@ -326,6 +346,9 @@ mod tests {
             queues: vec![],
             verify_queues: vec![],
             reset_queue_state: true,
+            ready: vec![],
+            stopped: vec![],
+            started: vec![],
         }
     }
 
@@ -350,7 +373,8 @@ mod tests {
             failover: vec![],
             messages_at_risk: 0,
             preserve_messages: true,
-            upgrade_before_stop: false,
+            broker: Default::default(),
+            critical_steps: vec![],
             queue_summary: String::new(),
             release: None,
             vars: Default::default(),
@@ -359,9 +383,9 @@ mod tests {
             1,
             Event::Started {
                 run_id: "up1".into(),
-                kind: "upgrade".into(),
+                kind: crate::journal::RunKind::Upgrade,
                 group: "ops".into(),
-                half: Some("b".into()),
+                half: Some(Half::B),
                 playbook: "p".into(),
                 playbook_path: "p.toml".into(),
                 package: "metpx-sr3".into(),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::ownership::Owner;
 use super::queue_diff::{QueueDiff, Verdict};
 use crate::inventory::{Group, Half, Role};
+use crate::step::{self, Step};
 
 /// A queue the run recreates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,23 @@ pub struct HostPlan {
     pub verify_queues: Vec<String>,
     /// Run the playbook's queue-state reset (when any queue it uses is recreated).
     pub reset_queue_state: bool,
+    /// Its steps while its service still runs, in order.
+    pub ready: Vec<Step>,
+    /// Its steps while it is stopped, in order.
+    pub stopped: Vec<Step>,
+    /// Its steps from its start on, in order (a passive host is not started).
+    pub started: Vec<Step>,
+}
+
+/// The steps done on the broker for the queues of several hosts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BrokerSteps {
+    /// While the services still run.
+    pub before: Vec<Step>,
+    /// Once every consumer is stopped.
+    pub stopped: Vec<Step>,
+    /// Once every host of the half is started.
+    pub after: Vec<Step>,
 }
 
 /// The whole plan.
@@ -68,9 +86,10 @@ pub struct UpgradePlan {
     /// `--allow-message-loss`.
     #[serde(default = "yes")]
     pub preserve_messages: bool,
-    /// The package is installed before the stop (the playbook's `upgrade_before_stop`).
-    #[serde(default)]
-    pub upgrade_before_stop: bool,
+    /// The steps on the broker for `group_queues`.
+    pub broker: BrokerSteps,
+    /// The steps of each host of `critical_stops`.
+    pub critical_steps: Vec<Step>,
     /// The queue diff's summary line.
     pub queue_summary: String,
     /// The release as approved: every command, file content, queue rule and target setting
@@ -116,6 +135,131 @@ fn change(row: &super::queue_diff::QueueRow) -> QueueChange {
     }
 }
 
+/// The queues the plan recreates: those whose settings change (or that the broker would
+/// keep as they are), for the hosts of the half, the half and the whole group.
+fn recreated(diff: &QueueDiff, half: Half) -> (Vec<QueueChange>, bool) {
+    let mut group_queues = vec![];
+    let mut critical_window = false;
+    for row in diff.rows.iter().filter(|r| recreates(r.verdict)) {
+        match &row.owner {
+            Owner::Shared => {
+                critical_window = true;
+                group_queues.push(change(row));
+            }
+            Owner::Half { half: h } if *h == half => group_queues.push(change(row)),
+            _ => {}
+        }
+    }
+    (group_queues, critical_window)
+}
+
+fn recreates(verdict: Verdict) -> bool {
+    matches!(verdict, Verdict::Recreate | Verdict::IgnoredByBroker)
+}
+
+/// A host of the half, its own queues from the diff, without its steps yet.
+fn host_plan(host: &crate::inventory::Host, diff: &QueueDiff, two_phase: bool) -> HostPlan {
+    let own = |row: &&super::queue_diff::QueueRow| matches!(&row.owner, Owner::Host { host: h, .. } if *h == host.name);
+    let queues: Vec<QueueChange> = diff
+        .rows
+        .iter()
+        .filter(own)
+        .filter(|r| recreates(r.verdict))
+        .map(change)
+        .collect();
+    HostPlan {
+        host: host.name.clone(),
+        role: host.role,
+        start: host.role != Some(Role::Passive),
+        reset_queue_state: two_phase || !queues.is_empty(),
+        verify_queues: diff
+            .rows
+            .iter()
+            .filter(own)
+            .map(|r| r.name.clone())
+            .collect(),
+        queues,
+        ready: vec![],
+        stopped: vec![],
+        started: vec![],
+    }
+}
+
+/// What of the release decides a host's steps.
+struct Shape {
+    upgrade_before_stop: bool,
+    stage_files: bool,
+    reset_command: bool,
+    preserve_messages: bool,
+}
+
+impl Shape {
+    fn of(playbook: &crate::playbook::Playbook, options: Options) -> Shape {
+        Shape {
+            upgrade_before_stop: playbook.commands.upgrade_before_stop,
+            stage_files: !playbook.files.is_empty(),
+            reset_command: playbook.commands.reset_queue_state.is_some(),
+            preserve_messages: options.preserve_messages,
+        }
+    }
+
+    /// A host's steps: everything that can be done while its service runs first (backups,
+    /// the package when the release allows it, staged files, holding queues), so that it is
+    /// stopped only for what cannot be done otherwise.
+    fn steps(&self, host: &mut HostPlan) {
+        let queues: Vec<String> = host.queues.iter().map(|q| q.name.clone()).collect();
+        let held = |make: fn(String) -> Step| -> Vec<Step> {
+            if self.preserve_messages {
+                queues.iter().cloned().map(make).collect()
+            } else {
+                vec![]
+            }
+        };
+        host.ready = vec![Step::Backup];
+        if self.upgrade_before_stop {
+            host.ready.push(Step::Upgrade);
+        }
+        if self.stage_files {
+            host.ready.push(Step::StageFiles);
+        }
+        host.ready.extend(held(Step::Hold));
+        host.stopped = vec![Step::Stop, Step::VerifyStopped];
+        host.stopped
+            .extend(queues.iter().cloned().map(Step::Recreate));
+        if !self.upgrade_before_stop {
+            host.stopped.push(Step::Upgrade);
+        }
+        host.stopped.push(Step::Deploy);
+        if host.reset_queue_state && self.reset_command {
+            host.stopped.push(Step::ResetQueueState);
+        }
+        host.started = if host.start {
+            vec![Step::Start]
+        } else {
+            vec![]
+        };
+        host.started.extend(held(Step::Release));
+        if host.start {
+            host.started.push(Step::Verify);
+        }
+    }
+
+    /// The broker's steps for the queues of several hosts.
+    fn broker(&self, queues: &[QueueChange]) -> BrokerSteps {
+        let mut steps = BrokerSteps::default();
+        for q in queues {
+            steps.before.push(Step::BackUp(q.name.clone()));
+            if self.preserve_messages {
+                steps.before.push(Step::Hold(q.name.clone()));
+                steps.after.push(Step::Release(q.name.clone()));
+            }
+            steps.stopped.push(Step::Recreate(q.name.clone()));
+            steps.after.push(Step::VerifyQueue(q.name.clone()));
+        }
+        steps
+    }
+}
+
 /// Computes the plan for upgrading `half` of `group`.
 /// `other_versions` holds the installed version of the other half's hosts, where known: a
 /// host already on the target version is no failover.
@@ -128,49 +272,16 @@ pub fn plan(
     options: Options,
     other_versions: &BTreeMap<String, String>,
 ) -> UpgradePlan {
-    let recreate = |v: Verdict| matches!(v, Verdict::Recreate | Verdict::IgnoredByBroker);
-    let mut group_queues = vec![];
-    let mut critical_window = false;
-    for row in diff.rows.iter().filter(|r| recreate(r.verdict)) {
-        match &row.owner {
-            Owner::Shared => {
-                critical_window = true;
-                group_queues.push(change(row));
-            }
-            Owner::Half { half: h } if *h == half => group_queues.push(change(row)),
-            _ => {}
-        }
-    }
+    let (group_queues, critical_window) = recreated(diff, half);
     let two_phase = !group_queues.is_empty();
+    let shape = Shape::of(playbook, options);
     let mut hosts: Vec<HostPlan> = group
         .half(half)
-        .map(|host| {
-            let own = |row: &&super::queue_diff::QueueRow| {
-                matches!(&row.owner, Owner::Host { host: h, .. } if *h == host.name)
-            };
-            let queues: Vec<QueueChange> = diff
-                .rows
-                .iter()
-                .filter(own)
-                .filter(|r| recreate(r.verdict))
-                .map(change)
-                .collect();
-            let verify_queues = diff
-                .rows
-                .iter()
-                .filter(own)
-                .map(|r| r.name.clone())
-                .collect();
-            HostPlan {
-                host: host.name.clone(),
-                role: host.role,
-                start: host.role != Some(Role::Passive),
-                reset_queue_state: two_phase || !queues.is_empty(),
-                queues,
-                verify_queues,
-            }
-        })
+        .map(|host| host_plan(host, diff, two_phase))
         .collect();
+    for host in &mut hosts {
+        shape.steps(host);
+    }
     // The canary (first host that starts) goes first; passive hosts last.
     hosts.sort_by_key(|h| !h.start);
     let other: Vec<&crate::inventory::Host> = group.half(half.other()).collect();
@@ -183,25 +294,31 @@ pub fn plan(
     } else {
         vec![]
     };
+    let messages_at_risk = group_queues
+        .iter()
+        .chain(hosts.iter().flat_map(|h| &h.queues))
+        .map(|q| q.messages)
+        .sum();
     UpgradePlan {
         run_id: run_id.to_string(),
         group: group.name.clone(),
         half,
         playbook: playbook.name.clone(),
-        playbook_path: playbook.path.display().to_string(),
+        // Absolute: a resume finds the file again from anywhere.
+        playbook_path: std::path::absolute(&playbook.path)
+            .unwrap_or_else(|_| playbook.path.clone())
+            .display()
+            .to_string(),
         package: playbook.package.clone(),
         version: playbook.version.clone(),
         parallel: options.parallel.max(1),
-        messages_at_risk: group_queues.iter().map(|q| q.messages).sum::<u64>()
-            + hosts
-                .iter()
-                .flat_map(|h| &h.queues)
-                .map(|q| q.messages)
-                .sum::<u64>(),
+        messages_at_risk,
         hosts,
+        broker: shape.broker(&group_queues),
         group_queues,
         two_phase,
         critical_window,
+        critical_steps: vec![Step::StopFailover, Step::VerifyStoppedFailover],
         critical_stops,
         failover: other
             .iter()
@@ -209,19 +326,26 @@ pub fn plan(
             .map(|h| h.name.clone())
             .collect(),
         preserve_messages: options.preserve_messages,
-        upgrade_before_stop: playbook.commands.upgrade_before_stop,
         queue_summary: diff.summary.to_string(),
         release: Some(playbook.clone()),
-        vars: group
-            .hosts
-            .iter()
-            .map(|h| {
-                let vars = playbook.vars(h, &group.broker);
-                let vars = vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-                (h.name.clone(), vars)
-            })
-            .collect(),
+        vars: vars(group, playbook),
     }
+}
+
+/// The placeholders' values of every host of the group.
+fn vars(
+    group: &Group,
+    playbook: &crate::playbook::Playbook,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    group
+        .hosts
+        .iter()
+        .map(|h| {
+            let vars = playbook.vars(h, &group.broker);
+            let vars = vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            (h.name.clone(), vars)
+        })
+        .collect()
 }
 
 impl fmt::Display for UpgradePlan {
@@ -231,6 +355,16 @@ impl fmt::Display for UpgradePlan {
             "Upgrade of group {} half {} to {} {} (playbook {}), run {}",
             self.group, self.half, self.package, self.version, self.playbook, self.run_id
         )?;
+        self.fmt_order(f)?;
+        self.fmt_steps(f)?;
+        self.fmt_queues(f)?;
+        self.fmt_other_half(f)?;
+        write!(f, "  {}", self.queue_summary)
+    }
+}
+
+impl UpgradePlan {
+    fn fmt_order(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let started: Vec<&str> = self
             .hosts
             .iter()
@@ -249,22 +383,6 @@ impl fmt::Display for UpgradePlan {
                 self.parallel
             )?;
         }
-        let (before, after) = if self.upgrade_before_stop {
-            ("upgrade, ", "")
-        } else {
-            ("", "upgrade, ")
-        };
-        let (hold, release) = if self.preserve_messages {
-            ("hold its queues, ", "move held messages back, ")
-        } else {
-            ("", "")
-        };
-        writeln!(
-            f,
-            "  each host, still running: back up (version, files, queues), {before}stage files, \
-             {hold}then: stop, verify stopped, recreate its queues, {after}put the files in \
-             place, reset queue state where needed, start, {release}verify"
-        )?;
         let passive: Vec<&str> = self
             .hosts
             .iter()
@@ -278,6 +396,47 @@ impl fmt::Display for UpgradePlan {
                 passive.join(" ")
             )?;
         }
+        Ok(())
+    }
+
+    /// The steps, as execution reads them.
+    fn fmt_steps(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "  steps of each host, in order (still running | stopped | started):"
+        )?;
+        for host in &self.hosts {
+            writeln!(
+                f,
+                "    {}: {} | {} | {}",
+                host.host,
+                step::list(&host.ready),
+                step::list(&host.stopped),
+                step::list(&host.started)
+            )?;
+        }
+        if !self.group_queues.is_empty() {
+            writeln!(
+                f,
+                "  on the broker: {} | once every consumer is stopped: {} | once the half \
+                 runs: {}",
+                step::list(&self.broker.before),
+                step::list(&self.broker.stopped),
+                step::list(&self.broker.after)
+            )?;
+        }
+        if self.two_phase {
+            writeln!(
+                f,
+                "  every host of half {} is ready before any stops; then all stop, the canary \
+                 starts, then the rest",
+                self.half
+            )?;
+        }
+        Ok(())
+    }
+
+    fn fmt_queues(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "  queues to recreate: {} ({} messages in them)",
@@ -314,64 +473,49 @@ impl fmt::Display for UpgradePlan {
                 )?;
             }
         }
-        for host in &self.hosts {
-            for q in &host.queues {
-                writeln!(
-                    f,
-                    "    {}: {} [{}] ({} messages)",
-                    host.host,
-                    q.name,
-                    q.changes.join(", "),
-                    q.messages
-                )?;
-            }
-        }
-        for q in &self.group_queues {
+        let owned = self
+            .hosts
+            .iter()
+            .flat_map(|h| h.queues.iter().map(move |q| (h.host.as_str(), q)));
+        let shared = self.group_queues.iter().map(|q| ("shared", q));
+        for (owner, q) in owned.chain(shared) {
             writeln!(
                 f,
-                "    shared: {} [{}] ({} messages)",
+                "    {owner}: {} [{}] ({} messages)",
                 q.name,
                 q.changes.join(", "),
                 q.messages
             )?;
         }
+        Ok(())
+    }
+
+    fn fmt_other_half(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let other = self.half.other();
         if self.critical_window {
             writeln!(
                 f,
-                "  critical window: yes: {} (half {}) stopped, never upgraded, while the shared \
-                 queues are recreated; the upgraded half then starts",
+                "  critical window: yes: {} (half {other}) stopped, never upgraded, while the \
+                 shared queues are recreated ({}); the upgraded half then starts",
                 self.critical_stops.join(" "),
-                self.half.other()
+                step::list(&self.critical_steps)
             )?;
-        } else if self.two_phase {
-            writeln!(
-                f,
-                "  every host of half {} stops before the half's queues are recreated",
-                self.half
-            )?;
-        } else {
-            writeln!(
-                f,
-                "  critical window: no; half {} keeps running",
-                self.half.other()
-            )?;
+        } else if !self.two_phase {
+            writeln!(f, "  critical window: no; half {other} keeps running")?;
         }
         if self.failover.is_empty() {
             writeln!(
                 f,
-                "  failover: none (half {} already runs {})",
-                self.half.other(),
+                "  failover: none (half {other} already runs {})",
                 self.version
-            )?;
+            )
         } else {
             writeln!(
                 f,
-                "  failover on the old release: {} (half {})",
-                self.failover.join(" "),
-                self.half.other()
-            )?;
+                "  failover on the old release: {} (half {other})",
+                self.failover.join(" ")
+            )
         }
-        write!(f, "  {}", self.queue_summary)
     }
 }
 
