@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::broker::management::Management;
-use crate::engine::{Engine, Outcome, RollbackOutcome};
+use crate::engine::{Engine, Outcome, Parts, RollbackOutcome};
 use crate::error::Error;
 use crate::inventory::{Group, Secret};
 use crate::journal::{Entry, Event, Journal};
@@ -108,16 +108,16 @@ impl Session {
         earlier: &[Entry],
     ) -> Result<Arc<Engine>, Error> {
         let release = approved(&plan)?;
-        let engine = Engine::new(
-            self.group.clone(),
-            release,
+        let parts = Parts {
+            group: self.group.clone(),
+            playbook: release,
             plan,
-            self.management.clone(),
-            self.password.clone(),
+            management: self.management.clone(),
+            password: self.password.clone(),
             journal,
-            self.take_connections(),
-            earlier,
-        );
+            connections: self.take_connections(),
+        };
+        let engine = Engine::new(parts, earlier);
         Ok(Arc::new(engine.with_lock(self.lock.clone())))
     }
 

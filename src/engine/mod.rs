@@ -3,13 +3,17 @@
 //! Every step is safe to run again, and steps the journal shows as done are skipped, so an
 //! interrupted run is resumed by executing the same plan again.
 
+mod actions;
 mod files;
 mod preserve;
 mod rollback;
 mod steps;
+#[cfg(test)]
+mod tests;
 mod timing;
 mod verify;
 
+pub use actions::{Act, Actions, World};
 pub use rollback::RollbackOutcome;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -207,119 +211,130 @@ pub struct Engine {
     rolling_back: AtomicBool,
     /// The group's lock, confirmed before every step (none in unit tests).
     lock: Option<Arc<Lock>>,
+    /// What the steps do to the world.
+    actions: Arc<dyn Actions>,
+}
+
+/// What an engine is made of: the group, the approved plan and its release, the broker,
+/// the journal, and the hosts already connected.
+pub struct Parts {
+    pub group: Group,
+    pub playbook: Playbook,
+    pub plan: UpgradePlan,
+    pub management: Management,
+    /// The broker password (for the AMQP connection that moves messages).
+    pub password: Secret,
+    pub journal: Journal,
+    pub connections: BTreeMap<String, Connection>,
+}
+
+/// What the journal's earlier entries say is done, begun, saved and moved (a resume).
+#[derive(Default)]
+struct Recovered {
+    done: BTreeSet<(String, Step)>,
+    begun: BTreeSet<(String, Step)>,
+    interrupted: BTreeMap<String, u64>,
+    backups: Vec<(String, Backup)>,
+    offsets: BTreeMap<String, String>,
+    moves: Vec<preserve::MoveRecord>,
+    drops: Vec<(crate::journal::RunKind, String, u64)>,
+    /// Steps begun and not finished, since the last resume.
+    open: BTreeSet<Step>,
+}
+
+impl Recovered {
+    fn from(earlier: &[Entry]) -> Recovered {
+        let mut r = Recovered::default();
+        for entry in earlier {
+            r.read(&entry.event);
+        }
+        r
+    }
+
+    fn read(&mut self, event: &Event) {
+        match event {
+            Event::StepFinished {
+                host,
+                step,
+                ok,
+                detail,
+                ..
+            } => {
+                self.open.remove(step);
+                if *ok {
+                    self.done.insert((host.clone(), step.clone()));
+                    if step.starts() {
+                        self.offsets.insert(host.clone(), detail.clone());
+                    }
+                }
+            }
+            Event::StepStarted { host, step } => {
+                self.begun.insert((host.clone(), step.clone()));
+                self.open.insert(step.clone());
+            }
+            Event::Resumed { .. } => {
+                // A step the killed process was in the middle of: a move in it may have left
+                // its messages in flight on both queues.
+                for step in std::mem::take(&mut self.open) {
+                    if let Some(queue) = step.moved_queue() {
+                        *self.interrupted.entry(queue.to_string()).or_insert(0) +=
+                            u64::from(crate::broker::mover::BATCH);
+                    }
+                }
+            }
+            Event::Undone { host, step, .. } => {
+                self.done.remove(&(host.clone(), step.clone()));
+            }
+            Event::Backup { host, item } => self.backups.push((host.clone(), item.clone())),
+            Event::Moved { .. } => {
+                if let Some(record) = preserve::MoveRecord::of(event) {
+                    self.moves.push(record);
+                }
+            }
+            Event::Dropped {
+                by,
+                queue,
+                messages,
+            } => self.drops.push((*by, queue.clone(), *messages)),
+            _ => {}
+        }
+    }
 }
 
 impl Engine {
-    /// An engine for a plan, with the hosts already connected and the journal open. `earlier`
-    /// holds the journal's entries when resuming (empty for a new run).
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        group: Group,
-        playbook: Playbook,
-        plan: UpgradePlan,
-        management: Management,
-        password: Secret,
-        journal: Journal,
-        connections: BTreeMap<String, Connection>,
-        earlier: &[Entry],
-    ) -> Engine {
-        let mut moves = Vec::new();
-        let mut drops = Vec::new();
-        let mut done = BTreeSet::new();
-        let mut begun = BTreeSet::new();
-        let mut open: BTreeSet<Step> = BTreeSet::new();
-        let mut interrupted: BTreeMap<String, u64> = BTreeMap::new();
-        let mut backups = Vec::new();
-        let mut offsets = BTreeMap::new();
-        for entry in earlier {
-            if let Event::StepFinished { step, .. } = &entry.event {
-                open.remove(step);
-            }
-            match &entry.event {
-                Event::StepFinished {
-                    host,
-                    step,
-                    ok: true,
-                    detail,
-                    ..
-                } => {
-                    done.insert((host.clone(), step.clone()));
-                    if step.starts() {
-                        offsets.insert(host.clone(), detail.clone());
-                    }
-                }
-                Event::StepStarted { host, step } => {
-                    begun.insert((host.clone(), step.clone()));
-                    open.insert(step.clone());
-                }
-                Event::Resumed { .. } => {
-                    // A step the killed process was in the middle of: a move in it may
-                    // have left its messages in flight on both queues.
-                    for step in std::mem::take(&mut open) {
-                        if let Some(queue) = step.moved_queue() {
-                            *interrupted.entry(queue.to_string()).or_insert(0) +=
-                                u64::from(crate::broker::mover::BATCH);
-                        }
-                    }
-                }
-                Event::Undone { host, step, .. } => {
-                    done.remove(&(host.clone(), step.clone()));
-                }
-                Event::Backup { host, item } => backups.push((host.clone(), item.clone())),
-                Event::Moved {
-                    by,
-                    queue,
-                    from,
-                    to,
-                    before,
-                    moved,
-                    redelivered,
-                    uncertain,
-                    on_both,
-                    absorbed,
-                    ..
-                } => moves.push(preserve::MoveRecord {
-                    by: *by,
-                    queue: queue.clone(),
-                    from: from.clone(),
-                    to: to.clone(),
-                    before: *before,
-                    moved: *moved,
-                    redelivered: *redelivered,
-                    uncertain: *uncertain,
-                    on_both: *on_both,
-                    absorbed: *absorbed,
-                }),
-                Event::Dropped {
-                    by,
-                    queue,
-                    messages,
-                } => drops.push((*by, queue.clone(), *messages)),
-                _ => {}
-            }
-        }
+    /// An engine for a plan. `earlier` holds the journal's entries when resuming (empty for
+    /// a new run).
+    pub fn new(parts: Parts, earlier: &[Entry]) -> Engine {
+        let r = Recovered::from(earlier);
         Engine {
-            group,
-            playbook,
-            plan,
-            management,
-            journal: Mutex::new(journal),
-            connections,
-            done: std::sync::Mutex::new(done),
-            begun: std::sync::Mutex::new(begun),
-            interrupted,
-            backups: Mutex::new(backups),
-            log_offsets: Mutex::new(offsets),
+            group: parts.group,
+            playbook: parts.playbook,
+            plan: parts.plan,
+            management: parts.management,
+            journal: Mutex::new(parts.journal),
+            connections: parts.connections,
+            done: std::sync::Mutex::new(r.done),
+            begun: std::sync::Mutex::new(r.begun),
+            interrupted: r.interrupted,
+            backups: Mutex::new(r.backups),
+            log_offsets: Mutex::new(r.offsets),
             started: Instant::now(),
             stopping: AtomicBool::new(false),
-            password,
+            password: parts.password,
             amqp: Mutex::new(None),
-            moves: Mutex::new(moves),
-            drops: Mutex::new(drops),
+            moves: Mutex::new(r.moves),
+            drops: Mutex::new(r.drops),
             on_both: Mutex::new(BTreeMap::new()),
             rolling_back: AtomicBool::new(false),
             lock: None,
+            actions: Arc::new(actions::World),
         }
+    }
+
+    /// The engine doing its steps with other actions (the unit tests' fakes).
+    pub fn with_actions(mut self, actions: Arc<dyn Actions>) -> Engine {
+        self.actions = actions;
+        self
     }
 
     /// The engine holding the group's lock: every step confirms it first.
@@ -561,11 +576,7 @@ impl Engine {
         let limit = self.group.broker.reconnect_deadline;
         let deadline = since + limit;
         loop {
-            let up = match self.management.check_vhost().await {
-                Ok(()) => self.amqp().await.is_ok(),
-                Err(_) => false,
-            };
-            if up {
+            if self.actions.broker_up(self).await {
                 return Ok(());
             }
             if Instant::now() >= deadline {

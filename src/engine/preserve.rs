@@ -49,6 +49,38 @@ pub(super) struct MoveRecord {
 }
 
 impl MoveRecord {
+    /// The record of a journaled move.
+    pub fn of(event: &Event) -> Option<MoveRecord> {
+        let Event::Moved {
+            by,
+            queue,
+            from,
+            to,
+            before,
+            moved,
+            redelivered,
+            uncertain,
+            on_both,
+            absorbed,
+            ..
+        } = event
+        else {
+            return None;
+        };
+        Some(MoveRecord {
+            by: *by,
+            queue: queue.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            before: *before,
+            moved: *moved,
+            redelivered: *redelivered,
+            uncertain: *uncertain,
+            on_both: *on_both,
+            absorbed: *absorbed,
+        })
+    }
+
     /// The journal's event for this move, which took `seconds`.
     fn event(&self, seconds: f64) -> Event {
         Event::Moved {

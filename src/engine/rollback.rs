@@ -177,44 +177,48 @@ impl Engine {
         step: &Step,
         repair: Option<&Repair>,
     ) -> Result<(), Failure> {
-        self.step(host, step, || async {
-            match (step, repair) {
-                (Step::RollbackStop, _) => {
-                    self.recorded(host, "stop", &self.playbook.commands.stop, "")
-                        .await
-                }
-                (Step::RollbackVerifyStopped, _) => {
-                    self.wait_for_state(host, "stopped").await?;
-                    Ok(Done::new("stopped"))
-                }
-                (Step::RollbackHold(queue), _) => self.hold(queue, false).await,
-                (Step::RollbackRestore(queue), _) => {
-                    self.refuse_if_consumed(queue).await?;
-                    self.restore(queue).await
-                }
-                (Step::FailoverStart, _) => self.start_old(host).await,
-                (Step::RollbackRelease(queue), _) => self.release(queue).await,
-                (Step::Reinstall, Some(repair)) => self.reinstall(repair).await,
-                (Step::RestoreFiles, Some(repair)) => {
-                    for path in &repair.files {
-                        self.restore_file(host, path).await?;
-                    }
-                    Ok(Done::new(repair.files.join(", ")))
-                }
-                (Step::RollbackResetQueueState, _) => {
-                    match &self.playbook.commands.reset_queue_state {
-                        Some(reset) => self.recorded(host, "reset queue state", reset, "").await,
-                        None => Ok(Done::new("the release has no queue-state reset")),
-                    }
-                }
-                (Step::StartAgain, _) => self.start_noting_logs(host).await,
-                (Step::VerifyAgain, Some(repair)) => self.verify_again(repair).await,
-                (other, _) => Err(StepError::from(format!(
-                    "{other} is not a step of a rollback"
-                ))),
+        self.step(host, step, || self.actions.act(self, host, step, repair))
+            .await
+    }
+
+    /// What a step of a rollback does.
+    pub(super) async fn rollback_act(
+        &self,
+        host: &str,
+        step: &Step,
+        repair: Option<&Repair>,
+    ) -> Result<Done, StepError> {
+        let commands = &self.playbook.commands;
+        match (step, repair) {
+            (Step::RollbackStop, _) => self.recorded(host, "stop", &commands.stop, "").await,
+            (Step::RollbackVerifyStopped, _) => {
+                self.wait_for_state(host, "stopped").await?;
+                Ok(Done::new("stopped"))
             }
-        })
-        .await
+            (Step::RollbackHold(queue), _) => self.hold(queue, false).await,
+            (Step::RollbackRestore(queue), _) => {
+                self.refuse_if_consumed(queue).await?;
+                self.restore(queue).await
+            }
+            (Step::FailoverStart, _) => self.start_old(host).await,
+            (Step::RollbackRelease(queue), _) => self.release(queue).await,
+            (Step::Reinstall, Some(repair)) => self.reinstall(repair).await,
+            (Step::RestoreFiles, Some(repair)) => {
+                for path in &repair.files {
+                    self.restore_file(host, path).await?;
+                }
+                Ok(Done::new(repair.files.join(", ")))
+            }
+            (Step::RollbackResetQueueState, _) => match &commands.reset_queue_state {
+                Some(reset) => self.recorded(host, "reset queue state", reset, "").await,
+                None => Ok(Done::new("the release has no queue-state reset")),
+            },
+            (Step::StartAgain, _) => self.start_noting_logs(host).await,
+            (Step::VerifyAgain, Some(repair)) => self.verify_again(repair).await,
+            (other, _) => Err(StepError::from(format!(
+                "{other} is not a step of a rollback"
+            ))),
+        }
     }
 
     /// The hosts that consume a queue: its owner, or for a queue of the half or of the group,

@@ -242,11 +242,12 @@ impl Engine {
 
     /// One step of an upgrade, journaled, skipped when done before.
     async fn one(&self, host: &str, step: &Step) -> Result<(), Failure> {
-        self.step(host, step, || self.act(host, step)).await
+        self.step(host, step, || self.actions.act(self, host, step, None))
+            .await
     }
 
     /// What a step of an upgrade does.
-    async fn act(&self, host: &str, step: &Step) -> Result<Done, StepError> {
+    pub(super) async fn act(&self, host: &str, step: &Step) -> Result<Done, StepError> {
         let commands = &self.playbook.commands;
         match step {
             Step::Backup => self.backup_host(self.host_plan(host)?).await,
@@ -294,7 +295,7 @@ impl Engine {
         }
     }
 
-    fn host_plan(&self, name: &str) -> Result<&HostPlan, StepError> {
+    pub(super) fn host_plan(&self, name: &str) -> Result<&HostPlan, StepError> {
         self.plan
             .hosts
             .iter()

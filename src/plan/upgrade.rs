@@ -521,65 +521,11 @@ impl UpgradePlan {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::time::Duration;
-
     use serde_json::json;
 
     use super::*;
     use crate::broker::equivalence::QueueSettings;
-    use crate::plan::ownership::Claims;
-    use crate::plan::queue_diff::{LiveQueue, diff};
-
-    fn fixture() -> (crate::inventory::Inventory, crate::playbook::Playbook) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        (
-            crate::inventory::load(&root.join("inventory/lab.toml")).unwrap(),
-            crate::playbook::load(&root.join("playbooks/sr3-queue-expire.toml")).unwrap(),
-        )
-    }
-
-    fn queue(name: &str, messages: u64) -> LiveQueue {
-        LiveQueue {
-            name: name.into(),
-            settings: QueueSettings::new(true, false, Default::default()),
-            exclusive: false,
-            messages,
-            transient: 0,
-            consumers: 0,
-        }
-    }
-
-    fn ops_diff(target: &QueueSettings) -> QueueDiff {
-        let mut claims = Claims::default();
-        for (host, half) in [
-            ("px1", Half::A),
-            ("px2", Half::A),
-            ("px3", Half::A),
-            ("px4", Half::A),
-            ("px5", Half::B),
-            ("px6", Half::B),
-            ("px7", Half::B),
-            ("px8", Half::B),
-            ("pxatx1", Half::B),
-        ] {
-            claims.discovered_by(host, half, &format!("q.pump.{host}\nq.cluster\n"));
-        }
-        let mut queues = vec![queue("q.cluster", 7), queue("q.foreign", 5)];
-        for host in [
-            "px1", "px2", "px3", "px4", "px5", "px6", "px7", "px8", "pxatx1",
-        ] {
-            queues.push(queue(&format!("q.pump.{host}"), 1));
-        }
-        diff(
-            "ops",
-            Some(Half::B),
-            queues,
-            &claims,
-            target,
-            Duration::from_secs(900),
-        )
-    }
+    use crate::plan::fixtures::{fixture, ops_diff};
 
     #[test]
     fn expire_on_half_b_needs_the_critical_window() {

@@ -1,0 +1,594 @@
+//! The engine over fakes: the order of the steps, skipping on resume, the failure policy and
+//! the rollback of each partial state, without a broker or a host. The lab's tests do the
+//! same runs for real.
+
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::broker::equivalence::QueueSettings;
+use crate::inventory::Half;
+use crate::plan::fixtures::{fixture, ops_diff};
+use crate::plan::rollback::{self as rollback_plan, RollbackPlan};
+use crate::plan::upgrade::{self as upgrade_plan, Options};
+
+/// Records every step it is asked to do, saves what a backup would, and fails where told
+/// (each planted failure once).
+#[derive(Default)]
+struct Fake {
+    calls: Mutex<Vec<(String, Step)>>,
+    failures: Mutex<Vec<(String, Step, Cause)>>,
+}
+
+impl Fake {
+    fn failing(host: &str, step: Step, cause: Cause) -> Arc<Fake> {
+        let fake = Fake::default();
+        fake.failures
+            .lock()
+            .unwrap()
+            .push((host.to_string(), step, cause));
+        Arc::new(fake)
+    }
+
+    fn calls(&self) -> Vec<(String, Step)> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// The steps done on one host, in order.
+    fn of(&self, host: &str) -> Vec<Step> {
+        self.calls()
+            .into_iter()
+            .filter(|(h, _)| h == host)
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    /// Where a call is in the order of all calls (the first time), if it was made.
+    fn at(&self, host: &str, step: &Step) -> Option<usize> {
+        self.calls()
+            .iter()
+            .position(|(h, s)| h == host && s == step)
+    }
+
+    fn planted(&self, host: &str, step: &Step) -> Option<Cause> {
+        let mut failures = self.failures.lock().unwrap();
+        let at = failures
+            .iter()
+            .position(|(h, s, _)| h == host && s == step)?;
+        Some(failures.remove(at).2)
+    }
+}
+
+impl Actions for Fake {
+    fn act<'a>(
+        &'a self,
+        engine: &'a Engine,
+        host: &'a str,
+        step: &'a Step,
+        _repair: Option<&'a crate::plan::rollback::Repair>,
+    ) -> Act<'a> {
+        Box::pin(async move {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((host.to_string(), step.clone()));
+            // Let the hosts in flight interleave, as real work does.
+            tokio::task::yield_now().await;
+            if let Some(cause) = self.planted(host, step) {
+                return Err(StepError::new(cause, format!("planted at {host} {step}")));
+            }
+            match step {
+                Step::Backup => {
+                    let version = Backup::Version {
+                        version: "3.2.0".into(),
+                    };
+                    engine.save(host, version).await?;
+                    for q in &engine.host_plan(host)?.queues {
+                        engine.save(host, queue_backup(&q.name)).await?;
+                    }
+                }
+                Step::BackUp(queue) => {
+                    engine.save(host, queue_backup(queue)).await?;
+                }
+                _ => {}
+            }
+            Ok(Done::new(""))
+        })
+    }
+
+    fn broker_up<'a>(
+        &'a self,
+        _engine: &'a Engine,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(async { true })
+    }
+}
+
+fn queue_backup(name: &str) -> Backup {
+    Backup::Queue {
+        name: name.to_string(),
+        durable: true,
+        auto_delete: false,
+        arguments: Default::default(),
+        bindings: vec![],
+        messages: 1,
+    }
+}
+
+/// A plan for ops: `expire` changes every queue (two phases, a critical window on half b);
+/// otherwise no queue changes (one phase).
+fn plan(half: Half, expire: bool, parallel: usize) -> UpgradePlan {
+    let (inventory, playbook) = fixture();
+    let ops = inventory.group("ops").unwrap();
+    let target = if expire {
+        playbook.queues.target.clone()
+    } else {
+        QueueSettings::new(true, false, Default::default())
+    };
+    let options = Options {
+        parallel,
+        preserve_messages: true,
+    };
+    let diff = ops_diff(&target);
+    upgrade_plan::plan(
+        "r1",
+        ops,
+        half,
+        &diff,
+        &playbook,
+        options,
+        &Default::default(),
+    )
+}
+
+/// An engine for `plan` doing its steps with `fake`, journaling in `journal`; `earlier`: the
+/// entries of the run it resumes (or rolls back).
+fn engine(
+    plan: &UpgradePlan,
+    fake: &Arc<Fake>,
+    journal: Journal,
+    earlier: &[Entry],
+) -> Arc<Engine> {
+    let (inventory, playbook) = fixture();
+    let group = inventory.group("ops").unwrap().clone();
+    let parts = Parts {
+        management: Management::new(&group.broker, Secret::new("unused")).unwrap(),
+        group,
+        playbook,
+        plan: plan.clone(),
+        password: Secret::new("unused"),
+        journal,
+        connections: BTreeMap::new(),
+    };
+    let actions: Arc<dyn Actions> = fake.clone();
+    Arc::new(Engine::new(parts, earlier).with_actions(actions))
+}
+
+/// The journal's first entry, as `roll upgrade` writes it.
+fn started(plan: &UpgradePlan) -> Event {
+    Event::Started {
+        run_id: plan.run_id.clone(),
+        kind: crate::journal::RunKind::Upgrade,
+        group: plan.group.clone(),
+        half: Some(plan.half),
+        playbook: plan.playbook.clone(),
+        playbook_path: plan.playbook_path.clone(),
+        package: plan.package.clone(),
+        version: plan.version.clone(),
+        operator: "tester".into(),
+        controller: "here".into(),
+        pid: 1,
+        skip_promotion_check: false,
+        plan: serde_json::to_value(plan).unwrap(),
+    }
+}
+
+fn journal_path(dir: &std::path::Path, run_id: &str) -> std::path::PathBuf {
+    crate::journal::group_dir(dir, "ops")
+        .join("runs")
+        .join(format!("{run_id}.jsonl"))
+}
+
+fn entries(dir: &std::path::Path, run_id: &str) -> Vec<Entry> {
+    crate::journal::read(&journal_path(dir, run_id)).unwrap()
+}
+
+fn upgrade(plan: &UpgradePlan, fake: &Arc<Fake>, dir: &std::path::Path) -> Outcome {
+    let mut journal = Journal::create(dir, "ops", &plan.run_id).unwrap();
+    journal.append(started(plan)).unwrap();
+    tokio_test(engine(plan, fake, journal, &[]).run())
+}
+
+fn tokio_test<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+fn hosts_of(plan: &UpgradePlan) -> Vec<String> {
+    plan.hosts.iter().map(|h| h.host.clone()).collect()
+}
+
+#[test]
+fn one_phase_each_host_goes_through_its_steps_in_order_the_canary_first() {
+    let plan = plan(Half::A, false, 2);
+    assert!(!plan.two_phase);
+    let fake = Arc::new(Fake::default());
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+    assert_eq!(outcome.completed.len(), plan.hosts.len());
+    for host in &plan.hosts {
+        let expected: Vec<Step> = [&host.ready, &host.stopped, &host.started]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        assert_eq!(fake.of(&host.host), expected, "{}", host.host);
+    }
+    // The canary is verified before any other host begins.
+    let canary_done = fake.at("px1", &Step::Verify).unwrap();
+    for other in ["px2", "px3", "px4", "pxatx2"] {
+        assert!(
+            fake.at(other, &Step::Backup).unwrap() > canary_done,
+            "{other}"
+        );
+    }
+    // The passive host is upgraded and left stopped.
+    let passive = fake.of("pxatx2");
+    assert!(passive.contains(&Step::Upgrade) && !passive.contains(&Step::Start));
+    // The other half is never touched.
+    for other in ["px5", "px6", "px7", "px8", "pxatx1"] {
+        assert!(fake.of(other).is_empty(), "{other}");
+    }
+}
+
+#[test]
+fn two_phases_make_every_host_ready_then_stop_them_all_then_start_the_canary_first() {
+    let plan = plan(Half::B, true, 2);
+    assert!(plan.two_phase && plan.critical_window);
+    let fake = Arc::new(Fake::default());
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+    let calls = fake.calls();
+    let last_ready = calls
+        .iter()
+        .rposition(|(h, s)| {
+            plan.hosts
+                .iter()
+                .any(|p| &p.host == h && p.ready.contains(s))
+        })
+        .unwrap();
+    let first_stop = calls
+        .iter()
+        .position(|(_, s)| matches!(s, Step::Stop | Step::StopFailover))
+        .unwrap();
+    assert!(last_ready < first_stop, "{calls:?}");
+    let broker = |step: Step| fake.at(BROKER, &step).unwrap();
+    let q = || "q.cluster".to_string();
+    assert!(broker(Step::Hold(q())) < first_stop);
+    // The shared queue is recreated once every consumer, of both halves, is stopped.
+    let recreate = broker(Step::Recreate(q()));
+    for host in hosts_of(&plan) {
+        assert!(
+            fake.at(&host, &Step::VerifyStopped).unwrap() < recreate,
+            "{host}"
+        );
+    }
+    for host in &plan.critical_stops {
+        assert_eq!(
+            fake.of(host),
+            [Step::StopFailover, Step::VerifyStoppedFailover]
+        );
+        assert!(fake.at(host, &Step::VerifyStoppedFailover).unwrap() < recreate);
+    }
+    // The canary starts and is verified before the rest start; the held messages go back
+    // and the queue is verified last.
+    let canary_verified = fake.at("px5", &Step::Verify).unwrap();
+    assert!(recreate < fake.at("px5", &Step::Start).unwrap());
+    for host in ["px6", "px7", "px8", "pxatx1"] {
+        assert!(
+            fake.at(host, &Step::Start).unwrap() > canary_verified,
+            "{host}"
+        );
+    }
+    assert_eq!(
+        calls[calls.len() - 2..],
+        [
+            (BROKER.to_string(), Step::Release(q())),
+            (BROKER.to_string(), Step::VerifyQueue(q()))
+        ]
+    );
+}
+
+#[test]
+fn a_resumed_run_skips_every_step_the_journal_shows_done() {
+    let plan = plan(Half::A, false, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let first = Fake::failing("px2", Step::Stop, Cause::Host);
+    let outcome = upgrade(&plan, &first, dir.path());
+    assert_eq!(outcome.status, RunStatus::Partial);
+    assert_eq!(outcome.completed, ["px1"]);
+    let done_before: Vec<(String, Step)> = entries(dir.path(), "r1")
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::StepFinished {
+                host,
+                step,
+                ok: true,
+                ..
+            } => Some((host, step)),
+            _ => None,
+        })
+        .collect();
+    assert!(done_before.contains(&("px2".into(), Step::Backup)));
+
+    let second = Arc::new(Fake::default());
+    let earlier = entries(dir.path(), "r1");
+    let journal = Journal::reopen(&journal_path(dir.path(), "r1")).unwrap();
+    let resumed = tokio_test(engine(&plan, &second, journal, &earlier).run());
+    assert_eq!(resumed.status, RunStatus::Done, "{:?}", resumed.failure);
+    for call in second.calls() {
+        assert!(
+            !done_before.contains(&call),
+            "done before, done again: {call:?}"
+        );
+    }
+    // px2 goes on from its failed stop; the hosts after it run whole.
+    assert_eq!(second.of("px2")[0], Step::Stop);
+    assert!(second.of("px1").is_empty());
+    assert_eq!(second.of("px3")[0], Step::Backup);
+    assert_eq!(resumed.completed.len(), plan.hosts.len());
+}
+
+#[test]
+fn a_failed_canary_stops_the_run_before_any_other_host() {
+    let plan = plan(Half::A, false, 4);
+    let fake = Fake::failing("px1", Step::Start, Cause::Check);
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(outcome.status, RunStatus::Failed);
+    let failure = outcome.failure.unwrap();
+    assert_eq!(
+        (failure.host.as_str(), &failure.step),
+        ("px1", &Step::Start)
+    );
+    assert!(
+        fake.calls().iter().all(|(h, _)| h == "px1"),
+        "{:?}",
+        fake.calls()
+    );
+    assert!(!fake.of("px1").contains(&Step::Verify));
+}
+
+#[test]
+fn a_host_failing_after_the_canary_lets_those_in_flight_finish_and_starts_no_more() {
+    let plan = plan(Half::A, false, 2);
+    let fake = Fake::failing("px2", Step::Stop, Cause::Check);
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(outcome.status, RunStatus::Partial);
+    assert_eq!(outcome.failure.unwrap().host, "px2");
+    // px3 was in flight beside px2: it finishes. px4 and pxatx2 never begin.
+    assert!(fake.of("px3").contains(&Step::Verify), "{:?}", fake.calls());
+    assert!(fake.of("px4").is_empty() && fake.of("pxatx2").is_empty());
+    assert_eq!(outcome.completed, ["px1", "px3"]);
+    // No failover without a critical window.
+    assert!(
+        fake.calls()
+            .iter()
+            .all(|(_, s)| !matches!(s, Step::StartFailover))
+    );
+}
+
+#[test]
+fn a_failure_in_the_critical_window_puts_the_untouched_half_back_in_order() {
+    let plan = plan(Half::B, true, 2);
+    let q = || "q.cluster".to_string();
+    let fake = Fake::failing(BROKER, Step::Recreate(q()), Cause::Broker);
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(outcome.failure.unwrap().step, Step::Recreate(q()));
+    // Held again, put back as backed up, the other half started, then the messages back.
+    let hold = fake.at(BROKER, &Step::FailoverHold(q())).unwrap();
+    let restore = fake.at(BROKER, &Step::Restore(q())).unwrap();
+    let release = fake.at(BROKER, &Step::FailoverRelease(q())).unwrap();
+    assert!(hold < restore);
+    for host in &plan.critical_stops {
+        let start = fake.at(host, &Step::StartFailover).unwrap();
+        assert!(restore < start && start < release, "{host}");
+    }
+    // No upgraded host started: the failover had none to stop.
+    assert!(fake.calls().iter().all(|(_, s)| *s != Step::Start));
+    let restored = entries(dir.path(), "r1")
+        .iter()
+        .any(|e| matches!(e.event, Event::ServiceRestored { .. }));
+    assert!(restored);
+}
+
+#[test]
+fn a_failover_stops_the_upgraded_hosts_that_started_first() {
+    let plan = plan(Half::B, true, 2);
+    let fake = Fake::failing("px6", Step::Start, Cause::Check);
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(outcome.status, RunStatus::Failed);
+    // The hosts that began to start (the canary px5, px6, and px7 if it was in flight
+    // beside px6) are stopped before the queue is put back; the others are left alone.
+    let restore = fake.at(BROKER, &Step::Restore("q.cluster".into())).unwrap();
+    let started: Vec<String> = hosts_of(&plan)
+        .into_iter()
+        .filter(|h| fake.at(h, &Step::Start).is_some())
+        .collect();
+    assert!(
+        started.len() >= 2 && started.len() < plan.hosts.len(),
+        "{started:?}"
+    );
+    for host in hosts_of(&plan) {
+        match fake.at(&host, &Step::StopFailover) {
+            Some(stop) => assert!(started.contains(&host) && stop < restore, "{host}"),
+            None => assert!(!started.contains(&host), "{host} started, not stopped"),
+        }
+    }
+}
+
+#[test]
+fn a_lost_lock_or_journal_stops_the_run_without_a_failover() {
+    for cause in [Cause::Lock, Cause::Journal] {
+        let plan = plan(Half::B, true, 2);
+        let fake = Fake::failing(BROKER, Step::Recreate("q.cluster".into()), cause);
+        let dir = tempfile::tempdir().unwrap();
+        let outcome = upgrade(&plan, &fake, dir.path());
+        assert_eq!(outcome.status, RunStatus::Failed);
+        let failover = fake
+            .calls()
+            .into_iter()
+            .filter(|(_, s)| matches!(s, Step::Restore(_) | Step::StartFailover))
+            .count();
+        assert_eq!(failover, 0, "{cause:?}");
+    }
+}
+
+#[test]
+fn a_step_that_failed_for_want_of_the_broker_is_done_again_once_it_answers() {
+    let plan = plan(Half::A, false, 1);
+    let fake = Fake::failing("px1", Step::Stop, Cause::BrokerUnavailable);
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+    let stops = fake.of("px1").iter().filter(|s| **s == Step::Stop).count();
+    assert_eq!(stops, 2);
+}
+
+/// What a rollback planned, did, swapped and how it ended.
+struct RolledBack {
+    plan: RollbackPlan,
+    fake: Arc<Fake>,
+    swaps: Vec<String>,
+    outcome: RollbackOutcome,
+}
+
+/// Rolls back the run journaled in `dir` with a fake.
+fn roll_back(upgrade: &UpgradePlan, dir: &std::path::Path) -> RolledBack {
+    let (inventory, _) = fixture();
+    let ops = inventory.group("ops").unwrap();
+    let earlier = entries(dir, &upgrade.run_id);
+    let options = rollback_plan::Options {
+        reset_available: true,
+        keep_upgraded_stopped: false,
+        preserve_messages: true,
+    };
+    let plan = rollback_plan::plan("rb1", ops, &earlier, options).unwrap();
+    let fake = Arc::new(Fake::default());
+    let journal = Journal::create(dir, "ops", "rb1").unwrap();
+    let engine = engine(upgrade, &fake, journal, &earlier);
+    let swaps = Mutex::new(vec![]);
+    let outcome = tokio_test(engine.run_rollback(plan.clone(), |swap| {
+        swaps.lock().unwrap().push(swap.pair.clone());
+        Ok(())
+    }));
+    let swaps = swaps.into_inner().unwrap();
+    RolledBack {
+        plan,
+        fake,
+        swaps,
+        outcome,
+    }
+}
+
+#[test]
+fn rolling_back_a_canary_that_failed_before_installing_reinstalls_nothing() {
+    let upgrade_plan = plan(Half::A, false, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let failed = Fake::failing("px1", Step::Backup, Cause::Host);
+    upgrade(&upgrade_plan, &failed, dir.path());
+    let RolledBack {
+        plan,
+        fake,
+        swaps,
+        outcome,
+    } = roll_back(&upgrade_plan, dir.path());
+    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+    assert_eq!(plan.stop, ["px1"]);
+    assert_eq!(plan.repair.len(), 1);
+    assert!(
+        swaps.is_empty(),
+        "half a's active hosts have no passive partner in half b"
+    );
+    let px1 = fake.of("px1");
+    assert_eq!(px1[..2], [Step::RollbackStop, Step::RollbackVerifyStopped]);
+    assert!(!px1.contains(&Step::Reinstall), "{px1:?}");
+    assert_eq!(px1[px1.len() - 2..], [Step::StartAgain, Step::VerifyAgain]);
+}
+
+#[test]
+fn rolling_back_a_finished_run_serves_first_then_repairs_every_host() {
+    let upgrade_plan = plan(Half::A, false, 2);
+    let dir = tempfile::tempdir().unwrap();
+    upgrade(&upgrade_plan, &Arc::new(Fake::default()), dir.path());
+    let RolledBack {
+        plan,
+        fake,
+        swaps,
+        outcome,
+    } = roll_back(&upgrade_plan, dir.path());
+    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+    assert_eq!(plan.stop, hosts_of(&upgrade_plan));
+    // Every upgraded host is stopped, and the old release runs, before any repair.
+    let first_repair = fake
+        .calls()
+        .iter()
+        .position(|(_, s)| *s == Step::Reinstall)
+        .unwrap();
+    for host in hosts_of(&upgrade_plan) {
+        assert!(fake.at(&host, &Step::RollbackVerifyStopped).unwrap() < first_repair);
+        assert!(fake.of(&host).contains(&Step::Reinstall), "{host}");
+    }
+    for host in &plan.start_old {
+        assert!(
+            fake.at(host, &Step::FailoverStart).unwrap() < first_repair,
+            "{host}"
+        );
+    }
+    // The passive host is reinstalled, never started; no pair is swapped.
+    assert!(!fake.of("pxatx2").contains(&Step::StartAgain));
+    assert!(swaps.is_empty());
+}
+
+#[test]
+fn rolling_back_a_critical_window_the_failover_put_back_only_moves_the_held_messages() {
+    let upgrade_plan = plan(Half::B, true, 2);
+    let q = || "q.cluster".to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let failed = Fake::failing(BROKER, Step::Recreate(q()), Cause::Broker);
+    upgrade(&upgrade_plan, &failed, dir.path());
+    let RolledBack {
+        plan,
+        fake,
+        swaps,
+        outcome,
+    } = roll_back(&upgrade_plan, dir.path());
+    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+    assert_eq!(plan.restored, [q()]);
+    assert!(!plan.queues.contains(&q()));
+    assert!(fake.at(BROKER, &Step::RollbackRestore(q())).is_none());
+    assert!(fake.at(BROKER, &Step::RollbackRelease(q())).is_some());
+    // Each host's own queue was recreated: it is restored, after every stop.
+    let last_stop = fake
+        .calls()
+        .iter()
+        .rposition(|(_, s)| *s == Step::RollbackVerifyStopped)
+        .unwrap();
+    for host in ["px5", "px6", "px7", "px8", "pxatx1"] {
+        let queue = format!("q.pump.{host}");
+        let restore = fake.at(BROKER, &Step::RollbackRestore(queue)).unwrap();
+        assert!(restore > last_stop, "{host}");
+    }
+    // The active host of the pair that was upgraded is swapped out, and stays stopped.
+    assert_eq!(swaps, ["pxatx"]);
+    assert!(!fake.of("pxatx1").contains(&Step::StartAgain));
+}
