@@ -24,6 +24,10 @@ pub enum Error {
     /// The playbook could not be read or is invalid.
     #[error(transparent)]
     Playbook(#[from] crate::playbook::PlaybookError),
+    /// The release cannot be rendered for a host (a placeholder it cannot fill in):
+    /// nothing was changed.
+    #[error("{0} (nothing was changed)")]
+    Render(#[from] crate::plan::rendered::RenderError),
     /// The journal could not be read or written.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
@@ -55,9 +59,11 @@ impl Error {
     /// The exit code this error ends the process with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Inventory(_) | Error::Usage(_) | Error::Playbook(_) | Error::State(_) => {
-                exit::USAGE
-            }
+            Error::Inventory(_)
+            | Error::Usage(_)
+            | Error::Playbook(_)
+            | Error::Render(_)
+            | Error::State(_) => exit::USAGE,
             Error::Broker(_)
             | Error::Unreachable(_)
             | Error::Internal(_)

@@ -107,10 +107,8 @@ impl Session {
         journal: Journal,
         earlier: &[Entry],
     ) -> Result<Arc<Engine>, Error> {
-        let release = approved(&plan)?;
         let parts = Parts {
             group: self.group.clone(),
-            playbook: release,
             plan,
             management: self.management.clone(),
             password: self.password.clone(),
@@ -166,16 +164,6 @@ impl Session {
         remote::forget_own_dir();
         self.lock.release().await;
     }
-}
-
-/// The release a plan executes: the one approved with it.
-fn approved(plan: &UpgradePlan) -> Result<crate::playbook::Playbook, Error> {
-    plan.release.clone().ok_or_else(|| {
-        Error::Internal(format!(
-            "the plan of run {} holds no release to execute",
-            plan.run_id
-        ))
-    })
 }
 
 /// The first entry of a run's journal: the run, who starts it from where, and its plan

@@ -58,8 +58,8 @@ async fn resume_in(
             last.run_id, last.status
         )));
     }
-    let mut plan = approved_plan(&entries, &path)?;
-    check_unchanged(session, &mut plan)?;
+    let plan = approved_plan(&entries, &path)?;
+    check_unchanged(session, &plan)?;
     session.connect().await?;
     let mut journal = Journal::reopen(&path)?;
     journal.append(Event::Resumed {
@@ -91,13 +91,12 @@ fn approved_plan(entries: &[Entry], path: &Path) -> Result<UpgradePlan, Error> {
 }
 
 /// Refuses to resume when the playbook file or the inventory says something else now than
-/// what was approved; fills in the release of a plan journaled before releases were.
-fn check_unchanged(session: &Session, plan: &mut UpgradePlan) -> Result<(), Error> {
+/// what was approved. The plan itself is executed as it was journaled.
+fn check_unchanged(session: &Session, plan: &UpgradePlan) -> Result<(), Error> {
     let file = Path::new(&plan.playbook_path);
-    let now = playbook::load(file);
-    let release = match (&plan.release, now) {
-        (Some(approved), Ok(now)) => {
-            let changes = contract::release_changes(approved, &now);
+    match playbook::load(file) {
+        Ok(now) => {
+            let changes = contract::release_changes(&plan.release, &now);
             if !changes.is_empty() {
                 return Err(Error::State(format!(
                     "{} changed since run {} was approved; resume executes the approved plan \
@@ -109,27 +108,13 @@ fn check_unchanged(session: &Session, plan: &mut UpgradePlan) -> Result<(), Erro
                     changes.join("\n  ")
                 )));
             }
-            approved.clone()
         }
-        (Some(approved), Err(err)) => {
-            output::note(&format!(
-                "{} cannot be read now ({err}): resuming with the release as approved",
-                file.display()
-            ));
-            approved.clone()
-        }
-        // A plan journaled before releases were: the file is all there is.
-        (None, Ok(now)) if now.name == plan.playbook && now.version == plan.version => now,
-        (None, Ok(now)) => {
-            return Err(Error::State(format!(
-                "{} now says {} {}, but the run planned {} {}: refusing to resume with another \
-                 release",
-                plan.playbook_path, now.name, now.version, plan.playbook, plan.version
-            )));
-        }
-        (None, Err(err)) => return Err(err.into()),
-    };
-    let changes = contract::vars_changes(plan, &session.group, &release);
+        Err(err) => output::note(&format!(
+            "{} cannot be read now ({err}): resuming with the release as approved",
+            file.display()
+        )),
+    }
+    let changes = contract::vars_changes(plan, &session.group, &plan.release);
     if !changes.is_empty() {
         return Err(Error::State(format!(
             "the inventory's hosts of group {} changed since run {} was approved; put it back \
@@ -140,6 +125,5 @@ fn check_unchanged(session: &Session, plan: &mut UpgradePlan) -> Result<(), Erro
             changes.join("\n  ")
         )));
     }
-    plan.release = Some(release);
     Ok(())
 }

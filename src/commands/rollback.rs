@@ -86,7 +86,7 @@ pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error>
 /// The upgrade plan of the run to undo, with its release: the one approved with it, which
 /// the given playbook must agree with.
 fn upgrade_plan(target: &Target, playbook: &Playbook) -> Result<UpgradePlan, Error> {
-    let mut plan: UpgradePlan = match journaled::upgrade(&target.upgrade_entries) {
+    let plan: UpgradePlan = match journaled::upgrade(&target.upgrade_entries) {
         Ok(Some(plan)) => plan,
         Ok(None) => return Err(Error::Usage("the journal holds no upgrade plan".into())),
         Err(err) => return Err(Error::State(format!("the run to roll back: {err}"))),
@@ -97,21 +97,15 @@ fn upgrade_plan(target: &Target, playbook: &Playbook) -> Result<UpgradePlan, Err
             plan.playbook, playbook.name
         )));
     }
-    match &plan.release {
-        Some(approved) => {
-            let changes = contract::release_changes(approved, playbook);
-            if !changes.is_empty() {
-                return Err(Error::State(format!(
-                    "{} is not the release run {} was approved with; the rollback uses the \
-                     approved one: give that playbook as it was. Changed:\n  {}",
-                    playbook.path.display(),
-                    plan.run_id,
-                    changes.join("\n  ")
-                )));
-            }
-        }
-        // A plan journaled before releases were: the playbook given is all there is.
-        None => plan.release = Some(playbook.clone()),
+    let changes = contract::release_changes(&plan.release, playbook);
+    if !changes.is_empty() {
+        return Err(Error::State(format!(
+            "{} is not the release run {} was approved with; the rollback uses the approved \
+             one: give that playbook as it was. Changed:\n  {}",
+            playbook.path.display(),
+            plan.run_id,
+            changes.join("\n  ")
+        )));
     }
     Ok(plan)
 }
@@ -123,11 +117,8 @@ async fn rollback_in(
 ) -> Result<u8, Error> {
     let group = session.group.clone();
     let target = find_target(&settings.state_dir, &group.name)?;
-    let mut upgrade_plan = upgrade_plan(&target, playbook)?;
-    let release = upgrade_plan
-        .release
-        .clone()
-        .unwrap_or_else(|| playbook.clone());
+    let upgrade_plan = upgrade_plan(&target, playbook)?;
+    let release = upgrade_plan.release.clone();
     let run_id = format!(
         "{}-{}-rollback-{}",
         clock::compact(clock::now_millis()),
@@ -146,7 +137,12 @@ async fn rollback_in(
                 preserve_messages: !settings.allow_message_loss,
             },
         )
-        .map_err(|e| Error::Usage(format!("group {}: {}", group.name, e.0)))?,
+        .map_err(|e| match e {
+            rollback::RollbackPlanError::Nothing(why) => {
+                Error::Usage(format!("group {}: {why}", group.name))
+            }
+            rollback::RollbackPlanError::Render(err) => Error::Render(err),
+        })?,
     };
     if settings.output == OutputFormat::Table {
         output::print_text(&plan.to_string())?;
@@ -190,7 +186,6 @@ async fn rollback_in(
     output::note(&format!("journal: {}", journal.path().display()));
     let mut all = target.upgrade_entries.clone();
     all.extend(earlier);
-    upgrade_plan.preserve_messages = plan.preserve_messages;
     let state_dir = settings.state_dir.clone();
     let group_name = group.name.clone();
     let outcome = session

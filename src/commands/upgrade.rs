@@ -307,7 +307,7 @@ async fn upgrade_in(
         playbook,
         options,
         &other_versions,
-    );
+    )?;
     if settings.output == OutputFormat::Table {
         output::print_text(&plan.to_string())?;
     }

@@ -13,7 +13,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use super::{Done, Engine, StepError, record};
 use crate::journal::Backup;
 use crate::remote::quote;
-use crate::template::{self, Escape};
 
 /// A file of the release for one host: where, what, and which mode.
 #[derive(Debug, Clone)]
@@ -40,16 +39,11 @@ pub(super) fn host_path(path: &str) -> String {
 }
 
 impl Engine {
-    /// The path of a playbook file on a host.
-    fn path_on(&self, host: &str, spec: &str) -> Result<String, StepError> {
-        Ok(template::render(spec, &self.vars(host)?, Escape::None)?)
-    }
-
     /// Saves every file the release replaces on a host (its content and mode, or that it
     /// did not exist).
     pub(super) async fn backup_files(&self, name: &str) -> Result<(), StepError> {
-        for file in &self.playbook.files {
-            let path = self.path_on(name, &file.path)?;
+        for file in &self.commands_of(name)?.files {
+            let path = file.path.clone();
             let at = host_path(&path);
             let script = format!(
                 "if [ -f {at} ]; then printf 'present %s\\n' \"$(stat -c %a {at})\"; \
@@ -57,7 +51,7 @@ impl Engine {
             );
             let output = self
                 .connection(name)?
-                .run("read file", &script, self.playbook.commands.timeout)
+                .run("read file", &script, self.plan.rendered.command_timeout)
                 .await?;
             if !output.success() {
                 return Err(StepError {
@@ -83,13 +77,12 @@ impl Engine {
         Ok(())
     }
 
-    /// The files this host gets, rendered: those marked `only_if_present` only where they
-    /// existed before.
+    /// The files this host gets: those marked `only_if_present` only where they existed
+    /// before.
     async fn files_for(&self, name: &str) -> Result<Vec<HostFile>, StepError> {
-        let vars = self.vars(name)?;
         let mut files = vec![];
-        for file in &self.playbook.files {
-            let path = self.path_on(name, &file.path)?;
+        for file in &self.commands_of(name)?.files {
+            let path = file.path.clone();
             if file.only_if_present {
                 let existed = self.backups.lock().await.iter().any(|(h, b)| {
                     h == name
@@ -99,10 +92,9 @@ impl Engine {
                     continue;
                 }
             }
-            let content = template::render(&file.content, &vars, Escape::None)?;
             files.push(HostFile {
                 path,
-                content: content.into_bytes(),
+                content: file.content.clone().into_bytes(),
                 mode: file.mode,
             });
         }
@@ -147,7 +139,7 @@ impl Engine {
             .run(
                 "put files in place",
                 &script,
-                self.playbook.commands.timeout,
+                self.plan.rendered.command_timeout,
             )
             .await?;
         if !output.success() {
@@ -195,7 +187,7 @@ impl Engine {
                 let script = format!("rm -f {}", host_path(path));
                 let output = self
                     .connection(name)?
-                    .run("remove file", &script, self.playbook.commands.timeout)
+                    .run("remove file", &script, self.plan.rendered.command_timeout)
                     .await?;
                 if output.success() {
                     Ok(())
@@ -237,7 +229,7 @@ impl Engine {
                 "write file",
                 &script,
                 Some(&file.content),
-                self.playbook.commands.timeout,
+                self.plan.rendered.command_timeout,
             )
             .await?;
         if output.success() {

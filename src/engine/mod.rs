@@ -26,14 +26,13 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::broker::management::Management;
-use crate::inventory::{Group, Host, Secret};
+use crate::inventory::{Group, Secret};
 use crate::journal::{Backup, Entry, Event, Journal, QueueAccount, RunStatus};
 use crate::lock::{Lease, Lock};
+use crate::plan::rendered::HostRelease;
 use crate::plan::upgrade::{HostPlan, UpgradePlan};
-use crate::playbook::Playbook;
 use crate::remote::{self, Connection};
 use crate::step::Step;
-use crate::template::Vars;
 
 /// The pseudo-host of steps done on the broker for the whole group.
 pub const BROKER: &str = "broker";
@@ -180,7 +179,6 @@ pub struct Outcome {
 /// Runs a plan.
 pub struct Engine {
     group: Group,
-    playbook: Playbook,
     plan: UpgradePlan,
     management: Management,
     journal: Mutex<Journal>,
@@ -209,6 +207,8 @@ pub struct Engine {
     /// Queues deleted with their messages: (by, queue, messages).
     drops: Mutex<Vec<(crate::journal::RunKind, String, u64)>>,
     rolling_back: AtomicBool,
+    /// A rollback keeps the messages of the queues it restores (its plan's choice).
+    rollback_preserves: AtomicBool,
     /// The group's lock, confirmed before every step (none in unit tests).
     lock: Option<Arc<Lock>>,
     /// What the steps do to the world.
@@ -219,7 +219,6 @@ pub struct Engine {
 /// the journal, and the hosts already connected.
 pub struct Parts {
     pub group: Group,
-    pub playbook: Playbook,
     pub plan: UpgradePlan,
     pub management: Management,
     /// The broker password (for the AMQP connection that moves messages).
@@ -308,7 +307,6 @@ impl Engine {
         let r = Recovered::from(earlier);
         Engine {
             group: parts.group,
-            playbook: parts.playbook,
             plan: parts.plan,
             management: parts.management,
             journal: Mutex::new(parts.journal),
@@ -326,8 +324,18 @@ impl Engine {
             drops: Mutex::new(r.drops),
             on_both: Mutex::new(BTreeMap::new()),
             rolling_back: AtomicBool::new(false),
+            rollback_preserves: AtomicBool::new(true),
             lock: None,
             actions: Arc::new(actions::World),
+        }
+    }
+
+    /// Messages are kept: as the running plan says (the upgrade's, or the rollback's).
+    fn preserving(&self) -> bool {
+        if self.rolling_back.load(Ordering::SeqCst) {
+            self.rollback_preserves.load(Ordering::SeqCst)
+        } else {
+            self.plan.preserve_messages
         }
     }
 
@@ -348,32 +356,29 @@ impl Engine {
         self.connections
     }
 
-    fn host(&self, name: &str) -> Result<&Host, StepError> {
-        self.group
-            .hosts
-            .iter()
-            .find(|h| h.name == name)
-            .ok_or_else(|| StepError::from(format!("host {name} is not in the inventory")))
-    }
-
     fn connection(&self, name: &str) -> Result<&Connection, StepError> {
         self.connections
             .get(name)
             .ok_or_else(|| StepError::from(format!("no connection to {name}")))
     }
 
-    fn vars(&self, name: &str) -> Result<Vars, StepError> {
-        Ok(self.playbook.vars(self.host(name)?, &self.group.broker))
+    /// A host's commands and files, as approved.
+    fn commands_of(&self, name: &str) -> Result<&HostRelease, StepError> {
+        self.plan
+            .rendered
+            .hosts
+            .get(name)
+            .ok_or_else(|| StepError::from(format!("the plan has no release for {name}")))
     }
 
-    /// Runs a playbook command on a host; a non-zero exit is a failure.
+    /// Runs one of the release's commands on a host; a non-zero exit is a failure.
     async fn command(
         &self,
         host: &str,
         label: &str,
-        template: &str,
+        script: &str,
     ) -> Result<remote::Output, StepError> {
-        let output = self.command_any_exit(host, label, template).await?;
+        let output = self.command_any_exit(host, label, script).await?;
         if output.success() {
             Ok(output)
         } else {
@@ -391,17 +396,16 @@ impl Engine {
         }
     }
 
-    /// Runs a playbook command on a host whatever its exit code.
+    /// Runs one of the release's commands on a host whatever its exit code.
     async fn command_any_exit(
         &self,
         host: &str,
         label: &str,
-        template: &str,
+        script: &str,
     ) -> Result<remote::Output, StepError> {
-        let script = self.playbook.command(template, &self.vars(host)?)?;
         Ok(self
             .connection(host)?
-            .run(label, &script, self.playbook.commands.timeout)
+            .run(label, script, self.plan.rendered.command_timeout)
             .await?)
     }
 

@@ -538,7 +538,7 @@ impl Engine {
             .filter(|(b, q, _)| q == queue && *b == by)
             .map(|(_, _, n)| n)
             .sum();
-        let preserved = self.plan.preserve_messages;
+        let preserved = self.preserving();
         let unsure: u64 = mine().map(|m| m.uncertain).sum();
         let left_on_both = mine()
             .map(|m| m.on_both)

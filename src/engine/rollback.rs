@@ -30,6 +30,8 @@ impl Engine {
         plan: RollbackPlan,
         on_swap: impl Fn(&crate::plan::rollback::Swap) -> Result<(), String>,
     ) -> RollbackOutcome {
+        self.rollback_preserves
+            .store(plan.preserve_messages, std::sync::atomic::Ordering::SeqCst);
         self.rolling_back
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let result = self.clone().rollback_steps(&plan, &on_swap).await;
@@ -117,7 +119,7 @@ impl Engine {
         )
         .await?;
         for name in &plan.queues {
-            if self.plan.preserve_messages {
+            if self.preserving() {
                 self.undo_step(BROKER, &Step::RollbackHold(name.clone()), None)
                     .await?;
             }
@@ -134,7 +136,7 @@ impl Engine {
             },
         )
         .await?;
-        if self.plan.preserve_messages {
+        if self.preserving() {
             // The queues the failover put back too: their held messages, if the failover
             // did not get to move them back.
             for name in plan.queues.iter().chain(&plan.restored) {
@@ -188,9 +190,9 @@ impl Engine {
         step: &Step,
         repair: Option<&Repair>,
     ) -> Result<Done, StepError> {
-        let commands = &self.playbook.commands;
+        let commands = || self.commands_of(host);
         match (step, repair) {
-            (Step::RollbackStop, _) => self.recorded(host, "stop", &commands.stop, "").await,
+            (Step::RollbackStop, _) => self.recorded(host, "stop", &commands()?.stop, "").await,
             (Step::RollbackVerifyStopped, _) => {
                 self.wait_for_state(host, "stopped").await?;
                 Ok(Done::new("stopped"))
@@ -209,7 +211,7 @@ impl Engine {
                 }
                 Ok(Done::new(repair.files.join(", ")))
             }
-            (Step::RollbackResetQueueState, _) => match &commands.reset_queue_state {
+            (Step::RollbackResetQueueState, _) => match &commands()?.reset_queue_state {
                 Some(reset) => self.recorded(host, "reset queue state", reset, "").await,
                 None => Ok(Done::new("the release has no queue-state reset")),
             },
@@ -277,18 +279,10 @@ impl Engine {
     /// Reinstalls the version the host had before the upgrade.
     async fn reinstall(&self, repair: &Repair) -> Result<Done, StepError> {
         let name = repair.host.as_str();
-        let Some(version) = &repair.version else {
+        let (Some(version), Some(script)) = (&repair.version, &repair.reinstall) else {
             return Ok(Done::new("nothing was installed"));
         };
-        let mut vars = self.vars(name)?;
-        vars.insert("version", version.clone());
-        let script = self
-            .playbook
-            .command(&self.playbook.commands.upgrade, &vars)?;
-        let output = self
-            .connection(name)?
-            .run("reinstall", &script, self.playbook.commands.timeout)
-            .await?;
+        let output = self.command_any_exit(name, "reinstall", script).await?;
         if !output.success() {
             return Err(StepError {
                 cause: super::Cause::Check,
@@ -305,7 +299,7 @@ impl Engine {
     /// The host runs the old release again, connected, and its log shows no refused declare.
     async fn verify_again(&self, repair: &Repair) -> Result<Done, StepError> {
         let name = repair.host.as_str();
-        wait_for(self.playbook.verify.timeout, || async {
+        wait_for(self.plan.rendered.verify.timeout, || async {
             // The old release on the restored queues: a refused declare (the queue kept the
             // new setting) shows in its log, whatever its status says.
             self.fail_on_log_errors(name).await?;

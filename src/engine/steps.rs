@@ -112,7 +112,7 @@ impl Engine {
             ];
             self.undo(BROKER, &again, "put back by the failover")
                 .await?;
-            if self.plan.preserve_messages {
+            if self.preserving() {
                 self.one(BROKER, &Step::FailoverHold(name.clone())).await?;
             }
             self.one(BROKER, &Step::Restore(name.clone())).await?;
@@ -123,7 +123,7 @@ impl Engine {
                 .await?;
             self.one(host, &Step::StartFailover).await?;
         }
-        if self.plan.preserve_messages {
+        if self.preserving() {
             for name in &restore {
                 let again = [Step::Hold(name.clone()), Step::FailoverHold(name.clone())];
                 self.undo(BROKER, &again, "released by the failover")
@@ -248,10 +248,13 @@ impl Engine {
 
     /// What a step of an upgrade does.
     pub(super) async fn act(&self, host: &str, step: &Step) -> Result<Done, StepError> {
-        let commands = &self.playbook.commands;
+        let commands = || self.commands_of(host);
         match step {
             Step::Backup => self.backup_host(self.host_plan(host)?).await,
-            Step::Upgrade => self.recorded(host, "upgrade", &commands.upgrade, "").await,
+            Step::Upgrade => {
+                self.recorded(host, "upgrade", &commands()?.upgrade, "")
+                    .await
+            }
             Step::StageFiles => self.stage(host).await,
             Step::Hold(queue) => {
                 // A host found stopped (a resumed run): nothing consumes its queue.
@@ -259,7 +262,7 @@ impl Engine {
                 self.hold(queue, stopped).await
             }
             Step::Stop | Step::StopFailover => {
-                self.recorded(host, "stop", &commands.stop, "").await
+                self.recorded(host, "stop", &commands()?.stop, "").await
             }
             Step::VerifyStopped | Step::VerifyStoppedFailover => {
                 self.wait_for_state(host, "stopped").await?;
@@ -267,7 +270,7 @@ impl Engine {
             }
             Step::Recreate(queue) => self.recreate(queue).await,
             Step::Deploy => self.deploy(host).await,
-            Step::ResetQueueState => match &commands.reset_queue_state {
+            Step::ResetQueueState => match &commands()?.reset_queue_state {
                 Some(reset) => self.recorded(host, "reset queue state", reset, "").await,
                 None => Err(StepError::from(
                     "the release has no reset_queue_state command",
@@ -278,14 +281,18 @@ impl Engine {
             Step::Verify => self.verify_host(self.host_plan(host)?).await,
             Step::BackUp(queue) => self.backup_queue(BROKER, queue).await,
             Step::VerifyQueue(queue) => {
-                wait_for(self.playbook.verify.timeout, || self.check_queue(queue)).await?;
+                wait_for(self.plan.rendered.verify.timeout, || {
+                    self.check_queue(queue)
+                })
+                .await?;
                 Ok(Done::new(
                     "present with the target settings and its bindings",
                 ))
             }
             Step::StartFailover => {
                 let detail = "started on the old release";
-                self.recorded(host, "start", &commands.start, detail).await
+                self.recorded(host, "start", &commands()?.start, detail)
+                    .await
             }
             Step::FailoverHold(queue) => self.hold(queue, false).await,
             Step::Restore(queue) => self.restore(queue).await,
@@ -306,7 +313,7 @@ impl Engine {
     /// Recreates a queue with the target settings (keeping its messages unless the run
     /// allows their loss).
     async fn recreate(&self, name: &str) -> Result<Done, StepError> {
-        self.rebuild(name, |_| self.playbook.queues.target.clone())
+        self.rebuild(name, |_| self.plan.rendered.target.clone())
             .await
     }
 
@@ -336,7 +343,7 @@ impl Engine {
             )));
         };
         let settings = settings(QueueSettings::new(durable, auto_delete, arguments));
-        if self.plan.preserve_messages {
+        if self.preserving() {
             self.recreate_held(name, &settings).await
         } else {
             self.recreate_lossy(name, &settings, &bindings).await
@@ -345,7 +352,7 @@ impl Engine {
 
     /// Waits until the status command's first line is `wanted`.
     pub(super) async fn wait_for_state(&self, name: &str, wanted: &str) -> Result<(), StepError> {
-        wait_for(self.playbook.verify.timeout, || async {
+        wait_for(self.plan.rendered.verify.timeout, || async {
             let state = self.status(name).await?;
             Ok(if state == wanted {
                 Ok(())
@@ -356,16 +363,16 @@ impl Engine {
         .await
     }
 
-    /// Runs a playbook command as a step's work: a non-zero exit fails the step, and the
+    /// Runs one of the release's commands as a step's work: a non-zero exit fails the step, and the
     /// output goes to the journal.
     pub(super) async fn recorded(
         &self,
         name: &str,
         label: &str,
-        template: &str,
+        script: &str,
         detail: &str,
     ) -> Result<Done, StepError> {
-        let output = self.command(name, label, template).await?;
+        let output = self.command(name, label, script).await?;
         Ok(Done {
             detail: detail.to_string(),
             output: Some(record(label, &output)),
@@ -374,7 +381,7 @@ impl Engine {
 
     /// The first line of the status command's output.
     pub(super) async fn status(&self, name: &str) -> Result<String, StepError> {
-        self.first_line(name, "status", &self.playbook.commands.status)
+        self.first_line(name, "status", &self.commands_of(name)?.status)
             .await
     }
 
@@ -383,19 +390,14 @@ impl Engine {
         self.first_line(
             name,
             "installed version",
-            &self.playbook.commands.installed_version,
+            &self.commands_of(name)?.installed_version,
         )
         .await
     }
 
-    /// The first line a playbook command prints, trimmed.
-    async fn first_line(
-        &self,
-        name: &str,
-        label: &str,
-        template: &str,
-    ) -> Result<String, StepError> {
-        let output = self.command(name, label, template).await?;
+    /// The first line a command prints, trimmed.
+    async fn first_line(&self, name: &str, label: &str, script: &str) -> Result<String, StepError> {
+        let output = self.command(name, label, script).await?;
         Ok(output
             .stdout
             .lines()
@@ -440,7 +442,7 @@ impl Engine {
         }
         Ok(Done::new(format!(
             "version {version}, {} files, {} queues",
-            self.playbook.files.len(),
+            self.commands_of(name)?.files.len(),
             host.queues.len()
         )))
     }

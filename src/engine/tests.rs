@@ -138,6 +138,7 @@ fn plan(half: Half, expire: bool, parallel: usize) -> UpgradePlan {
         options,
         &Default::default(),
     )
+    .unwrap()
 }
 
 /// An engine for `plan` doing its steps with `fake`, journaling in `journal`; `earlier`: the
@@ -148,12 +149,11 @@ fn engine(
     journal: Journal,
     earlier: &[Entry],
 ) -> Arc<Engine> {
-    let (inventory, playbook) = fixture();
+    let (inventory, _) = fixture();
     let group = inventory.group("ops").unwrap().clone();
     let parts = Parts {
         management: Management::new(&group.broker, Secret::new("unused")).unwrap(),
         group,
-        playbook,
         plan: plan.clone(),
         password: Secret::new("unused"),
         journal,

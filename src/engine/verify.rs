@@ -13,16 +13,15 @@ use crate::remote::quote;
 impl Engine {
     /// `SIZE PATH` lines for the host's log files, taken before a start.
     pub(super) async fn log_sizes(&self, name: &str) -> Result<String, StepError> {
-        let Some(glob) = &self.playbook.verify.logs else {
+        let Some(glob) = &self.commands_of(name)?.logs else {
             return Ok(String::new());
         };
-        let glob = self.playbook.command(glob, &self.vars(name)?)?;
         let script = format!(
             "for f in {glob}; do [ -f \"$f\" ] && printf '%s %s\\n' \"$(wc -c < \"$f\")\" \"$f\"; done; true"
         );
         let output = self
             .connection(name)?
-            .run("log sizes", &script, self.playbook.commands.timeout)
+            .run("log sizes", &script, self.plan.rendered.command_timeout)
             .await?;
         Ok(output.stdout)
     }
@@ -30,8 +29,8 @@ impl Engine {
     /// Lines matching the playbook's error patterns written to the logs since the start.
     async fn log_errors(&self, name: &str) -> Result<Vec<String>, StepError> {
         let (Some(glob), false) = (
-            &self.playbook.verify.logs,
-            self.playbook.verify.log_errors.is_empty(),
+            &self.commands_of(name)?.logs,
+            self.plan.rendered.verify.log_errors.is_empty(),
         ) else {
             return Ok(vec![]);
         };
@@ -42,8 +41,7 @@ impl Engine {
             .get(name)
             .cloned()
             .unwrap_or_default();
-        let glob = self.playbook.command(glob, &self.vars(name)?)?;
-        let pattern = quote(&self.playbook.verify.log_errors.join("|"));
+        let pattern = quote(&self.plan.rendered.verify.log_errors.join("|"));
         // Files as they were before the start, with their sizes; a file not listed is new.
         let mut script = String::from("sizes=$(cat <<'ROLL_SIZES'\n");
         script.push_str(&offsets);
@@ -59,7 +57,7 @@ impl Engine {
         ));
         let output = self
             .connection(name)?
-            .run("log errors", &script, self.playbook.commands.timeout)
+            .run("log errors", &script, self.plan.rendered.command_timeout)
             .await?;
         Ok(output
             .stdout
@@ -74,7 +72,7 @@ impl Engine {
     pub(super) async fn start_noting_logs(&self, name: &str) -> Result<Done, StepError> {
         let offsets = self.log_sizes(name).await?;
         let output = self
-            .command(name, "start", &self.playbook.commands.start)
+            .command(name, "start", &self.commands_of(name)?.start)
             .await?;
         self.log_offsets
             .lock()
@@ -102,7 +100,7 @@ impl Engine {
     /// Waits until the host passes every check, or fails at once on an error in its logs.
     pub(super) async fn verify_host(&self, host: &HostPlan) -> Result<Done, StepError> {
         let name = host.host.as_str();
-        wait_for(self.playbook.verify.timeout, || async {
+        wait_for(self.plan.rendered.verify.timeout, || async {
             self.fail_on_log_errors(name).await?;
             let state = self.status(name).await?;
             if state != "running" {
@@ -131,7 +129,7 @@ impl Engine {
             self.plan.package,
             self.plan.version,
             host.verify_queues.len(),
-            match &self.playbook.verify.client_version {
+            match &self.plan.rendered.verify.client_version {
                 Some(v) => format!(", connected as {v}"),
                 None => String::new(),
             }
@@ -144,7 +142,7 @@ impl Engine {
             return Ok(Err(format!("queue {name} is not on the broker")));
         };
         let current = QueueSettings::new(q.durable, q.auto_delete, q.arguments);
-        let diffs = differences(&current, &self.playbook.queues.target);
+        let diffs = differences(&current, &self.plan.rendered.target);
         if !diffs.is_empty() {
             let text: Vec<String> = diffs.iter().map(|d| d.to_string()).collect();
             return Ok(Err(format!("queue {name} differs: {}", text.join(", "))));
@@ -172,7 +170,7 @@ impl Engine {
     /// The host's broker connections (found by their local address and port, which the
     /// broker shows as peer host and port) show the new version.
     async fn check_client(&self, name: &str) -> Result<Result<(), String>, StepError> {
-        match &self.playbook.verify.client_version {
+        match &self.plan.rendered.verify.client_version {
             Some(expected) => self.check_connected(name, Some(expected)).await,
             None => Ok(Ok(())),
         }
@@ -186,7 +184,7 @@ impl Engine {
         name: &str,
         version: Option<&str>,
     ) -> Result<Result<(), String>, StepError> {
-        let Some(ports) = &self.playbook.verify.client_ports else {
+        let Some(ports) = &self.commands_of(name)?.client_ports else {
             return Ok(Ok(()));
         };
         let output = self.command(name, "client ports", ports).await?;

@@ -5,6 +5,7 @@ pub mod contract;
 pub mod journaled;
 pub mod ownership;
 pub mod queue_diff;
+pub mod rendered;
 pub mod rollback;
 pub mod upgrade;
 

@@ -28,6 +28,8 @@ pub struct Repair {
     pub host: String,
     /// The version to reinstall, when the upgrade got as far as installing.
     pub version: Option<String>,
+    /// The command that reinstalls it, rendered for the host.
+    pub reinstall: Option<String>,
     /// Files to put back as they were (written back, or removed when they did not exist).
     pub files: Vec<String>,
     pub reset_queue_state: bool,
@@ -89,8 +91,15 @@ fn yes() -> bool {
 }
 
 /// Why no rollback can be planned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NothingToRollBack(pub String);
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackPlanError {
+    /// The journal holds nothing this can undo.
+    #[error("{0}")]
+    Nothing(String),
+    /// The approved release cannot be rendered for a host.
+    #[error(transparent)]
+    Render(#[from] super::rendered::RenderError),
+}
 
 /// How the operator asked the rollback to go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +118,7 @@ pub fn plan(
     group: &Group,
     entries: &[Entry],
     options: Options,
-) -> Result<RollbackPlan, NothingToRollBack> {
+) -> Result<RollbackPlan, RollbackPlanError> {
     let Options {
         reset_available,
         keep_upgraded_stopped,
@@ -117,8 +126,12 @@ pub fn plan(
     } = options;
     let upgrade: UpgradePlan = match super::journaled::upgrade(entries) {
         Ok(Some(plan)) => plan,
-        Ok(None) => return Err(NothingToRollBack("the run is not an upgrade".into())),
-        Err(err) => return Err(NothingToRollBack(err.to_string())),
+        Ok(None) => {
+            return Err(RollbackPlanError::Nothing(
+                "the run is not an upgrade".into(),
+            ));
+        }
+        Err(err) => return Err(RollbackPlanError::Nothing(err.to_string())),
     };
     let mut started_steps: BTreeMap<&str, BTreeSet<&Step>> = BTreeMap::new();
     let mut versions: BTreeMap<&str, &str> = BTreeMap::new();
@@ -204,7 +217,7 @@ pub fn plan(
         .collect();
     start_old.extend(swaps.iter().map(|s| s.to.clone()));
     let swapped_out: BTreeSet<&str> = swaps.iter().map(|s| s.from.as_str()).collect();
-    let repair = touched
+    let repair: Vec<Repair> = touched
         .iter()
         .map(|host| {
             let steps = started_steps.get(host).cloned().unwrap_or_default();
@@ -224,11 +237,19 @@ pub fn plan(
                 start: !keep_upgraded_stopped
                     && role(host) != Some(Role::Passive)
                     && !swapped_out.contains(host),
+                reinstall: None,
                 steps: vec![],
             }
-            .with_steps()
         })
         .collect();
+    let mut repairs = vec![];
+    for mut r in repair {
+        if let Some(version) = &r.version {
+            let command = super::rendered::reinstall(&upgrade.release, group, &r.host, version)?;
+            r.reinstall = Some(command);
+        }
+        repairs.push(r.with_steps());
+    }
     let (restored, queues): (Vec<String>, Vec<String>) = queues.into_iter().partition(|q| {
         put_back
             .get(q.as_str())
@@ -245,7 +266,7 @@ pub fn plan(
         restored,
         start_old,
         swaps,
-        repair,
+        repair: repairs,
         keep_upgraded_stopped,
         preserve_messages,
     })
@@ -353,6 +374,7 @@ mod tests {
     }
 
     fn journal() -> Vec<Entry> {
+        let (_, release) = crate::plan::fixtures::fixture();
         let plan = UpgradePlan {
             run_id: "up1".into(),
             group: "ops".into(),
@@ -376,7 +398,8 @@ mod tests {
             broker: Default::default(),
             critical_steps: vec![],
             queue_summary: String::new(),
-            release: None,
+            rendered: crate::plan::rendered::render(&release, &ops()).unwrap(),
+            release,
             vars: Default::default(),
         };
         let mut e = vec![entry(

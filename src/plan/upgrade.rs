@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ownership::Owner;
 use super::queue_diff::{QueueDiff, Verdict};
+use super::rendered::{RenderError, Rendered};
 use crate::inventory::{Group, Half, Role};
 use crate::step::{self, Step};
 
@@ -92,10 +93,10 @@ pub struct UpgradePlan {
     pub critical_steps: Vec<Step>,
     /// The queue diff's summary line.
     pub queue_summary: String,
-    /// The release as approved: every command, file content, queue rule and target setting
-    /// execution uses (a resumed run uses this, never the playbook file as it is now).
-    #[serde(default)]
-    pub release: Option<crate::playbook::Playbook>,
+    /// The playbook as approved: a resume and a rollback compare the file with it.
+    pub release: crate::playbook::Playbook,
+    /// The release rendered for every host of the group: all that execution runs.
+    pub rendered: Rendered,
     /// The placeholders' values of every host of the group as approved, by host.
     #[serde(default)]
     pub vars: BTreeMap<String, BTreeMap<String, String>>,
@@ -271,7 +272,7 @@ pub fn plan(
     playbook: &crate::playbook::Playbook,
     options: Options,
     other_versions: &BTreeMap<String, String>,
-) -> UpgradePlan {
+) -> Result<UpgradePlan, RenderError> {
     let (group_queues, critical_window) = recreated(diff, half);
     let two_phase = !group_queues.is_empty();
     let shape = Shape::of(playbook, options);
@@ -299,7 +300,7 @@ pub fn plan(
         .chain(hosts.iter().flat_map(|h| &h.queues))
         .map(|q| q.messages)
         .sum();
-    UpgradePlan {
+    Ok(UpgradePlan {
         run_id: run_id.to_string(),
         group: group.name.clone(),
         half,
@@ -327,9 +328,10 @@ pub fn plan(
             .collect(),
         preserve_messages: options.preserve_messages,
         queue_summary: diff.summary.to_string(),
-        release: Some(playbook.clone()),
+        release: playbook.clone(),
+        rendered: super::rendered::render(playbook, group)?,
         vars: vars(group, playbook),
-    }
+    })
 }
 
 /// The placeholders' values of every host of the group.
@@ -543,7 +545,8 @@ mod tests {
                 preserve_messages: true,
             },
             &Default::default(),
-        );
+        )
+        .unwrap();
         let names: Vec<&str> = p.hosts.iter().map(|h| h.host.as_str()).collect();
         assert_eq!(names, ["px5", "px6", "px7", "px8", "pxatx1"]);
         assert_eq!(p.canary(), Some("px5"));
@@ -587,7 +590,7 @@ mod tests {
             parallel: 1,
             preserve_messages: true,
         };
-        let p = plan("r2", ops, Half::A, &d, &playbook, options, &versions);
+        let p = plan("r2", ops, Half::A, &d, &playbook, options, &versions).unwrap();
         assert!(p.failover.is_empty());
         assert!(
             p.to_string()

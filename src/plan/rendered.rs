@@ -1,0 +1,200 @@
+//! The release as execution reads it: every command and file of every host of the group with
+//! its placeholders filled in, the target queue settings and the rules of verification.
+//! Rendered with the plan, shown by it, journaled with it: the engine reads this and never
+//! the playbook, so a resumed run runs what was approved, byte for byte.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::broker::equivalence::QueueSettings;
+use crate::inventory::Group;
+use crate::playbook::Playbook;
+use crate::template::{self, Escape};
+
+/// The release for every host of the group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rendered {
+    /// How long one command on a host may take.
+    #[serde(
+        serialize_with = "crate::units::serialize_duration",
+        deserialize_with = "crate::units::deserialize_duration"
+    )]
+    pub command_timeout: Duration,
+    /// The settings recreated queues get.
+    pub target: QueueSettings,
+    pub verify: Verification,
+    /// By host.
+    pub hosts: BTreeMap<String, HostRelease>,
+}
+
+/// How a started host is verified, besides its commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// The `product_version` the new release shows on the broker.
+    pub client_version: Option<String>,
+    /// Patterns (extended regular expressions) that fail the verification when logged.
+    pub log_errors: Vec<String>,
+    #[serde(
+        serialize_with = "crate::units::serialize_duration",
+        deserialize_with = "crate::units::deserialize_duration"
+    )]
+    pub timeout: Duration,
+}
+
+/// One host's commands and files, ready to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRelease {
+    pub stop: String,
+    pub start: String,
+    pub status: String,
+    pub upgrade: String,
+    pub installed_version: String,
+    pub reset_queue_state: Option<String>,
+    /// Prints the local ends of the service's broker connections.
+    pub client_ports: Option<String>,
+    /// A shell glob of the service's log files.
+    pub logs: Option<String>,
+    pub files: Vec<HostFile>,
+}
+
+/// A file of the release on one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostFile {
+    /// Where on the host (`~/x` and relative paths: in the SSH user's home).
+    pub path: String,
+    pub content: String,
+    pub mode: Option<u32>,
+    /// Only replaced where it already exists.
+    pub only_if_present: bool,
+}
+
+/// A placeholder that cannot be filled in for a host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{playbook}: {what} for host {host}: {message}")]
+pub struct RenderError {
+    pub playbook: String,
+    pub host: String,
+    pub what: String,
+    pub message: String,
+}
+
+/// Renders the release for every host of the group.
+pub fn render(playbook: &Playbook, group: &Group) -> Result<Rendered, RenderError> {
+    let mut hosts = BTreeMap::new();
+    for host in &group.hosts {
+        hosts.insert(
+            host.name.clone(),
+            host_release(playbook, group, &host.name, None)?,
+        );
+    }
+    Ok(Rendered {
+        command_timeout: playbook.commands.timeout,
+        target: playbook.queues.target.clone(),
+        verify: Verification {
+            client_version: playbook.verify.client_version.clone(),
+            log_errors: playbook.verify.log_errors.clone(),
+            timeout: playbook.verify.timeout,
+        },
+        hosts,
+    })
+}
+
+/// The upgrade command of a host with another version: what a rollback reinstalls.
+pub fn reinstall(
+    playbook: &Playbook,
+    group: &Group,
+    host: &str,
+    version: &str,
+) -> Result<String, RenderError> {
+    Ok(host_release(playbook, group, host, Some(version))?.upgrade)
+}
+
+/// One host's release (`version`: instead of the playbook's).
+fn host_release(
+    playbook: &Playbook,
+    group: &Group,
+    name: &str,
+    version: Option<&str>,
+) -> Result<HostRelease, RenderError> {
+    let fail = |what: &str, message: String| RenderError {
+        playbook: playbook.path.display().to_string(),
+        host: name.to_string(),
+        what: what.to_string(),
+        message,
+    };
+    let host = group
+        .hosts
+        .iter()
+        .find(|h| h.name == name)
+        .ok_or_else(|| fail("the host", "is not in the group".into()))?;
+    let mut vars = playbook.vars(host, &group.broker);
+    if let Some(version) = version {
+        vars.insert("version", version.to_string());
+    }
+    let shell = |what: &str, text: &str| {
+        template::render(text, &vars, Escape::Shell).map_err(|m| fail(what, m))
+    };
+    let plain = |what: &str, text: &str| {
+        template::render(text, &vars, Escape::None).map_err(|m| fail(what, m))
+    };
+    let optional =
+        |what: &str, text: &Option<String>| text.as_deref().map(|t| shell(what, t)).transpose();
+    let c = &playbook.commands;
+    let mut files = vec![];
+    for file in &playbook.files {
+        files.push(HostFile {
+            path: plain("a file's path", &file.path)?,
+            content: plain(&format!("file {}", file.template.display()), &file.content)?,
+            mode: file.mode,
+            only_if_present: file.only_if_present,
+        });
+    }
+    Ok(HostRelease {
+        stop: shell("stop", &c.stop)?,
+        start: shell("start", &c.start)?,
+        status: shell("status", &c.status)?,
+        upgrade: shell("upgrade", &c.upgrade)?,
+        installed_version: shell("installed_version", &c.installed_version)?,
+        reset_queue_state: optional("reset_queue_state", &c.reset_queue_state)?,
+        client_ports: optional("verify.client_ports", &playbook.verify.client_ports)?,
+        logs: optional("verify.logs", &playbook.verify.logs)?,
+        files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::fixtures::fixture;
+
+    #[test]
+    fn every_host_gets_its_commands_and_files_filled_in() {
+        let (inventory, playbook) = fixture();
+        let ops = inventory.group("ops").unwrap();
+        let rendered = render(&playbook, ops).unwrap();
+        assert_eq!(rendered.hosts.len(), ops.hosts.len());
+        let px5 = &rendered.hosts["px5"];
+        assert!(px5.upgrade.contains("3.3.1"), "{}", px5.upgrade);
+        assert!(!px5.stop.contains('{'), "{}", px5.stop);
+        assert_eq!(px5.files.len(), playbook.files.len());
+        assert!(px5.files.iter().all(|f| !f.path.contains('{')));
+        let back = reinstall(&playbook, ops, "px5", "3.2.0.post1").unwrap();
+        assert!(
+            back.contains("3.2.0.post1") && !back.contains("3.3.1"),
+            "{back}"
+        );
+    }
+
+    #[test]
+    fn a_placeholder_that_cannot_be_filled_names_the_host_and_the_command() {
+        let (inventory, mut playbook) = fixture();
+        let ops = inventory.group("ops").unwrap();
+        playbook.commands.stop = "stop {nonsense}".into();
+        let err = render(&playbook, ops).unwrap_err();
+        assert_eq!(err.what, "stop");
+        assert_eq!(err.host, ops.hosts[0].name);
+        assert!(err.to_string().contains("nonsense"), "{err}");
+    }
+}
