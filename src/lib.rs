@@ -5,7 +5,7 @@
 //! - [`commands`]: one module per command;
 //! - [`session`]: what the commands that change a group share: the password, the management
 //!   API, the group's lock and the SSH connections, opened lock-first and closed together;
-//! - [`report`]: run summaries for people (and the JSON reports);
+//! - [`render`]: what people see: plans, run summaries, progress (and the JSON reports);
 //! - [`inventory`]: the fleet (groups, halves, hosts, brokers);
 //! - [`playbook`]: a release (commands, files, queue ownership and target settings);
 //! - [`plan`]: pure computations of what would change (the queue diff);
@@ -35,7 +35,7 @@ pub mod plan;
 pub mod playbook;
 pub mod redact;
 pub mod remote;
-pub mod report;
+pub mod render;
 pub mod session;
 pub mod source;
 pub mod step;

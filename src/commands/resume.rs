@@ -14,7 +14,7 @@ use crate::plan::upgrade::UpgradePlan;
 use crate::plan::{contract, journaled};
 use crate::playbook;
 use crate::session::Session;
-use crate::{lock, report};
+use crate::{lock, render};
 
 /// Runs `roll resume`.
 pub async fn run(
@@ -72,7 +72,7 @@ async fn resume_in(
         path.display()
     ));
     let outcome = session.execute(plan.clone(), journal, &entries).await?;
-    Ok(report::print_upgrade(&plan, &outcome, format)?)
+    Ok(render::print_upgrade(&plan, &outcome, format)?)
 }
 
 /// The plan journaled at the run's approval.

@@ -14,7 +14,7 @@ use crate::plan::rollback::{self, RollbackPlan};
 use crate::plan::upgrade::UpgradePlan;
 use crate::playbook::{self, Playbook};
 use crate::session::{self, Session};
-use crate::{clock, exit, lock, report};
+use crate::{clock, exit, lock, render};
 
 /// The settings of `roll rollback`.
 #[derive(Debug, Clone)]
@@ -144,19 +144,14 @@ async fn rollback_in(
             rollback::RollbackPlanError::Render(err) => Error::Render(err),
         })?,
     };
-    if settings.output == OutputFormat::Table {
-        output::print_text(&plan.to_string())?;
-    }
+    let dry_run = render::RollbackReport {
+        plan: &plan,
+        dry_run: true,
+        outcome: None,
+    };
+    let text = render::rollback_plan(&plan);
+    render::show_plan(&text, &dry_run, settings.output, settings.dry_run)?;
     if settings.dry_run {
-        if settings.output == OutputFormat::Json {
-            output::print_json(&report::RollbackReport {
-                plan: &plan,
-                dry_run: true,
-                outcome: None,
-            })?;
-        } else {
-            output::print_text("Dry run: nothing was changed.")?;
-        }
         return Ok(exit::SUCCESS);
     }
     session.connect().await?;
@@ -197,5 +192,5 @@ async fn rollback_in(
             journal::set_role_overrides(&state_dir, &group_name, &roles).map_err(|e| e.to_string())
         })
         .await?;
-    Ok(report::print_rollback(&plan, &outcome, settings.output)?)
+    Ok(render::print_rollback(&plan, &outcome, settings.output)?)
 }

@@ -16,7 +16,7 @@ use crate::plan::upgrade::{self, Options};
 use crate::playbook::{self, Playbook};
 use crate::remote::Connection;
 use crate::session::{self, Session};
-use crate::{clock, exit, report};
+use crate::{clock, exit, render};
 
 /// The settings of `roll upgrade`, checked.
 #[derive(Debug, Clone)]
@@ -308,19 +308,14 @@ async fn upgrade_in(
         options,
         &other_versions,
     )?;
-    if settings.output == OutputFormat::Table {
-        output::print_text(&plan.to_string())?;
-    }
+    let dry_run = render::UpgradeReport {
+        plan: &plan,
+        dry_run: true,
+        outcome: None,
+    };
+    let text = render::upgrade_plan(&plan);
+    render::show_plan(&text, &dry_run, settings.output, settings.dry_run)?;
     if settings.dry_run {
-        if settings.output == OutputFormat::Json {
-            output::print_json(&report::UpgradeReport {
-                plan: &plan,
-                dry_run: true,
-                outcome: None,
-            })?;
-        } else {
-            output::print_text("Dry run: nothing was changed.")?;
-        }
         return Ok(exit::SUCCESS);
     }
     if !settings.yes {
@@ -335,5 +330,5 @@ async fn upgrade_in(
     )?)?;
     output::note(&format!("journal: {}", journal.path().display()));
     let outcome = session.execute(plan.clone(), journal, &[]).await?;
-    Ok(report::print_upgrade(&plan, &outcome, settings.output)?)
+    Ok(render::print_upgrade(&plan, &outcome, settings.output)?)
 }

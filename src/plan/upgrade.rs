@@ -2,7 +2,6 @@
 //! approved, written to the journal, and executed exactly as it is. A resume reads it back.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +9,7 @@ use super::ownership::Owner;
 use super::queue_diff::{QueueDiff, Verdict};
 use super::rendered::{RenderError, Rendered};
 use crate::inventory::{Group, Half, Role};
-use crate::step::{self, Step};
+use crate::step::Step;
 
 /// A queue the run recreates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,177 +349,6 @@ fn vars(
         .collect()
 }
 
-impl fmt::Display for UpgradePlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "Upgrade of group {} half {} to {} {} (playbook {}), run {}",
-            self.group, self.half, self.package, self.version, self.playbook, self.run_id
-        )?;
-        self.fmt_order(f)?;
-        self.fmt_steps(f)?;
-        self.fmt_queues(f)?;
-        self.fmt_other_half(f)?;
-        write!(f, "  {}", self.queue_summary)
-    }
-}
-
-impl UpgradePlan {
-    fn fmt_order(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let started: Vec<&str> = self
-            .hosts
-            .iter()
-            .filter(|h| h.start)
-            .map(|h| h.host.as_str())
-            .collect();
-        if let Some((canary, rest)) = started.split_first() {
-            writeln!(
-                f,
-                "  order: canary {canary} first, then {} (at most {} at a time)",
-                if rest.is_empty() {
-                    "no other host".to_string()
-                } else {
-                    rest.join(" ")
-                },
-                self.parallel
-            )?;
-        }
-        let passive: Vec<&str> = self
-            .hosts
-            .iter()
-            .filter(|h| !h.start)
-            .map(|h| h.host.as_str())
-            .collect();
-        if !passive.is_empty() {
-            writeln!(
-                f,
-                "  passive, upgraded but left stopped: {}",
-                passive.join(" ")
-            )?;
-        }
-        Ok(())
-    }
-
-    /// The steps, as execution reads them.
-    fn fmt_steps(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "  steps of each host, in order (still running | stopped | started):"
-        )?;
-        for host in &self.hosts {
-            writeln!(
-                f,
-                "    {}: {} | {} | {}",
-                host.host,
-                step::list(&host.ready),
-                step::list(&host.stopped),
-                step::list(&host.started)
-            )?;
-        }
-        if !self.group_queues.is_empty() {
-            writeln!(
-                f,
-                "  on the broker: {} | once every consumer is stopped: {} | once the half \
-                 runs: {}",
-                step::list(&self.broker.before),
-                step::list(&self.broker.stopped),
-                step::list(&self.broker.after)
-            )?;
-        }
-        if self.two_phase {
-            writeln!(
-                f,
-                "  every host of half {} is ready before any stops; then all stop, the canary \
-                 starts, then the rest",
-                self.half
-            )?;
-        }
-        Ok(())
-    }
-
-    fn fmt_queues(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "  queues to recreate: {} ({} messages in them)",
-            self.queue_count(),
-            self.messages_at_risk
-        )?;
-        let transient: u64 = self
-            .group_queues
-            .iter()
-            .chain(self.hosts.iter().flat_map(|h| &h.queues))
-            .map(|q| q.transient)
-            .sum();
-        if transient > 0 {
-            writeln!(
-                f,
-                "  at risk: {transient} of those messages are transient (not persistent): a \
-                 broker restart while they are held loses them, as it would where they are"
-            )?;
-        }
-        if self.queue_count() > 0 {
-            if self.preserve_messages {
-                writeln!(
-                    f,
-                    "  messages: kept; each queue's messages, and those published meanwhile, \
-                     wait in a holding queue (roll.hold.{}.<queue>) while it is recreated",
-                    self.run_id
-                )?;
-            } else {
-                writeln!(
-                    f,
-                    "  messages: NOT kept (--allow-message-loss): the {} messages in these \
-                     queues, and those published while they are unbound, are lost",
-                    self.messages_at_risk
-                )?;
-            }
-        }
-        let owned = self
-            .hosts
-            .iter()
-            .flat_map(|h| h.queues.iter().map(move |q| (h.host.as_str(), q)));
-        let shared = self.group_queues.iter().map(|q| ("shared", q));
-        for (owner, q) in owned.chain(shared) {
-            writeln!(
-                f,
-                "    {owner}: {} [{}] ({} messages)",
-                q.name,
-                q.changes.join(", "),
-                q.messages
-            )?;
-        }
-        Ok(())
-    }
-
-    fn fmt_other_half(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let other = self.half.other();
-        if self.critical_window {
-            writeln!(
-                f,
-                "  critical window: yes: {} (half {other}) stopped, never upgraded, while the \
-                 shared queues are recreated ({}); the upgraded half then starts",
-                self.critical_stops.join(" "),
-                step::list(&self.critical_steps)
-            )?;
-        } else if !self.two_phase {
-            writeln!(f, "  critical window: no; half {other} keeps running")?;
-        }
-        if self.failover.is_empty() {
-            writeln!(
-                f,
-                "  failover: none (half {other} already runs {})",
-                self.version
-            )
-        } else {
-            writeln!(
-                f,
-                "  failover on the old release: {} (half {other})",
-                self.failover.join(" ")
-            )
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -562,15 +390,6 @@ mod tests {
             p.hosts[0].queues[0].changes,
             ["x-expires none -> 604800000"]
         );
-        let text = p.to_string();
-        assert!(
-            text.contains("canary px5 first, then px6 px7 px8 pxatx1 (at most 2 at a time)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("critical window: yes: px1 px2 px3 px4 (half a)"),
-            "{text}"
-        );
         // The plan survives the journal.
         let back: UpgradePlan = serde_json::from_value(json!(p)).unwrap();
         assert_eq!(back, p);
@@ -592,10 +411,6 @@ mod tests {
         };
         let p = plan("r2", ops, Half::A, &d, &playbook, options, &versions).unwrap();
         assert!(p.failover.is_empty());
-        assert!(
-            p.to_string()
-                .contains("failover: none (half b already runs 3.3.1)")
-        );
         let names: Vec<&str> = p.hosts.iter().map(|h| h.host.as_str()).collect();
         assert_eq!(names, ["px1", "px2", "px3", "px4", "pxatx2"]);
         let pxatx2 = &p.hosts[4];
@@ -605,9 +420,5 @@ mod tests {
         assert_eq!(p.queue_count(), 0);
         assert!(p.hosts.iter().all(|h| !h.reset_queue_state));
         assert_eq!(p.hosts[0].verify_queues, ["q.pump.px1"]);
-        assert!(
-            p.to_string()
-                .contains("passive, upgraded but left stopped: pxatx2")
-        );
     }
 }

@@ -1,0 +1,33 @@
+//! Everything `roll` shows people, in one place: plans, run summaries and progress lines,
+//! rendered from the data the plans and the engine return; [`crate::output`] writes them (and
+//! their JSON twins).
+
+mod plan;
+mod summary;
+
+pub use plan::{rollback_plan, upgrade_plan};
+pub use summary::*;
+
+use serde::Serialize;
+
+use crate::output::{self, OutputFormat};
+
+/// Shows a plan before it is approved: its text on a table's output; for a dry run, then its
+/// JSON twin (`dry_run` report) or the line saying nothing was changed.
+pub fn show_plan(
+    text: &str,
+    dry_run_report: &impl Serialize,
+    format: OutputFormat,
+    dry_run: bool,
+) -> std::io::Result<()> {
+    if format == OutputFormat::Table {
+        output::print_text(text)?;
+    }
+    if !dry_run {
+        return Ok(());
+    }
+    match format {
+        OutputFormat::Json => output::print_json(dry_run_report),
+        OutputFormat::Table => output::print_text("Dry run: nothing was changed."),
+    }
+}
