@@ -116,7 +116,10 @@ impl Session {
             connections: self.take_connections(),
         };
         let engine = Engine::new(parts, earlier);
-        Ok(Arc::new(engine.with_lock(self.lock.clone())))
+        let engine = engine
+            .with_lock(self.lock.clone())
+            .with_progress(crate::render::progress::to_stderr());
+        Ok(Arc::new(engine))
     }
 
     /// Takes the connections back from a finished engine.

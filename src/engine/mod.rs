@@ -6,6 +6,7 @@
 mod actions;
 mod files;
 mod preserve;
+mod progress;
 mod rollback;
 mod steps;
 #[cfg(test)]
@@ -14,6 +15,7 @@ mod timing;
 mod verify;
 
 pub use actions::{Act, Actions, World};
+pub use progress::{Progress, Sink, State};
 pub use rollback::RollbackOutcome;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -213,6 +215,8 @@ pub struct Engine {
     lock: Option<Arc<Lock>>,
     /// What the steps do to the world.
     actions: Arc<dyn Actions>,
+    /// Where the engine says what it does.
+    sink: Sink,
 }
 
 /// What an engine is made of: the group, the approved plan and its release, the broker,
@@ -327,6 +331,7 @@ impl Engine {
             rollback_preserves: AtomicBool::new(true),
             lock: None,
             actions: Arc::new(actions::World),
+            sink: progress::silent(),
         }
     }
 
@@ -337,6 +342,12 @@ impl Engine {
         } else {
             self.plan.preserve_messages
         }
+    }
+
+    /// The engine telling `sink` what it does as it goes.
+    pub fn with_progress(mut self, sink: Sink) -> Engine {
+        self.sink = sink;
+        self
     }
 
     /// The engine doing its steps with other actions (the unit tests' fakes).
@@ -419,7 +430,7 @@ impl Engine {
         Fut: std::future::Future<Output = Result<Done, StepError>>,
     {
         if self.is_done(host, step) {
-            self.progress(host, step, "done before, skipped");
+            self.progress(host, step, State::Skipped);
             return Ok(());
         }
         let fail = |err: StepError| failure(host, step, err);
@@ -429,7 +440,7 @@ impl Engine {
         let mut first_outage: Option<Instant> = None;
         loop {
             if let Err(err) = self.hold_lease().await {
-                self.progress(host, step, &format!("not started: {}", err.detail));
+                self.not_started(host, step, &err);
                 return Err(fail(err));
             }
             let begun = self
@@ -439,7 +450,7 @@ impl Engine {
                 })
                 .await;
             if let Err(err) = begun {
-                self.progress(host, step, &format!("not started: {}", err.detail));
+                self.not_started(host, step, &err);
                 return Err(fail(err));
             }
             if let Ok(mut set) = self.begun.lock() {
@@ -467,22 +478,21 @@ impl Engine {
                 })
                 .await;
             if !retry {
-                self.progress(
-                    host,
-                    step,
-                    &format!("FAILED ({seconds:.1}s): {}", err.detail),
-                );
+                let why = err.detail.clone();
+                let seconds = Some(seconds);
+                self.progress(host, step, State::Failed { seconds, why });
                 return Err(fail(err));
             }
             let since = *first_outage.get_or_insert_with(Instant::now);
             let waiting = Instant::now();
-            self.progress(
-                host,
-                step,
-                &format!("broker unavailable ({}): waiting for it", err.detail),
-            );
+            let why = err.detail.clone();
+            self.progress(host, step, State::WaitingForBroker { why });
             if let Err(why) = self.await_broker(since).await {
-                self.progress(host, step, &format!("FAILED: {}", why.detail));
+                let failed = State::Failed {
+                    seconds: None,
+                    why: why.detail.clone(),
+                };
+                self.progress(host, step, failed);
                 return Err(fail(StepError {
                     detail: format!("{}; {}", err.detail, why.detail),
                     ..why
@@ -495,7 +505,7 @@ impl Engine {
                     detail: format!("{host} {step}: {}", err.detail),
                 })
                 .await;
-            self.progress(host, step, "the broker answers again: trying again");
+            self.progress(host, step, State::BrokerBack);
         }
     }
 
@@ -518,19 +528,20 @@ impl Engine {
             .await;
         if let Err(err) = recorded {
             // Done, but not recorded: a resume does it again (every step can run again).
-            self.progress(host, step, &format!("done, not recorded: {}", err.detail));
+            let why = err.detail.clone();
+            self.progress(host, step, State::NotRecorded { why });
             return Err(failure(host, step, err));
         }
         if let Ok(mut set) = self.done.lock() {
             set.insert((host.to_string(), step.clone()));
         }
         // A start's detail is the log sizes noted before it: not for the operator.
-        let detail = if done.detail.is_empty() || step.starts() {
+        let detail = if step.starts() {
             String::new()
         } else {
-            format!(": {}", done.detail)
+            done.detail
         };
-        self.progress(host, step, &format!("ok ({seconds:.1}s){detail}"));
+        self.progress(host, step, State::Done { seconds, detail });
         Ok(())
     }
 
@@ -563,11 +574,8 @@ impl Engine {
                     lost_at_ms,
                 })
                 .await?;
-                self.progress(
-                    BROKER,
-                    "lock",
-                    &format!("taken again after {:.1}s ({reason})", after.as_secs_f64()),
-                );
+                let seconds = after.as_secs_f64();
+                self.progress(BROKER, "lock", State::LockRetaken { seconds, reason });
                 Ok(())
             }
         }
@@ -602,13 +610,19 @@ impl Engine {
         Ok(())
     }
 
-    /// One line per host and step on stderr.
-    fn progress(&self, host: &str, step: impl std::fmt::Display, state: &str) {
-        crate::output::note(&format!(
-            "[{:>6.1}s] {host:<10} {:<18} {state}",
-            self.started.elapsed().as_secs_f64(),
-            step.to_string()
-        ));
+    /// Tells the sink.
+    fn progress(&self, host: &str, step: impl std::fmt::Display, state: State) {
+        (self.sink)(&Progress {
+            elapsed: self.started.elapsed().as_secs_f64(),
+            host: host.to_string(),
+            step: step.to_string(),
+            state,
+        });
+    }
+
+    fn not_started(&self, host: &str, step: &Step, err: &StepError) {
+        let why = err.detail.clone();
+        self.progress(host, step, State::NotStarted { why });
     }
 
     /// Executes the plan.

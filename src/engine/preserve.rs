@@ -392,11 +392,12 @@ impl Engine {
     ) -> Result<mover::MoveReport, StepError> {
         let connection = self.amqp().await?;
         if before > 0 {
-            self.progress(
-                BROKER,
-                "moving",
-                &format!("{before} messages {from} -> {to}"),
-            );
+            let moving = super::State::Moving {
+                messages: before,
+                from: from.to_string(),
+                to: to.to_string(),
+            };
+            self.progress(BROKER, "moving", moving);
         }
         let limits = mover::Limits::for_backlog(before);
         let broker = self.group.broker.display();

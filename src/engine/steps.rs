@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{BROKER, Done, Engine, Failure, Policy, StepError, each_host, record, wait_for};
+use super::{BROKER, Done, Engine, Failure, Policy, State, StepError, each_host, record, wait_for};
 use crate::broker::equivalence::QueueSettings;
 use crate::journal::{Backup, Event};
 use crate::plan::upgrade::HostPlan;
@@ -49,14 +49,11 @@ impl Engine {
         {
             // The run's own failure is what the operator sees first; the failover's is in
             // the journal and in the progress lines.
-            self.progress(
-                &also.host,
-                &also.step,
-                &format!(
-                    "the failover stopped here: {} (`roll resume` or `roll rollback` finishes)",
-                    also.detail
-                ),
+            let note = format!(
+                "the failover stopped here: {} (`roll resume` or `roll rollback` finishes)",
+                also.detail
             );
+            self.progress(&also.host, &also.step, State::Note(note));
         }
         critical
     }
@@ -97,7 +94,8 @@ impl Engine {
     /// failure stops the failover (journaled); what it undid is journaled first, so that
     /// `resume` redoes the critical window and `rollback` knows what is left.
     async fn restore_failover(self: Arc<Self>) -> Result<(), Failure> {
-        self.progress(BROKER, "failover", "restoring the untouched half");
+        let note = "restoring the untouched half".to_string();
+        self.progress(BROKER, "failover", State::Note(note));
         self.stop_started_hosts().await?;
         let restore: Vec<String> = self
             .group_queue_names()
@@ -156,11 +154,8 @@ impl Engine {
             // on; a consumer it still has on a queue makes that queue's restore refuse.
             let stops = [Step::StopFailover, Step::VerifyStoppedFailover];
             if let Err(failed) = self.steps(name, &stops).await {
-                self.progress(
-                    name,
-                    &failed.step,
-                    "not stopped; the failover goes on without it",
-                );
+                let note = "not stopped; the failover goes on without it".to_string();
+                self.progress(name, &failed.step, State::Note(note));
             }
         }
         Ok(())
@@ -188,7 +183,8 @@ impl Engine {
         })
         .await
         .map_err(|e| super::failure(BROKER, &Step::other("failover"), e))?;
-        self.progress(BROKER, "failover", "the untouched half serves again");
+        let note = "the untouched half serves again".to_string();
+        self.progress(BROKER, "failover", State::Note(note));
         Ok(())
     }
 

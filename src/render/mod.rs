@@ -3,6 +3,7 @@
 //! their JSON twins).
 
 mod plan;
+pub mod progress;
 mod summary;
 
 pub use plan::{rollback_plan, upgrade_plan};

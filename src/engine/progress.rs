@@ -1,0 +1,53 @@
+//! What the engine says as it goes, as data: one [`Progress`] per thing that happened to a
+//! step. The engine never prints; whoever runs it gives a sink (the commands: the renderer's,
+//! which writes lines on stderr; the unit tests: none).
+
+use std::sync::Arc;
+
+/// One thing that happened to a step (or to the run) on a host, or on the broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Seconds since the run began.
+    pub elapsed: f64,
+    pub host: String,
+    /// The step's name (or what the run is doing: `failover`, `lock`, `moving`).
+    pub step: String,
+    pub state: State,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// The journal shows it done: not done again.
+    Skipped,
+    /// It could not begin (the lock, the journal).
+    NotStarted { why: String },
+    /// Done, in `seconds`; `detail` says what it found or did (may be empty).
+    Done { seconds: f64, detail: String },
+    /// Done, but the journal could not record it: a resume does it again.
+    NotRecorded { why: String },
+    /// Failed (after `seconds`, when it ran).
+    Failed { seconds: Option<f64>, why: String },
+    /// It failed for want of the broker: the run waits for it.
+    WaitingForBroker { why: String },
+    /// The broker answers again: the step runs again.
+    BrokerBack,
+    /// The group's lock was taken again after a broker restart.
+    LockRetaken { seconds: f64, reason: String },
+    /// Messages are being moved between two queues.
+    Moving {
+        messages: u64,
+        from: String,
+        to: String,
+    },
+    /// Anything else worth a line (the failover's stages).
+    Note(String),
+}
+
+/// Where the progress goes.
+pub type Sink = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// A sink that drops everything.
+pub fn silent() -> Sink {
+    Arc::new(|_| {})
+}
