@@ -110,6 +110,69 @@ fn upgrade_plan(target: &Target, playbook: &Playbook) -> Result<UpgradePlan, Err
     Ok(plan)
 }
 
+/// The rollback's plan: the interrupted one's to finish it, or a new one.
+fn plan_for(
+    target: &Target,
+    group: &crate::inventory::Group,
+    release: &Playbook,
+    settings: &Settings,
+) -> Result<RollbackPlan, Error> {
+    if let Some((_, _, plan)) = &target.resumed {
+        return Ok(plan.clone());
+    }
+    let run_id = format!(
+        "{}-{}-rollback-{}",
+        clock::compact(clock::now_millis()),
+        group.name,
+        std::process::id()
+    );
+    let options = rollback::Options {
+        reset_available: release.commands.reset_queue_state.is_some(),
+        keep_upgraded_stopped: settings.keep_upgraded_stopped,
+        preserve_messages: !settings.allow_message_loss,
+    };
+    rollback::plan(&run_id, group, &target.upgrade_entries, options).map_err(|e| match e {
+        rollback::RollbackPlanError::Nothing(why) => {
+            Error::Usage(format!("group {}: {why}", group.name))
+        }
+        rollback::RollbackPlanError::Render(err) => Error::Render(err),
+    })
+}
+
+/// The rollback's journal, and its entries so far: the interrupted one's, reopened, or a
+/// new one.
+fn journal_for(
+    target: &Target,
+    plan: &RollbackPlan,
+    upgrade_plan: &UpgradePlan,
+    settings: &Settings,
+) -> Result<(Journal, Vec<Entry>), Error> {
+    if let Some((path, entries, _)) = &target.resumed {
+        let mut journal = Journal::reopen(path)?;
+        journal.append(Event::Resumed {
+            pid: std::process::id(),
+            operator: lock::operator(),
+        })?;
+        output::note(&format!(
+            "finishing the interrupted rollback {}",
+            plan.run_id
+        ));
+        return Ok((journal, entries.clone()));
+    }
+    let mut journal = Journal::create(&settings.state_dir, &plan.group, &plan.run_id)?;
+    let run_plan = RunPlan::Rollback(Box::new(plan.clone()));
+    journal.append(session::started(&run_plan, upgrade_plan, false)?)?;
+    Ok((journal, vec![]))
+}
+
+/// Records a pair's swap in the state directory's role overrides.
+fn swap_roles(state_dir: &Path, group: &str, swap: &rollback::Swap) -> Result<(), String> {
+    let mut roles = journal::role_overrides(state_dir, group).map_err(|e| e.to_string())?;
+    roles.insert(swap.to.clone(), Role::Active);
+    roles.insert(swap.from.clone(), Role::Passive);
+    journal::set_role_overrides(state_dir, group, &roles).map_err(|e| e.to_string())
+}
+
 async fn rollback_in(
     session: &mut Session,
     playbook: &Playbook,
@@ -118,32 +181,7 @@ async fn rollback_in(
     let group = session.group.clone();
     let target = find_target(&settings.state_dir, &group.name)?;
     let upgrade_plan = upgrade_plan(&target, playbook)?;
-    let release = upgrade_plan.release.clone();
-    let run_id = format!(
-        "{}-{}-rollback-{}",
-        clock::compact(clock::now_millis()),
-        group.name,
-        std::process::id()
-    );
-    let plan = match &target.resumed {
-        Some((_, _, plan)) => plan.clone(),
-        None => rollback::plan(
-            &run_id,
-            &group,
-            &target.upgrade_entries,
-            rollback::Options {
-                reset_available: release.commands.reset_queue_state.is_some(),
-                keep_upgraded_stopped: settings.keep_upgraded_stopped,
-                preserve_messages: !settings.allow_message_loss,
-            },
-        )
-        .map_err(|e| match e {
-            rollback::RollbackPlanError::Nothing(why) => {
-                Error::Usage(format!("group {}: {why}", group.name))
-            }
-            rollback::RollbackPlanError::Render(err) => Error::Render(err),
-        })?,
-    };
+    let plan = plan_for(&target, &group, &upgrade_plan.release, settings)?;
     let dry_run = render::RollbackReport {
         plan: &plan,
         dry_run: true,
@@ -158,39 +196,14 @@ async fn rollback_in(
     if !settings.yes {
         session::approve(&group.name)?;
     }
-    let (journal, earlier) = match &target.resumed {
-        Some((path, entries, _)) => {
-            let mut journal = Journal::reopen(path)?;
-            journal.append(Event::Resumed {
-                pid: std::process::id(),
-                operator: lock::operator(),
-            })?;
-            output::note(&format!(
-                "finishing the interrupted rollback {}",
-                plan.run_id
-            ));
-            (journal, entries.clone())
-        }
-        None => {
-            let mut journal = Journal::create(&settings.state_dir, &group.name, &run_id)?;
-            let run_plan = RunPlan::Rollback(Box::new(plan.clone()));
-            journal.append(session::started(&run_plan, &upgrade_plan, false)?)?;
-            (journal, vec![])
-        }
-    };
+    let (journal, earlier) = journal_for(&target, &plan, &upgrade_plan, settings)?;
     output::note(&format!("journal: {}", journal.path().display()));
     let mut all = target.upgrade_entries.clone();
     all.extend(earlier);
     let state_dir = settings.state_dir.clone();
-    let group_name = group.name.clone();
+    let on_swap = move |swap: &rollback::Swap| swap_roles(&state_dir, &group.name, swap);
     let outcome = session
-        .execute_rollback(upgrade_plan, plan.clone(), journal, &all, move |swap| {
-            let mut roles =
-                journal::role_overrides(&state_dir, &group_name).map_err(|e| e.to_string())?;
-            roles.insert(swap.to.clone(), Role::Active);
-            roles.insert(swap.from.clone(), Role::Passive);
-            journal::set_role_overrides(&state_dir, &group_name, &roles).map_err(|e| e.to_string())
-        })
+        .execute_rollback(upgrade_plan, plan.clone(), journal, &all, on_swap)
         .await?;
     Ok(render::print_rollback(&plan, &outcome, settings.output)?)
 }

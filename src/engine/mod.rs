@@ -8,10 +8,10 @@ mod files;
 mod preserve;
 mod progress;
 mod rollback;
-mod steps;
 #[cfg(test)]
 mod tests;
 mod timing;
+mod upgrade;
 mod verify;
 
 pub use actions::{Act, Actions, World};
@@ -433,28 +433,14 @@ impl Engine {
             self.progress(host, step, State::Skipped);
             return Ok(());
         }
-        let fail = |err: StepError| failure(host, step, err);
         // The first time this step failed for want of the broker: the deadline runs from
         // there, however often the broker answers again in between (one that answers its
         // health check but fails every step must not keep the run going for ever).
         let mut first_outage: Option<Instant> = None;
         loop {
-            if let Err(err) = self.hold_lease().await {
+            if let Err(err) = self.begin(host, step).await {
                 self.not_started(host, step, &err);
-                return Err(fail(err));
-            }
-            let begun = self
-                .journal_event(Event::StepStarted {
-                    host: host.into(),
-                    step: step.clone(),
-                })
-                .await;
-            if let Err(err) = begun {
-                self.not_started(host, step, &err);
-                return Err(fail(err));
-            }
-            if let Ok(mut set) = self.begun.lock() {
-                set.insert((host.to_string(), step.clone()));
+                return Err(failure(host, step, err));
             }
             let began = Instant::now();
             let result = work().await;
@@ -464,49 +450,79 @@ impl Engine {
                 Err(err) => err,
             };
             let retry = err.cause == Cause::BrokerUnavailable;
-            let _ = self
-                .journal_event(Event::StepFinished {
-                    host: host.into(),
-                    step: step.clone(),
-                    ok: false,
-                    detail: if retry {
-                        format!("{} (waiting for the broker, then again)", err.detail)
-                    } else {
-                        err.detail.clone()
-                    },
-                    output: err.output.clone(),
-                })
-                .await;
+            self.step_failed(host, step, &err, retry).await;
             if !retry {
                 let why = err.detail.clone();
                 let seconds = Some(seconds);
                 self.progress(host, step, State::Failed { seconds, why });
-                return Err(fail(err));
+                return Err(failure(host, step, err));
             }
             let since = *first_outage.get_or_insert_with(Instant::now);
-            let waiting = Instant::now();
-            let why = err.detail.clone();
-            self.progress(host, step, State::WaitingForBroker { why });
-            if let Err(why) = self.await_broker(since).await {
-                let failed = State::Failed {
-                    seconds: None,
-                    why: why.detail.clone(),
-                };
-                self.progress(host, step, failed);
-                return Err(fail(StepError {
-                    detail: format!("{}; {}", err.detail, why.detail),
-                    ..why
-                }));
-            }
-            let _ = self
-                .journal_event(Event::Measured {
-                    what: timing::BROKER_UNAVAILABLE.into(),
-                    seconds: waiting.elapsed().as_secs_f64(),
-                    detail: format!("{host} {step}: {}", err.detail),
-                })
-                .await;
-            self.progress(host, step, State::BrokerBack);
+            self.wait_out(host, step, err, since).await?;
         }
+    }
+
+    /// Confirms the lease, then journals that a step begins.
+    async fn begin(&self, host: &str, step: &Step) -> Result<(), StepError> {
+        self.hold_lease().await?;
+        self.journal_event(Event::StepStarted {
+            host: host.into(),
+            step: step.clone(),
+        })
+        .await?;
+        if let Ok(mut set) = self.begun.lock() {
+            set.insert((host.to_string(), step.clone()));
+        }
+        Ok(())
+    }
+
+    /// Journals a step's failure (`retry`: it is done again once the broker answers).
+    async fn step_failed(&self, host: &str, step: &Step, err: &StepError, retry: bool) {
+        let _ = self
+            .journal_event(Event::StepFinished {
+                host: host.into(),
+                step: step.clone(),
+                ok: false,
+                detail: if retry {
+                    format!("{} (waiting for the broker, then again)", err.detail)
+                } else {
+                    err.detail.clone()
+                },
+                output: err.output.clone(),
+            })
+            .await;
+    }
+
+    /// Waits for the broker after `err`, at most until `since` plus the broker's
+    /// `reconnect_deadline`; journals how long it waited.
+    async fn wait_out(
+        &self,
+        host: &str,
+        step: &Step,
+        err: StepError,
+        since: Instant,
+    ) -> Result<(), Failure> {
+        let waiting = Instant::now();
+        let why = err.detail.clone();
+        self.progress(host, step, State::WaitingForBroker { why });
+        if let Err(why) = self.await_broker(since).await {
+            let failed = State::Failed {
+                seconds: None,
+                why: why.detail.clone(),
+            };
+            self.progress(host, step, failed);
+            let detail = format!("{}; {}", err.detail, why.detail);
+            return Err(failure(host, step, StepError { detail, ..why }));
+        }
+        let _ = self
+            .journal_event(Event::Measured {
+                what: timing::BROKER_UNAVAILABLE.into(),
+                seconds: waiting.elapsed().as_secs_f64(),
+                detail: format!("{host} {step}: {}", err.detail),
+            })
+            .await;
+        self.progress(host, step, State::BrokerBack);
+        Ok(())
     }
 
     /// Journals a step's success and reports it.
@@ -623,96 +639,6 @@ impl Engine {
     fn not_started(&self, host: &str, step: &Step, err: &StepError) {
         let why = err.detail.clone();
         self.progress(host, step, State::NotStarted { why });
-    }
-
-    /// Executes the plan.
-    pub async fn run(self: Arc<Self>) -> Outcome {
-        let result = if self.plan.two_phase {
-            self.clone().run_two_phases().await
-        } else {
-            self.clone().run_one_phase().await
-        };
-        let completed = self.completed_hosts(&result).await;
-        let timing = self
-            .timing(&[Step::Stop, Step::StopFailover], &[Step::Start])
-            .await;
-        let group_window = timing.group_window;
-        let (window, floor, span) = if self.plan.two_phase {
-            (
-                group_window,
-                timing.group_floor(self.plan.canary()),
-                timing.group_span,
-            )
-        } else {
-            match timing.longest_host() {
-                Some((host, window, floor)) => {
-                    (Some(window), floor, timing.host_spans.get(&host).copied())
-                }
-                None => (None, None, None),
-            }
-        };
-        let unavailable = timing.unavailable_within(span);
-        let host_windows = timing.host_windows;
-        if let Some(seconds) = window {
-            let _ = self
-                .journal_event(Event::Measured {
-                    what: "critical-window".into(),
-                    seconds,
-                    detail: if self.plan.two_phase {
-                        "from the first stop of a consumer of the half's queues to the first \
-                         start of a new one"
-                    } else {
-                        "the longest time a host was stopped (from its stop to its start)"
-                    }
-                    .into(),
-                })
-                .await;
-        }
-        let mut recreated = vec![];
-        for host in &self.plan.hosts {
-            for q in &host.queues {
-                if self.is_done(&host.host, &Step::Recreate(q.name.clone())) {
-                    recreated.push((q.name.clone(), host_windows.get(&host.host).copied()));
-                }
-            }
-        }
-        for q in &self.plan.group_queues {
-            if self.is_done(BROKER, &Step::Recreate(q.name.clone())) {
-                recreated.push((q.name.clone(), group_window));
-            }
-        }
-        let queues = self.accounts(recreated).await;
-        self.close_amqp().await;
-        let status = match (&result, completed.is_empty()) {
-            (Ok(()), _) => RunStatus::Done,
-            (Err(_), false) => RunStatus::Partial,
-            (Err(_), true) => RunStatus::Failed,
-        };
-        let failure = result.err();
-        let summary = match &failure {
-            None => format!(
-                "{} hosts of half {} on {} {}",
-                completed.len(),
-                self.plan.half,
-                self.plan.package,
-                self.plan.version
-            ),
-            Some(f) => f.to_string(),
-        };
-        let _ = self
-            .journal_event(Event::Finished { status, summary })
-            .await;
-        Outcome {
-            status,
-            completed,
-            failure,
-            queues,
-            critical_window_seconds: window,
-            critical_window_floor_seconds: floor,
-            broker_unavailable_seconds: unavailable,
-            elapsed_seconds: self.started.elapsed().as_secs_f64(),
-            journal: self.journal.lock().await.path().display().to_string(),
-        }
     }
 
     /// The stops and starts of this run so far, from its journal.

@@ -1,4 +1,5 @@
-//! The steps of a run and the order they go in.
+//! The upgrade: the order its steps go in (one phase or two), its failure policy (the
+//! failover), what each of its steps does, and its outcome.
 //!
 //! Everything that can be done while the services still run comes first (backups, the
 //! package when the playbook allows it, staged files, holding queues), so that each service is
@@ -7,13 +8,121 @@
 
 use std::sync::Arc;
 
+use super::Outcome;
+use super::timing::Timing;
 use super::{BROKER, Done, Engine, Failure, Policy, State, StepError, each_host, record, wait_for};
 use crate::broker::equivalence::QueueSettings;
-use crate::journal::{Backup, Event};
+use crate::journal::{Backup, Event, RunStatus};
 use crate::plan::upgrade::HostPlan;
 use crate::step::Step;
 
 impl Engine {
+    /// Executes the plan.
+    pub async fn run(self: Arc<Self>) -> Outcome {
+        let result = if self.plan.two_phase {
+            self.clone().run_two_phases().await
+        } else {
+            self.clone().run_one_phase().await
+        };
+        let completed = self.completed_hosts(&result).await;
+        let timing = self
+            .timing(&[Step::Stop, Step::StopFailover], &[Step::Start])
+            .await;
+        let window = self.window_of(&timing).await;
+        let recreated = self.recreated(&timing);
+        let queues = self.accounts(recreated).await;
+        self.close_amqp().await;
+        let status = match (&result, completed.is_empty()) {
+            (Ok(()), _) => RunStatus::Done,
+            (Err(_), false) => RunStatus::Partial,
+            (Err(_), true) => RunStatus::Failed,
+        };
+        let failure = result.err();
+        let summary = match &failure {
+            None => format!(
+                "{} hosts of half {} on {} {}",
+                completed.len(),
+                self.plan.half,
+                self.plan.package,
+                self.plan.version
+            ),
+            Some(f) => f.to_string(),
+        };
+        let _ = self
+            .journal_event(Event::Finished { status, summary })
+            .await;
+        Outcome {
+            status,
+            completed,
+            failure,
+            queues,
+            critical_window_seconds: window.seconds,
+            critical_window_floor_seconds: window.floor,
+            broker_unavailable_seconds: window.unavailable,
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+            journal: self.journal.lock().await.path().display().to_string(),
+        }
+    }
+
+    /// The run's critical window (journaled): two phases, from the first stop of a consumer
+    /// of the half's queues to the first start of a new one; one phase, the longest time a
+    /// host was stopped.
+    async fn window_of(&self, timing: &Timing) -> Window {
+        let (seconds, floor, span) = if self.plan.two_phase {
+            (
+                timing.group_window,
+                timing.group_floor(self.plan.canary()),
+                timing.group_span,
+            )
+        } else {
+            match timing.longest_host() {
+                Some((host, window, floor)) => {
+                    (Some(window), floor, timing.host_spans.get(&host).copied())
+                }
+                None => (None, None, None),
+            }
+        };
+        if let Some(seconds) = seconds {
+            let detail = if self.plan.two_phase {
+                "from the first stop of a consumer of the half's queues to the first start of \
+                 a new one"
+            } else {
+                "the longest time a host was stopped (from its stop to its start)"
+            };
+            let _ = self
+                .journal_event(Event::Measured {
+                    what: "critical-window".into(),
+                    seconds,
+                    detail: detail.into(),
+                })
+                .await;
+        }
+        Window {
+            seconds,
+            floor,
+            unavailable: timing.unavailable_within(span),
+        }
+    }
+
+    /// The queues recreated, each with how long it was without a consumer.
+    fn recreated(&self, timing: &Timing) -> Vec<(String, Option<f64>)> {
+        let mut recreated = vec![];
+        for host in &self.plan.hosts {
+            for q in &host.queues {
+                if self.is_done(&host.host, &Step::Recreate(q.name.clone())) {
+                    let seconds = timing.host_windows.get(&host.host).copied();
+                    recreated.push((q.name.clone(), seconds));
+                }
+            }
+        }
+        for q in &self.plan.group_queues {
+            if self.is_done(BROKER, &Step::Recreate(q.name.clone())) {
+                recreated.push((q.name.clone(), timing.group_window));
+            }
+        }
+        recreated
+    }
+
     /// Hosts one after the other through every step: the canary, then the rest, at most
     /// `parallel` at a time. The other half is never touched.
     pub(super) async fn run_one_phase(self: Arc<Self>) -> Result<(), Failure> {
@@ -488,6 +597,14 @@ impl Engine {
             .find(|b| matches!(b, Backup::Queue { name: n, .. } if n == name))
             .cloned()
     }
+}
+
+/// A run's critical window, what the services take of it, and how long the broker was
+/// away within it.
+struct Window {
+    seconds: Option<f64>,
+    floor: Option<f64>,
+    unavailable: f64,
 }
 
 /// What makes two backups the same thing.
