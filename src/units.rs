@@ -212,6 +212,12 @@ impl Visitor<'_> for DurationVisitor {
     }
 }
 
+/// For `#[serde(with = "crate::units::duration")]`: a duration written as a string, read
+/// from a string or a number of seconds.
+pub mod duration {
+    pub use super::{deserialize_duration as deserialize, serialize_duration as serialize};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

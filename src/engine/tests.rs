@@ -464,15 +464,14 @@ fn a_step_that_failed_for_want_of_the_broker_is_done_again_once_it_answers() {
     assert_eq!(stops, 2);
 }
 
-/// What a rollback planned, did, swapped and how it ended.
+/// What a rollback planned, did and swapped.
 struct RolledBack {
     plan: RollbackPlan,
     fake: Arc<Fake>,
     swaps: Vec<String>,
-    outcome: RollbackOutcome,
 }
 
-/// Rolls back the run journaled in `dir` with a fake.
+/// Rolls back the run journaled in `dir` with a fake; it must succeed.
 fn roll_back(upgrade: &UpgradePlan, dir: &std::path::Path) -> RolledBack {
     let (inventory, _) = fixture();
     let ops = inventory.group("ops").unwrap();
@@ -491,13 +490,9 @@ fn roll_back(upgrade: &UpgradePlan, dir: &std::path::Path) -> RolledBack {
         swaps.lock().unwrap().push(swap.pair.clone());
         Ok(())
     }));
+    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
     let swaps = swaps.into_inner().unwrap();
-    RolledBack {
-        plan,
-        fake,
-        swaps,
-        outcome,
-    }
+    RolledBack { plan, fake, swaps }
 }
 
 #[test]
@@ -506,13 +501,7 @@ fn rolling_back_a_canary_that_failed_before_installing_reinstalls_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let failed = Fake::failing("px1", Step::Backup, Cause::Host);
     upgrade(&upgrade_plan, &failed, dir.path());
-    let RolledBack {
-        plan,
-        fake,
-        swaps,
-        outcome,
-    } = roll_back(&upgrade_plan, dir.path());
-    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+    let RolledBack { plan, fake, swaps } = roll_back(&upgrade_plan, dir.path());
     assert_eq!(plan.stop, ["px1"]);
     assert_eq!(plan.repair.len(), 1);
     assert!(
@@ -530,13 +519,7 @@ fn rolling_back_a_finished_run_serves_first_then_repairs_every_host() {
     let upgrade_plan = plan(Half::A, false, 2);
     let dir = tempfile::tempdir().unwrap();
     upgrade(&upgrade_plan, &Arc::new(Fake::default()), dir.path());
-    let RolledBack {
-        plan,
-        fake,
-        swaps,
-        outcome,
-    } = roll_back(&upgrade_plan, dir.path());
-    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+    let RolledBack { plan, fake, swaps } = roll_back(&upgrade_plan, dir.path());
     assert_eq!(plan.stop, hosts_of(&upgrade_plan));
     // Every upgraded host is stopped, and the old release runs, before any repair.
     let first_repair = fake
@@ -566,13 +549,7 @@ fn rolling_back_a_critical_window_the_failover_put_back_only_moves_the_held_mess
     let dir = tempfile::tempdir().unwrap();
     let failed = Fake::failing(BROKER, Step::Recreate(q()), Cause::Broker);
     upgrade(&upgrade_plan, &failed, dir.path());
-    let RolledBack {
-        plan,
-        fake,
-        swaps,
-        outcome,
-    } = roll_back(&upgrade_plan, dir.path());
-    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+    let RolledBack { plan, fake, swaps } = roll_back(&upgrade_plan, dir.path());
     assert_eq!(plan.restored, [q()]);
     assert!(!plan.queues.contains(&q()));
     assert!(fake.at(BROKER, &Step::RollbackRestore(q())).is_none());

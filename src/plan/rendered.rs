@@ -17,10 +17,7 @@ use crate::template::{self, Escape};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rendered {
     /// How long one command on a host may take.
-    #[serde(
-        serialize_with = "crate::units::serialize_duration",
-        deserialize_with = "crate::units::deserialize_duration"
-    )]
+    #[serde(with = "crate::units::duration")]
     pub command_timeout: Duration,
     /// The settings recreated queues get.
     pub target: QueueSettings,
@@ -36,10 +33,7 @@ pub struct Verification {
     pub client_version: Option<String>,
     /// Patterns (extended regular expressions) that fail the verification when logged.
     pub log_errors: Vec<String>,
-    #[serde(
-        serialize_with = "crate::units::serialize_duration",
-        deserialize_with = "crate::units::deserialize_duration"
-    )]
+    #[serde(with = "crate::units::duration")]
     pub timeout: Duration,
 }
 
