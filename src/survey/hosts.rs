@@ -166,12 +166,5 @@ async fn first_line(
     command: &str,
     timeout: Duration,
 ) -> Result<String, RemoteError> {
-    let output = connection.run(label, command, timeout).await?;
-    Ok(output
-        .stdout
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string())
+    Ok(connection.run(label, command, timeout).await?.first_line())
 }
