@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
 use crate::error::Error;
@@ -109,33 +109,7 @@ pub enum Command {
     /// Exit codes: 0 done, 3 partial, 1 failed, 2 usage, inventory or playbook error.
     ///
     /// Example: roll upgrade -p playbooks/sr3-minor.toml --group ops --half a
-    Upgrade {
-        /// The playbook (release) to apply.
-        #[arg(short, long)]
-        playbook: PathBuf,
-        /// The group to upgrade.
-        #[arg(short, long)]
-        group: String,
-        /// The half to upgrade (a or b); the other half is the failover.
-        #[arg(long, value_parser = parse_half)]
-        half: Half,
-        /// Approve the plan without asking.
-        #[arg(long)]
-        yes: bool,
-        /// Print the plan and stop: nothing is changed.
-        #[arg(long)]
-        dry_run: bool,
-        /// Hosts upgraded at the same time after the canary.
-        #[arg(long, default_value_t = 1)]
-        parallel: usize,
-        /// Upgrade even though the required group has not completed this release (recorded).
-        #[arg(long)]
-        skip_promotion_check: bool,
-        /// Delete recreated queues with their messages, as the manual procedure does, instead
-        /// of keeping them in holding queues (the loss is counted and reported).
-        #[arg(long)]
-        allow_message_loss: bool,
-    },
+    Upgrade(UpgradeArgs),
     /// Undo the group's last upgrade run from its journal: fail over to the untouched half,
     /// then restore the group as it was.
     ///
@@ -147,27 +121,7 @@ pub enum Command {
     /// 2 nothing to roll back or a usage error.
     ///
     /// Example: roll rollback -p playbooks/sr3-queue-expire.toml --group ops
-    Rollback {
-        /// The playbook of the run to undo (its commands are used).
-        #[arg(short, long)]
-        playbook: PathBuf,
-        /// The group whose last run to undo.
-        #[arg(short, long)]
-        group: String,
-        /// Approve the plan without asking.
-        #[arg(long)]
-        yes: bool,
-        /// Print the plan and stop: nothing is changed.
-        #[arg(long)]
-        dry_run: bool,
-        /// Leave the upgraded hosts stopped, on the new release, for investigation.
-        #[arg(long)]
-        keep_upgraded_stopped: bool,
-        /// Delete restored queues with their messages instead of keeping them in holding
-        /// queues (the loss is counted and reported).
-        #[arg(long)]
-        allow_message_loss: bool,
-    },
+    Rollback(RollbackArgs),
     /// Continue the group's interrupted or failed run from its journal: the same plan, the
     /// steps already done skipped. Every step is safe to run again.
     ///
@@ -189,6 +143,94 @@ pub enum Command {
         #[arg(short, long)]
         playbook: Option<PathBuf>,
     },
+}
+
+/// The options of `roll upgrade`.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The playbook (release) to apply.
+    #[arg(short, long)]
+    playbook: PathBuf,
+    /// The group to upgrade.
+    #[arg(short, long)]
+    group: String,
+    /// The half to upgrade (a or b); the other half is the failover.
+    #[arg(long, value_parser = parse_half)]
+    half: Half,
+    /// Approve the plan without asking.
+    #[arg(long)]
+    yes: bool,
+    /// Print the plan and stop: nothing is changed.
+    #[arg(long)]
+    dry_run: bool,
+    /// Hosts upgraded at the same time after the canary.
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
+    /// Upgrade even though the required group has not completed this release (recorded).
+    #[arg(long)]
+    skip_promotion_check: bool,
+    /// Delete recreated queues with their messages, as the manual procedure does, instead
+    /// of keeping them in holding queues (the loss is counted and reported).
+    #[arg(long)]
+    allow_message_loss: bool,
+}
+
+impl UpgradeArgs {
+    /// The command's settings: these options, the state directory and the output format.
+    fn settings(self, state_dir: PathBuf, output: OutputFormat) -> commands::upgrade::Settings {
+        commands::upgrade::Settings {
+            playbook: self.playbook,
+            group: self.group,
+            half: self.half,
+            yes: self.yes,
+            dry_run: self.dry_run,
+            parallel: self.parallel,
+            skip_promotion_check: self.skip_promotion_check,
+            allow_message_loss: self.allow_message_loss,
+            state_dir,
+            output,
+        }
+    }
+}
+
+/// The options of `roll rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The playbook of the run to undo (its commands are used).
+    #[arg(short, long)]
+    playbook: PathBuf,
+    /// The group whose last run to undo.
+    #[arg(short, long)]
+    group: String,
+    /// Approve the plan without asking.
+    #[arg(long)]
+    yes: bool,
+    /// Print the plan and stop: nothing is changed.
+    #[arg(long)]
+    dry_run: bool,
+    /// Leave the upgraded hosts stopped, on the new release, for investigation.
+    #[arg(long)]
+    keep_upgraded_stopped: bool,
+    /// Delete restored queues with their messages instead of keeping them in holding
+    /// queues (the loss is counted and reported).
+    #[arg(long)]
+    allow_message_loss: bool,
+}
+
+impl RollbackArgs {
+    /// The command's settings: these options, the state directory and the output format.
+    fn settings(self, state_dir: PathBuf, output: OutputFormat) -> commands::rollback::Settings {
+        commands::rollback::Settings {
+            playbook: self.playbook,
+            group: self.group,
+            yes: self.yes,
+            dry_run: self.dry_run,
+            keep_upgraded_stopped: self.keep_upgraded_stopped,
+            allow_message_loss: self.allow_message_loss,
+            state_dir,
+            output,
+        }
+    }
 }
 
 fn parse_half(value: &str) -> Result<Half, String> {
@@ -249,48 +291,12 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         } => runtime()?.block_on(commands::queue_diff::run(
             &inventory, &playbook, &group, half, probe, cli.output,
         )),
-        Command::Upgrade {
-            playbook,
-            group,
-            half,
-            yes,
-            dry_run,
-            parallel,
-            skip_promotion_check,
-            allow_message_loss,
-        } => {
-            let settings = commands::upgrade::Settings {
-                playbook,
-                group,
-                half,
-                yes,
-                dry_run,
-                parallel,
-                skip_promotion_check,
-                allow_message_loss,
-                state_dir: state_dir(cli.state_dir)?,
-                output: cli.output,
-            };
+        Command::Upgrade(args) => {
+            let settings = args.settings(state_dir(cli.state_dir)?, cli.output);
             runtime()?.block_on(commands::upgrade::run(&inventory, settings))
         }
-        Command::Rollback {
-            playbook,
-            group,
-            yes,
-            dry_run,
-            keep_upgraded_stopped,
-            allow_message_loss,
-        } => {
-            let settings = commands::rollback::Settings {
-                playbook,
-                group,
-                yes,
-                dry_run,
-                keep_upgraded_stopped,
-                allow_message_loss,
-                state_dir: state_dir(cli.state_dir)?,
-                output: cli.output,
-            };
+        Command::Rollback(args) => {
+            let settings = args.settings(state_dir(cli.state_dir)?, cli.output);
             runtime()?.block_on(commands::rollback::run(&inventory, settings))
         }
         Command::Resume { group } => {

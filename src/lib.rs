@@ -6,6 +6,8 @@
 //! - [`session`]: what the commands that change a group share: the password, the management
 //!   API, the group's lock and the SSH connections, opened lock-first and closed together;
 //! - [`render`]: what people see: plans, run summaries, progress (and the JSON reports);
+//! - [`survey`]: the group as it is now, read-only: the broker's queues, bindings and
+//!   clients, the queues each host uses, the probe, each host's service state and version;
 //! - [`inventory`]: the fleet (groups, halves, hosts, brokers);
 //! - [`playbook`]: a release (commands, files, queue ownership and target settings);
 //! - [`plan`]: pure computations of what would change (the queue diff);
@@ -39,5 +41,6 @@ pub mod render;
 pub mod session;
 pub mod source;
 pub mod step;
+pub mod survey;
 pub mod template;
 pub mod units;

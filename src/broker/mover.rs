@@ -22,7 +22,7 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
-use lapin::{Acker, Channel, Confirmation, Connection, PublisherConfirm};
+use lapin::{Acker, Channel, Confirmation, Connection, Consumer, PublisherConfirm};
 use serde::Serialize;
 
 use super::{BrokerError, DEFAULT_TIMEOUT, amqp};
@@ -214,6 +214,41 @@ impl Mover<'_> {
             return Ok(());
         };
         let count = pending.len() as u64;
+        let stored = self.confirmed(pending, &last).await?;
+        crate::failpoint::reach("confirmed", self.from).await;
+        if !self.channel.status().connected() {
+            // Stored on the destination, never acknowledged on the source: the source gives
+            // them back, and the next move does not store them again.
+            self.on_both.add_all(&stored);
+            return Err(BrokerError::ConnectionLost {
+                broker: self.broker.to_string(),
+                what: format!("move ({} -> {})", self.from, self.to),
+                detail: "the channel closed before the acknowledgement".into(),
+            });
+        }
+        let acked = timed(
+            self,
+            "basic.ack",
+            last.ack(BasicAckOptions { multiple: true }),
+        )
+        .await;
+        if let Err(err) = acked {
+            // Stored on the destination, not known to be removed from the source.
+            self.report.uncertain += count;
+            return Err(err);
+        }
+        self.report.moved += count;
+        Ok(())
+    }
+
+    /// Awaits the confirms of `pending`: all of them stored on the destination, or else every
+    /// one goes back to the source (`last` acknowledges up to the last of them), those stored
+    /// counted in [`OnBoth`] so that the next move does not store them twice.
+    async fn confirmed(
+        &mut self,
+        pending: Vec<(Delivery, Option<PublisherConfirm>)>,
+        last: &Acker,
+    ) -> Result<Vec<Delivery>, BrokerError> {
         let mut refused = None;
         let mut stored: Vec<Delivery> = vec![];
         let total = pending.len();
@@ -222,12 +257,7 @@ impl Mover<'_> {
                 stored.push(delivery);
                 continue;
             };
-            let confirmation = match tokio::time::timeout(DEFAULT_TIMEOUT, confirm).await {
-                Err(_) => Err(self.timed_out("publisher confirm")),
-                Ok(Err(e)) => Err(self.amqp("publisher confirm", e)),
-                Ok(Ok(c)) => Ok(c),
-            };
-            match confirmation {
+            match timed(self, "publisher confirm", confirm).await {
                 Ok(Confirmation::Ack(None)) => stored.push(delivery),
                 Ok(other) => {
                     refused.get_or_insert(match other {
@@ -241,55 +271,24 @@ impl Mover<'_> {
                     // the rest may be.
                     self.on_both.add_all(&stored);
                     self.report.uncertain += (total - at) as u64;
-                    self.give_back(&last).await;
+                    self.give_back(last).await;
                     return Err(err);
                 }
             }
         }
-        if let Some(why) = refused {
-            // Not all stored on the destination: every one goes back to the source; those
-            // that were stored are counted, so that the next move does not store them twice.
-            self.on_both.add_all(&stored);
-            self.give_back(&last).await;
-            return Err(BrokerError::Amqp {
-                broker: self.broker.to_string(),
-                what: format!("move ({} -> {})", self.from, self.to),
-                detail: format!(
-                    "the broker did not store a message on {} ({why}); they stay on {}",
-                    self.to, self.from
-                ),
-            });
-        }
-        crate::failpoint::reach("confirmed", self.from).await;
-        if !self.channel.status().connected() {
-            // Stored on the destination, never acknowledged on the source: the source gives
-            // them back, and the next move does not store them again.
-            self.on_both.add_all(&stored);
-            return Err(BrokerError::ConnectionLost {
-                broker: self.broker.to_string(),
-                what: format!("move ({} -> {})", self.from, self.to),
-                detail: "the channel closed before the acknowledgement".into(),
-            });
-        }
-        let acked = tokio::time::timeout(
-            DEFAULT_TIMEOUT,
-            last.ack(BasicAckOptions { multiple: true }),
-        )
-        .await;
-        match acked {
-            Ok(Ok(_)) => {}
-            // Stored on the destination, not known to be removed from the source.
-            Err(_) => {
-                self.report.uncertain += count;
-                return Err(self.timed_out("basic.ack"));
-            }
-            Ok(Err(e)) => {
-                self.report.uncertain += count;
-                return Err(self.amqp("basic.ack", e));
-            }
-        }
-        self.report.moved += count;
-        Ok(())
+        let Some(why) = refused else {
+            return Ok(stored);
+        };
+        self.on_both.add_all(&stored);
+        self.give_back(last).await;
+        Err(BrokerError::Amqp {
+            broker: self.broker.to_string(),
+            what: format!("move ({} -> {})", self.from, self.to),
+            detail: format!(
+                "the broker did not store a message on {} ({why}); they stay on {}",
+                self.to, self.from
+            ),
+        })
     }
 
     async fn give_back(&self, last: &Acker) {
@@ -386,6 +385,9 @@ async fn timed<T>(
     }
 }
 
+/// The move itself, on the mover's channel: publisher confirms and the prefetch set, the
+/// source consumed until it is empty (or chased for too long), then the deliveries already
+/// on their way when the consumer is cancelled.
 async fn run(
     mover: &mut Mover<'_>,
     connection: &Connection,
@@ -409,7 +411,6 @@ async fn run(
         .await?
         .map_or(0, |(messages, _)| u64::from(messages));
     let started = Instant::now();
-    let mut caught_up: Option<Instant> = None;
     let tag = format!("roll-mover-{}", std::process::id());
     let mut consumer = timed(
         mover,
@@ -422,45 +423,9 @@ async fn run(
         ),
     )
     .await?;
-    loop {
-        // The backlog moved (or the time it should take gone): the chase is on the clock.
-        if caught_up.is_none()
-            && (mover.report.moved + mover.pending.len() as u64 >= backlog
-                || started.elapsed() > limits.deadline / 2)
-        {
-            caught_up = Some(Instant::now());
-        }
-        if caught_up.is_some_and(|t| t.elapsed() > limits.chase) {
-            mover.report.filling = true;
-            break;
-        }
-        match tokio::time::timeout(IDLE, consumer.next()).await {
-            Ok(Some(Ok(delivery))) => mover.forward(delivery).await?,
-            Ok(Some(Err(e))) => {
-                mover.report.uncertain += mover.pending.len() as u64;
-                return Err(mover.amqp("delivery", e));
-            }
-            Ok(None) => {
-                mover.report.uncertain += mover.pending.len() as u64;
-                return Err(BrokerError::Amqp {
-                    broker: mover.broker.to_string(),
-                    what: format!("move ({} -> {})", mover.from, mover.to),
-                    detail: "the broker cancelled the consumer (was the queue deleted?)".into(),
-                });
-            }
-            Err(_) => {
-                // Silent: settle what is in flight, then stop once the source is empty.
-                mover.settle().await?;
-                if mover.report.moved > 0 {
-                    crate::failpoint::reach("move", mover.from).await;
-                }
-                let left = amqp::queue_counts(connection, mover.broker, mover.from).await?;
-                if left.is_none_or(|(messages, _)| messages == 0) {
-                    break;
-                }
-            }
-        }
-    }
+    mover
+        .consume(&mut consumer, connection, backlog, started, limits)
+        .await?;
     // Deliveries already on their way when the consumer is cancelled are moved too.
     timed(
         mover,
@@ -472,4 +437,65 @@ async fn run(
         mover.forward(delivery).await?;
     }
     mover.settle().await
+}
+
+impl Mover<'_> {
+    /// Forwards what `consumer` delivers until the source is empty, or until it has been
+    /// chased for [`Limits::chase`] once `backlog` messages are moved (or half the deadline
+    /// from `started` is gone): then [`MoveReport::filling`].
+    async fn consume(
+        &mut self,
+        consumer: &mut Consumer,
+        connection: &Connection,
+        backlog: u64,
+        started: Instant,
+        limits: Limits,
+    ) -> Result<(), BrokerError> {
+        let mut caught_up: Option<Instant> = None;
+        loop {
+            // The backlog moved (or the time it should take gone): the chase is on the clock.
+            if caught_up.is_none()
+                && (self.report.moved + self.pending.len() as u64 >= backlog
+                    || started.elapsed() > limits.deadline / 2)
+            {
+                caught_up = Some(Instant::now());
+            }
+            if caught_up.is_some_and(|t| t.elapsed() > limits.chase) {
+                self.report.filling = true;
+                return Ok(());
+            }
+            match tokio::time::timeout(IDLE, consumer.next()).await {
+                Ok(Some(Ok(delivery))) => self.forward(delivery).await?,
+                Ok(Some(Err(e))) => return Err(self.consumer_lost(self.amqp("delivery", e))),
+                Ok(None) => {
+                    return Err(self.consumer_lost(BrokerError::Amqp {
+                        broker: self.broker.to_string(),
+                        what: format!("move ({} -> {})", self.from, self.to),
+                        detail: "the broker cancelled the consumer (was the queue deleted?)".into(),
+                    }));
+                }
+                Err(_) => {
+                    if self.source_empty(connection).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The consumer ended: the messages in flight may be on both queues.
+    fn consumer_lost(&mut self, error: BrokerError) -> BrokerError {
+        self.report.uncertain += self.pending.len() as u64;
+        error
+    }
+
+    /// The source was silent: settles what is in flight; true when the source is empty.
+    async fn source_empty(&mut self, connection: &Connection) -> Result<bool, BrokerError> {
+        self.settle().await?;
+        if self.report.moved > 0 {
+            crate::failpoint::reach("move", self.from).await;
+        }
+        let left = amqp::queue_counts(connection, self.broker, self.from).await?;
+        Ok(left.is_none_or(|(messages, _)| messages == 0))
+    }
 }

@@ -6,16 +6,16 @@ use std::path::Path;
 
 use serde::Serialize;
 use tabled::Tabled;
-use tokio::task::JoinSet;
 
 use super::select_groups;
 use crate::error::Error;
 use crate::exit;
-use crate::inventory::{Group, Inventory};
+use crate::inventory::{Group, Host, Inventory};
 use crate::journal::{self, LastRun, RunKind, last_summary as last_run};
 use crate::output::{self, OutputFormat};
 use crate::playbook::{self, Playbook};
 use crate::remote;
+use crate::survey::{self, HostState, ProbeError};
 
 /// One host's row.
 #[derive(Debug, Clone, Serialize, Tabled)]
@@ -41,72 +41,59 @@ fn failover_cell(value: &bool) -> String {
 
 /// Probes one group.
 async fn group_rows(group: &Group, playbook: &Playbook, last: Option<&LastRun>) -> Vec<StatusRow> {
-    let mut tasks = JoinSet::new();
-    for (index, host) in group.hosts.iter().cloned().enumerate() {
-        let vars = playbook.vars(&host, &group.broker);
-        let status = playbook.command(&playbook.commands.status, &vars);
-        let version = playbook.command(&playbook.commands.installed_version, &vars);
-        let timeout = playbook.commands.timeout;
-        tasks.spawn(async move {
-            let probe = async {
-                let status = status.map_err(|e| e.to_string())?;
-                let version = version.map_err(|e| e.to_string())?;
-                let connection = remote::connect(&host).await.map_err(|e| match e {
-                    remote::RemoteError::Connect { reason, .. } => {
-                        format!("unreachable: {reason}")
-                    }
-                    other => other.to_string(),
-                })?;
-                let state = connection.run("status", &status, timeout).await;
-                let installed = connection.run("version", &version, timeout).await;
-                connection.close().await;
-                let first =
-                    |o: remote::Output| o.stdout.lines().next().unwrap_or("").trim().to_string();
-                Ok::<_, String>((
-                    state.map(first).map_err(|e| e.to_string())?,
-                    installed.map(first).map_err(|e| e.to_string())?,
-                ))
-            };
-            let result = probe.await;
-            (index, host, result)
-        });
+    survey::host_states(playbook, group)
+        .await
+        .into_iter()
+        .map(|(host, state)| row(group, &host, state, last))
+        .collect()
+}
+
+/// One host's row, from its probe and the group's last run.
+fn row(
+    group: &Group,
+    host: &Host,
+    state: Result<HostState, ProbeError>,
+    last: Option<&LastRun>,
+) -> StatusRow {
+    let HostState { service, version } = state.unwrap_or_else(|err| HostState {
+        service: unanswered(&err),
+        version: "?".into(),
+    });
+    let failover = last.is_some_and(|run| {
+        run.kind == Some(RunKind::Upgrade)
+            && run.half == Some(host.half.other())
+            && version != run.version
+    });
+    StatusRow {
+        host: host.name.clone(),
+        group: group.name.clone(),
+        half: host.half.to_string(),
+        role: host.role.map(|r| r.to_string()),
+        version,
+        service,
+        last_run: last.map(|r| {
+            format!(
+                "{} {}{} {}",
+                r.kind.map(|k| k.to_string()).unwrap_or_default(),
+                r.half.map(|h| format!("half {h} ")).unwrap_or_default(),
+                r.run_id,
+                r.status
+            )
+        }),
+        last_step: last.and_then(|r| r.steps.get(&host.name).cloned()),
+        failover,
     }
-    let mut rows = vec![];
-    while let Some(Ok((index, host, probe))) = tasks.join_next().await {
-        let (service, version) = match probe {
-            Ok((s, v)) => (s, v),
-            Err(e) => (e, "?".into()),
-        };
-        let failover = last.is_some_and(|run| {
-            run.kind == Some(RunKind::Upgrade)
-                && run.half == Some(host.half.other())
-                && version != run.version
-        });
-        rows.push((
-            index,
-            StatusRow {
-                host: host.name.clone(),
-                group: group.name.clone(),
-                half: host.half.to_string(),
-                role: host.role.map(|r| r.to_string()),
-                version,
-                service,
-                last_run: last.map(|r| {
-                    format!(
-                        "{} {}{} {}",
-                        r.kind.map(|k| k.to_string()).unwrap_or_default(),
-                        r.half.map(|h| format!("half {h} ")).unwrap_or_default(),
-                        r.run_id,
-                        r.status
-                    )
-                }),
-                last_step: last.and_then(|r| r.steps.get(&host.name).cloned()),
-                failover,
-            },
-        ));
+}
+
+/// The service cell of a host that did not answer: why (an unreachable host without its
+/// name and address, which the row already shows).
+fn unanswered(err: &ProbeError) -> String {
+    match err {
+        ProbeError::Remote(remote::RemoteError::Connect { reason, .. }) => {
+            format!("unreachable: {reason}")
+        }
+        other => other.to_string(),
     }
-    rows.sort_by_key(|(i, _)| *i);
-    rows.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Runs `roll status`.

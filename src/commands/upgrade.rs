@@ -3,10 +3,9 @@
 //! then the plan, the approval, the journal, and the engine executing exactly the approved
 //! plan.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::queue_diff;
 use crate::error::Error;
 use crate::inventory::{Group, Half, Inventory, Role};
 use crate::journal::{self, Event, Journal, RunKind, RunStatus};
@@ -14,9 +13,8 @@ use crate::output::{self, OutputFormat};
 use crate::plan::journaled::RunPlan;
 use crate::plan::upgrade::{self, Options};
 use crate::playbook::{self, Playbook};
-use crate::remote::Connection;
 use crate::session::{self, Session};
-use crate::{clock, exit, render};
+use crate::{clock, exit, render, survey};
 
 /// The settings of `roll upgrade`, checked.
 #[derive(Debug, Clone)]
@@ -67,83 +65,6 @@ pub fn completed_halves(
         }
     }
     Ok(halves)
-}
-
-/// The service state of each host, by its playbook status command (first word).
-pub async fn states(
-    playbook: &Playbook,
-    group: &Group,
-    connections: &BTreeMap<String, Connection>,
-    hosts: &[String],
-) -> BTreeMap<String, Result<String, String>> {
-    first_lines(
-        playbook,
-        group,
-        connections,
-        hosts,
-        &playbook.commands.status,
-    )
-    .await
-}
-
-/// The installed version of each host that answers.
-async fn versions(
-    playbook: &Playbook,
-    group: &Group,
-    connections: &BTreeMap<String, Connection>,
-    hosts: &[String],
-) -> BTreeMap<String, String> {
-    first_lines(
-        playbook,
-        group,
-        connections,
-        hosts,
-        &playbook.commands.installed_version,
-    )
-    .await
-    .into_iter()
-    .filter_map(|(h, v)| v.ok().map(|v| (h, v)))
-    .collect()
-}
-
-/// The first line a playbook command prints on each host.
-async fn first_lines(
-    playbook: &Playbook,
-    group: &Group,
-    connections: &BTreeMap<String, Connection>,
-    hosts: &[String],
-    template: &str,
-) -> BTreeMap<String, Result<String, String>> {
-    let mut out = BTreeMap::new();
-    for name in hosts {
-        let result = async {
-            let host = group
-                .hosts
-                .iter()
-                .find(|h| &h.name == name)
-                .ok_or("not in the inventory")?;
-            let connection = connections.get(name).ok_or("not connected")?;
-            let command = playbook
-                .command(template, &playbook.vars(host, &group.broker))
-                .map_err(|e| e.to_string())?;
-            let output = connection
-                .run("probe", &command, playbook.commands.timeout)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<String, String>(
-                output
-                    .stdout
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_string(),
-            )
-        }
-        .await;
-        out.insert(name.clone(), result.map_err(|e| e.to_string()));
-    }
-    out
 }
 
 /// Runs `roll upgrade`.
@@ -258,11 +179,14 @@ async fn untouched_healthy(
         .filter(|h| h.role != Some(Role::Passive))
         .map(|h| h.name.clone())
         .collect();
-    let health = states(playbook, group, session.connections(), &untouched).await;
+    let health = survey::states(playbook, group, session.connections(), &untouched).await;
     let unhealthy: Vec<String> = health
         .iter()
-        .filter(|(_, s)| s.as_deref() != Ok("running"))
-        .map(|(h, s)| format!("{h} ({})", s.clone().unwrap_or_else(|e| e)))
+        .filter_map(|(h, s)| match s {
+            Ok(state) if state == "running" => None,
+            Ok(state) => Some(format!("{h} ({state})")),
+            Err(err) => Some(format!("{h} ({err})")),
+        })
         .collect();
     if unhealthy.is_empty() {
         return Ok(());
@@ -287,8 +211,8 @@ async fn upgrade_in(
         .half(settings.half.other())
         .map(|h| h.name.clone())
         .collect();
-    let other_versions = versions(playbook, &group, session.connections(), &others).await;
-    let report = queue_diff::report(playbook, &group, Some(settings.half), false).await?;
+    let other_versions = survey::versions(playbook, &group, session.connections(), &others).await;
+    let report = survey::queues(playbook, &group, Some(settings.half), false).await?;
     let run_id = format!(
         "{}-{}-{}",
         clock::compact(clock::now_millis()),

@@ -9,7 +9,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::source::Positions;
 
-use super::raw::{RawBroker, RawGroup, RawInventory, RawSsh};
+use super::raw::{RawBroker, RawGroup, RawHost, RawInventory, RawSsh, VarValue};
 use super::{
     BrokerConfig, Group, Half, Host, Inventory, InventoryError, NAME_PLACEHOLDER, Role, SecretRef,
     SshSettings, expand_range,
@@ -190,6 +190,28 @@ struct PairMember {
     line: usize,
 }
 
+/// The pairs of a group so far, each with its members.
+type Pairs = Vec<(String, Vec<PairMember>)>;
+
+/// What a group's host entries have given so far.
+#[derive(Default)]
+struct GroupHosts {
+    hosts: Vec<Host>,
+    halves_seen: HashSet<Half>,
+    pairs: Pairs,
+}
+
+/// A host entry being checked: its name as written, the names it expands to, its half, and
+/// where it is (the entry, its name, its line).
+struct EntryPlace<'e> {
+    pattern: &'e str,
+    names: &'e [String],
+    half: Half,
+    at: usize,
+    name_at: usize,
+    line: usize,
+}
+
 /// Collects errors with their byte offsets while building the inventory.
 struct Checker<'a> {
     path: &'a Path,
@@ -318,12 +340,44 @@ impl<'a> Checker<'a> {
             }
             None => default_ssh.clone(),
         };
-        let broker_at = raw.broker.as_ref().map_or(header_at, |b| b.span().start);
-        let broker = match raw.broker {
+        let broker = self.group_broker(name, header_at, raw.broker, default_broker);
+        let hosts_at = raw.hosts.span().start;
+        let entries = raw.hosts.into_inner();
+        if entries.is_empty() {
+            self.error(hosts_at, format!("group {name} has no hosts"));
+        }
+        let mut hosts = GroupHosts::default();
+        for entry in entries {
+            self.host_entry(name, entry, &ssh, &raw.vars, &mut hosts);
+        }
+        self.check_halves(name, header_at, &hosts.halves_seen);
+        for (pair, members) in &hosts.pairs {
+            self.check_pair(name, pair, members);
+        }
+        Some(Group {
+            name: name.to_string(),
+            requires: raw.requires.map(Spanned::into_inner),
+            broker: broker?,
+            ssh,
+            hosts: hosts.hosts,
+        })
+    }
+
+    /// A group's broker: its own settings over the defaults; `None` when incomplete (the
+    /// missing fields are reported, unless a refused field was reported already).
+    fn group_broker(
+        &mut self,
+        name: &str,
+        header_at: usize,
+        raw: Option<Spanned<RawBroker>>,
+        default_broker: &PartialBroker,
+    ) -> Option<BrokerConfig> {
+        let broker_at = raw.as_ref().map_or(header_at, |b| b.span().start);
+        let broker = match raw {
             Some(broker) => default_broker.overlay(&self.partial_broker(broker.into_inner())),
             None => default_broker.clone(),
         };
-        let broker = match broker.complete() {
+        match broker.complete() {
             Ok(broker) => Some(broker),
             Err(missing) if missing.is_empty() => None,
             Err(missing) => {
@@ -337,144 +391,176 @@ impl<'a> Checker<'a> {
                 );
                 None
             }
-        };
-
-        let hosts_at = raw.hosts.span().start;
-        let entries = raw.hosts.into_inner();
-        if entries.is_empty() {
-            self.error(hosts_at, format!("group {name} has no hosts"));
         }
-        let mut hosts = Vec::new();
-        let mut halves_seen = HashSet::new();
-        let mut pairs: Vec<(String, Vec<PairMember>)> = Vec::new();
-        for entry in entries {
-            let entry_at = entry.span().start;
-            let line = self.line(entry_at);
-            let entry = entry.into_inner();
-            halves_seen.insert(entry.half);
-            let name_at = entry.name.span().start;
-            let pattern = entry.name.get_ref().clone();
-            let names = match expand_range(&pattern) {
-                Ok(names) => names,
-                Err(message) => {
-                    self.error(name_at, message);
-                    continue;
-                }
-            };
-            if !names
-                .iter()
-                .all(|host| self.check_name(host, name_at, "host"))
-            {
+    }
+
+    /// Every half needs a host (an empty `hosts` is reported on its own).
+    fn check_halves(&mut self, group: &str, header_at: usize, halves_seen: &HashSet<Half>) {
+        if halves_seen.is_empty() {
+            return;
+        }
+        for half in Half::ALL {
+            if !halves_seen.contains(&half) {
+                self.error(
+                    header_at,
+                    format!("group {group} has no host in half {half}"),
+                );
+            }
+        }
+    }
+
+    /// One entry of a group's `hosts`: its names expanded and checked, its pair, its SSH
+    /// settings and variables over the group's; the hosts it names go to `into`.
+    fn host_entry(
+        &mut self,
+        group: &str,
+        entry: Spanned<RawHost>,
+        group_ssh: &SshSettings,
+        group_vars: &BTreeMap<String, VarValue>,
+        into: &mut GroupHosts,
+    ) {
+        let at = entry.span().start;
+        let line = self.line(at);
+        let entry = entry.into_inner();
+        into.halves_seen.insert(entry.half);
+        let name_at = entry.name.span().start;
+        let pattern = entry.name.get_ref().clone();
+        let names = match expand_range(&pattern) {
+            Ok(names) => names,
+            Err(message) => {
+                self.error(name_at, message);
+                return;
+            }
+        };
+        if !names
+            .iter()
+            .all(|host| self.check_name(host, name_at, "host"))
+        {
+            return;
+        }
+        let place = EntryPlace {
+            pattern: &pattern,
+            names: &names,
+            half: entry.half,
+            at,
+            name_at,
+            line,
+        };
+        let pair = self.entry_pair(group, &place, entry.role, entry.pair, &mut into.pairs);
+        let host_ssh = match entry.ssh {
+            Some(overrides) => {
+                let overrides = self.ssh_settings(RawSsh::from(overrides.into_inner()));
+                group_ssh.overlay(&overrides)
+            }
+            None => group_ssh.clone(),
+        };
+        let mut vars: BTreeMap<String, String> = group_vars
+            .iter()
+            .map(|(key, value)| (key.clone(), value.0.clone()))
+            .collect();
+        vars.extend(entry.vars.into_iter().map(|(key, value)| (key, value.0)));
+        for host in names {
+            if self.is_duplicate(&host, entry.half, group, name_at, line) {
                 continue;
             }
-            let pair = match (entry.role, entry.pair) {
-                (None, None) => None,
-                (Some(role), None) => {
-                    self.error(
-                        entry_at,
-                        format!(
-                            "host {pattern} has role {role} but no pair: \
-                             give both role and pair, or neither"
-                        ),
-                    );
-                    None
-                }
-                (None, Some(pair)) => {
-                    self.error(
-                        pair.span().start,
-                        format!(
-                            "host {pattern} has pair {} but no role: \
-                             give role = \"active\" or \"passive\"",
-                            pair.get_ref()
-                        ),
-                    );
-                    None
-                }
-                (Some(role), Some(pair)) => {
-                    let pair_at = pair.span().start;
-                    let pair = pair.into_inner();
-                    if names.len() != 1 {
-                        self.error(
-                            name_at,
-                            format!(
-                                "host entry {pattern} has a role and a pair, so it must name \
-                                 exactly one host, not {}",
-                                names.len()
-                            ),
-                        );
-                    }
-                    if self.check_name(&pair, pair_at, "pair") {
-                        self.join_pair(&pair, name, pair_at);
-                        // With a range (refused above) the pattern stands for the member.
-                        let member = PairMember {
-                            host: if names.len() == 1 {
-                                names[0].clone()
-                            } else {
-                                pattern.clone()
-                            },
-                            role,
-                            half: entry.half,
-                            at: entry_at,
-                            line,
-                        };
-                        match pairs.iter_mut().find(|(p, _)| *p == pair) {
-                            Some((_, members)) => members.push(member),
-                            None => pairs.push((pair.clone(), vec![member])),
-                        }
-                    }
-                    Some((role, pair))
-                }
-            };
-            let host_ssh = match entry.ssh {
-                Some(overrides) => {
-                    let overrides = self.ssh_settings(RawSsh::from(overrides.into_inner()));
-                    ssh.overlay(&overrides)
-                }
-                None => ssh.clone(),
-            };
-            let mut vars: BTreeMap<String, String> = raw
-                .vars
-                .iter()
-                .map(|(key, value)| (key.clone(), value.0.clone()))
-                .collect();
-            vars.extend(entry.vars.into_iter().map(|(key, value)| (key, value.0)));
-            for host in names {
-                if self.is_duplicate(&host, entry.half, name, name_at, line) {
-                    continue;
-                }
-                hosts.push(Host {
-                    ssh: host_ssh.target(&host),
-                    name: host,
-                    group: name.to_string(),
-                    half: entry.half,
-                    role: pair.as_ref().map(|(role, _)| *role),
-                    pair: pair.as_ref().map(|(_, pair)| pair.clone()),
-                    vars: vars.clone(),
-                    line,
-                });
+            into.hosts.push(Host {
+                ssh: host_ssh.target(&host),
+                name: host,
+                group: group.to_string(),
+                half: entry.half,
+                role: pair.as_ref().map(|(role, _)| *role),
+                pair: pair.as_ref().map(|(_, pair)| pair.clone()),
+                vars: vars.clone(),
+                line,
+            });
+        }
+    }
+
+    /// The role and pair of a host entry: both or neither (the error is recorded when only
+    /// one is given); a member of a pair joins the pair's members in `pairs`.
+    fn entry_pair(
+        &mut self,
+        group: &str,
+        entry: &EntryPlace<'_>,
+        role: Option<Role>,
+        pair: Option<Spanned<String>>,
+        pairs: &mut Pairs,
+    ) -> Option<(Role, String)> {
+        let pattern = entry.pattern;
+        match (role, pair) {
+            (None, None) => None,
+            (Some(role), None) => {
+                self.error(
+                    entry.at,
+                    format!(
+                        "host {pattern} has role {role} but no pair: \
+                         give both role and pair, or neither"
+                    ),
+                );
+                None
+            }
+            (None, Some(pair)) => {
+                self.error(
+                    pair.span().start,
+                    format!(
+                        "host {pattern} has pair {} but no role: \
+                         give role = \"active\" or \"passive\"",
+                        pair.get_ref()
+                    ),
+                );
+                None
+            }
+            (Some(role), Some(pair)) => {
+                let pair_at = pair.span().start;
+                let pair = pair.into_inner();
+                self.pair_member(group, entry, role, &pair, pair_at, pairs);
+                Some((role, pair))
             }
         }
-        // An empty `hosts` is reported on its own.
-        if !halves_seen.is_empty() {
-            for half in Half::ALL {
-                if !halves_seen.contains(&half) {
-                    self.error(
-                        header_at,
-                        format!("group {name} has no host in half {half}"),
-                    );
-                }
-            }
+    }
+
+    /// A host entry with a role and a pair: it must name exactly one host, and it joins its
+    /// pair's members (for [`Checker::check_pair`]).
+    fn pair_member(
+        &mut self,
+        group: &str,
+        entry: &EntryPlace<'_>,
+        role: Role,
+        pair: &str,
+        pair_at: usize,
+        pairs: &mut Pairs,
+    ) {
+        if entry.names.len() != 1 {
+            self.error(
+                entry.name_at,
+                format!(
+                    "host entry {} has a role and a pair, so it must name \
+                     exactly one host, not {}",
+                    entry.pattern,
+                    entry.names.len()
+                ),
+            );
         }
-        for (pair, members) in &pairs {
-            self.check_pair(name, pair, members);
+        if !self.check_name(pair, pair_at, "pair") {
+            return;
         }
-        Some(Group {
-            name: name.to_string(),
-            requires: raw.requires.map(Spanned::into_inner),
-            broker: broker?,
-            ssh,
-            hosts,
-        })
+        self.join_pair(pair, group, pair_at);
+        // With a range (refused above) the pattern stands for the member.
+        let member = PairMember {
+            host: if entry.names.len() == 1 {
+                entry.names[0].clone()
+            } else {
+                entry.pattern.to_string()
+            },
+            role,
+            half: entry.half,
+            at: entry.at,
+            line: entry.line,
+        };
+        match pairs.iter_mut().find(|(p, _)| p == pair) {
+            Some((_, members)) => members.push(member),
+            None => pairs.push((pair.to_string(), vec![member])),
+        }
     }
 
     /// Records a duplicate-host error and returns true if `host` was seen before; otherwise

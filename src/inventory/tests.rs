@@ -146,7 +146,11 @@ fn example_inventory_loads() {
             "ddi2.cmc"
         ]
     );
+}
 
+#[test]
+fn example_ops_has_its_halves_and_the_pxatx_pair() {
+    let inventory = load_ok("inventory/example.toml");
     let ops = inventory.group("ops").expect("ops");
     assert_eq!(ops.requires.as_deref(), Some("stage"));
     assert_eq!(ops.hosts.len(), 10);
@@ -170,6 +174,12 @@ fn example_inventory_loads() {
             ("pxatx1-ops", Role::Active, "pxatx")
         ]
     );
+}
+
+#[test]
+fn example_ops_has_its_broker_ssh_settings_and_vars() {
+    let inventory = load_ok("inventory/example.toml");
+    let ops = inventory.group("ops").expect("ops");
     assert_eq!(
         ops.broker.display(),
         "sarra-admin@ddsr.cmc.example:15671/%2F"
@@ -196,9 +206,34 @@ fn example_inventory_loads() {
     );
 }
 
-/// Every fixture: the line of the error and its message.
+/// A fixture fails with one error: at `position` (`line:column`, the line also named by the
+/// fixture's first comment), with `message`.
+fn assert_fixture_fails(file: &str, position: &str, message: &str) {
+    let relative = format!("tests/fixtures/inventory/{file}");
+    let text = std::fs::read_to_string(manifest_path(&relative))
+        .unwrap_or_else(|err| panic!("{relative}: {err}"));
+    // The first comment line says where the error is.
+    let line = position.split(':').next().unwrap_or_default();
+    assert!(
+        text.starts_with(&format!("# Error on line {line}:")),
+        "{file}: the comment does not match line {line}"
+    );
+    let errors = match parse_all(&text, Path::new(&relative)) {
+        Ok(_) => panic!("{file} should fail"),
+        Err(errors) => errors,
+    };
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [format!("{relative}:{position}: {message}")],
+        "{file}"
+    );
+    let expected_line: usize = line.parse().unwrap_or_default();
+    assert_eq!(errors[0].line(), Some(expected_line), "{file}");
+}
+
+/// The fixtures serde refuses: an unknown key, a syntax error, values of the wrong kind.
 #[test]
-fn fixtures_fail_on_their_line() {
+fn unreadable_fixtures_fail_on_their_line() {
     let cases = [
         (
             "unknown-key.toml",
@@ -207,19 +242,35 @@ fn fixtures_fail_on_their_line() {
              `identity_file`, `known_hosts_file`, `config_file`, `connect_timeout`, `persist`, `strict_host_key_checking`",
         ),
         (
+            "syntax-error.toml",
+            "12:3",
+            "missing comma between array elements, expected `,`",
+        ),
+        (
+            "invalid-half.toml",
+            "12:26",
+            "unknown variant `c`, expected `a` or `b`",
+        ),
+        (
+            "invalid-port.toml",
+            "11:46",
+            "invalid ssh port 70000: must be between 1 and 65535",
+        ),
+    ];
+    for (file, position, message) in cases {
+        assert_fixture_fails(file, position, message);
+    }
+}
+
+/// The fixtures whose hosts do not add up: a duplicate, a host in both halves, an empty
+/// range, an empty half.
+#[test]
+fn host_fixtures_fail_on_their_line() {
+    let cases = [
+        (
             "duplicate-host.toml",
             "18:12",
             "duplicate host px1: already defined at line 11 in group dev",
-        ),
-        (
-            "empty-range.toml",
-            "12:12",
-            "empty range px[8:5]: 8 is greater than 5",
-        ),
-        (
-            "inline-password.toml",
-            "7:1",
-            "inline broker passwords are refused: use password_file or password_env",
         ),
         (
             "two-halves.toml",
@@ -228,48 +279,26 @@ fn fixtures_fail_on_their_line() {
              a host belongs to one half only",
         ),
         (
+            "empty-range.toml",
+            "12:12",
+            "empty range px[8:5]: 8 is greater than 5",
+        ),
+        ("empty-half.toml", "9:1", "group ops has no host in half b"),
+    ];
+    for (file, position, message) in cases {
+        assert_fixture_fails(file, position, message);
+    }
+}
+
+/// The fixtures with a broken active/passive pair.
+#[test]
+fn pair_fixtures_fail_on_their_line() {
+    let cases = [
+        (
             "incomplete-pair.toml",
             "13:3",
             "incomplete pair pxatx in group ops: active host pxatx1 (line 13) has no passive \
              partner (a pair needs one active and one passive host)",
-        ),
-        ("empty-half.toml", "9:1", "group ops has no host in half b"),
-        (
-            "unknown-requires.toml",
-            "20:12",
-            "group ops requires unknown group stage (groups: dev, ops)",
-        ),
-        (
-            "invalid-port.toml",
-            "11:46",
-            "invalid ssh port 70000: must be between 1 and 65535",
-        ),
-        (
-            "invalid-half.toml",
-            "12:26",
-            "unknown variant `c`, expected `a` or `b`",
-        ),
-        (
-            "syntax-error.toml",
-            "12:3",
-            "missing comma between array elements, expected `,`",
-        ),
-        (
-            "incomplete-broker.toml",
-            "14:1",
-            "group ops has an incomplete broker: missing vhost \
-             (set it in [groups.ops.broker] or [defaults.broker])",
-        ),
-        (
-            "credentials-in-url.toml",
-            "4:12",
-            "inline broker passwords are refused: use password_file or password_env \
-             (found in amqp_url)",
-        ),
-        (
-            "requires-cycle.toml",
-            "10:12",
-            "requires cycle: dev -> ops -> dev",
         ),
         (
             "range-with-role.toml",
@@ -278,26 +307,55 @@ fn fixtures_fail_on_their_line() {
         ),
     ];
     for (file, position, message) in cases {
-        let relative = format!("tests/fixtures/inventory/{file}");
-        let text = std::fs::read_to_string(manifest_path(&relative))
-            .unwrap_or_else(|err| panic!("{relative}: {err}"));
-        // The first comment line says where the error is.
-        let line = position.split(':').next().unwrap_or_default();
-        assert!(
-            text.starts_with(&format!("# Error on line {line}:")),
-            "{file}: the comment does not match line {line}"
-        );
-        let errors = match parse_all(&text, Path::new(&relative)) {
-            Ok(_) => panic!("{file} should fail"),
-            Err(errors) => errors,
-        };
-        assert_eq!(
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            [format!("{relative}:{position}: {message}")],
-            "{file}"
-        );
-        let expected_line: usize = line.parse().unwrap_or_default();
-        assert_eq!(errors[0].line(), Some(expected_line), "{file}");
+        assert_fixture_fails(file, position, message);
+    }
+}
+
+/// The fixtures with a broker that cannot be used: a password in the file, an incomplete
+/// broker.
+#[test]
+fn broker_fixtures_fail_on_their_line() {
+    let cases = [
+        (
+            "inline-password.toml",
+            "7:1",
+            "inline broker passwords are refused: use password_file or password_env",
+        ),
+        (
+            "credentials-in-url.toml",
+            "4:12",
+            "inline broker passwords are refused: use password_file or password_env \
+             (found in amqp_url)",
+        ),
+        (
+            "incomplete-broker.toml",
+            "14:1",
+            "group ops has an incomplete broker: missing vhost \
+             (set it in [groups.ops.broker] or [defaults.broker])",
+        ),
+    ];
+    for (file, position, message) in cases {
+        assert_fixture_fails(file, position, message);
+    }
+}
+
+/// The fixtures whose `requires` cannot be met: an unknown group, a cycle.
+#[test]
+fn requires_fixtures_fail_on_their_line() {
+    let cases = [
+        (
+            "unknown-requires.toml",
+            "20:12",
+            "group ops requires unknown group stage (groups: dev, ops)",
+        ),
+        (
+            "requires-cycle.toml",
+            "10:12",
+            "requires cycle: dev -> ops -> dev",
+        ),
+    ];
+    for (file, position, message) in cases {
+        assert_fixture_fails(file, position, message);
     }
 }
 

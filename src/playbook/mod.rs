@@ -159,104 +159,11 @@ pub fn load(path: &Path) -> Result<Playbook, PlaybookError> {
 pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
     let raw: raw::RawPlaybook =
         toml::from_str(text).map_err(|err| SourceError::toml(path, text, &err))?;
-    let error = |at: usize, message: String| SourceError::at(path, text, at, message);
-    let checked_with = |value: &Spanned<String>,
-                        check: fn(&str) -> Result<(), (usize, String)>|
-     -> Result<String, SourceError> {
-        check(value.get_ref())
-            .map_err(|(offset, message)| error(value.span().start + 1 + offset, message))?;
-        if value.get_ref().trim().is_empty() {
-            return Err(error(value.span().start, "must not be empty".into()));
-        }
-        Ok(value.get_ref().clone())
-    };
-    let checked = |value: &Spanned<String>| checked_with(value, template::check);
-    // Commands run with `sh -c`: no placeholder inside quotes.
-    let command = |value: &Spanned<String>| checked_with(value, template::check_command);
-    let commands = Commands {
-        stop: command(&raw.commands.stop)?,
-        start: command(&raw.commands.start)?,
-        status: command(&raw.commands.status)?,
-        upgrade: command(&raw.commands.upgrade)?,
-        installed_version: command(&raw.commands.installed_version)?,
-        reset_queue_state: raw
-            .commands
-            .reset_queue_state
-            .as_ref()
-            .map(command)
-            .transpose()?,
-        upgrade_before_stop: raw.commands.upgrade_before_stop,
-        timeout: raw.commands.timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
-    };
-    let base = path.parent().unwrap_or(Path::new("."));
-    let mut files = Vec::new();
-    for file in &raw.files {
-        let template_path = base.join(file.template.get_ref());
-        let content = std::fs::read_to_string(&template_path).map_err(|err| {
-            error(
-                file.template.span().start,
-                format!("cannot read template {}: {err}", template_path.display()),
-            )
-        })?;
-        template::check(&content).map_err(|(_, message)| {
-            error(
-                file.template.span().start,
-                format!("template {}: {message}", template_path.display()),
-            )
-        })?;
-        let mode = match &file.mode {
-            None => None,
-            Some(mode) => Some(u32::from_str_radix(mode.get_ref(), 8).map_err(|_| {
-                error(
-                    mode.span().start,
-                    format!("mode {:?} is not octal (e.g. \"0644\")", mode.get_ref()),
-                )
-            })?),
-        };
-        files.push(FileSpec {
-            path: checked(&file.path)?,
-            template: template_path,
-            content,
-            mode,
-            only_if_present: file.only_if_present,
-        });
-    }
-    let mut owned = Vec::new();
-    for rule in &raw.queues.owned {
-        let pattern = checked(&rule.pattern)?;
-        let names_host = pattern.contains("{host}") || pattern.contains("{user}");
-        let owner = match rule.owner.as_ref().map(|o| (o, o.get_ref().as_str())) {
-            None if names_host => PatternOwner::Host,
-            None => PatternOwner::Shared,
-            Some((_, "host")) if names_host => PatternOwner::Host,
-            Some((o, "host")) => {
-                return Err(error(
-                    o.span().start,
-                    "owner \"host\" needs {host} or {user} in the pattern".into(),
-                )
-                .into());
-            }
-            Some((_, "shared")) => PatternOwner::Shared,
-            Some((_, "a")) => PatternOwner::Half(Half::A),
-            Some((_, "b")) => PatternOwner::Half(Half::B),
-            Some((o, other)) => {
-                return Err(error(
-                    o.span().start,
-                    format!("unknown owner {other:?}: use host, a, b or shared"),
-                )
-                .into());
-            }
-        };
-        let line = crate::source::Positions::new(text)
-            .line_col(rule.pattern.span().start)
-            .0;
-        owned.push(OwnedPattern {
-            pattern,
-            owner,
-            line,
-        });
-    }
-    let discover = raw.queues.discover.as_ref().map(command).transpose()?;
+    let checker = Checker { path, text };
+    let commands = checker.commands(&raw.commands)?;
+    let files = checker.files(&raw.files)?;
+    let owned = checker.owned(&raw.queues.owned)?;
+    let discover = checker.optional_command(raw.queues.discover.as_ref())?;
     if discover.is_none() && owned.is_empty() {
         return Err(SourceError {
             path: path.to_path_buf(),
@@ -266,36 +173,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
         }
         .into());
     }
-    let mut arguments = BTreeMap::new();
-    for (key, value) in &raw.queues.target.arguments {
-        let name = key.get_ref().clone();
-        let parsed = argument_value(&name, value.get_ref())
-            .map_err(|message| error(value.span().start, format!("{name}: {message}")))?;
-        arguments.insert(name, parsed);
-    }
-    let verify = match &raw.verify {
-        None => Verify {
-            client_ports: None,
-            client_version: None,
-            logs: None,
-            log_errors: vec![],
-            timeout: DEFAULT_VERIFY_TIMEOUT,
-        },
-        Some(v) => Verify {
-            client_ports: v.client_ports.as_ref().map(command).transpose()?,
-            client_version: v.client_version.clone(),
-            logs: v.logs.as_ref().map(command).transpose()?,
-            log_errors: v.log_errors.clone(),
-            timeout: v.timeout.unwrap_or(DEFAULT_VERIFY_TIMEOUT),
-        },
-    };
+    let arguments = checker.arguments(&raw.queues.target.arguments)?;
+    let verify = checker.verify(raw.verify.as_ref())?;
     Ok(Playbook {
         verify,
         path: path.to_path_buf(),
         name: raw.release.name.get_ref().clone(),
         description: raw.release.description,
-        package: checked(&raw.release.package)?,
-        version: checked(&raw.release.version)?,
+        package: checker.template(&raw.release.package)?,
+        version: checker.template(&raw.release.version)?,
         commands,
         files,
         queues: QueueRules {
@@ -309,9 +195,182 @@ pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
             expected_stop_window: raw
                 .queues
                 .expected_stop_window
-                .unwrap_or(DEFAULT_STOP_WINDOW),
+                .map_or(DEFAULT_STOP_WINDOW, Duration::from),
         },
     })
+}
+
+/// Checks the parts of a playbook, each error tied to its place in the file.
+struct Checker<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Checker<'_> {
+    /// An error at byte offset `at` of the file.
+    fn error(&self, at: usize, message: String) -> SourceError {
+        SourceError::at(self.path, self.text, at, message)
+    }
+
+    /// A value that `check` accepts and that is not empty.
+    fn checked_with(
+        &self,
+        value: &Spanned<String>,
+        check: fn(&str) -> Result<(), (usize, String)>,
+    ) -> Result<String, SourceError> {
+        check(value.get_ref())
+            .map_err(|(offset, message)| self.error(value.span().start + 1 + offset, message))?;
+        if value.get_ref().trim().is_empty() {
+            return Err(self.error(value.span().start, "must not be empty".into()));
+        }
+        Ok(value.get_ref().clone())
+    }
+
+    /// A template with known placeholders only (a path, a pattern, the package, the version).
+    fn template(&self, value: &Spanned<String>) -> Result<String, SourceError> {
+        self.checked_with(value, template::check)
+    }
+
+    /// A command template: commands run with `sh -c`, so no placeholder inside quotes.
+    fn command(&self, value: &Spanned<String>) -> Result<String, SourceError> {
+        self.checked_with(value, template::check_command)
+    }
+
+    /// A command template that may be left out.
+    fn optional_command(
+        &self,
+        value: Option<&Spanned<String>>,
+    ) -> Result<Option<String>, SourceError> {
+        value.map(|value| self.command(value)).transpose()
+    }
+
+    /// `[commands]`.
+    fn commands(&self, raw: &raw::RawCommands) -> Result<Commands, SourceError> {
+        Ok(Commands {
+            stop: self.command(&raw.stop)?,
+            start: self.command(&raw.start)?,
+            status: self.command(&raw.status)?,
+            upgrade: self.command(&raw.upgrade)?,
+            installed_version: self.command(&raw.installed_version)?,
+            reset_queue_state: self.optional_command(raw.reset_queue_state.as_ref())?,
+            upgrade_before_stop: raw.upgrade_before_stop,
+            timeout: raw.timeout.map_or(DEFAULT_COMMAND_TIMEOUT, Duration::from),
+        })
+    }
+
+    /// `[[files]]`: each template read (relative to the playbook's directory) and checked.
+    fn files(&self, raw: &[raw::RawFile]) -> Result<Vec<FileSpec>, SourceError> {
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        raw.iter().map(|file| self.file(base, file)).collect()
+    }
+
+    fn file(&self, base: &Path, file: &raw::RawFile) -> Result<FileSpec, SourceError> {
+        let template_path = base.join(file.template.get_ref());
+        let at = file.template.span().start;
+        let content = std::fs::read_to_string(&template_path).map_err(|err| {
+            self.error(
+                at,
+                format!("cannot read template {}: {err}", template_path.display()),
+            )
+        })?;
+        template::check(&content).map_err(|(_, message)| {
+            self.error(
+                at,
+                format!("template {}: {message}", template_path.display()),
+            )
+        })?;
+        let mode = match &file.mode {
+            None => None,
+            Some(mode) => Some(u32::from_str_radix(mode.get_ref(), 8).map_err(|_| {
+                self.error(
+                    mode.span().start,
+                    format!("mode {:?} is not octal (e.g. \"0644\")", mode.get_ref()),
+                )
+            })?),
+        };
+        Ok(FileSpec {
+            path: self.template(&file.path)?,
+            template: template_path,
+            content,
+            mode,
+            only_if_present: file.only_if_present,
+        })
+    }
+
+    /// `[[queues.owned]]`, each with its owner and line.
+    fn owned(&self, raw: &[raw::RawOwned]) -> Result<Vec<OwnedPattern>, SourceError> {
+        let mut owned = Vec::new();
+        for rule in raw {
+            let pattern = self.template(&rule.pattern)?;
+            let owner = self.owner(rule, &pattern)?;
+            let line = crate::source::Positions::new(self.text)
+                .line_col(rule.pattern.span().start)
+                .0;
+            owned.push(OwnedPattern {
+                pattern,
+                owner,
+                line,
+            });
+        }
+        Ok(owned)
+    }
+
+    /// Who a pattern gives its queues to: as written, else the host when the pattern names
+    /// one (`{host}` or `{user}`), else the group.
+    fn owner(&self, rule: &raw::RawOwned, pattern: &str) -> Result<PatternOwner, SourceError> {
+        let names_host = pattern.contains("{host}") || pattern.contains("{user}");
+        match rule.owner.as_ref().map(|o| (o, o.get_ref().as_str())) {
+            None if names_host => Ok(PatternOwner::Host),
+            None => Ok(PatternOwner::Shared),
+            Some((_, "host")) if names_host => Ok(PatternOwner::Host),
+            Some((o, "host")) => Err(self.error(
+                o.span().start,
+                "owner \"host\" needs {host} or {user} in the pattern".into(),
+            )),
+            Some((_, "shared")) => Ok(PatternOwner::Shared),
+            Some((_, "a")) => Ok(PatternOwner::Half(Half::A)),
+            Some((_, "b")) => Ok(PatternOwner::Half(Half::B)),
+            Some((o, other)) => Err(self.error(
+                o.span().start,
+                format!("unknown owner {other:?}: use host, a, b or shared"),
+            )),
+        }
+    }
+
+    /// `[queues.target] arguments`, durations in milliseconds.
+    fn arguments(
+        &self,
+        raw: &BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    ) -> Result<BTreeMap<String, Value>, SourceError> {
+        let mut arguments = BTreeMap::new();
+        for (key, value) in raw {
+            let name = key.get_ref().clone();
+            let parsed = argument_value(&name, value.get_ref())
+                .map_err(|message| self.error(value.span().start, format!("{name}: {message}")))?;
+            arguments.insert(name, parsed);
+        }
+        Ok(arguments)
+    }
+
+    /// `[verify]`, or its defaults when the table is left out.
+    fn verify(&self, raw: Option<&raw::RawVerify>) -> Result<Verify, SourceError> {
+        Ok(match raw {
+            None => Verify {
+                client_ports: None,
+                client_version: None,
+                logs: None,
+                log_errors: vec![],
+                timeout: DEFAULT_VERIFY_TIMEOUT,
+            },
+            Some(v) => Verify {
+                client_ports: self.optional_command(v.client_ports.as_ref())?,
+                client_version: v.client_version.clone(),
+                logs: self.optional_command(v.logs.as_ref())?,
+                log_errors: v.log_errors.clone(),
+                timeout: v.timeout.map_or(DEFAULT_VERIFY_TIMEOUT, Duration::from),
+            },
+        })
+    }
 }
 
 /// A target argument from TOML: durations with units for the duration arguments (in ms).

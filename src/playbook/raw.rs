@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::units::HumanDuration;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPlaybook {
@@ -28,11 +30,8 @@ pub(super) struct RawVerify {
     pub logs: Option<Spanned<String>>,
     #[serde(default)]
     pub log_errors: Vec<String>,
-    #[serde(
-        default,
-        deserialize_with = "crate::units::deserialize_optional_duration"
-    )]
-    pub timeout: Option<std::time::Duration>,
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,11 +56,8 @@ pub(super) struct RawCommands {
     pub reset_queue_state: Option<Spanned<String>>,
     #[serde(default)]
     pub upgrade_before_stop: bool,
-    #[serde(
-        default,
-        deserialize_with = "crate::units::deserialize_optional_duration"
-    )]
-    pub timeout: Option<std::time::Duration>,
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,11 +79,8 @@ pub(super) struct RawQueues {
     #[serde(default)]
     pub owned: Vec<RawOwned>,
     pub target: RawTarget,
-    #[serde(
-        default,
-        deserialize_with = "crate::units::deserialize_optional_duration"
-    )]
-    pub expected_stop_window: Option<std::time::Duration>,
+    #[serde(default)]
+    pub expected_stop_window: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]

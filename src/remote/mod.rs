@@ -10,11 +10,12 @@ pub use leftovers::{forget_own_dir, reap as reap_leftovers};
 
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 
-use crate::inventory::Host;
+use crate::inventory::{Host, SshTarget};
 
 pub use quote::quote;
 
@@ -152,6 +153,11 @@ impl Output {
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
+
+    /// The first line the command printed, trimmed (empty when it printed nothing).
+    pub fn first_line(&self) -> String {
+        self.stdout.lines().next().unwrap_or("").trim().to_string()
+    }
 }
 
 /// An open, multiplexed SSH connection to one host.
@@ -191,12 +197,38 @@ pub async fn connect(host: &Host) -> Result<Connection, RemoteError> {
             kept: true,
         });
     }
+    let builder = builder(target, entry.is_some());
+    let limit = target.connect_timeout + LOGIN_GRACE;
+    let connect_error = |reason| RemoteError::Connect {
+        host: host.name.clone(),
+        target: target.destination(),
+        reason,
+    };
+    tracing::debug!(host = %host.name, target = %target.destination(), "ssh connect");
+    let connected = match (&entry, target.persist) {
+        (Some(entry), Some(persist)) => launch_kept(builder, target, entry, persist, limit).await,
+        _ => tokio::time::timeout(limit, builder.connect_mux(&target.address)).await,
+    };
+    match connected {
+        Err(_) => Err(connect_error(ConnectFailure::TimedOut(limit))),
+        Ok(Err(err)) => Err(connect_error(ConnectFailure::from_ssh_message(
+            &error_chain(&err),
+        ))),
+        Ok(Ok(session)) => Ok(Connection {
+            host: host.name.clone(),
+            session,
+            kept: entry.is_some(),
+        }),
+    }
+}
+
+/// The ssh settings of a target. A connection of this run only lives in this process's own
+/// control directory, so that the masters of a killed run can be found and ended (see
+/// `leftovers`); a kept one (`persist`) is meant to outlive it.
+fn builder(target: &SshTarget, kept: bool) -> SessionBuilder {
     let mut builder = SessionBuilder::default();
-    // A connection of this run only lives in this process's own control directory, so that
-    // the masters of a killed run can be found and ended (see `leftovers`); a kept one
-    // (`persist`) is meant to outlive it.
-    let control = match (&entry, leftovers::own_dir()) {
-        (None, Some(dir)) => dir.to_path_buf(),
+    let control = match (kept, leftovers::own_dir()) {
+        (false, Some(dir)) => dir.to_path_buf(),
         _ => std::env::temp_dir(),
     };
     builder
@@ -221,44 +253,32 @@ pub async fn connect(host: &Host) -> Result<Connection, RemoteError> {
     if let Some(config) = &target.config_file {
         builder.config_file(config);
     }
-    let limit = target.connect_timeout + LOGIN_GRACE;
-    let connect_error = |reason| RemoteError::Connect {
-        host: host.name.clone(),
-        target: target.destination(),
-        reason,
-    };
-    tracing::debug!(host = %host.name, target = %target.destination(), "ssh connect");
-    let connected = match (&entry, target.persist) {
-        (Some(entry), Some(persist)) => {
-            let idle = NonZeroUsize::new(usize::try_from(persist.as_secs()).unwrap_or(usize::MAX))
-                .unwrap_or(NonZeroUsize::MIN);
-            builder.control_persist(ControlPersist::IdleFor(idle));
-            tokio::time::timeout(limit, builder.launch_master(&target.address))
-                .await
-                .map(|launched| {
-                    launched.map(|dir| {
-                        // The master outlives this run: its directory is no longer removed
-                        // on drop, and it exits by itself once idle for `persist`.
-                        let dir = dir.keep();
-                        let socket = dir.join("master");
-                        persist::record(entry, &socket);
-                        Session::resume_mux(socket.into_boxed_path(), None)
-                    })
-                })
-        }
-        _ => tokio::time::timeout(limit, builder.connect_mux(&target.address)).await,
-    };
-    match connected {
-        Err(_) => Err(connect_error(ConnectFailure::TimedOut(limit))),
-        Ok(Err(err)) => Err(connect_error(ConnectFailure::from_ssh_message(
-            &error_chain(&err),
-        ))),
-        Ok(Ok(session)) => Ok(Connection {
-            host: host.name.clone(),
-            session,
-            kept: entry.is_some(),
-        }),
-    }
+    builder
+}
+
+/// Starts a master that outlives this run, within `limit`: it exits by itself once idle for
+/// `persist`, and `entry` records its socket for the next run.
+async fn launch_kept(
+    mut builder: SessionBuilder,
+    target: &SshTarget,
+    entry: &Path,
+    persist: Duration,
+    limit: Duration,
+) -> Result<Result<Session, openssh::Error>, tokio::time::error::Elapsed> {
+    let idle = NonZeroUsize::new(usize::try_from(persist.as_secs()).unwrap_or(usize::MAX))
+        .unwrap_or(NonZeroUsize::MIN);
+    builder.control_persist(ControlPersist::IdleFor(idle));
+    tokio::time::timeout(limit, builder.launch_master(&target.address))
+        .await
+        .map(|launched| {
+            launched.map(|dir| {
+                // Its directory is no longer removed on drop.
+                let dir = dir.keep();
+                let socket = dir.join("master");
+                persist::record(entry, &socket);
+                Session::resume_mux(socket.into_boxed_path(), None)
+            })
+        })
 }
 
 /// Joins an error and its sources into one line.
