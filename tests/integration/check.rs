@@ -1,8 +1,9 @@
 //! `roll check` against the lab.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::{LAB_STATE, json, require_lab, roll};
+use crate::support::{Roll, json, lab, require_lab};
 
 /// The rows of a JSON check report, by name.
 fn row<'a>(rows: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -16,7 +17,7 @@ fn row<'a>(rows: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 #[test]
 fn check_reaches_every_lab_host_and_broker() {
     require_lab();
-    let run = roll(&["check", "--output", "json"]);
+    let run = Roll::check().json().run();
     assert_eq!(run.code, 0, "{run:#?}");
     let rows = json(&run);
     let rows_list = rows.as_array().expect("an array");
@@ -34,7 +35,7 @@ fn check_reaches_every_lab_host_and_broker() {
 #[test]
 fn check_table_of_one_group() {
     require_lab();
-    let run = roll(&["check", "--group", "ops"]);
+    let run = Roll::check().group("ops").run();
     assert_eq!(run.code, 0, "{run:#?}");
     for name in [
         "px1",
@@ -51,7 +52,7 @@ fn check_table_of_one_group() {
 
 /// An inventory for the lab's ops group in which px3's login is refused (no such user) and
 /// px4's host key has changed (a known_hosts entry with another key for the name it uses).
-fn broken_ops_inventory(dir: &std::path::Path) -> std::path::PathBuf {
+fn broken_ops_inventory(dir: &Path) -> PathBuf {
     let key = dir.join("other-key");
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -61,8 +62,7 @@ fn broken_ops_inventory(dir: &std::path::Path) -> std::path::PathBuf {
     assert!(status.success());
     let other_pub = std::fs::read_to_string(dir.join("other-key.pub")).expect("public key");
     let other_pub: Vec<&str> = other_pub.split_whitespace().take(2).collect();
-    let lab_known =
-        std::fs::read_to_string(format!("{LAB_STATE}/ssh/known_hosts")).expect("lab known_hosts");
+    let lab_known = std::fs::read_to_string(&lab().ssh.known_hosts_file).expect("lab known_hosts");
     let known = dir.join("known_hosts");
     std::fs::write(
         &known,
@@ -75,19 +75,10 @@ fn broken_ops_inventory(dir: &std::path::Path) -> std::path::PathBuf {
         format!(
             r#"
 [groups.ops.ssh]
-address = "127.0.0.1"
-port = 2222
-user = "rl-{{name}}"
-identity_file = "{LAB_STATE}/ssh/id_ed25519"
-known_hosts_file = "{}"
-connect_timeout = "5s"
+{}connect_timeout = "5s"
 
 [groups.ops.broker]
-management_url = "http://127.0.0.1:15672"
-amqp_url = "amqp://127.0.0.1:5672"
-user = "roll-lab"
-password_file = "{LAB_STATE}/broker-password"
-vhost = "ops"
+{}vhost = "ops"
 
 [[groups.ops.hosts]]
 name = "px[1:2]"
@@ -107,7 +98,8 @@ ssh = {{ address = "localhost" }}
 name = "px5"
 half = "b"
 "#,
-            known.display()
+            lab_ssh(&known),
+            lab_broker(),
         ),
     )
     .expect("write inventory");
@@ -119,8 +111,7 @@ fn one_refused_login_and_one_changed_host_key_do_not_hide_the_others() {
     require_lab();
     let dir = tempfile::tempdir().expect("temp dir");
     let inventory = broken_ops_inventory(dir.path());
-    let inventory = inventory.display().to_string();
-    let run = roll(&["check", "-i", &inventory, "--output", "json"]);
+    let run = Roll::check().inventory(&inventory).json().run();
     assert_eq!(run.code, 1, "{run:#?}");
     let rows = json(&run);
     let px3 = row(&rows, "px3");
@@ -146,26 +137,44 @@ fn one_refused_login_and_one_changed_host_key_do_not_hide_the_others() {
     }
 }
 
-/// The `[defaults]` of an inventory for the lab (its sshd, key and broker), with `ssh_extra`
-/// lines added to `[defaults.ssh]`; the groups follow.
-fn lab_defaults(ssh_extra: &str) -> String {
+/// The lab's SSH settings (its sshd, logins and key, from `inventory/lab.toml`) as the lines
+/// of an inventory's SSH table, with this known_hosts file.
+fn lab_ssh(known_hosts: &Path) -> String {
+    let ssh = &lab().ssh;
     format!(
-        r#"
-[defaults.ssh]
-address = "127.0.0.1"
-port = 2222
-user = "rl-{{name}}"
-identity_file = "{LAB_STATE}/ssh/id_ed25519"
-known_hosts_file = "{LAB_STATE}/ssh/known_hosts"
-{ssh_extra}
-
-[defaults.broker]
-management_url = "http://127.0.0.1:15672"
-amqp_url = "amqp://127.0.0.1:5672"
-user = "roll-lab"
-password_file = "{LAB_STATE}/broker-password"
-"#
+        "address = \"{}\"\nport = {}\nuser = \"{}\"\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\n",
+        ssh.address,
+        ssh.port,
+        ssh.user,
+        ssh.identity_file.display(),
+        known_hosts.display()
     )
+}
+
+/// The lab's broker settings (from `inventory/lab.toml`) as the lines of an inventory's broker
+/// table, without a vhost.
+fn lab_broker() -> String {
+    let broker = &lab().broker;
+    format!(
+        "management_url = \"{}\"\namqp_url = \"{}\"\nuser = \"{}\"\npassword_file = \"{}\"\n",
+        broker.management_url,
+        broker.amqp_url,
+        broker.user,
+        broker.password_file.display()
+    )
+}
+
+/// Writes `name` in `dir`: an inventory with the `[defaults]` of the lab (its sshd, key and
+/// broker), `ssh_extra` lines added to `[defaults.ssh]`, then `groups`. Returns its path.
+fn lab_inventory(dir: &Path, name: &str, ssh_extra: &str, groups: &str) -> PathBuf {
+    let path = dir.join(name);
+    let defaults = format!(
+        "\n[defaults.ssh]\n{}{ssh_extra}\n\n[defaults.broker]\n{}",
+        lab_ssh(&lab().ssh.known_hosts_file),
+        lab_broker()
+    );
+    std::fs::write(&path, defaults + groups).expect("write inventory");
+    path
 }
 
 #[test]
@@ -174,11 +183,8 @@ fn a_wrong_broker_password_and_an_unknown_vhost_are_named() {
     let dir = tempfile::tempdir().expect("temp dir");
     let wrong = dir.path().join("wrong-password");
     std::fs::write(&wrong, "not-the-password\n").expect("write");
-    let inventory = dir.path().join("brokers.toml");
-    std::fs::write(
-        &inventory,
-        format!(
-            r#"{}
+    let groups = format!(
+        r#"
 [groups.ops]
 broker = {{ vhost = "ops", password_file = "{}" }}
 hosts = [ {{ name = "px1", half = "a" }}, {{ name = "px5", half = "b" }} ]
@@ -187,13 +193,10 @@ hosts = [ {{ name = "px1", half = "a" }}, {{ name = "px5", half = "b" }} ]
 broker = {{ vhost = "no-such-vhost" }}
 hosts = [ {{ name = "dev1", half = "a" }}, {{ name = "dev2", half = "b" }} ]
 "#,
-            lab_defaults(""),
-            wrong.display()
-        ),
-    )
-    .expect("write inventory");
-    let inventory = inventory.display().to_string();
-    let run = roll(&["check", "-i", &inventory, "--output", "json"]);
+        wrong.display()
+    );
+    let inventory = lab_inventory(dir.path(), "brokers.toml", "", &groups);
+    let run = Roll::check().inventory(&inventory).json().run();
     assert_eq!(run.code, 1, "{run:#?}");
     let rows = json(&run);
     let ops = row(&rows, "roll-lab@127.0.0.1:15672/ops");
@@ -215,8 +218,7 @@ hosts = [ {{ name = "dev1", half = "a" }}, {{ name = "dev2", half = "b" }} ]
     for name in ["px1", "px5", "dev1", "dev2"] {
         assert_eq!(row(&rows, name)["reachable"], true, "{name}: {rows:#}");
     }
-    let password =
-        std::fs::read_to_string(format!("{LAB_STATE}/broker-password")).expect("lab password");
+    let password = std::fs::read_to_string(&lab().broker.password_file).expect("lab password");
     assert!(!run.stdout.contains(password.trim()) && !run.stderr.contains(password.trim()));
 }
 
@@ -229,26 +231,23 @@ fn each_group_reads_its_own_ssh_config_file() {
     // A key exchange the lab's sshd does not offer: a host reached with it must fail.
     let refused = dir.path().join("refused_kex");
     std::fs::write(&refused, "KexAlgorithms diffie-hellman-group1-sha1\n").expect("write");
-    let inventory = dir.path().join("ssh-config.toml");
-    std::fs::write(
-        &inventory,
-        format!(
-            r#"{}
+    let groups = r#"
 [groups.ops]
-broker = {{ vhost = "ops" }}
-hosts = [ {{ name = "px1", half = "a" }}, {{ name = "px5", half = "b" }} ]
+broker = { vhost = "ops" }
+hosts = [ { name = "px1", half = "a" }, { name = "px5", half = "b" } ]
 
 [groups.dev]
-broker = {{ vhost = "dev" }}
-ssh = {{ config_file = "refused_kex" }}
-hosts = [ {{ name = "dev1", half = "a" }}, {{ name = "dev2", half = "b" }} ]
-"#,
-            lab_defaults(r#"config_file = "fast_kex""#)
-        ),
-    )
-    .expect("write inventory");
-    let inventory = inventory.display().to_string();
-    let run = roll(&["check", "-i", &inventory, "--output", "json"]);
+broker = { vhost = "dev" }
+ssh = { config_file = "refused_kex" }
+hosts = [ { name = "dev1", half = "a" }, { name = "dev2", half = "b" } ]
+"#;
+    let inventory = lab_inventory(
+        dir.path(),
+        "ssh-config.toml",
+        r#"config_file = "fast_kex""#,
+        groups,
+    );
+    let run = Roll::check().inventory(&inventory).json().run();
     assert_eq!(run.code, 1, "{run:#?}");
     let rows = json(&run);
     for name in ["px1", "px5"] {
@@ -268,7 +267,7 @@ hosts = [ {{ name = "dev1", half = "a" }}, {{ name = "dev2", half = "b" }} ]
 }
 
 /// `ssh -O <command>` (check, exit) to the OpenSSH master behind a control socket.
-fn master_control(socket: &std::path::Path, command: &str) -> std::process::Output {
+fn master_control(socket: &Path, command: &str) -> std::process::Output {
     Command::new("ssh")
         .arg("-S")
         .arg(socket)
@@ -278,7 +277,7 @@ fn master_control(socket: &std::path::Path, command: &str) -> std::process::Outp
 }
 
 /// The pid of the OpenSSH master behind a control socket, as `ssh -O check` reports it.
-fn master_pid(socket: &std::path::Path) -> Option<u32> {
+fn master_pid(socket: &Path) -> Option<u32> {
     let output = master_control(socket, "check");
     let text = String::from_utf8_lossy(&output.stderr);
     let start = text.find("pid=")? + 4;
@@ -297,32 +296,26 @@ fn a_kept_connection_serves_the_next_run_and_a_changed_setting_gets_its_own() {
     let runtime = dir.path().join("runtime");
     std::fs::create_dir(&runtime).expect("runtime dir");
     let inventory = |name: &str, known_hosts: &str| {
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                r#"{}
+        let groups = format!(
+            r#"
 [groups.dev]
 broker = {{ vhost = "dev" }}
 hosts = [ {{ name = "dev1", half = "a" }}, {{ name = "dev2", half = "b" }} ]
 ssh = {{ known_hosts_file = "{known_hosts}" }}
-"#,
-                lab_defaults(r#"persist = "30s""#)
-            ),
-        )
-        .expect("write inventory");
-        path.display().to_string()
+"#
+        );
+        let file = format!("{name}.toml");
+        lab_inventory(dir.path(), &file, r#"persist = "30s""#, &groups)
     };
-    let check = |inventory: &str| {
-        let output = Command::new(env!("CARGO_BIN_EXE_roll"))
-            .args(["check", "-i", inventory, "--output", "json"])
+    let check = |inventory: &Path| {
+        let run = Roll::check()
+            .inventory(inventory)
+            .json()
             .env("XDG_RUNTIME_DIR", &runtime)
-            .output()
-            .expect("roll runs");
-        let run: crate::support::Run = output.into();
+            .run();
         assert_eq!(run.code, 0, "{run:#?}");
     };
-    let masters = || -> std::collections::BTreeMap<String, (std::path::PathBuf, Option<u32>)> {
+    let masters = || -> std::collections::BTreeMap<String, (PathBuf, Option<u32>)> {
         std::fs::read_dir(runtime.join("roll-ssh"))
             .expect("the registry exists")
             .map(|entry| {
@@ -337,8 +330,8 @@ ssh = {{ known_hosts_file = "{known_hosts}" }}
             .collect()
     };
 
-    let lab_known_hosts = format!("{LAB_STATE}/ssh/known_hosts");
-    let first_inventory = inventory("first", &lab_known_hosts);
+    let lab_known_hosts = &lab().ssh.known_hosts_file;
+    let first_inventory = inventory("first", &lab_known_hosts.display().to_string());
     check(&first_inventory);
     let first = masters();
     assert_eq!(first.len(), 2, "one kept master per host: {first:?}");
@@ -349,7 +342,7 @@ ssh = {{ known_hosts_file = "{known_hosts}" }}
 
     // Another known_hosts file (with the same keys) makes other connections.
     let copy = dir.path().join("known_hosts");
-    std::fs::copy(&lab_known_hosts, &copy).expect("copy known_hosts");
+    std::fs::copy(lab_known_hosts, &copy).expect("copy known_hosts");
     let other = inventory("other", &copy.display().to_string());
     check(&other);
     let third = masters();

@@ -10,43 +10,39 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    Next, ResetOnDrop, Run, assert_hosts, audit, audit_counts, broker_start, broker_stop,
-    failpoint_of, json, playbook_variant, release_failpoint, require_lab, roll, run_watching, says,
-    sr3_pids, status,
+    EXPIRE, MINOR, Next, ResetOnDrop, Roll, Run, assert_hosts, audit, audit_counts, broker_start,
+    broker_stop, failpoint_of, json, lab, ops_a, ops_b, playbook_variant, release_failpoint,
+    require_lab, run_watching, says, sr3_pids, status,
 };
 
-const EXPIRE: &str = "playbooks/sr3-queue-expire.toml";
-const MINOR: &str = "playbooks/sr3-minor.toml";
-const OPS_A: [&str; 4] = ["px1", "px2", "px3", "px4"];
-const OPS_B: [&str; 5] = ["px5", "px6", "px7", "px8", "pxatx1"];
 const LONG: Duration = Duration::from_secs(600);
 
-/// `roll upgrade --yes --skip-promotion-check` of a half of ops, with more arguments.
-fn upgrade_args<'a>(
-    state: &'a str,
-    playbook: &'a str,
-    half: &'a str,
-    extra: &[&'a str],
-) -> Vec<&'a str> {
-    let mut args = vec!["--skip-promotion-check"];
-    args.extend_from_slice(extra);
-    crate::support::upgrade_args(state, playbook, "ops", half, &args)
+/// The sr3 pids of each of these hosts.
+fn pids_of(hosts: &[String]) -> Vec<Vec<u32>> {
+    hosts.iter().map(|h| sr3_pids(h)).collect()
 }
 
-/// Runs `roll` with `args`, taking the broker down at each of `points` (`stage=word`, see
-/// roll's `failpoint` module): when the run reaches one, the broker's application stops, the
-/// run goes on against it, and the broker comes back 5 s later. Returns the run and the points
+/// `roll upgrade --yes --skip-promotion-check` of a half of ops.
+fn upgrade(state: &str, playbook: &str, half: &str) -> Roll {
+    Roll::upgrade("ops", half)
+        .state(state)
+        .playbook(playbook)
+        .yes()
+        .skip_promotion_check()
+}
+
+/// Runs `roll`, taking the broker down at each of `points` (`stage=word`, see roll's
+/// `failpoint` module): when the run reaches one, the broker's application stops, the run
+/// goes on against it, and the broker comes back 5 s later. Returns the run and the points
 /// it went through.
-fn restarting_at(dir: &Path, args: &[&str], points: &str) -> (Run, Vec<String>) {
+fn restarting_at(dir: &Path, roll: Roll, points: &str) -> (Run, Vec<String>) {
     let waits = dir.join("points");
     std::fs::create_dir_all(&waits).expect("points dir");
     let mut reached = vec![];
     let run = run_watching(
-        args,
-        &[
-            ("ROLL_FAILPOINTS", points.to_string()),
-            ("ROLL_FAILPOINT_DIR", waits.display().to_string()),
-        ],
+        &roll
+            .env("ROLL_FAILPOINTS", points)
+            .env("ROLL_FAILPOINT_DIR", &waits),
         LONG,
         |line| {
             if let Some(point) = failpoint_of(line) {
@@ -64,15 +60,7 @@ fn restarting_at(dir: &Path, args: &[&str], points: &str) -> (Run, Vec<String>) 
 }
 
 fn resume(state: &str) -> Run {
-    roll(&[
-        "resume",
-        "--state-dir",
-        state,
-        "--group",
-        "ops",
-        "--output",
-        "json",
-    ])
+    Roll::resume("ops").state(state).json().run()
 }
 
 /// The queue-changing release for the hosts' own queues only (the pump cluster's shared queue
@@ -143,11 +131,11 @@ fn serial_broker_restarts_at_each_stage_and_an_unfinished_run_is_not_overrun() {
     let state = dir.path().display().to_string();
     let playbook = pump_expire(dir.path(), "pump-expire", &[]);
     let traffic = crate::support::Traffic::start(dir.path(), "stages", 100);
-    let b_pids: Vec<Vec<u32>> = OPS_B.iter().map(|h| sr3_pids(h)).collect();
+    let b_pids = pids_of(&ops_b());
 
     let (run, restarts) = restarting_at(
         dir.path(),
-        &upgrade_args(&state, &playbook, "a", &["--output", "json"]),
+        upgrade(&state, &playbook, "a").json(),
         "hold=px1,recreate=px2,move=px3,release=px4",
     );
     assert_eq!(run.code, 0, "{run:#?}");
@@ -177,13 +165,13 @@ fn serial_broker_restarts_at_each_stage_and_an_unfinished_run_is_not_overrun() {
         "{}",
         after.stderr
     );
-    assert_hosts(&state, &OPS_A, "3.3.1", "running");
-    let now: Vec<Vec<u32>> = OPS_B.iter().map(|h| sr3_pids(h)).collect();
+    assert_hosts(&state, &ops_a(), "3.3.1", "running");
+    let now = pids_of(&ops_b());
     assert_eq!(now, b_pids, "half b was restarted");
 
     // Half b, with px6's queue-state reset failing (once) after its queue was recreated.
-    let marker = "/home/rl-px6/roll-test-fail-reset";
-    std::fs::write(marker, "").expect("marker");
+    let marker = lab().home("px6").join("roll-test-fail-reset");
+    std::fs::write(&marker, "").expect("marker");
     let failing = pump_expire(
         dir.path(),
         "pump-expire-b",
@@ -192,7 +180,7 @@ fn serial_broker_restarts_at_each_stage_and_an_unfinished_run_is_not_overrun() {
             "reset_queue_state = \"test ! -e ~/roll-test-fail-reset && rm -f",
         )],
     );
-    let run = roll(&upgrade_args(&state, &failing, "b", &["--output", "json"]));
+    let run = upgrade(&state, &failing, "b").json().run();
     assert_eq!(run.code, 3, "{run:#?}");
     let report = json(&run);
     let failure = &report["outcome"]["failure"];
@@ -205,7 +193,7 @@ fn serial_broker_restarts_at_each_stage_and_an_unfinished_run_is_not_overrun() {
 
     // A new upgrade over it is refused, naming the run and the two ways on; nothing changes.
     let before = crate::upgrade::ops_queues();
-    let again = roll(&upgrade_args(&state, &playbook, "b", &[]));
+    let again = upgrade(&state, &playbook, "b").run();
     assert_eq!(again.code, 2, "{again:#?}");
     for words in [
         run_id.as_str(),
@@ -221,11 +209,11 @@ fn serial_broker_restarts_at_each_stage_and_an_unfinished_run_is_not_overrun() {
         "the refused run changed queues"
     );
 
-    std::fs::remove_file(marker).expect("marker");
+    std::fs::remove_file(&marker).expect("marker");
     let resumed = resume(&state);
     assert_eq!(resumed.code, 0, "{resumed:#?}");
     nothing_lost(&json(&resumed)["outcome"]);
-    assert_hosts(&state, &OPS_B, "3.3.1", "running");
+    assert_hosts(&state, &ops_b(), "3.3.1", "running");
     assert_eq!(crate::support::holding_leftovers(), Vec::<String>::new());
     audit_clean(traffic);
 }
@@ -246,12 +234,7 @@ fn serial_broker_restarts_in_the_critical_window_then_a_host_lost_after_the_cana
 
     let (run, restarts) = restarting_at(
         dir.path(),
-        &upgrade_args(
-            &state,
-            EXPIRE,
-            "b",
-            &["--parallel", "5", "--output", "json"],
-        ),
+        upgrade(&state, EXPIRE, "b").parallel(5).json(),
         "move=pump,move=cluster",
     );
     assert_eq!(run.code, 0, "{run:#?}");
@@ -277,9 +260,9 @@ fn serial_broker_restarts_in_the_critical_window_then_a_host_lost_after_the_cana
     );
     assert_eq!(crate::support::holding_leftovers(), Vec::<String>::new());
     let rows = status(&state, "ops");
-    for host in OPS_A {
-        assert_eq!(rows[host]["service"], "stopped", "{host}: the failover");
-        assert_eq!(rows[host]["version"], "3.2.0.post1", "{host}");
+    for host in ops_a() {
+        assert_eq!(rows[&host]["service"], "stopped", "{host}: the failover");
+        assert_eq!(rows[&host]["version"], "3.2.0.post1", "{host}");
     }
 
     // The shared queue changes again (8d) on half a: two phases with a critical window.
@@ -297,13 +280,7 @@ fn serial_broker_restarts_in_the_critical_window_then_a_host_lost_after_the_cana
     );
     let mut lost = false;
     let run = run_watching(
-        &upgrade_args(
-            &state,
-            &eight,
-            "a",
-            &["--parallel", "4", "--output", "json"],
-        ),
-        &[],
+        &upgrade(&state, &eight, "a").parallel(4).json(),
         LONG,
         |line| {
             if !lost && says(line, &["px1", "verify", "ok"]) {
@@ -332,8 +309,8 @@ fn serial_broker_restarts_in_the_critical_window_then_a_host_lost_after_the_cana
         "put back: {shared}"
     );
     let rows = status(&state, "ops");
-    for host in OPS_B {
-        assert_eq!(rows[host]["service"], "running", "{host} serves again");
+    for host in ops_b() {
+        assert_eq!(rows[&host]["service"], "running", "{host} serves again");
     }
     crate::support::host_repaired("px2");
     let resumed = resume(&state);
@@ -353,9 +330,9 @@ fn serial_broker_restarts_in_the_critical_window_then_a_host_lost_after_the_cana
         .expect("the shared queue");
     assert_eq!(shared["arguments"]["x-expires"], 691_200_000, "{shared}");
     let rows = status(&state, "ops");
-    for host in OPS_A {
-        assert_eq!(rows[host]["service"], "running", "{host}");
-        assert_eq!(rows[host]["version"], "3.3.1", "{host}");
+    for host in ops_a() {
+        assert_eq!(rows[&host]["service"], "running", "{host}");
+        assert_eq!(rows[&host]["version"], "3.3.1", "{host}");
     }
     for host in ["px5", "px6", "px7", "px8", "pxatx1"] {
         assert_eq!(
@@ -368,12 +345,12 @@ fn serial_broker_restarts_in_the_critical_window_then_a_host_lost_after_the_cana
     // Rolling back the 8d run: the shared queue goes back to 7d (as before that run), and
     // half a to its first release, whose configs have no expire: the old release's declare
     // of the shared queue is refused, and the rollback's verification reads that in the log.
-    let run = roll(&crate::support::rollback_args(
-        &state,
-        &eight,
-        "ops",
-        &["--output", "json"],
-    ));
+    let run = Roll::rollback("ops")
+        .state(&state)
+        .playbook(&eight)
+        .yes()
+        .json()
+        .run();
     eprintln!("{}", run.stderr);
     assert_eq!(run.code, 1, "{run:#?}");
     let failure = json(&run)["outcome"]["failure"].clone();
@@ -400,21 +377,16 @@ fn serial_the_lock_closed_mid_run_and_a_host_lost_in_a_one_phase_run() {
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().display().to_string();
     let traffic = crate::support::Traffic::start(dir.path(), "lock", 100);
-    let b_pids: Vec<Vec<u32>> = OPS_B.iter().map(|h| sr3_pids(h)).collect();
+    let b_pids = pids_of(&ops_b());
 
     let mut second = None;
-    let run = run_watching(
-        &upgrade_args(&state, MINOR, "a", &["--output", "json"]),
-        &[],
-        LONG,
-        |line| {
-            if second.is_none() && says(line, &["px1", "verify", "ok"]) {
-                crate::support::close_lock_connection("ops");
-                second = Some(roll(&upgrade_args(&state, MINOR, "b", &[])));
-            }
-            Next::Go
-        },
-    );
+    let run = run_watching(&upgrade(&state, MINOR, "a").json(), LONG, |line| {
+        if second.is_none() && says(line, &["px1", "verify", "ok"]) {
+            crate::support::close_lock_connection("ops");
+            second = Some(upgrade(&state, MINOR, "b").run());
+        }
+        Next::Go
+    });
     eprintln!("{}", run.stderr);
     let second = second.expect("px1 was verified");
     assert!(second.code == 1 || second.code == 2, "{second:#?}");
@@ -423,7 +395,7 @@ fn serial_the_lock_closed_mid_run_and_a_host_lost_in_a_one_phase_run() {
         "{}",
         second.stderr
     );
-    let now: Vec<Vec<u32>> = OPS_B.iter().map(|h| sr3_pids(h)).collect();
+    let now = pids_of(&ops_b());
     assert_eq!(now, b_pids, "half b was touched");
     assert_eq!(run.code, 3, "{run:#?}");
     let report = json(&run);
@@ -436,23 +408,18 @@ fn serial_the_lock_closed_mid_run_and_a_host_lost_in_a_one_phase_run() {
     );
     let resumed = resume(&state);
     assert_eq!(resumed.code, 0, "{resumed:#?}");
-    assert_hosts(&state, &OPS_A, "3.3.1", "running");
+    assert_hosts(&state, &ops_a(), "3.3.1", "running");
 
     // Half b, px6 lost once the canary is verified.
-    let a_pids: Vec<Vec<u32>> = OPS_A.iter().map(|h| sr3_pids(h)).collect();
+    let a_pids = pids_of(&ops_a());
     let mut lost = false;
-    let run = run_watching(
-        &upgrade_args(&state, MINOR, "b", &["--output", "json"]),
-        &[],
-        LONG,
-        |line| {
-            if !lost && says(line, &["px5", "verify", "ok"]) {
-                crate::support::host_lost("px6");
-                lost = true;
-            }
-            Next::Go
-        },
-    );
+    let run = run_watching(&upgrade(&state, MINOR, "b").json(), LONG, |line| {
+        if !lost && says(line, &["px5", "verify", "ok"]) {
+            crate::support::host_lost("px6");
+            lost = true;
+        }
+        Next::Go
+    });
     eprintln!("{}", run.stderr);
     assert_eq!(run.code, 3, "{run:#?}");
     let failure = json(&run)["outcome"]["failure"].clone();
@@ -462,7 +429,7 @@ fn serial_the_lock_closed_mid_run_and_a_host_lost_in_a_one_phase_run() {
         run.stdout.contains("\"step\"") && failure["step"].as_str().is_some_and(|s| !s.is_empty()),
         "{failure}"
     );
-    let now: Vec<Vec<u32>> = OPS_A.iter().map(|h| sr3_pids(h)).collect();
+    let now = pids_of(&ops_a());
     assert_eq!(now, a_pids, "half a was touched");
     let refused = resume(&state);
     assert_eq!(refused.code, 1, "px6 is still lost: {refused:#?}");
@@ -470,7 +437,7 @@ fn serial_the_lock_closed_mid_run_and_a_host_lost_in_a_one_phase_run() {
     crate::support::host_repaired("px6");
     let resumed = resume(&state);
     assert_eq!(resumed.code, 0, "{resumed:#?}");
-    assert_hosts(&state, &OPS_B, "3.3.1", "running");
+    assert_hosts(&state, &ops_b(), "3.3.1", "running");
     audit_clean(traffic);
 }
 
@@ -539,15 +506,18 @@ fn serial_a_full_state_directory_stops_the_run_and_no_secret_is_written_anywhere
     let secret = dir.path().join("secret");
     std::fs::write(&secret, NASTY).expect("secret");
     let inventory = dir.path().join("inventory.toml");
-    let text = std::fs::read_to_string(crate::support::repo("inventory/lab.toml"))
+    let broker = &lab().broker;
+    let text = std::fs::read_to_string(crate::support::repo(crate::support::LAB_INVENTORY))
         .expect("inventory")
-        .replace("user = \"roll-lab\"", "user = \"roll-test-secret\"")
         .replace(
-            "password_file = \"/var/lib/roll-lab/broker-password\"",
+            &format!("user = \"{}\"", broker.user),
+            "user = \"roll-test-secret\"",
+        )
+        .replace(
+            &format!("password_file = \"{}\"", broker.password_file.display()),
             &format!("password_file = \"{}\"", secret.display()),
         );
     std::fs::write(&inventory, text).expect("inventory");
-    let inventory = inventory.display().to_string();
     // Every host of half a prints the password as it is, JSON-escaped and in a URL.
     let forms = [
         NASTY.to_string(),
@@ -555,9 +525,9 @@ fn serial_a_full_state_directory_stops_the_run_and_no_secret_is_written_anywhere
         percent_encoding::utf8_percent_encode(NASTY, percent_encoding::NON_ALPHANUMERIC)
             .to_string(),
     ];
-    for host in OPS_A {
+    for host in ops_a() {
         std::fs::write(
-            format!("/home/rl-{host}/roll-test-secret"),
+            lab().home(&host).join("roll-test-secret"),
             format!("{}\namqp://u:{}@h/\n{}\n", forms[0], forms[2], forms[1]),
         )
         .expect("the host's copy");
@@ -572,12 +542,13 @@ fn serial_a_full_state_directory_stops_the_run_and_no_secret_is_written_anywhere
         )],
     );
     let traffic = crate::support::Traffic::start(dir.path(), "full", 100);
-    let mut args = upgrade_args(&state, &printing, "a", &["--output", "json"]);
-    args.splice(0..0, ["-i", inventory.as_str()]);
+    let upgrading = upgrade(&state, &printing, "a")
+        .json()
+        .inventory(&inventory)
+        .env("RUST_LOG", "roll=debug");
     let filler = state_path.join("filler");
     let mut filled = false;
-    let debug = [("RUST_LOG", "roll=debug".to_string())];
-    let run = run_watching(&args, &debug, LONG, |line| {
+    let run = run_watching(&upgrading, LONG, |line| {
         if !filled && says(line, &["px1", "verify", "ok"]) {
             // Fill what is left of the tmpfs.
             let _ = std::process::Command::new("dd")
@@ -611,16 +582,8 @@ fn serial_a_full_state_directory_stops_the_run_and_no_secret_is_written_anywhere
         approved.replace("timeout = \"3m\"", "timeout = \"4m\""),
     )
     .expect("edit");
-    let mut resume_args = vec![
-        "-i",
-        inventory.as_str(),
-        "resume",
-        "--state-dir",
-        &state,
-        "--group",
-        "ops",
-    ];
-    let refused = roll(&resume_args);
+    let resuming = Roll::resume("ops").inventory(&inventory).state(&state);
+    let refused = resuming.run();
     assert_eq!(refused.code, 2, "{refused:#?}");
     assert!(
         refused
@@ -630,10 +593,10 @@ fn serial_a_full_state_directory_stops_the_run_and_no_secret_is_written_anywhere
         refused.stderr
     );
     std::fs::write(&printing, &approved).expect("put back");
-    resume_args.extend(["--output", "json"]);
-    let resumed = run_watching(&resume_args, &debug, LONG, |_| Next::Go);
+    let resuming = resuming.json().env("RUST_LOG", "roll=debug");
+    let resumed = run_watching(&resuming, LONG, |_| Next::Go);
     assert_eq!(resumed.code, 0, "{resumed:#?}");
-    assert_hosts(&state, &OPS_A, "3.3.1", "running");
+    assert_hosts(&state, &ops_a(), "3.3.1", "running");
 
     // The password in none of its forms, anywhere roll wrote.
     let mut written = vec![

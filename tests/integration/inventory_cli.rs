@@ -1,18 +1,14 @@
 //! `roll inventory` and inventory validation through the binary.
 
-use crate::support::{json, repo, roll};
+use crate::support::{Roll, json, repo};
 
 #[test]
 fn example_ops_lists_ten_hosts_with_halves_and_the_pxatx_pair() {
-    let run = roll(&[
-        "inventory",
-        "-i",
-        "inventory/example.toml",
-        "--group",
-        "ops",
-        "--output",
-        "json",
-    ]);
+    let run = Roll::list_inventory()
+        .inventory("inventory/example.toml")
+        .group("ops")
+        .json()
+        .run();
     assert_eq!(run.code, 0, "{run:#?}");
     let hosts = json(&run);
     let hosts = hosts.as_array().expect("an array");
@@ -62,7 +58,7 @@ fn example_ops_lists_ten_hosts_with_halves_and_the_pxatx_pair() {
 
 #[test]
 fn lab_inventory_table_names_every_lab_host() {
-    let run = roll(&["inventory"]);
+    let run = Roll::list_inventory().run();
     assert_eq!(run.code, 0, "{run:#?}");
     for host in [
         "dev1", "dev2", "stage1", "stage2", "px1", "px8", "pxatx1", "pxatx2",
@@ -85,15 +81,7 @@ fn lab_inventory_table_names_every_lab_host() {
 
 #[test]
 fn half_filter_keeps_one_half() {
-    let run = roll(&[
-        "inventory",
-        "--group",
-        "ops",
-        "--half",
-        "b",
-        "--output",
-        "json",
-    ]);
+    let run = Roll::list_inventory().group("ops").half("b").json().run();
     assert_eq!(run.code, 0, "{run:#?}");
     let hosts = json(&run);
     let names: Vec<&str> = hosts
@@ -107,7 +95,7 @@ fn half_filter_keeps_one_half() {
 
 #[test]
 fn unknown_group_is_a_usage_error() {
-    let run = roll(&["inventory", "--group", "nope"]);
+    let run = Roll::list_inventory().group("nope").run();
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
         run.stderr.contains("no group named \"nope\""),
@@ -131,7 +119,7 @@ fn broken_inventories_exit_2_naming_file_and_line() {
         let path = repo(&format!("tests/fixtures/inventory/{file}"));
         let path_text = path.display().to_string();
         for command in ["inventory", "check"] {
-            let run = roll(&[command, "-i", &path_text]);
+            let run = Roll::new(command).inventory(&path).run();
             assert_eq!(run.code, 2, "{file} {command}: {run:#?}");
             assert!(run.stdout.is_empty(), "{file}: {}", run.stdout);
             let first = run.stderr.lines().next().unwrap_or_default();
@@ -153,7 +141,9 @@ fn broken_inventories_exit_2_naming_file_and_line() {
 
 #[test]
 fn a_missing_inventory_is_a_usage_error_naming_the_file() {
-    let run = roll(&["inventory", "-i", "inventory/does-not-exist.toml"]);
+    let run = Roll::list_inventory()
+        .inventory("inventory/does-not-exist.toml")
+        .run();
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
         run.stderr.contains("inventory/does-not-exist.toml"),

@@ -7,14 +7,13 @@ use std::time::Duration;
 use roll::broker::management::Management;
 use roll::inventory::Role;
 
-use crate::support::{repo, require_lab};
+use crate::support::{LAB_INVENTORY, MINOR, repo, require_lab};
 
 #[test]
 fn sr3_runs_on_every_lab_host_but_the_passive_one_and_the_queues_exist() {
     require_lab();
-    let inventory = roll::inventory::load(&repo("inventory/lab.toml")).expect("lab inventory");
-    let playbook =
-        roll::playbook::load(&repo("playbooks/sr3-minor.toml")).expect("sr3-minor playbook");
+    let inventory = roll::inventory::load(&repo(LAB_INVENTORY)).expect("lab inventory");
+    let playbook = roll::playbook::load(&repo(MINOR)).expect("sr3-minor playbook");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         for group in &inventory.groups {

@@ -2,14 +2,14 @@
 //! deleted by the test), so it runs beside the other tests without touching their queues.
 
 use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{BasicGetOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use roll::broker::equivalence::QueueSettings;
 use roll::broker::management::{Management, segment};
 use roll::broker::{amqp, mover};
 use roll::inventory::BrokerConfig;
 
-use crate::support::{repo, require_lab};
+use crate::support::{LAB_INVENTORY, drain, publish_n, repo, require_lab};
 
 struct ScratchVhost {
     admin: Management,
@@ -27,7 +27,7 @@ impl Drop for ScratchVhost {
 }
 
 fn lab_ops() -> BrokerConfig {
-    let inventory = roll::inventory::load(&repo("inventory/lab.toml")).expect("inventory");
+    let inventory = roll::inventory::load(&repo(LAB_INVENTORY)).expect("inventory");
     inventory.group("ops").expect("ops").broker.clone()
 }
 
@@ -85,11 +85,20 @@ async fn classic_pair(
     config: &BrokerConfig,
     password: &roll::inventory::Secret,
 ) -> (lapin::Connection, lapin::Channel) {
+    pair(config, password, Default::default()).await
+}
+
+/// Declares the queue `src` with these arguments and the classic queue `dst` in a scratch
+/// vhost; an AMQP connection and a channel in confirm mode to publish with.
+async fn pair(
+    config: &BrokerConfig,
+    password: &roll::inventory::Secret,
+    src_arguments: std::collections::BTreeMap<String, serde_json::Value>,
+) -> (lapin::Connection, lapin::Channel) {
     let management = Management::new(config, password.clone()).expect("client");
-    let settings = QueueSettings::new(true, false, Default::default());
-    for q in ["src", "dst"] {
+    for (q, arguments) in [("src", src_arguments), ("dst", Default::default())] {
         management
-            .declare_queue(q, &settings)
+            .declare_queue(q, &QueueSettings::new(true, false, arguments))
             .await
             .expect("declare");
     }
@@ -111,26 +120,10 @@ async fn classic_pair(
 #[test]
 fn a_source_that_keeps_filling_is_chased_for_a_bounded_time_then_left() {
     let (scratch, config, password) = scratch("filling");
-    let management = Management::new(&config, password.clone()).expect("client");
     scratch.runtime.block_on(async {
         let mut quorum = std::collections::BTreeMap::new();
         quorum.insert("x-queue-type".to_string(), serde_json::json!("quorum"));
-        management
-            .declare_queue("src", &QueueSettings::new(true, false, quorum))
-            .await
-            .expect("declare src");
-        management
-            .declare_queue("dst", &QueueSettings::new(true, false, Default::default()))
-            .await
-            .expect("declare dst");
-        let connection = amqp::connect(&config, &password, "mover test")
-            .await
-            .expect("amqp");
-        let publisher = connection.create_channel().await.expect("channel");
-        publisher
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("confirms");
+        let (connection, publisher) = pair(&config, &password, quorum).await;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let feeding = {
             let stop = stop.clone();
@@ -140,16 +133,8 @@ fn a_source_that_keeps_filling_is_chased_for_a_bounded_time_then_left() {
                 // source would seem to have stopped filling.
                 let mut confirms = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                    let confirm = publisher
-                        .basic_publish(
-                            "".into(),
-                            "src".into(),
-                            BasicPublishOptions::default(),
-                            format!("{{\"n\": {}}}", confirms.len()).as_bytes(),
-                            BasicProperties::default().with_delivery_mode(2),
-                        )
-                        .await
-                        .expect("publish");
+                    let persistent = BasicProperties::default().with_delivery_mode(2);
+                    let confirm = publish_n(&publisher, "src", confirms.len(), persistent).await;
                     confirms.push(confirm);
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
@@ -210,17 +195,7 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
                 .with_message_id(ShortString::from(format!("m-{i}")))
                 .with_content_type("application/json".into())
                 .with_headers(headers);
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    "src".into(),
-                    BasicPublishOptions::default(),
-                    format!("{{\"n\": {i}}}").as_bytes(),
-                    properties,
-                )
-                .await
-                .expect("publish");
-            confirms.push(confirm);
+            confirms.push(publish_n(&channel, "src", i, properties).await);
         }
         for confirm in confirms {
             assert!(confirm.await.expect("confirm").is_ack());
@@ -254,12 +229,7 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
         );
 
         let mut seen = vec![];
-        while let Some(m) = channel
-            .basic_get("dst".into(), BasicGetOptions { no_ack: true })
-            .await
-            .expect("get")
-        {
-            let d = m.delivery;
+        for d in drain(&channel, "dst").await {
             let id = d.properties.message_id().as_ref().map(|s| s.to_string());
             let header = d
                 .properties
@@ -312,16 +282,8 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
         let (connection, channel) = classic_pair(&config, &password).await;
         const COUNT: u32 = 800;
         for i in 0..COUNT {
-            let confirm = channel
-                .basic_publish(
-                    "".into(),
-                    "src".into(),
-                    BasicPublishOptions::default(),
-                    format!("{{\"n\": {i}}}").as_bytes(),
-                    BasicProperties::default().with_message_id(ShortString::from(format!("m-{i}"))),
-                )
-                .await
-                .expect("publish");
+            let id = BasicProperties::default().with_message_id(format!("m-{i}").into());
+            let confirm = publish_n(&channel, "src", i, id).await;
             assert!(confirm.await.expect("confirm").is_ack());
         }
         let mover_connection = amqp::connect(&config, &password, "mover under test")
@@ -409,14 +371,11 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
             u64::from(COUNT),
             "the absorbed count as moved: {report:?}"
         );
-        let mut seen = vec![];
-        while let Some(m) = channel
-            .basic_get("dst".into(), BasicGetOptions { no_ack: true })
+        let mut seen: Vec<String> = drain(&channel, "dst")
             .await
-            .expect("get")
-        {
-            seen.push(String::from_utf8_lossy(&m.delivery.data).to_string());
-        }
+            .iter()
+            .map(|d| String::from_utf8_lossy(&d.data).to_string())
+            .collect();
         seen.sort();
         let mut want: Vec<String> = (0..COUNT).map(|i| format!("{{\"n\": {i}}}")).collect();
         want.sort();

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::support::{LAB_STATE, json, repo, require_lab, roll};
+use crate::support::{EXPIRE, LAB_INVENTORY, MINOR, Roll, json, lab, repo, require_lab};
 
 fn rows(report: &Value) -> &Vec<Value> {
     report["rows"].as_array().expect("rows")
@@ -18,17 +18,8 @@ fn owner_kind(row: &Value) -> String {
 #[test]
 fn expire_release_on_ops_half_b() {
     require_lab();
-    let run = roll(&[
-        "queue-diff",
-        "-p",
-        "playbooks/sr3-queue-expire.toml",
-        "--group",
-        "ops",
-        "--half",
-        "b",
-        "--output",
-        "json",
-    ]);
+    let expire_b = Roll::queue_diff("ops").playbook(EXPIRE).half("b");
+    let run = expire_b.clone().json().run();
     assert_eq!(run.code, 2, "{run:#?}");
     let report = json(&run);
     let rows = rows(&report);
@@ -89,15 +80,7 @@ fn expire_release_on_ops_half_b() {
         serde_json::json!(["q_roll-lab.subscribe.cluster.ops"])
     );
 
-    let table = roll(&[
-        "queue-diff",
-        "-p",
-        "playbooks/sr3-queue-expire.toml",
-        "--group",
-        "ops",
-        "--half",
-        "b",
-    ]);
+    let table = expire_b.run();
     assert_eq!(table.code, 2, "{table:#?}");
     assert!(
         table.stdout.contains("x-expires none -> 604800000"),
@@ -119,15 +102,7 @@ fn expire_release_on_ops_half_b() {
 #[test]
 fn minor_release_leaves_every_owned_queue_unchanged() {
     require_lab();
-    let run = roll(&[
-        "queue-diff",
-        "-p",
-        "playbooks/sr3-minor.toml",
-        "--group",
-        "ops",
-        "--output",
-        "json",
-    ]);
+    let run = Roll::queue_diff("ops").playbook(MINOR).json().run();
     assert_eq!(run.code, 0, "{run:#?}");
     let report = json(&run);
     for row in rows(&report) {
@@ -145,22 +120,12 @@ fn minor_release_leaves_every_owned_queue_unchanged() {
 fn an_unchecked_argument_is_ignored_by_the_broker_and_the_probe_agrees() {
     require_lab();
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = std::fs::read_to_string(repo("playbooks/sr3-minor.toml"))
+    let text = std::fs::read_to_string(repo(MINOR))
         .expect("playbook")
         .replace("arguments = {}", "arguments = { x-roll-note = \"v2\" }");
     let path = dir.path().join("note.toml");
     std::fs::write(&path, text).expect("write");
-    let path = path.display().to_string();
-    let run = roll(&[
-        "queue-diff",
-        "-p",
-        &path,
-        "--group",
-        "dev",
-        "--probe",
-        "--output",
-        "json",
-    ]);
+    let run = Roll::queue_diff("dev").playbook(&path).probe().json().run();
     assert_eq!(run.code, 2, "{run:#?}");
     let report = json(&run);
     let owned: Vec<&Value> = rows(&report)
@@ -194,20 +159,12 @@ fn probe_agrees_on_every_lab_queue_and_changes_nothing() {
     require_lab();
     for group in ["dev", "stage", "ops"] {
         let before = definitions(group);
-        for playbook in [
-            "playbooks/sr3-queue-expire.toml",
-            "playbooks/sr3-minor.toml",
-        ] {
-            let run = roll(&[
-                "queue-diff",
-                "-p",
-                playbook,
-                "--group",
-                group,
-                "--probe",
-                "--output",
-                "json",
-            ]);
+        for playbook in [EXPIRE, MINOR] {
+            let run = Roll::queue_diff(group)
+                .playbook(playbook)
+                .probe()
+                .json()
+                .run();
             assert!(
                 run.code == 0 || run.code == 2,
                 "{group} {playbook}: {run:#?}"
@@ -244,17 +201,17 @@ fn probe_agrees_on_every_lab_queue_and_changes_nothing() {
 fn broker_and_playbook_errors_are_one_line_and_named() {
     require_lab();
     let dir = tempfile::tempdir().expect("temp dir");
-    let base = std::fs::read_to_string(repo("inventory/lab.toml")).expect("lab inventory");
+    let base = std::fs::read_to_string(repo(LAB_INVENTORY)).expect("lab inventory");
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "wrong-password").expect("write");
     let cases = [
         (
-            base.replace("http://127.0.0.1:15672", "http://127.0.0.1:1"),
+            base.replace(&lab().broker.management_url, "http://127.0.0.1:1"),
             "unreachable",
         ),
         (
             base.replace(
-                &format!("{LAB_STATE}/broker-password"),
+                &lab().broker.password_file.display().to_string(),
                 &wrong.display().to_string(),
             ),
             "login refused",
@@ -267,16 +224,10 @@ fn broker_and_playbook_errors_are_one_line_and_named() {
     for (i, (text, words)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("inv{i}.toml"));
         std::fs::write(&path, text).expect("write");
-        let path = path.display().to_string();
-        let run = roll(&[
-            "queue-diff",
-            "-i",
-            &path,
-            "-p",
-            "playbooks/sr3-minor.toml",
-            "--group",
-            "ops",
-        ]);
+        let run = Roll::queue_diff("ops")
+            .inventory(&path)
+            .playbook(MINOR)
+            .run();
         assert_eq!(run.code, 1, "{words}: {run:#?}");
         assert_eq!(
             run.stderr.trim().lines().count(),
@@ -290,7 +241,7 @@ fn broker_and_playbook_errors_are_one_line_and_named() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[release]\nname = \"x\"\nversoin = \"1\"\n").expect("write");
     let bad = bad.display().to_string();
-    let run = roll(&["queue-diff", "-p", &bad, "--group", "ops"]);
+    let run = Roll::queue_diff("ops").playbook(&bad).run();
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains(&format!("{bad}:3:")), "{}", run.stderr);
     assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::support::{repo, require_lab};
+use crate::support::{LAB_INVENTORY, MINOR, Roll, read_to_plan, repo, require_lab};
 
 fn dev1() -> roll::inventory::Host {
-    let inventory = roll::inventory::load(&repo("inventory/lab.toml")).expect("lab inventory");
+    let inventory = roll::inventory::load(&repo(LAB_INVENTORY)).expect("lab inventory");
     inventory
         .hosts()
         .find(|h| h.name == "dev1")
@@ -65,33 +65,19 @@ fn a_large_input_is_streamed_and_a_timed_out_command_is_killed_on_the_host() {
 /// ended by the next command that connects.
 #[test]
 fn the_ssh_masters_of_a_killed_run_are_ended_by_the_next_command() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     require_lab();
     let dir = tempfile::tempdir().expect("temp dir");
     let runtime = dir.path().join("runtime");
     std::fs::create_dir(&runtime).expect("runtime dir");
     let state = dir.path().join("state");
     // An upgrade of dev waits for its approval, every host connected: killed there.
-    let mut waiting = Command::new(env!("CARGO_BIN_EXE_roll"))
-        .args([
-            "upgrade",
-            "-p",
-            "playbooks/sr3-minor.toml",
-            "--group",
-            "dev",
-            "--half",
-            "a",
-        ])
-        .arg("--state-dir")
-        .arg(&state)
-        .current_dir(crate::support::root())
+    let mut waiting = Roll::upgrade("dev", "a")
+        .playbook(MINOR)
+        .state(&state)
         .env("XDG_RUNTIME_DIR", &runtime)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("roll starts");
-    let _rest = crate::support::read_to_plan(&mut waiting);
+        .spawn();
+    let _rest = read_to_plan(&mut waiting);
     waiting.kill().expect("SIGKILL");
     let _ = waiting.wait();
     let runs = runtime.join("roll-ssh-runs");
@@ -121,10 +107,10 @@ fn the_ssh_masters_of_a_killed_run_are_ended_by_the_next_command() {
     };
     assert!(left.iter().all(|s| masters(s)), "the masters run: {left:?}");
 
-    let check = Command::new(env!("CARGO_BIN_EXE_roll"))
-        .args(["check", "--group", "dev"])
-        .current_dir(crate::support::root())
+    let check = Roll::check()
+        .group("dev")
         .env("XDG_RUNTIME_DIR", &runtime)
+        .command()
         .output()
         .expect("roll check");
     assert!(check.status.success(), "{check:?}");

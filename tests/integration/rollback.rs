@@ -1,10 +1,14 @@
 //! `roll rollback` on the lab (serial: each test resets the lab when it is done).
 
-use crate::support::{ResetOnDrop, require_lab, roll, sr3_pids, status};
+use crate::support::{
+    EXPIRE, MINOR, ResetOnDrop, Roll, host_queue_part, kill_at, lab, ops_a, require_lab, sr3_pids,
+    status,
+};
 
-const EXPIRE: &str = "playbooks/sr3-queue-expire.toml";
-const MINOR: &str = "playbooks/sr3-minor.toml";
-const OPS_A: [&str; 4] = ["px1", "px2", "px3", "px4"];
+/// `roll rollback` of ops's last run with a playbook, from a state directory.
+fn rollback(state: &str, playbook: &str) -> Roll {
+    Roll::rollback("ops").state(state).playbook(playbook)
+}
 
 fn queues() -> Vec<serde_json::Value> {
     crate::upgrade::ops_queues()
@@ -31,16 +35,7 @@ fn finished_steps(journal: &str) -> Vec<String> {
 fn no_journal_means_nothing_to_roll_back() {
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().display().to_string();
-    let run = roll(&[
-        "rollback",
-        "--state-dir",
-        &state,
-        "-p",
-        EXPIRE,
-        "--group",
-        "ops",
-        "--yes",
-    ]);
+    let run = rollback(&state, EXPIRE).yes().run();
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(
         run.stderr.contains("nothing to roll back"),
@@ -62,24 +57,15 @@ fn serial_rollback_after_the_queue_expire_release_on_ops_half_b() {
     let before = queues();
     // The upgrade the seed's way, under traffic: it reports the messages it deleted.
     let traffic = crate::support::Traffic::start(dir.path(), "lossy", 100);
-    let up = roll(&[
-        "upgrade",
-        "--state-dir",
-        &state,
-        "-p",
-        EXPIRE,
-        "--group",
-        "ops",
-        "--half",
-        "b",
-        "--yes",
-        "--skip-promotion-check",
-        "--parallel",
-        "5",
-        "--allow-message-loss",
-        "--output",
-        "json",
-    ]);
+    let up = Roll::upgrade("ops", "b")
+        .state(&state)
+        .playbook(EXPIRE)
+        .yes()
+        .skip_promotion_check()
+        .parallel(5)
+        .allow_message_loss()
+        .json()
+        .run();
     assert_eq!(up.code, 0, "{up:#?}");
     let accounts = crate::support::json(&up)["outcome"]["queues"].clone();
     let accounts = accounts.as_array().expect("queue accounts");
@@ -93,16 +79,7 @@ fn serial_rollback_after_the_queue_expire_release_on_ops_half_b() {
     let upgraded = queues();
     assert_ne!(upgraded, before);
 
-    let dry = roll(&[
-        "rollback",
-        "--state-dir",
-        &state,
-        "-p",
-        EXPIRE,
-        "--group",
-        "ops",
-        "--dry-run",
-    ]);
+    let dry = rollback(&state, EXPIRE).dry_run().run();
     assert_eq!(dry.code, 0, "{dry:#?}");
     assert!(
         dry.stdout
@@ -112,18 +89,7 @@ fn serial_rollback_after_the_queue_expire_release_on_ops_half_b() {
     );
     assert_eq!(queues(), upgraded, "the dry run changed queues");
 
-    let run = roll(&[
-        "rollback",
-        "--state-dir",
-        &state,
-        "-p",
-        EXPIRE,
-        "--group",
-        "ops",
-        "--yes",
-        "--output",
-        "json",
-    ]);
+    let run = rollback(&state, EXPIRE).yes().json().run();
     assert_eq!(run.code, 0, "{run:#?}");
     let report = crate::support::json(&run);
     let failover = report["outcome"]["failover_seconds"]
@@ -154,7 +120,7 @@ fn serial_rollback_after_the_queue_expire_release_on_ops_half_b() {
             .position(|x| x == s)
             .unwrap_or_else(|| panic!("no step {s} in {steps:#?}"))
     };
-    for host in OPS_A {
+    for host in ops_a() {
         assert!(position(&format!("{host} failover start")) < position("px5 reinstall"));
     }
     assert_eq!(
@@ -190,7 +156,7 @@ fn serial_rollback_after_the_queue_expire_release_on_ops_half_b() {
             !q["queue"]
                 .as_str()
                 .unwrap_or_default()
-                .contains(".rl-pxatx2_")
+                .contains(&host_queue_part("pxatx2"))
         })
         .filter_map(|q| q["missing"].as_u64())
         .sum();
@@ -209,48 +175,19 @@ fn serial_a_killed_rollback_of_a_minor_half_finishes_when_run_again() {
     let _reset = ResetOnDrop;
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().display().to_string();
-    let a_pids: Vec<Vec<u32>> = OPS_A.iter().map(|h| sr3_pids(h)).collect();
-    let up = roll(&[
-        "upgrade",
-        "--state-dir",
-        &state,
-        "-p",
-        MINOR,
-        "--group",
-        "ops",
-        "--half",
-        "b",
-        "--yes",
-        "--skip-promotion-check",
-        "--parallel",
-        "5",
-    ]);
+    let a_pids: Vec<Vec<u32>> = ops_a().iter().map(|h| sr3_pids(h)).collect();
+    let up = Roll::upgrade("ops", "b")
+        .state(&state)
+        .playbook(MINOR)
+        .yes()
+        .skip_promotion_check()
+        .parallel(5)
+        .run();
     assert_eq!(up.code, 0, "{up:#?}");
 
-    crate::support::kill_at(
-        &[
-            "rollback",
-            "--state-dir",
-            &state,
-            "-p",
-            MINOR,
-            "--group",
-            "ops",
-            "--yes",
-        ],
-        &["reinstall", "ok"],
-    );
+    kill_at(&rollback(&state, MINOR).yes(), &["reinstall", "ok"]);
 
-    let again = roll(&[
-        "rollback",
-        "--state-dir",
-        &state,
-        "-p",
-        MINOR,
-        "--group",
-        "ops",
-        "--yes",
-    ]);
+    let again = rollback(&state, MINOR).yes().run();
     assert_eq!(again.code, 0, "{again:#?}");
     assert!(
         again.stderr.contains("finishing the interrupted rollback"),
@@ -263,7 +200,7 @@ fn serial_a_killed_rollback_of_a_minor_half_finishes_when_run_again() {
         again.stderr
     );
 
-    let after: Vec<Vec<u32>> = OPS_A.iter().map(|h| sr3_pids(h)).collect();
+    let after: Vec<Vec<u32>> = ops_a().iter().map(|h| sr3_pids(h)).collect();
     assert_eq!(after, a_pids, "half a was restarted");
     let rows = status(&state, "ops");
     for host in ["px5", "px6", "px7", "px8", "pxatx2"] {
@@ -271,16 +208,7 @@ fn serial_a_killed_rollback_of_a_minor_half_finishes_when_run_again() {
         assert_eq!(rows[host]["service"], "running", "{host}");
     }
     assert_eq!(rows["pxatx1"]["service"], "stopped");
-    let done = roll(&[
-        "rollback",
-        "--state-dir",
-        &state,
-        "-p",
-        MINOR,
-        "--group",
-        "ops",
-        "--yes",
-    ]);
+    let done = rollback(&state, MINOR).yes().run();
     assert_eq!(done.code, 2, "{done:#?}");
 }
 
@@ -302,7 +230,8 @@ fn serial_files_of_any_size_keep_their_mode_and_a_rollback_puts_them_back() {
     assert!(big.len() > 300 * 1024);
     std::fs::write(files.join("big.txt"), &big).expect("big template");
     std::fs::write(files.join("secret.conf"), "new secret settings\n").expect("template");
-    let home = "/home/rl-dev1";
+    let home = lab().home("dev1").display().to_string();
+    let home = home.as_str();
     std::fs::write(format!("{home}/secret.conf"), "old secret settings\n").expect("old file");
     let set_mode = |path: &str, mode: u32| {
         use std::os::unix::fs::PermissionsExt;
@@ -344,13 +273,11 @@ fn serial_files_of_any_size_keep_their_mode_and_a_rollback_puts_them_back() {
     std::fs::write(&playbook, text).expect("playbook");
     let playbook = playbook.display().to_string();
 
-    let run = roll(&crate::support::upgrade_args(
-        &state,
-        &playbook,
-        "dev",
-        "a",
-        &[],
-    ));
+    let run = Roll::upgrade("dev", "a")
+        .state(&state)
+        .playbook(&playbook)
+        .yes()
+        .run();
     assert_eq!(run.code, 0, "{run:#?}");
     let deployed = std::fs::read_to_string(format!("{home}/big-dev1.txt")).expect("big file");
     assert_eq!(deployed, big, "the big file arrived whole");
@@ -364,12 +291,11 @@ fn serial_files_of_any_size_keep_their_mode_and_a_rollback_puts_them_back() {
         "the mode was kept"
     );
 
-    let run = roll(&crate::support::rollback_args(
-        &state,
-        &playbook,
-        "dev",
-        &[],
-    ));
+    let run = Roll::rollback("dev")
+        .state(&state)
+        .playbook(&playbook)
+        .yes()
+        .run();
     assert_eq!(run.code, 0, "{run:#?}");
     assert!(
         !std::path::Path::new(&format!("{home}/big-dev1.txt")).exists(),

@@ -1,10 +1,17 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: [`Roll`], a builder for `roll` invocations,
+//! [`lab`], the lab's facts as `inventory/lab.toml` gives them, and the lab's own tools.
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 
-/// The lab's state directory, as made by `tests/lab/up`.
-pub const LAB_STATE: &str = "/var/lib/roll-lab";
+/// The lab's inventory (the `roll` binary's default one), as `tests/lab/up` makes the lab.
+pub const LAB_INVENTORY: &str = "inventory/lab.toml";
+/// The minor release: no queue changes.
+pub const MINOR: &str = "playbooks/sr3-minor.toml";
+/// The queue-changing release: x-expires on the hosts' own queues and on the shared one.
+pub const EXPIRE: &str = "playbooks/sr3-queue-expire.toml";
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -16,9 +23,147 @@ pub fn repo(path: &str) -> PathBuf {
     root().join(path)
 }
 
+/// What `inventory/lab.toml` says of the lab: its sshd and broker, its groups' hosts.
+#[derive(Debug)]
+pub struct Lab {
+    pub ssh: LabSsh,
+    pub broker: LabBroker,
+    /// The hosts of each group, ranges expanded, in the inventory's order.
+    groups: std::collections::BTreeMap<String, Vec<LabHost>>,
+}
+
+/// The lab's `[defaults.ssh]`.
+#[derive(Debug, serde::Deserialize)]
+pub struct LabSsh {
+    pub address: String,
+    pub port: u16,
+    /// The login, `{name}` standing for the host's name (see [`Lab::user`]).
+    pub user: String,
+    pub identity_file: PathBuf,
+    pub known_hosts_file: PathBuf,
+}
+
+/// The lab's `[defaults.broker]`.
+#[derive(Debug, serde::Deserialize)]
+pub struct LabBroker {
+    pub management_url: String,
+    pub amqp_url: String,
+    pub user: String,
+    pub password_file: PathBuf,
+}
+
+/// A host of the lab inventory.
+#[derive(Debug, serde::Deserialize)]
+struct LabHost {
+    name: String,
+    half: String,
+    role: Option<String>,
+}
+
+/// The parts of `inventory/lab.toml` the tests read.
+#[derive(serde::Deserialize)]
+struct LabFile {
+    defaults: LabDefaults,
+    groups: std::collections::BTreeMap<String, LabGroup>,
+}
+
+#[derive(serde::Deserialize)]
+struct LabDefaults {
+    ssh: LabSsh,
+    broker: LabBroker,
+}
+
+#[derive(serde::Deserialize)]
+struct LabGroup {
+    hosts: Vec<LabHost>,
+}
+
+/// The lab's facts, read once from `inventory/lab.toml`.
+pub fn lab() -> &'static Lab {
+    static LAB: OnceLock<Lab> = OnceLock::new();
+    LAB.get_or_init(|| {
+        let path = repo(LAB_INVENTORY);
+        let text = std::fs::read_to_string(&path).expect("the lab inventory");
+        let file: LabFile = toml::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+        let groups = file
+            .groups
+            .into_iter()
+            .map(|(name, group)| {
+                let hosts = group
+                    .hosts
+                    .into_iter()
+                    .flat_map(|host| {
+                        roll::inventory::expand_range(&host.name)
+                            .expect("a host name range")
+                            .into_iter()
+                            .map(move |name| LabHost {
+                                name,
+                                half: host.half.clone(),
+                                role: host.role.clone(),
+                            })
+                    })
+                    .collect();
+                (name, hosts)
+            })
+            .collect();
+        Lab {
+            ssh: file.defaults.ssh,
+            broker: file.defaults.broker,
+            groups,
+        }
+    })
+}
+
+impl Lab {
+    fn group(&self, group: &str) -> &[LabHost] {
+        self.groups
+            .get(group)
+            .unwrap_or_else(|| panic!("no group {group} in the lab inventory"))
+    }
+
+    /// Every host of a group, in the inventory's order.
+    pub fn hosts(&self, group: &str) -> Vec<String> {
+        self.group(group).iter().map(|h| h.name.clone()).collect()
+    }
+
+    /// The hosts of a half of a group, in the inventory's order.
+    pub fn half(&self, group: &str, half: &str) -> Vec<String> {
+        let hosts = self.group(group).iter().filter(|h| h.half == half);
+        hosts.map(|h| h.name.clone()).collect()
+    }
+
+    /// The hosts of a half that serve (sr3 runs on them): the half without its passive host.
+    pub fn serving(&self, group: &str, half: &str) -> Vec<String> {
+        let hosts = self.group(group).iter().filter(|h| h.half == half);
+        let serving = hosts.filter(|h| h.role.as_deref() != Some("passive"));
+        serving.map(|h| h.name.clone()).collect()
+    }
+
+    /// A host's login on the lab's sshd (an OS user of this machine): `rl-<host>`.
+    pub fn user(&self, host: &str) -> String {
+        self.ssh.user.replace("{name}", host)
+    }
+
+    /// A host's home directory on this machine (the lab's hosts are its OS users).
+    pub fn home(&self, host: &str) -> PathBuf {
+        PathBuf::from("/home").join(self.user(host))
+    }
+}
+
+/// The hosts of ops half a that serve: px1-4 (not its passive pxatx2).
+pub fn ops_a() -> Vec<String> {
+    lab().serving("ops", "a")
+}
+
+/// The hosts of ops half b that serve: px5-8 and pxatx1 (all of it).
+pub fn ops_b() -> Vec<String> {
+    lab().serving("ops", "b")
+}
+
 /// Fails with a clear message when the lab is not up.
 pub fn require_lab() {
-    let password = Path::new(LAB_STATE).join("broker-password");
+    let password = &lab().broker.password_file;
     assert!(
         password.exists(),
         "the lab is not up ({} is missing): run tests/lab/up, or run the suite with tests/run",
@@ -44,15 +189,219 @@ impl From<Output> for Run {
     }
 }
 
-/// Runs the `roll` binary with arguments, from the repository root, without ROLL_INVENTORY.
-pub fn roll(args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_roll"))
-        .args(args)
-        .current_dir(root())
-        .env_remove("ROLL_INVENTORY")
-        .output()
-        .expect("the roll binary runs");
-    output.into()
+/// A `roll` invocation, built up and then [`run`](Roll::run) or [`spawn`](Roll::spawn)ed:
+/// `Roll::upgrade("ops", "b").playbook(EXPIRE).state(&dir).yes().json().run()`.
+///
+/// The arguments come in one order whatever the order of the calls: the subcommand, then
+/// `-i`, `--state-dir`, `-p`, `--group`, `--half` and `--yes` when set, then the other
+/// flags ([`json`](Roll::json), [`parallel`](Roll::parallel), [`arg`](Roll::arg), ...) in
+/// the order they were added. `roll` runs from the repository root, without
+/// `ROLL_INVENTORY` (its default inventory is the lab's), with the [`env`](Roll::env) given.
+#[derive(Clone, Debug)]
+#[must_use = "a Roll does nothing until it is run or spawned"]
+pub struct Roll {
+    subcommand: String,
+    inventory: Option<String>,
+    state: Option<String>,
+    playbook: Option<String>,
+    group: Option<String>,
+    half: Option<String>,
+    yes: bool,
+    rest: Vec<String>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Roll {
+    /// `roll <subcommand>`, with nothing else yet.
+    pub fn new(subcommand: &str) -> Roll {
+        Roll {
+            subcommand: subcommand.to_string(),
+            inventory: None,
+            state: None,
+            playbook: None,
+            group: None,
+            half: None,
+            yes: false,
+            rest: vec![],
+            env: vec![],
+        }
+    }
+
+    /// `roll check`.
+    pub fn check() -> Roll {
+        Roll::new("check")
+    }
+
+    /// `roll inventory` (`inventory` names the `-i` option here: see [`inventory`](Self::inventory)).
+    pub fn list_inventory() -> Roll {
+        Roll::new("inventory")
+    }
+
+    /// `roll queue-diff --group <group>`.
+    pub fn queue_diff(group: &str) -> Roll {
+        Roll::new("queue-diff").group(group)
+    }
+
+    /// `roll upgrade --group <group> --half <half>` (no `--yes`: see [`yes`](Roll::yes)).
+    pub fn upgrade(group: &str, half: &str) -> Roll {
+        Roll::new("upgrade").group(group).half(half)
+    }
+
+    /// `roll rollback --group <group>`.
+    pub fn rollback(group: &str) -> Roll {
+        Roll::new("rollback").group(group)
+    }
+
+    /// `roll resume --group <group>`.
+    pub fn resume(group: &str) -> Roll {
+        Roll::new("resume").group(group)
+    }
+
+    /// `roll status --group <group>`.
+    pub fn status(group: &str) -> Roll {
+        Roll::new("status").group(group)
+    }
+
+    /// `-i <path>`: another inventory than the lab's.
+    pub fn inventory(mut self, path: impl AsRef<Path>) -> Roll {
+        self.inventory = Some(path.as_ref().display().to_string());
+        self
+    }
+
+    /// `--state-dir <dir>`.
+    pub fn state(mut self, dir: impl AsRef<Path>) -> Roll {
+        self.state = Some(dir.as_ref().display().to_string());
+        self
+    }
+
+    /// `-p <playbook>` (relative to the repository root, such as [`MINOR`], or absolute).
+    pub fn playbook(mut self, path: impl AsRef<Path>) -> Roll {
+        self.playbook = Some(path.as_ref().display().to_string());
+        self
+    }
+
+    /// `--group <group>`.
+    pub fn group(mut self, group: &str) -> Roll {
+        self.group = Some(group.to_string());
+        self
+    }
+
+    /// `--half <half>`.
+    pub fn half(mut self, half: &str) -> Roll {
+        self.half = Some(half.to_string());
+        self
+    }
+
+    /// `--yes`: the plan approved without asking.
+    pub fn yes(mut self) -> Roll {
+        self.yes = true;
+        self
+    }
+
+    /// `--output json`.
+    pub fn json(self) -> Roll {
+        self.args(["--output", "json"])
+    }
+
+    /// `--dry-run`.
+    pub fn dry_run(self) -> Roll {
+        self.arg("--dry-run")
+    }
+
+    /// `--parallel <hosts>`.
+    pub fn parallel(self, hosts: usize) -> Roll {
+        self.args(["--parallel", &hosts.to_string()])
+    }
+
+    /// `--skip-promotion-check`.
+    pub fn skip_promotion_check(self) -> Roll {
+        self.arg("--skip-promotion-check")
+    }
+
+    /// `--allow-message-loss`.
+    pub fn allow_message_loss(self) -> Roll {
+        self.arg("--allow-message-loss")
+    }
+
+    /// `--probe` (of `queue-diff`).
+    pub fn probe(self) -> Roll {
+        self.arg("--probe")
+    }
+
+    /// One more argument, after those set so far.
+    pub fn arg(mut self, arg: impl AsRef<str>) -> Roll {
+        self.rest.push(arg.as_ref().to_string());
+        self
+    }
+
+    /// More arguments, after those set so far.
+    pub fn args<S: AsRef<str>>(self, args: impl IntoIterator<Item = S>) -> Roll {
+        args.into_iter().fold(self, Roll::arg)
+    }
+
+    /// An environment variable for `roll`.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Roll {
+        let (key, value) = (key.as_ref().to_owned(), value.as_ref().to_owned());
+        self.env.push((key, value));
+        self
+    }
+
+    /// The arguments `roll` gets.
+    pub fn argv(&self) -> Vec<String> {
+        let mut argv = vec![self.subcommand.clone()];
+        let options = [
+            ("-i", &self.inventory),
+            ("--state-dir", &self.state),
+            ("-p", &self.playbook),
+            ("--group", &self.group),
+            ("--half", &self.half),
+        ];
+        for (flag, value) in options {
+            if let Some(value) = value {
+                argv.extend([flag.to_string(), value.clone()]);
+            }
+        }
+        if self.yes {
+            argv.push("--yes".to_string());
+        }
+        argv.extend(self.rest.iter().cloned());
+        argv
+    }
+
+    /// The command that runs `roll` so, its standard streams not set yet.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roll"));
+        command
+            .args(self.argv())
+            .current_dir(root())
+            .env_remove("ROLL_INVENTORY")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Runs `roll` to its end.
+    pub fn run(&self) -> Run {
+        self.command()
+            .output()
+            .expect("the roll binary runs")
+            .into()
+    }
+
+    /// Starts `roll` with its stdin and stdout piped (to approve its plan or not, to read
+    /// what it prints: see [`read_to_plan`]) and its stderr dropped.
+    pub fn spawn(&self) -> Child {
+        self.spawn_with(Stdio::piped(), Stdio::piped(), Stdio::null())
+    }
+
+    /// Starts `roll` with these standard streams.
+    pub fn spawn_with(&self, stdin: Stdio, stdout: Stdio, stderr: Stdio) -> Child {
+        self.command()
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("roll starts")
+    }
 }
 
 /// Parses stdout as JSON, failing with the whole run in the message.
@@ -64,7 +413,7 @@ pub fn json(run: &Run) -> serde_json::Value {
 /// Puts the lab back as a fresh `tests/lab/up` makes it.
 pub fn reset_lab() {
     let status = Command::new(repo("tests/lab/reset"))
-        .stdout(std::process::Stdio::null())
+        .stdout(Stdio::null())
         .status()
         .expect("tests/lab/reset runs");
     assert!(status.success(), "tests/lab/reset failed");
@@ -83,7 +432,7 @@ impl Drop for ResetOnDrop {
 /// The pids of a lab host's running sr3 instances (from its pid files), sorted.
 pub fn sr3_pids(host: &str) -> Vec<u32> {
     let mut pids = vec![];
-    let base = PathBuf::from(format!("/home/rl-{host}/.cache/sr3"));
+    let base = lab().home(host).join(".cache/sr3");
     for component in std::fs::read_dir(&base).into_iter().flatten().flatten() {
         for config in std::fs::read_dir(component.path())
             .into_iter()
@@ -112,20 +461,14 @@ pub fn sr3_pids(host: &str) -> Vec<u32> {
 
 /// `roll status` as JSON rows, by host.
 pub fn status(
-    state_dir: &str,
+    state_dir: impl AsRef<Path>,
     group: &str,
 ) -> std::collections::BTreeMap<String, serde_json::Value> {
-    let run = roll(&[
-        "status",
-        "--state-dir",
-        state_dir,
-        "--group",
-        group,
-        "-p",
-        "playbooks/sr3-minor.toml",
-        "--output",
-        "json",
-    ]);
+    let run = Roll::status(group)
+        .state(state_dir)
+        .playbook(MINOR)
+        .json()
+        .run();
     assert_eq!(run.code, 0, "{run:#?}");
     json(&run)
         .as_array()
@@ -140,28 +483,18 @@ pub fn status(
         .collect()
 }
 
-/// Runs `roll` with `args` and SIGKILLs it as soon as a progress line on stderr contains
-/// `words` in a row (e.g. `["px5", "verify", "ok"]`). Fails if that never happens in 3 minutes.
-pub fn kill_at(args: &[&str], words: &[&str]) {
+/// Runs `roll` and SIGKILLs it as soon as a progress line on stderr contains `words` in a
+/// row (e.g. `["px5", "verify", "ok"]`, see [`says`]). Fails if that never happens in 3 minutes.
+pub fn kill_at(roll: &Roll, words: &[&str]) {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roll"))
-        .args(args)
-        .current_dir(root())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("roll starts");
+    let mut child = roll.spawn_with(Stdio::inherit(), Stdio::null(), Stdio::piped());
     let stderr = child.stderr.take().expect("stderr");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     let mut seen = vec![];
     let mut reached = false;
     for line in BufReader::new(stderr).lines() {
         let line = line.expect("a line of stderr");
-        let found = line
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .windows(words.len())
-            .any(|w| w == words);
+        let found = says(&line, words);
         seen.push(line);
         if found {
             reached = true;
@@ -180,7 +513,7 @@ pub fn kill_at(args: &[&str], words: &[&str]) {
 /// Messages published to the lab's ops group all along, by `tests/lab/publish`; their ids go
 /// to a file, for [`audit`].
 pub struct Traffic {
-    child: std::process::Child,
+    child: Child,
     pub ids: PathBuf,
 }
 
@@ -203,7 +536,7 @@ impl Traffic {
                 "--reconnect",
                 "120",
             ])
-            .stdout(std::process::Stdio::null())
+            .stdout(Stdio::null())
             .spawn()
             .expect("tests/lab/publish starts");
         Traffic { child, ids }
@@ -296,31 +629,28 @@ pub fn holding_leftovers() -> Vec<String> {
 /// Stops sr3 on every ops host of the lab (in parallel, through the lab's sshd), so that
 /// every message not yet received is back in its queue for [`audit`] to see.
 pub fn stop_ops_subscribers() {
-    let hosts = [
-        "px1", "px2", "px3", "px4", "px5", "px6", "px7", "px8", "pxatx1", "pxatx2",
-    ];
-    let children: Vec<(String, std::process::Child)> = hosts
-        .iter()
+    let ssh = &lab().ssh;
+    let children: Vec<(String, Child)> = lab()
+        .hosts("ops")
+        .into_iter()
         .map(|h| {
-            let user = format!("rl-{h}");
+            let user = lab().user(&h);
             let child = Command::new("ssh")
+                .args(["-p", &ssh.port.to_string(), "-i"])
+                .arg(&ssh.identity_file)
                 .args([
-                    "-p",
-                    "2222",
-                    "-i",
-                    &format!("{LAB_STATE}/ssh/id_ed25519"),
                     "-o",
-                    &format!("UserKnownHostsFile={LAB_STATE}/ssh/known_hosts"),
+                    &format!("UserKnownHostsFile={}", ssh.known_hosts_file.display()),
                     "-o",
                     "BatchMode=yes",
-                    &format!("{user}@127.0.0.1"),
+                    &format!("{user}@{}", ssh.address),
                     &format!("USER={user} ~/venv/bin/sr3 stop"),
                 ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
                 .spawn()
                 .expect("ssh runs");
-            (h.to_string(), child)
+            (h, child)
         })
         .collect();
     for (host, mut child) in children {
@@ -337,7 +667,7 @@ pub fn lab_management(
     roll::broker::management::Management,
     tokio::runtime::Runtime,
 ) {
-    let inventory = roll::inventory::load(&repo("inventory/lab.toml")).expect("lab inventory");
+    let inventory = roll::inventory::load(&repo(LAB_INVENTORY)).expect("lab inventory");
     let group = inventory.group(group).expect("group");
     let password = group.broker.password.read().expect("password");
     let management =
@@ -351,27 +681,16 @@ pub enum Next {
     Go,
 }
 
-/// Runs `roll` with `args` and `env`, handing every line it prints on stderr to `watch` as it
-/// comes (the broker can be stopped, a host cut, a connection closed, exactly then); returns
-/// how it ended, with all it printed. Fails if it runs over `limit`.
+/// Runs `roll`, handing every line it prints on stderr to `watch` as it comes (the broker can
+/// be stopped, a host cut, a connection closed, exactly then); returns how it ended, with all
+/// it printed. Fails if it runs over `limit`.
 pub fn run_watching(
-    args: &[&str],
-    env: &[(&str, String)],
+    roll: &Roll,
     limit: std::time::Duration,
     mut watch: impl FnMut(&str) -> Next,
 ) -> Run {
     use std::io::{BufRead, BufReader, Read};
-    let mut command = Command::new(env!("CARGO_BIN_EXE_roll"));
-    command
-        .args(args)
-        .current_dir(root())
-        .env_remove("ROLL_INVENTORY")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().expect("roll starts");
+    let mut child = roll.spawn_with(Stdio::inherit(), Stdio::piped(), Stdio::piped());
     let mut stdout = child.stdout.take().expect("stdout");
     let out = std::thread::spawn(move || {
         let mut text = String::new();
@@ -451,17 +770,26 @@ pub fn failpoint_of(line: &str) -> Option<String> {
 /// Cuts a lab host off: its key is moved aside (no new login) and its SSH sessions end
 /// (roll's connection to it breaks). Its services keep running.
 pub fn host_lost(host: &str) {
-    let keys = format!("/home/rl-{host}/.ssh/authorized_keys");
-    std::fs::rename(&keys, format!("{keys}.lost")).expect("move the key aside");
+    let keys = authorized_keys(host);
+    std::fs::rename(&keys, lost_keys(host)).expect("move the key aside");
     let _ = Command::new("pkill")
-        .args(["-KILL", "-u", &format!("rl-{host}"), "-f", "^sshd"])
+        .args(["-KILL", "-u", &lab().user(host), "-f", "^sshd"])
         .status();
 }
 
 /// Puts a host cut off by [`host_lost`] back.
 pub fn host_repaired(host: &str) {
-    let keys = format!("/home/rl-{host}/.ssh/authorized_keys");
-    std::fs::rename(format!("{keys}.lost"), &keys).expect("put the key back");
+    std::fs::rename(lost_keys(host), authorized_keys(host)).expect("put the key back");
+}
+
+/// A lab host's `authorized_keys`.
+fn authorized_keys(host: &str) -> PathBuf {
+    lab().home(host).join(".ssh/authorized_keys")
+}
+
+/// Where [`host_lost`] puts a lab host's `authorized_keys`.
+fn lost_keys(host: &str) -> PathBuf {
+    lab().home(host).join(".ssh/authorized_keys.lost")
 }
 
 /// Closes the AMQP connection that holds a group's lock, as `rabbitmqctl close_connection`.
@@ -525,7 +853,7 @@ pub fn audit_counts_without(audit: &serde_json::Value, hosts: &[&str]) -> (u64, 
     let mut duplicates = 0;
     for queue in audit["queues"].as_array().into_iter().flatten() {
         let name = queue["queue"].as_str().unwrap_or_default();
-        if hosts.iter().any(|h| name.contains(&format!(".rl-{h}_"))) {
+        if hosts.iter().any(|h| name.contains(&host_queue_part(h))) {
             continue;
         }
         missing += queue["missing"].as_u64().unwrap_or(u64::MAX / 4);
@@ -534,55 +862,16 @@ pub fn audit_counts_without(audit: &serde_json::Value, hosts: &[&str]) -> (u64, 
     (missing, duplicates)
 }
 
-/// The arguments of `roll upgrade --yes` of a half of a group, with more after them.
-pub fn upgrade_args<'a>(
-    state: &'a str,
-    playbook: &'a str,
-    group: &'a str,
-    half: &'a str,
-    extra: &[&'a str],
-) -> Vec<&'a str> {
-    let mut args = vec![
-        "upgrade",
-        "--state-dir",
-        state,
-        "-p",
-        playbook,
-        "--group",
-        group,
-        "--half",
-        half,
-        "--yes",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
-/// The arguments of `roll rollback --yes` of a group's last run, with more after them.
-pub fn rollback_args<'a>(
-    state: &'a str,
-    playbook: &'a str,
-    group: &'a str,
-    extra: &[&'a str],
-) -> Vec<&'a str> {
-    let mut args = vec![
-        "rollback",
-        "--state-dir",
-        state,
-        "-p",
-        playbook,
-        "--group",
-        group,
-        "--yes",
-    ];
-    args.extend_from_slice(extra);
-    args
+/// What the name of a lab host's own queue holds: `.rl-<host>_`, its user in the name sr3
+/// gives the queue (`q_roll-lab.subscribe.pump.rl-px5_...`).
+pub fn host_queue_part(host: &str) -> String {
+    format!(".{}_", lab().user(host))
 }
 
 /// Reads a spawned `roll`'s stdout up to its plan's `Plan:` line (it then waits for its
 /// approval); gives the rest of its stdout, kept open so that `roll` can go on printing.
 pub fn read_to_plan(
-    child: &mut std::process::Child,
+    child: &mut Child,
 ) -> std::io::Lines<std::io::BufReader<std::process::ChildStdout>> {
     use std::io::BufRead;
     let out = child.stdout.take().expect("roll's stdout is piped");
@@ -599,10 +888,256 @@ pub fn read_to_plan(
 }
 
 /// Every one of `hosts` of ops shows this version and service state in `roll status`.
-pub fn assert_hosts(state: &str, hosts: &[&str], version: &str, service: &str) {
+pub fn assert_hosts(
+    state: impl AsRef<Path>,
+    hosts: &[impl AsRef<str>],
+    version: &str,
+    service: &str,
+) {
     let rows = status(state, "ops");
-    for host in hosts {
-        assert_eq!(rows[*host]["version"], version, "{host}: {}", rows[*host]);
-        assert_eq!(rows[*host]["service"], service, "{host}: {}", rows[*host]);
+    for host in hosts.iter().map(AsRef::as_ref) {
+        assert_eq!(rows[host]["version"], version, "{host}: {}", rows[host]);
+        assert_eq!(rows[host]["service"], service, "{host}: {}", rows[host]);
     }
+}
+
+/// Publishes `{"n": <n>}` with `properties` to `queue` through the default exchange, on a
+/// channel in confirm mode; gives the broker's confirm, to await now or later.
+pub async fn publish_n(
+    channel: &lapin::Channel,
+    queue: &str,
+    n: impl std::fmt::Display,
+    properties: lapin::BasicProperties,
+) -> lapin::PublisherConfirm {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            lapin::options::BasicPublishOptions::default(),
+            format!("{{\"n\": {n}}}").as_bytes(),
+            properties,
+        )
+        .await
+        .expect("publish")
+}
+
+/// Takes every message off `queue` (`basic.get` without acknowledgements, until it is empty).
+pub async fn drain(channel: &lapin::Channel, queue: &str) -> Vec<lapin::message::Delivery> {
+    let mut taken = vec![];
+    let options = lapin::options::BasicGetOptions { no_ack: true };
+    while let Some(m) = channel.basic_get(queue.into(), options).await.expect("get") {
+        taken.push(m.delivery);
+    }
+    taken
+}
+
+/// The builder gives `roll` the arguments the tests spelled out before it (as arrays).
+#[test]
+fn a_built_invocation_has_the_arguments_spelled_out_before() {
+    let state = "/tmp/state";
+    let same = |built: Roll, spelled: &[&str]| assert_eq!(built.argv(), spelled);
+    same(
+        Roll::upgrade("ops", "b")
+            .state(state)
+            .playbook(EXPIRE)
+            .yes()
+            .skip_promotion_check()
+            .parallel(5)
+            .allow_message_loss()
+            .json(),
+        &[
+            "upgrade",
+            "--state-dir",
+            state,
+            "-p",
+            "playbooks/sr3-queue-expire.toml",
+            "--group",
+            "ops",
+            "--half",
+            "b",
+            "--yes",
+            "--skip-promotion-check",
+            "--parallel",
+            "5",
+            "--allow-message-loss",
+            "--output",
+            "json",
+        ],
+    );
+    // The order of the calls does not matter for the options the builder knows.
+    same(
+        Roll::rollback("ops")
+            .json()
+            .yes()
+            .playbook(MINOR)
+            .state(state),
+        &[
+            "rollback",
+            "--state-dir",
+            state,
+            "-p",
+            "playbooks/sr3-minor.toml",
+            "--group",
+            "ops",
+            "--yes",
+            "--output",
+            "json",
+        ],
+    );
+    same(
+        Roll::queue_diff("ops")
+            .inventory("/tmp/inv0.toml")
+            .playbook(MINOR),
+        &[
+            "queue-diff",
+            "-i",
+            "/tmp/inv0.toml",
+            "-p",
+            "playbooks/sr3-minor.toml",
+            "--group",
+            "ops",
+        ],
+    );
+    same(
+        Roll::queue_diff("dev")
+            .playbook("/tmp/note.toml")
+            .probe()
+            .json(),
+        &[
+            "queue-diff",
+            "-p",
+            "/tmp/note.toml",
+            "--group",
+            "dev",
+            "--probe",
+            "--output",
+            "json",
+        ],
+    );
+    same(
+        Roll::resume("ops").state(state).json(),
+        &[
+            "resume",
+            "--state-dir",
+            state,
+            "--group",
+            "ops",
+            "--output",
+            "json",
+        ],
+    );
+    same(
+        Roll::list_inventory().group("ops").half("b").json(),
+        &[
+            "inventory",
+            "--group",
+            "ops",
+            "--half",
+            "b",
+            "--output",
+            "json",
+        ],
+    );
+    same(
+        Roll::new("check").inventory("/tmp/x.toml"),
+        &["check", "-i", "/tmp/x.toml"],
+    );
+}
+
+/// Where the builder's order differs from an array spelled out before, only options clap
+/// takes in any order moved: the same options with the same values.
+#[test]
+fn a_built_invocation_in_another_order_has_the_same_options() {
+    let state = "/tmp/state";
+    let pairs = |argv: &[&str]| {
+        let mut pairs: Vec<(String, String)> = argv[1..]
+            .chunks(2)
+            .map(|p| (p[0].to_string(), p.get(1).unwrap_or(&"").to_string()))
+            .collect();
+        pairs.sort();
+        pairs
+    };
+    let same = |built: Roll, spelled: &[&str]| {
+        let argv = built.argv();
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        assert_eq!(argv[0], spelled[0], "{argv:?}");
+        assert_eq!(pairs(&argv), pairs(spelled), "{argv:?}");
+    };
+    // `status`: `--group` came before `-p`.
+    same(
+        Roll::status("ops").state(state).playbook(MINOR).json(),
+        &[
+            "status",
+            "--state-dir",
+            state,
+            "--group",
+            "ops",
+            "-p",
+            "playbooks/sr3-minor.toml",
+            "--output",
+            "json",
+        ],
+    );
+    // An upgrade waiting for its approval: `--state-dir` came last.
+    same(
+        Roll::upgrade("dev", "a").playbook(MINOR).state(state),
+        &[
+            "upgrade",
+            "-p",
+            "playbooks/sr3-minor.toml",
+            "--group",
+            "dev",
+            "--half",
+            "a",
+            "--state-dir",
+            state,
+        ],
+    );
+    // `-i` (a global option) came before the subcommand: `-i <inventory> resume ...`.
+    let argv = Roll::resume("ops")
+        .inventory("/tmp/inv.toml")
+        .state(state)
+        .argv();
+    let spelled = [
+        "-i",
+        "/tmp/inv.toml",
+        "resume",
+        "--state-dir",
+        state,
+        "--group",
+        "ops",
+    ];
+    assert_eq!(argv[0], spelled[2], "{argv:?}");
+    assert_eq!(argv[1..3], spelled[..2], "{argv:?}");
+    assert_eq!(argv[3..], spelled[3..], "{argv:?}");
+}
+
+/// The lab's facts read from `inventory/lab.toml` are those the tests hard-coded before.
+#[test]
+fn the_lab_facts_are_read_from_the_lab_inventory() {
+    let lab = lab();
+    assert_eq!(lab.serving("ops", "a"), ["px1", "px2", "px3", "px4"]);
+    assert_eq!(lab.half("ops", "b"), ["px5", "px6", "px7", "px8", "pxatx1"]);
+    assert_eq!(lab.serving("ops", "b"), lab.half("ops", "b"));
+    assert_eq!(
+        lab.hosts("ops"),
+        [
+            "px1", "px2", "px3", "px4", "px5", "px6", "px7", "px8", "pxatx1", "pxatx2"
+        ]
+    );
+    assert_eq!(lab.hosts("dev"), ["dev1", "dev2"]);
+    assert_eq!(lab.user("px6"), "rl-px6");
+    assert_eq!(lab.home("dev1"), Path::new("/home/rl-dev1"));
+    assert_eq!(host_queue_part("pxatx2"), ".rl-pxatx2_");
+    assert_eq!(
+        (lab.ssh.address.as_str(), lab.ssh.port),
+        ("127.0.0.1", 2222)
+    );
+    let state = Path::new("/var/lib/roll-lab");
+    assert_eq!(lab.ssh.identity_file, state.join("ssh/id_ed25519"));
+    assert_eq!(lab.ssh.known_hosts_file, state.join("ssh/known_hosts"));
+    assert_eq!(lab.broker.password_file, state.join("broker-password"));
+    assert_eq!(lab.broker.user, "roll-lab");
+    assert_eq!(lab.broker.management_url, "http://127.0.0.1:15672");
+    assert_eq!(lab.broker.amqp_url, "amqp://127.0.0.1:5672");
 }

@@ -1,33 +1,26 @@
 //! `roll upgrade`, `roll resume` and `roll status` on the lab. These change the lab: they run
 //! one at a time (`serial_` in their names) and reset it when they are done.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{ResetOnDrop, json, require_lab, roll, sr3_pids, status};
+use crate::support::{
+    EXPIRE, MINOR, ResetOnDrop, Roll, host_queue_part, json, kill_at, lab, ops_a, ops_b,
+    playbook_variant, read_to_plan, require_lab, sr3_pids, status,
+};
 
-fn upgrade(
-    state: &str,
-    playbook: &str,
-    group: &str,
-    half: &str,
-    extra: &[&str],
-) -> crate::support::Run {
-    roll(&crate::support::upgrade_args(
-        state, playbook, group, half, extra,
-    ))
+/// `roll upgrade --yes` of a half of a group with a playbook, from a state directory.
+fn upgrade(state: &str, playbook: &str, group: &str, half: &str) -> Roll {
+    Roll::upgrade(group, half)
+        .state(state)
+        .playbook(playbook)
+        .yes()
 }
 
-fn half_pids(hosts: &[&str]) -> Vec<(String, Vec<u32>)> {
-    hosts.iter().map(|h| (h.to_string(), sr3_pids(h))).collect()
+fn half_pids(hosts: &[String]) -> Vec<(String, Vec<u32>)> {
+    hosts.iter().map(|h| (h.clone(), sr3_pids(h))).collect()
 }
-
-const OPS_A: [&str; 4] = ["px1", "px2", "px3", "px4"];
-const OPS_B: [&str; 5] = ["px5", "px6", "px7", "px8", "pxatx1"];
-const MINOR: &str = "playbooks/sr3-minor.toml";
-const EXPIRE: &str = "playbooks/sr3-queue-expire.toml";
 
 /// The minor release through stage and both ops halves, with a SIGKILL in the middle of
 /// half b and a resume; the other half's processes are never restarted.
@@ -39,7 +32,7 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
     let state = dir.path().display().to_string();
 
     // ops before stage: refused by the promotion gate, nothing changed.
-    let refused = upgrade(&state, MINOR, "ops", "a", &[]);
+    let refused = upgrade(&state, MINOR, "ops", "a").run();
     assert_eq!(refused.code, 1, "{refused:#?}");
     assert!(
         refused.stderr.contains("promotion gate"),
@@ -51,33 +44,22 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
     }
 
     for half in ["a", "b"] {
-        let run = upgrade(&state, MINOR, "stage", half, &[]);
+        let run = upgrade(&state, MINOR, "stage", half).run();
         assert_eq!(run.code, 0, "stage {half}: {run:#?}");
     }
-    let b_before = half_pids(&OPS_B);
-    let run = upgrade(&state, MINOR, "ops", "a", &["--parallel", "4"]);
+    let b_before = half_pids(&ops_b());
+    let run = upgrade(&state, MINOR, "ops", "a").parallel(4).run();
     assert_eq!(run.code, 0, "ops a: {run:#?}");
     assert_eq!(
-        half_pids(&OPS_B),
+        half_pids(&ops_b()),
         b_before,
         "half b was restarted while half a upgraded"
     );
-    let a_pids = half_pids(&OPS_A);
+    let a_pids = half_pids(&ops_a());
 
     // Half b, killed once its canary is verified, then resumed.
-    crate::support::kill_at(
-        &[
-            "upgrade",
-            "--state-dir",
-            &state,
-            "-p",
-            MINOR,
-            "--group",
-            "ops",
-            "--half",
-            "b",
-            "--yes",
-        ],
+    kill_at(
+        &upgrade(&state, MINOR, "ops", "b"),
         &["px5", "verify", "ok"],
     );
 
@@ -92,7 +74,7 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
         "{:#?}",
         rows["px5"]
     );
-    let resumed = roll(&["resume", "--state-dir", &state, "--group", "ops"]);
+    let resumed = Roll::resume("ops").state(&state).run();
     assert_eq!(resumed.code, 0, "{resumed:#?}");
     assert!(
         resumed.stderr.contains("done before, skipped"),
@@ -101,7 +83,7 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
     );
 
     assert_eq!(
-        half_pids(&OPS_A),
+        half_pids(&ops_a()),
         a_pids,
         "half a was restarted while half b upgraded"
     );
@@ -115,7 +97,7 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
         };
         assert_eq!(row["service"], want, "{host}: {row}");
     }
-    let again = roll(&["resume", "--state-dir", &state, "--group", "ops"]);
+    let again = Roll::resume("ops").state(&state).run();
     assert_eq!(again.code, 0, "{again:#?}");
     assert!(
         again.stderr.contains("nothing to resume"),
@@ -189,11 +171,11 @@ fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().display().to_string();
     for half in ["a", "b"] {
-        let run = upgrade(&state, EXPIRE, "stage", half, &[]);
+        let run = upgrade(&state, EXPIRE, "stage", half).run();
         assert_eq!(run.code, 0, "stage {half}: {run:#?}");
     }
     let before = ops_queues();
-    let dry = upgrade(&state, EXPIRE, "ops", "b", &["--dry-run"]);
+    let dry = upgrade(&state, EXPIRE, "ops", "b").dry_run().run();
     assert_eq!(dry.code, 0, "{dry:#?}");
     assert!(
         dry.stdout.contains("critical window: yes"),
@@ -211,27 +193,13 @@ fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_
     }
 
     // A run waiting for approval holds the lock: a second one is refused at once.
-    let mut waiting = Command::new(env!("CARGO_BIN_EXE_roll"))
-        .args([
-            "upgrade",
-            "--state-dir",
-            &state,
-            "-p",
-            EXPIRE,
-            "--group",
-            "ops",
-            "--half",
-            "b",
-        ])
-        .current_dir(crate::support::root())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("roll starts");
-    let _rest = crate::support::read_to_plan(&mut waiting);
+    let mut waiting = Roll::upgrade("ops", "b")
+        .state(&state)
+        .playbook(EXPIRE)
+        .spawn();
+    let _rest = read_to_plan(&mut waiting);
     let started = Instant::now();
-    let second = upgrade(&state, EXPIRE, "ops", "b", &["--dry-run"]);
+    let second = upgrade(&state, EXPIRE, "ops", "b").dry_run().run();
     assert_eq!(second.code, 1, "{second:#?}");
     assert!(
         second.stderr.contains(&format!("pid {}", waiting.id())),
@@ -249,21 +217,8 @@ fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_
     // backlogs, moved twice by the rollback, make the test several minutes longer).
     let traffic = crate::support::Traffic::start(dir.path(), "expire", 100);
     // Half b, killed as a queue's messages start moving into its holding queue, then resumed.
-    crate::support::kill_at(
-        &[
-            "upgrade",
-            "--state-dir",
-            &state,
-            "-p",
-            EXPIRE,
-            "--group",
-            "ops",
-            "--half",
-            "b",
-            "--yes",
-            "--parallel",
-            "5",
-        ],
+    kill_at(
+        &upgrade(&state, EXPIRE, "ops", "b").parallel(5),
         &["broker", "moving"],
     );
     let named = journal_holdings(&state);
@@ -276,15 +231,7 @@ fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_
             "{bare} is on the broker but not in the journal: {named:#?}"
         );
     }
-    let run = roll(&[
-        "resume",
-        "--state-dir",
-        &state,
-        "--group",
-        "ops",
-        "--output",
-        "json",
-    ]);
+    let run = Roll::resume("ops").state(&state).json().run();
     assert_eq!(run.code, 0, "{run:#?}");
     let report = json(&run);
     let outcome = &report["outcome"];
@@ -317,7 +264,7 @@ fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_
     for q in &after {
         let name = q["name"].as_str().unwrap_or_default();
         let old = before.iter().find(|b| b["name"] == q["name"]);
-        let changed = OPS_B.iter().any(|h| name.contains(&format!(".rl-{h}_")))
+        let changed = ops_b().iter().any(|h| name.contains(&host_queue_part(h)))
             || name == "q_roll-lab.subscribe.cluster.ops";
         if changed {
             assert_eq!(q["arguments"]["x-expires"], 604_800_000, "{q}");
@@ -330,18 +277,18 @@ fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_
     }
     assert_eq!(foreign_messages(), 5, "the foreign queue was touched");
     let rows = status(&state, "ops");
-    for host in OPS_A.iter().chain(["pxatx2"].iter()) {
-        assert_eq!(rows[*host]["version"], "3.2.0.post1", "{host}");
-        assert_eq!(rows[*host]["service"], "stopped", "{host}");
-        assert_eq!(rows[*host]["failover"], true, "{host}");
+    for host in lab().half("ops", "a") {
+        assert_eq!(rows[&host]["version"], "3.2.0.post1", "{host}");
+        assert_eq!(rows[&host]["service"], "stopped", "{host}");
+        assert_eq!(rows[&host]["failover"], true, "{host}");
     }
-    for host in OPS_B {
-        assert_eq!(rows[host]["version"], "3.3.1", "{host}");
-        assert_eq!(rows[host]["service"], "running", "{host}");
+    for host in ops_b() {
+        assert_eq!(rows[&host]["version"], "3.3.1", "{host}");
+        assert_eq!(rows[&host]["service"], "running", "{host}");
     }
 
     // Then half a, and a rollback of it, still under traffic.
-    let run = upgrade(&state, EXPIRE, "ops", "a", &["--parallel", "4"]);
+    let run = upgrade(&state, EXPIRE, "ops", "a").parallel(4).run();
     assert_eq!(run.code, 0, "{run:#?}");
     // Half a's queues are its hosts' own (the shared one was recreated with half b): one
     // phase, each host stopped on its own while the others consume.
@@ -350,18 +297,12 @@ fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_
         "{}",
         run.stdout
     );
-    let run = roll(&[
-        "rollback",
-        "--state-dir",
-        &state,
-        "-p",
-        EXPIRE,
-        "--group",
-        "ops",
-        "--yes",
-        "--output",
-        "json",
-    ]);
+    let run = Roll::rollback("ops")
+        .state(&state)
+        .playbook(EXPIRE)
+        .yes()
+        .json()
+        .run();
     // Half a goes back to its first release and configs (no expire), but the shared queue
     // keeps the 7d that half b's run gave it (this rollback undoes half a's run only): the
     // old release's declare of it is refused, and the rollback's verification says so
@@ -427,25 +368,24 @@ fn serial_a_failing_host_stops_the_run_and_the_other_half_keeps_serving() {
     let _reset = ResetOnDrop;
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().display().to_string();
-    let text = std::fs::read_to_string(crate::support::repo(MINOR))
-        .expect("playbook")
-        .replace(
-            "upgrade = \"~/venv/bin/pip",
-            "upgrade = \"test {host} != px6 || { echo 'disk full' >&2; exit 7; }; ~/venv/bin/pip",
-        )
-        .replace("|| { echo", "|| {{ echo")
-        .replace("exit 7; };", "exit 7; }};");
-    let playbook = dir.path().join("failing.toml");
-    std::fs::write(&playbook, text).expect("write");
-    let playbook = playbook.display().to_string();
-    let a_pids = half_pids(&OPS_A);
-    let run = upgrade(
-        &state,
-        &playbook,
-        "ops",
-        "b",
-        &["--skip-promotion-check", "--output", "json"],
+    let playbook = playbook_variant(
+        dir.path(),
+        MINOR,
+        "failing",
+        &[
+            (
+                "upgrade = \"~/venv/bin/pip",
+                "upgrade = \"test {host} != px6 || { echo 'disk full' >&2; exit 7; }; ~/venv/bin/pip",
+            ),
+            ("|| { echo", "|| {{ echo"),
+            ("exit 7; };", "exit 7; }};"),
+        ],
     );
+    let a_pids = half_pids(&ops_a());
+    let run = upgrade(&state, &playbook, "ops", "b")
+        .skip_promotion_check()
+        .json()
+        .run();
     assert_eq!(run.code, 3, "{run:#?}");
     let report = json(&run);
     let outcome = &report["outcome"];
@@ -460,10 +400,10 @@ fn serial_a_failing_host_stops_the_run_and_the_other_half_keeps_serving() {
         "{outcome}"
     );
     assert_eq!(outcome["completed"], serde_json::json!(["px5"]));
-    assert_eq!(half_pids(&OPS_A), a_pids, "half a was disturbed");
+    assert_eq!(half_pids(&ops_a()), a_pids, "half a was disturbed");
     let rows = status(&state, "ops");
-    for host in OPS_A {
-        assert_eq!(rows[host]["service"], "running", "{host}");
+    for host in ops_a() {
+        assert_eq!(rows[&host]["service"], "running", "{host}");
     }
     for host in ["px7", "px8", "pxatx1"] {
         assert_eq!(rows[host]["version"], "3.2.0.post1", "{host} was touched");
@@ -483,40 +423,26 @@ fn serial_a_failure_in_the_critical_window_restores_the_shared_queue_and_the_oth
     let _reset = ResetOnDrop;
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().display().to_string();
-    let text = std::fs::read_to_string(crate::support::repo(EXPIRE))
-        .expect("playbook")
-        .replace(
+    // Its templates are copied beside it.
+    let playbook = playbook_variant(
+        dir.path(),
+        EXPIRE,
+        "failing-start",
+        &[(
             "start = \"cd ~ &&",
             "start = \"test ! -e ~/roll-test-fail-start || {{ echo 'cannot start' >&2; exit 9; }}; cd ~ &&",
-        )
-        .replace(
-            "template = \"files/",
-            &format!(
-                "template = \"{}/",
-                crate::support::repo("playbooks/files").display()
-            ),
-        );
-    let playbook = dir.path().join("failing-start.toml");
-    std::fs::write(&playbook, text).expect("write");
-    let playbook = playbook.display().to_string();
+        )],
+    );
     let before = ops_queues();
     // px5 cannot start (until the marker goes, before the rollback).
-    let marker = "/home/rl-px5/roll-test-fail-start";
-    std::fs::write(marker, "").expect("marker");
+    let marker = lab().home("px5").join("roll-test-fail-start");
+    std::fs::write(&marker, "").expect("marker");
     let traffic = crate::support::Traffic::start(dir.path(), "window", 100);
-    let run = upgrade(
-        &state,
-        &playbook,
-        "ops",
-        "b",
-        &[
-            "--skip-promotion-check",
-            "--parallel",
-            "5",
-            "--output",
-            "json",
-        ],
-    );
+    let run = upgrade(&state, &playbook, "ops", "b")
+        .skip_promotion_check()
+        .parallel(5)
+        .json()
+        .run();
     assert_eq!(run.code, 1, "{run:#?}");
     let report = json(&run);
     assert_eq!(report["outcome"]["failure"]["host"], "px5", "{report:#}");
@@ -532,22 +458,22 @@ fn serial_a_failure_in_the_critical_window_restores_the_shared_queue_and_the_oth
     assert!(shared["arguments"].get("x-expires").is_none(), "{shared}");
     assert_eq!(shared["bindings"], old["bindings"]);
     let rows = status(&state, "ops");
-    for host in OPS_A {
-        assert_eq!(rows[host]["service"], "running", "{host}: {}", rows[host]);
-        assert_eq!(rows[host]["version"], "3.2.0.post1", "{host}");
+    for host in ops_a() {
+        assert_eq!(rows[&host]["service"], "running", "{host}: {}", rows[&host]);
+        assert_eq!(rows[&host]["version"], "3.2.0.post1", "{host}");
     }
     assert_eq!(rows["px5"]["service"], "stopped");
 
     // Then a rollback, while half a serves the shared queue: it is left as the failover put
     // it (never taken from its running consumers), and they receive all along.
-    std::fs::remove_file(marker).expect("marker");
+    std::fs::remove_file(&marker).expect("marker");
     let started = std::time::SystemTime::now();
-    let run = roll(&crate::support::rollback_args(
-        &state,
-        &playbook,
-        "ops",
-        &["--output", "json"],
-    ));
+    let run = Roll::rollback("ops")
+        .state(&state)
+        .playbook(&playbook)
+        .yes()
+        .json()
+        .run();
     let ended = std::time::SystemTime::now();
     assert_eq!(run.code, 0, "{run:#?}");
     let report = json(&run);
@@ -559,15 +485,19 @@ fn serial_a_failure_in_the_critical_window_restores_the_shared_queue_and_the_oth
     for account in report["outcome"]["queues"].as_array().expect("accounts") {
         assert_eq!(account["lost"], 0, "{account}");
     }
-    let gap = longest_silence(&OPS_A, "cluster", started, ended);
+    let gap = longest_silence(&ops_a(), "cluster", started, ended);
     assert!(
         gap < Duration::from_secs(10),
         "half a received nothing of the shared queue for {gap:?} during the rollback"
     );
     let rows = status(&state, "ops");
-    for host in OPS_A.iter().chain(&["px5", "px6", "px7", "px8"]) {
-        assert_eq!(rows[*host]["version"], "3.2.0.post1", "{host}");
-        assert_eq!(rows[*host]["service"], "running", "{host}");
+    for host in ops_a()
+        .iter()
+        .map(String::as_str)
+        .chain(["px5", "px6", "px7", "px8"])
+    {
+        assert_eq!(rows[host]["version"], "3.2.0.post1", "{host}");
+        assert_eq!(rows[host]["service"], "running", "{host}");
     }
     let ids = traffic.ids.clone();
     traffic.stop();
@@ -584,7 +514,7 @@ fn serial_a_failure_in_the_critical_window_restores_the_shared_queue_and_the_oth
 /// The longest time between `from` and `to` in which none of `hosts` logged a message
 /// received through its sr3 config `config`.
 fn longest_silence(
-    hosts: &[&str],
+    hosts: &[String],
     config: &str,
     from: std::time::SystemTime,
     to: std::time::SystemTime,
@@ -597,7 +527,9 @@ fn longest_silence(
     let (from, to) = (secs(from), secs(to));
     let mut times = vec![from, to];
     for host in hosts {
-        let log = format!("/home/rl-{host}/.cache/sr3/log/subscribe_{config}_01.log");
+        let log = lab()
+            .home(host)
+            .join(format!(".cache/sr3/log/subscribe_{config}_01.log"));
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         for line in text.lines().filter(|l| l.contains("after_accept accepted")) {
             // `2026-12-01 22:45:41,474 [INFO] ...`, in UTC as the lab runs.
