@@ -31,7 +31,7 @@ use super::{BrokerError, DEFAULT_TIMEOUT, amqp};
 pub const BATCH: u16 = 500;
 
 /// How long the source may stay silent before its message count is checked.
-const IDLE: Duration = Duration::from_millis(50);
+pub const IDLE: Duration = Duration::from_millis(50);
 
 /// What a move did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -60,6 +60,9 @@ pub struct Limits {
     /// How long the source is chased once as many messages as it held at the start are
     /// moved.
     pub chase: Duration,
+    /// How long the source may stay silent before its message count is checked (an empty
+    /// source ends the move).
+    pub idle: Duration,
 }
 
 impl Limits {
@@ -70,6 +73,7 @@ impl Limits {
         Limits {
             deadline: Duration::from_secs(60 + backlog / 1000),
             chase: Duration::from_secs(5),
+            idle: IDLE,
         }
     }
 }
@@ -433,7 +437,7 @@ async fn run(
         channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
     )
     .await?;
-    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(IDLE, consumer.next()).await {
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(limits.idle, consumer.next()).await {
         mover.forward(delivery).await?;
     }
     mover.settle().await
@@ -464,7 +468,7 @@ impl Mover<'_> {
                 self.report.filling = true;
                 return Ok(());
             }
-            match tokio::time::timeout(IDLE, consumer.next()).await {
+            match tokio::time::timeout(limits.idle, consumer.next()).await {
                 Ok(Some(Ok(delivery))) => self.forward(delivery).await?,
                 Ok(Some(Err(e))) => return Err(self.consumer_lost(self.amqp("delivery", e))),
                 Ok(None) => {

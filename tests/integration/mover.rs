@@ -148,6 +148,8 @@ fn a_source_that_keeps_filling_is_chased_for_a_bounded_time_then_left() {
         let limits = mover::Limits {
             deadline: std::time::Duration::from_secs(60),
             chase: std::time::Duration::from_secs(2),
+            // A source fed every 5 ms must never look silent, however loaded the machine.
+            idle: std::time::Duration::from_secs(1),
         };
         let started = std::time::Instant::now();
         let report = move_src_to_dst(&connection, limits, &mut Default::default())
