@@ -114,7 +114,7 @@ fn upgrade_plan(target: &Target, playbook: &Playbook) -> Result<UpgradePlan, Err
 fn plan_for(
     target: &Target,
     group: &crate::inventory::Group,
-    release: &Playbook,
+    upgrade: &UpgradePlan,
     settings: &Settings,
 ) -> Result<RollbackPlan, Error> {
     if let Some((_, _, plan)) = &target.resumed {
@@ -127,16 +127,12 @@ fn plan_for(
         std::process::id()
     );
     let options = rollback::Options {
-        reset_available: release.commands.reset_queue_state.is_some(),
+        reset_available: upgrade.release.commands.reset_queue_state.is_some(),
         keep_upgraded_stopped: settings.keep_upgraded_stopped,
         preserve_messages: !settings.allow_message_loss,
     };
-    rollback::plan(&run_id, group, &target.upgrade_entries, options).map_err(|e| match e {
-        rollback::RollbackPlanError::Nothing(why) => {
-            Error::Usage(format!("group {}: {why}", group.name))
-        }
-        rollback::RollbackPlanError::Render(err) => Error::Render(err),
-    })
+    let entries = &target.upgrade_entries;
+    Ok(rollback::plan(&run_id, group, upgrade, entries, options)?)
 }
 
 /// The rollback's journal, and its entries so far: the interrupted one's, reopened, or a
@@ -181,7 +177,7 @@ async fn rollback_in(
     let group = session.group.clone();
     let target = find_target(&settings.state_dir, &group.name)?;
     let upgrade_plan = upgrade_plan(&target, playbook)?;
-    let plan = plan_for(&target, &group, &upgrade_plan.release, settings)?;
+    let plan = plan_for(&target, &group, &upgrade_plan, settings)?;
     let dry_run = render::RollbackReport {
         plan: &plan,
         dry_run: true,

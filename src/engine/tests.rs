@@ -481,7 +481,7 @@ fn roll_back(upgrade: &UpgradePlan, dir: &std::path::Path) -> RolledBack {
         keep_upgraded_stopped: false,
         preserve_messages: true,
     };
-    let plan = rollback_plan::plan("rb1", ops, &earlier, options).unwrap();
+    let plan = rollback_plan::plan("rb1", ops, upgrade, &earlier, options).unwrap();
     let fake = Arc::new(Fake::default());
     let journal = Journal::create(dir, "ops", "rb1").unwrap();
     let engine = engine(upgrade, &fake, journal, &earlier);

@@ -115,7 +115,7 @@ pub(crate) mod fixtures {
     /// The rollback of [`journal`].
     pub fn rollback_plan(reset_available: bool, keep_upgraded_stopped: bool) -> RollbackPlan {
         let options = options(reset_available, keep_upgraded_stopped);
-        crate::plan::rollback::plan("rb1", &ops(), &journal(), options).unwrap()
+        crate::plan::rollback::plan("rb1", &ops(), &upgrade_plan(), &journal(), options).unwrap()
     }
 
     fn entry(seq: u64, event: Event) -> Entry {
@@ -141,7 +141,8 @@ pub(crate) mod fixtures {
         }
     }
 
-    fn upgrade_plan() -> UpgradePlan {
+    /// The plan of run up1: ops half b, every host started.
+    pub fn upgrade_plan() -> UpgradePlan {
         let (_, release) = crate::plan::fixtures::fixture();
         UpgradePlan {
             run_id: "up1".into(),

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::rendered::RenderError;
 use super::upgrade::UpgradePlan;
 use crate::inventory::{Group, Half, Role};
 use crate::journal::{Backup, Entry, Event};
@@ -87,17 +88,6 @@ pub struct RollbackPlan {
 
 fn yes() -> bool {
     true
-}
-
-/// Why no rollback can be planned.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RollbackPlanError {
-    /// The journal holds nothing this can undo.
-    #[error("{0}")]
-    Nothing(String),
-    /// The approved release cannot be rendered for a host.
-    #[error(transparent)]
-    Render(#[from] super::rendered::RenderError),
 }
 
 /// How the operator asked the rollback to go.
@@ -226,21 +216,14 @@ fn swaps(group: &Group, touched: &[&str]) -> Vec<Swap> {
     swaps
 }
 
-/// Plans the rollback of the run recorded in `entries`.
+/// Plans the rollback of the run `upgrade`, whose journal holds `entries`.
 pub fn plan(
     run_id: &str,
     group: &Group,
+    upgrade: &UpgradePlan,
     entries: &[Entry],
     options: Options,
-) -> Result<RollbackPlan, RollbackPlanError> {
-    let upgrade: UpgradePlan = match super::journaled::upgrade(entries) {
-        Ok(Some(plan)) => plan,
-        Ok(None) => {
-            let why = "the run is not an upgrade".to_string();
-            return Err(RollbackPlanError::Nothing(why));
-        }
-        Err(err) => return Err(RollbackPlanError::Nothing(err.to_string())),
-    };
+) -> Result<RollbackPlan, RenderError> {
     let history = History::read(entries);
     let touched: Vec<&str> = upgrade
         .hosts
@@ -295,11 +278,18 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::fixtures::{journal, ops, options};
+    use crate::plan::fixtures::{journal, ops, options, upgrade_plan};
 
     #[test]
     fn service_first_then_repairs_with_the_pair_swapped() {
-        let p = plan("rb1", &ops(), &journal(), options(true, false)).unwrap();
+        let p = plan(
+            "rb1",
+            &ops(),
+            &upgrade_plan(),
+            &journal(),
+            options(true, false),
+        )
+        .unwrap();
         assert_eq!(p.rolls_back, "up1");
         assert_eq!(p.stop, ["px5", "px6", "pxatx1"]);
         assert_eq!(p.queues, ["q.cluster"]);
@@ -325,12 +315,20 @@ mod tests {
 
     #[test]
     fn keep_upgraded_stopped_starts_none_of_them() {
-        let p = plan("rb1", &ops(), &journal(), options(false, true)).unwrap();
+        let p = plan(
+            "rb1",
+            &ops(),
+            &upgrade_plan(),
+            &journal(),
+            options(false, true),
+        )
+        .unwrap();
         assert!(p.repair.iter().all(|r| !r.start && !r.reset_queue_state));
     }
 
     #[test]
     fn a_journal_without_a_plan_has_nothing_to_roll_back() {
-        assert!(plan("rb1", &ops(), &[], options(true, false)).is_err());
+        // The plan to roll back is read from the journal first: an empty one has none.
+        assert!(crate::plan::journaled::upgrade(&[]).is_err());
     }
 }
