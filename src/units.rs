@@ -173,14 +173,6 @@ pub fn deserialize_duration<'de, D: Deserializer<'de>>(
     deserializer.deserialize_any(DurationVisitor)
 }
 
-/// Serde helper for an optional duration (`#[serde(default, deserialize_with = "...")]`):
-/// absent is `None`, present is read like [`deserialize_duration`].
-pub fn deserialize_optional_duration<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Duration>, D::Error> {
-    deserialize_duration(deserializer).map(Some)
-}
-
 /// Serde helper (`#[serde(serialize_with = "...")]`): a duration as the string of
 /// [`format_duration`].
 pub fn serialize_duration<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {

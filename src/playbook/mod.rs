@@ -52,10 +52,7 @@ pub struct Verify {
     /// Patterns (extended regular expressions) that fail the verification when logged.
     pub log_errors: Vec<String>,
     /// How long verification may wait for the service to settle.
-    #[serde(
-        serialize_with = "crate::units::serialize_duration",
-        deserialize_with = "crate::units::deserialize_duration"
-    )]
+    #[serde(with = "crate::units::duration")]
     pub timeout: Duration,
 }
 
@@ -77,10 +74,7 @@ pub struct Commands {
     /// Install the package while the service still runs (before the stop), to shorten the
     /// time it is stopped. For packages whose installation does not restart the service.
     pub upgrade_before_stop: bool,
-    #[serde(
-        serialize_with = "crate::units::serialize_duration",
-        deserialize_with = "crate::units::deserialize_duration"
-    )]
+    #[serde(with = "crate::units::duration")]
     pub timeout: Duration,
 }
 
@@ -127,10 +121,7 @@ pub struct QueueRules {
     pub discover: Option<String>,
     pub owned: Vec<OwnedPattern>,
     pub target: QueueSettings,
-    #[serde(
-        serialize_with = "crate::units::serialize_duration",
-        deserialize_with = "crate::units::deserialize_duration"
-    )]
+    #[serde(with = "crate::units::duration")]
     pub expected_stop_window: Duration,
 }
 
