@@ -2,7 +2,7 @@
 //! while the service runs, put in place (one rename each) while it is stopped, and written
 //! back by a rollback.
 //!
-//! A path is the playbook's, with its placeholders filled in for the host; `~/x` and
+//! A path is the release's (rendered in the plan for the host); `~/x` and
 //! relative paths are in the SSH user's home. Contents travel on the command's standard
 //! input, never in its command line, so a file of any size (and any bytes) goes through. A
 //! file written without a `mode` keeps the mode of the file it replaces.

@@ -1,7 +1,13 @@
-//! The engine: executes an approved [`UpgradePlan`] step by step, journaling the start and end
-//! of every step (with its full output) and every backup before the thing it saves is changed.
-//! Every step is safe to run again, and steps the journal shows as done are skipped, so an
+//! The engine: executes an approved plan step by step, journaling the start and end of every
+//! step (with its full output) and every backup before the thing it saves is changed. Every
+//! step is safe to run again, and steps the journal shows as done are skipped, so an
 //! interrupted run is resumed by executing the same plan again.
+//!
+//! This module is the runner (the journal, what is done, the lease, waits for the broker,
+//! the fan-out over hosts, progress); `upgrade` and `rollback` interpret their plans on it,
+//! each with its own order and failure policy; `actions` is the one seam with the world,
+//! which the unit tests (`tests`) replace with a fake. The engine reads the plan and nothing
+//! else: every command and file it runs is in the plan's rendered release.
 
 mod actions;
 mod files;

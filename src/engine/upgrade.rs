@@ -2,7 +2,7 @@
 //! failover), what each of its steps does, and its outcome.
 //!
 //! Everything that can be done while the services still run comes first (backups, the
-//! package when the playbook allows it, staged files, holding queues), so that each service is
+//! package when the release allows it, staged files, holding queues), so that each service is
 //! stopped only for what cannot be done otherwise: recreating its queues, putting the files in
 //! place, and starting it again.
 

@@ -26,7 +26,7 @@ impl Engine {
         Ok(output.stdout)
     }
 
-    /// Lines matching the playbook's error patterns written to the logs since the start.
+    /// Lines matching the release's error patterns written to the logs since the start.
     async fn log_errors(&self, name: &str) -> Result<Vec<String>, StepError> {
         let (Some(glob), false) = (
             &self.commands_of(name)?.logs,
@@ -176,7 +176,7 @@ impl Engine {
         }
     }
 
-    /// The host's service is connected to the broker (when the playbook says how to find its
+    /// The host's service is connected to the broker (when the release says how to find its
     /// connections), showing `version` if given. Its queues are declared by then, so what the
     /// broker refused shows in its log.
     pub(super) async fn check_connected(
