@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::broker::management::Management;
-use crate::engine::{Engine, Outcome, Parts, RollbackOutcome};
+use crate::engine::{Actions, Engine, Outcome, Parts, Planned, RollbackOutcome, World};
 use crate::error::Error;
 use crate::inventory::{Group, Secret};
 use crate::journal::{Entry, Event, Journal};
@@ -99,14 +99,12 @@ impl Session {
         self.connections.extend(connections);
     }
 
-    /// An engine for `plan` (an upgrade's, which a rollback undoes) with this session's
-    /// connections and lock, and the journal's `earlier` entries.
-    fn engine(
-        &mut self,
-        plan: UpgradePlan,
-        journal: Journal,
-        earlier: &[Entry],
-    ) -> Result<Arc<Engine>, Error> {
+    /// An engine for `plan` with this session's connections and lock, and the journal's
+    /// `earlier` entries.
+    fn engine<P: Planned>(&mut self, plan: P, journal: Journal, earlier: &[Entry]) -> Arc<Engine<P>>
+    where
+        World: Actions<P>,
+    {
         let parts = Parts {
             group: self.group.clone(),
             plan,
@@ -115,15 +113,15 @@ impl Session {
             journal,
             connections: self.take_connections(),
         };
-        let engine = Engine::new(parts, earlier);
-        let engine = engine
+        let engine = Engine::new(parts, earlier)
+            .with_actions(Arc::new(World))
             .with_lock(self.lock.clone())
             .with_progress(crate::render::progress::to_stderr());
-        Ok(Arc::new(engine))
+        Arc::new(engine)
     }
 
     /// Takes the connections back from a finished engine.
-    fn done_with(&mut self, engine: Arc<Engine>) {
+    fn done_with<P: Planned>(&mut self, engine: Arc<Engine<P>>) {
         if let Ok(engine) = Arc::try_unwrap(engine) {
             self.give_back(engine.into_connections());
         }
@@ -137,24 +135,23 @@ impl Session {
         journal: Journal,
         earlier: &[Entry],
     ) -> Result<Outcome, Error> {
-        let engine = self.engine(plan, journal, earlier)?;
+        let engine = self.engine(plan, journal, earlier);
         let outcome = engine.clone().run().await;
         self.done_with(engine);
         Ok(outcome)
     }
 
-    /// Executes a rollback plan of the run whose plan is `upgrade` (`earlier`: that run's
-    /// entries, and the rollback's own when it is finished after an interruption).
+    /// Executes a rollback plan (`earlier`: the entries of the run it undoes, and the
+    /// rollback's own when it is finished after an interruption).
     pub async fn execute_rollback(
         &mut self,
-        upgrade: UpgradePlan,
         plan: RollbackPlan,
         journal: Journal,
         earlier: &[Entry],
         on_swap: impl Fn(&Swap) -> Result<(), String>,
     ) -> Result<RollbackOutcome, Error> {
-        let engine = self.engine(upgrade, journal, earlier)?;
-        let outcome = engine.clone().run_rollback(plan, on_swap).await;
+        let engine = self.engine(plan, journal, earlier);
+        let outcome = engine.clone().run_rollback(on_swap).await;
         self.done_with(engine);
         Ok(outcome)
     }

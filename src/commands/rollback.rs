@@ -199,7 +199,7 @@ async fn rollback_in(
     let state_dir = settings.state_dir.clone();
     let on_swap = move |swap: &rollback::Swap| swap_roles(&state_dir, &group.name, swap);
     let outcome = session
-        .execute_rollback(upgrade_plan, plan.clone(), journal, &all, on_swap)
+        .execute_rollback(plan.clone(), journal, &all, on_swap)
         .await?;
     Ok(render::print_rollback(&plan, &outcome, settings.output)?)
 }

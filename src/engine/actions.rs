@@ -6,60 +6,79 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use super::{Done, Engine, StepError};
-use crate::plan::rollback::Repair;
+use super::{Done, Engine, Planned, StepError};
+use crate::plan::rollback::RollbackPlan;
+use crate::plan::upgrade::UpgradePlan;
 use crate::step::Step;
 
 /// A step's work in progress.
 pub type Act<'a> = Pin<Box<dyn Future<Output = Result<Done, StepError>> + Send + 'a>>;
 
-/// Does the steps.
-pub trait Actions: Send + Sync {
-    /// Does one step on a host (or on the broker). `repair`: a rollback's repair of that host.
-    fn act<'a>(
-        &'a self,
-        engine: &'a Engine,
-        host: &'a str,
-        step: &'a Step,
-        repair: Option<&'a Repair>,
-    ) -> Act<'a>;
+/// Whether the broker answers, in progress.
+pub type Up<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+
+/// Does the steps of a plan of kind `P`.
+pub trait Actions<P>: Send + Sync {
+    /// Does one step on a host (or on the broker).
+    fn act<'a>(&'a self, engine: &'a Engine<P>, host: &'a str, step: &'a Step) -> Act<'a>;
 
     /// True once the broker answers (its management API and AMQP).
-    fn broker_up<'a>(
-        &'a self,
-        engine: &'a Engine,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+    fn broker_up<'a>(&'a self, engine: &'a Engine<P>) -> Up<'a>;
+}
+
+/// Does nothing and fails every step: what an engine has until it is given actions.
+pub struct Idle;
+
+impl<P: Planned> Actions<P> for Idle {
+    fn act<'a>(&'a self, _: &'a Engine<P>, _: &'a str, step: &'a Step) -> Act<'a> {
+        let err = StepError::from(format!("{step}: the engine was given no actions"));
+        Box::pin(async move { Err(err) })
+    }
+
+    fn broker_up<'a>(&'a self, _: &'a Engine<P>) -> Up<'a> {
+        Box::pin(async { false })
+    }
 }
 
 /// The real thing: commands over SSH, the management API, AMQP.
 pub struct World;
 
-impl Actions for World {
+impl Actions<UpgradePlan> for World {
     fn act<'a>(
         &'a self,
-        engine: &'a Engine,
+        engine: &'a Engine<UpgradePlan>,
         host: &'a str,
         step: &'a Step,
-        repair: Option<&'a Repair>,
     ) -> Act<'a> {
-        Box::pin(async move {
-            if step.of_rollback() {
-                engine.rollback_act(host, step, repair).await
-            } else {
-                engine.act(host, step).await
-            }
-        })
+        Box::pin(engine.act(host, step))
     }
 
-    fn broker_up<'a>(
+    fn broker_up<'a>(&'a self, engine: &'a Engine<UpgradePlan>) -> Up<'a> {
+        Box::pin(engine.broker_answers())
+    }
+}
+
+impl Actions<RollbackPlan> for World {
+    fn act<'a>(
         &'a self,
-        engine: &'a Engine,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
-        Box::pin(async move {
-            match engine.management.check_vhost().await {
-                Ok(()) => engine.amqp().await.is_ok(),
-                Err(_) => false,
-            }
-        })
+        engine: &'a Engine<RollbackPlan>,
+        host: &'a str,
+        step: &'a Step,
+    ) -> Act<'a> {
+        Box::pin(engine.rollback_act(host, step))
+    }
+
+    fn broker_up<'a>(&'a self, engine: &'a Engine<RollbackPlan>) -> Up<'a> {
+        Box::pin(engine.broker_answers())
+    }
+}
+
+impl<P: Planned> Engine<P> {
+    /// The broker's management API and AMQP both answer.
+    pub(super) async fn broker_answers(&self) -> bool {
+        match self.management.check_vhost().await {
+            Ok(()) => self.amqp().await.is_ok(),
+            Err(_) => false,
+        }
     }
 }

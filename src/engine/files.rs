@@ -10,7 +10,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::{Done, Engine, StepError, record};
+use super::{Done, Engine, Planned, StepError, record};
 use crate::journal::Backup;
 use crate::remote::quote;
 
@@ -38,7 +38,7 @@ pub(super) fn host_path(path: &str) -> String {
     quote(path)
 }
 
-impl Engine {
+impl<P: Planned> Engine<P> {
     /// Saves every file the release replaces on a host (its content and mode, or that it
     /// did not exist).
     pub(super) async fn backup_files(&self, name: &str) -> Result<(), StepError> {
@@ -51,7 +51,7 @@ impl Engine {
             );
             let output = self
                 .connection(name)?
-                .run("read file", &script, self.plan.rendered.command_timeout)
+                .run("read file", &script, self.plan.rendered().command_timeout)
                 .await?;
             if !output.success() {
                 return Err(StepError {
@@ -139,7 +139,7 @@ impl Engine {
             .run(
                 "put files in place",
                 &script,
-                self.plan.rendered.command_timeout,
+                self.plan.rendered().command_timeout,
             )
             .await?;
         if !output.success() {
@@ -187,7 +187,7 @@ impl Engine {
                 let script = format!("rm -f {}", host_path(path));
                 let output = self
                     .connection(name)?
-                    .run("remove file", &script, self.plan.rendered.command_timeout)
+                    .run("remove file", &script, self.plan.rendered().command_timeout)
                     .await?;
                 if output.success() {
                     Ok(())
@@ -229,7 +229,7 @@ impl Engine {
                 "write file",
                 &script,
                 Some(&file.content),
-                self.plan.rendered.command_timeout,
+                self.plan.rendered().command_timeout,
             )
             .await?;
         if output.success() {

@@ -19,8 +19,9 @@ mod tests;
 mod timing;
 mod upgrade;
 mod verify;
+mod work;
 
-pub use actions::{Act, Actions, World};
+pub use actions::{Act, Actions, Up, World};
 pub use progress::{Progress, Sink, State};
 pub use rollback::RollbackOutcome;
 
@@ -35,10 +36,12 @@ use tokio::task::JoinSet;
 
 use crate::broker::management::Management;
 use crate::inventory::{Group, Secret};
+use crate::journal::RunKind;
 use crate::journal::{Backup, Entry, Event, Journal, QueueAccount, RunStatus};
 use crate::lock::{Lease, Lock};
-use crate::plan::rendered::HostRelease;
-use crate::plan::upgrade::{HostPlan, UpgradePlan};
+use crate::plan::rendered::{HostRelease, Rendered};
+use crate::plan::rollback::RollbackPlan;
+use crate::plan::upgrade::UpgradePlan;
 use crate::remote::{self, Connection};
 use crate::step::Step;
 
@@ -184,10 +187,10 @@ pub struct Outcome {
     pub journal: String,
 }
 
-/// Runs a plan.
-pub struct Engine {
+/// Runs a plan (an upgrade's or a rollback's).
+pub struct Engine<P> {
     group: Group,
-    plan: UpgradePlan,
+    plan: P,
     management: Management,
     journal: Mutex<Journal>,
     connections: BTreeMap<String, Connection>,
@@ -214,22 +217,19 @@ pub struct Engine {
     on_both: Mutex<BTreeMap<(String, String), crate::broker::mover::OnBoth>>,
     /// Queues deleted with their messages: (by, queue, messages).
     drops: Mutex<Vec<(crate::journal::RunKind, String, u64)>>,
-    rolling_back: AtomicBool,
-    /// A rollback keeps the messages of the queues it restores (its plan's choice).
-    rollback_preserves: AtomicBool,
     /// The group's lock, confirmed before every step (none in unit tests).
     lock: Option<Arc<Lock>>,
     /// What the steps do to the world.
-    actions: Arc<dyn Actions>,
+    actions: Arc<dyn Actions<P>>,
     /// Where the engine says what it does.
     sink: Sink,
 }
 
 /// What an engine is made of: the group, the approved plan and its release, the broker,
 /// the journal, and the hosts already connected.
-pub struct Parts {
+pub struct Parts<P> {
     pub group: Group,
-    pub plan: UpgradePlan,
+    pub plan: P,
     pub management: Management,
     /// The broker password (for the AMQP connection that moves messages).
     pub password: Secret,
@@ -310,10 +310,10 @@ impl Recovered {
     }
 }
 
-impl Engine {
+impl<P: Planned> Engine<P> {
     /// An engine for a plan. `earlier` holds the journal's entries when resuming (empty for
     /// a new run).
-    pub fn new(parts: Parts, earlier: &[Entry]) -> Engine {
+    pub fn new(parts: Parts<P>, earlier: &[Entry]) -> Engine<P> {
         let r = Recovered::from(earlier);
         Engine {
             group: parts.group,
@@ -333,37 +333,31 @@ impl Engine {
             moves: Mutex::new(r.moves),
             drops: Mutex::new(r.drops),
             on_both: Mutex::new(BTreeMap::new()),
-            rolling_back: AtomicBool::new(false),
-            rollback_preserves: AtomicBool::new(true),
             lock: None,
-            actions: Arc::new(actions::World),
+            actions: Arc::new(actions::Idle),
             sink: progress::silent(),
         }
     }
 
-    /// Messages are kept: as the running plan says (the upgrade's, or the rollback's).
+    /// Messages are kept: as the plan says.
     fn preserving(&self) -> bool {
-        if self.rolling_back.load(Ordering::SeqCst) {
-            self.rollback_preserves.load(Ordering::SeqCst)
-        } else {
-            self.plan.preserve_messages
-        }
+        self.plan.preserves_messages()
     }
 
     /// The engine telling `sink` what it does as it goes.
-    pub fn with_progress(mut self, sink: Sink) -> Engine {
+    pub fn with_progress(mut self, sink: Sink) -> Engine<P> {
         self.sink = sink;
         self
     }
 
     /// The engine doing its steps with other actions (the unit tests' fakes).
-    pub fn with_actions(mut self, actions: Arc<dyn Actions>) -> Engine {
+    pub fn with_actions(mut self, actions: Arc<dyn Actions<P>>) -> Engine<P> {
         self.actions = actions;
         self
     }
 
     /// The engine holding the group's lock: every step confirms it first.
-    pub fn with_lock(mut self, lock: Arc<Lock>) -> Engine {
+    pub fn with_lock(mut self, lock: Arc<Lock>) -> Engine<P> {
         self.lock = Some(lock);
         self
     }
@@ -382,7 +376,7 @@ impl Engine {
     /// A host's commands and files, as approved.
     fn commands_of(&self, name: &str) -> Result<&HostRelease, StepError> {
         self.plan
-            .rendered
+            .rendered()
             .hosts
             .get(name)
             .ok_or_else(|| StepError::from(format!("the plan has no release for {name}")))
@@ -422,7 +416,7 @@ impl Engine {
     ) -> Result<remote::Output, StepError> {
         Ok(self
             .connection(host)?
-            .run(label, script, self.plan.rendered.command_timeout)
+            .run(label, script, self.plan.rendered().command_timeout)
             .await?)
     }
 
@@ -659,29 +653,6 @@ impl Engine {
         timing
     }
 
-    /// Hosts whose last step (verify, or deploy steps for a passive host) is done.
-    async fn completed_hosts(&self, result: &Result<(), Failure>) -> Vec<String> {
-        let failed = result.as_ref().err().map(|f| f.host.clone());
-        self.plan
-            .hosts
-            .iter()
-            .filter(|h| Some(&h.host) != failed.as_ref())
-            .filter(|h| self.host_finished(h))
-            .map(|h| h.host.clone())
-            .collect()
-    }
-
-    fn host_finished(&self, host: &HostPlan) -> bool {
-        self.is_done(
-            &host.host,
-            if host.start {
-                &Step::Verify
-            } else {
-                &Step::Deploy
-            },
-        )
-    }
-
     /// True when the step was begun (now or before), whether or not it finished.
     fn is_started(&self, host: &str, step: &Step) -> bool {
         self.begun
@@ -718,6 +689,44 @@ impl Engine {
             .lock()
             .map(|set| set.contains(&(host.to_string(), step.clone())))
             .unwrap_or(false)
+    }
+}
+
+/// What the runner needs of the plan it executes, whichever kind it is.
+pub trait Planned: Send + Sync + 'static {
+    /// Which kind of run executes it (its moves and drops are journaled as such).
+    const KIND: RunKind;
+    /// The release, rendered for every host: every command and file the steps run.
+    fn rendered(&self) -> &Rendered;
+    /// The run whose holding queues its steps use (a rollback's are its upgrade's).
+    fn holding_run(&self) -> &str;
+    /// Recreated and restored queues keep their messages.
+    fn preserves_messages(&self) -> bool;
+}
+
+impl Planned for UpgradePlan {
+    const KIND: RunKind = RunKind::Upgrade;
+    fn rendered(&self) -> &Rendered {
+        &self.rendered
+    }
+    fn holding_run(&self) -> &str {
+        &self.run_id
+    }
+    fn preserves_messages(&self) -> bool {
+        self.preserve_messages
+    }
+}
+
+impl Planned for RollbackPlan {
+    const KIND: RunKind = RunKind::Rollback;
+    fn rendered(&self) -> &Rendered {
+        &self.rendered
+    }
+    fn holding_run(&self) -> &str {
+        &self.rolls_back
+    }
+    fn preserves_messages(&self) -> bool {
+        self.preserve_messages
     }
 }
 
@@ -801,14 +810,14 @@ where
 /// Runs `work` for each host (a plan's, or a name), at most `parallel` at a time; stops
 /// starting new hosts after a failure and returns the first failure once the hosts in flight
 /// have finished.
-pub async fn each_host<T, F, Fut>(
-    engine: &Arc<Engine>,
+pub async fn each_host<P: Planned, T, F, Fut>(
+    engine: &Arc<Engine<P>>,
     hosts: Vec<T>,
     parallel: usize,
     work: F,
 ) -> Result<(), Failure>
 where
-    F: Fn(Arc<Engine>, T) -> Fut,
+    F: Fn(Arc<Engine<P>>, T) -> Fut,
     Fut: std::future::Future<Output = Result<(), Failure>> + Send + 'static,
 {
     let limit = Arc::new(Semaphore::new(parallel.max(1)));

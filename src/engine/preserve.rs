@@ -19,11 +19,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 
-use super::{BROKER, Done, Engine, StepError};
+use super::{BROKER, Done, Engine, Planned, StepError};
 use crate::broker::equivalence::QueueSettings;
 use crate::broker::holding::{Holding, is_holding};
 use crate::broker::management::BindingInfo;
@@ -140,7 +139,7 @@ fn holding_queue(quorum: bool) -> QueueSettings {
     QueueSettings::new(true, false, arguments)
 }
 
-impl Engine {
+impl<P: Planned> Engine<P> {
     /// Messages of `queue` that a killed run may have left on two queues.
     fn interrupted_moves(&self, queue: &str) -> u64 {
         self.interrupted.get(queue).copied().unwrap_or(0)
@@ -148,7 +147,7 @@ impl Engine {
 
     /// The holding topology of a queue in this run.
     pub(super) fn holding_of(&self, queue: &str) -> Holding {
-        Holding::new(&self.plan.run_id, queue)
+        Holding::new(self.plan.holding_run(), queue)
     }
 
     /// The run's AMQP connection, opened on first use (and again if it broke).
@@ -163,7 +162,7 @@ impl Engine {
             amqp::connect(
                 &self.group.broker,
                 &self.password,
-                &format!("run {}", self.plan.run_id),
+                &format!("run {}", self.plan.holding_run()),
             )
             .await?,
         );
@@ -576,11 +575,7 @@ impl Engine {
 
     /// `rollback` in a rollback, else `upgrade`: tells their moves apart in the journal.
     pub(super) fn purpose(&self) -> RunKind {
-        if self.rolling_back.load(Ordering::SeqCst) {
-            RunKind::Rollback
-        } else {
-            RunKind::Upgrade
-        }
+        P::KIND
     }
 }
 

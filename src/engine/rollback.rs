@@ -23,17 +23,13 @@ pub struct RollbackOutcome {
     pub journal: String,
 }
 
-impl Engine {
+impl Engine<RollbackPlan> {
     /// Executes a rollback plan.
     pub async fn run_rollback(
         self: Arc<Self>,
-        plan: RollbackPlan,
         on_swap: impl Fn(&crate::plan::rollback::Swap) -> Result<(), String>,
     ) -> RollbackOutcome {
-        self.rollback_preserves
-            .store(plan.preserve_messages, std::sync::atomic::Ordering::SeqCst);
-        self.rolling_back
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let plan = self.plan.clone();
         let result = self.clone().rollback_steps(&plan, &on_swap).await;
         let timing = self
             .timing(
@@ -54,20 +50,13 @@ impl Engine {
                 .await;
         }
         let windows = timing.host_windows;
-        let owner = |queue: &str| {
-            self.plan
-                .hosts
-                .iter()
-                .find(|h| h.queues.iter().any(|q| q.name == queue))
-                .map(|h| h.host.clone())
-        };
         let restored: Vec<(String, Option<f64>)> = plan
             .queues
             .iter()
             .filter(|q| self.is_done(BROKER, &Step::RollbackRestore(q.to_string())))
             .map(|q| {
-                let seconds = match owner(q) {
-                    Some(host) => windows.get(&host).copied(),
+                let seconds = match plan.owners.get(q) {
+                    Some(host) => windows.get(host).copied(),
                     None => failover,
                 };
                 (q.clone(), seconds)
@@ -120,10 +109,9 @@ impl Engine {
         .await?;
         for name in &plan.queues {
             if self.preserving() {
-                self.undo_step(BROKER, &Step::RollbackHold(name.clone()), None)
-                    .await?;
+                self.one(BROKER, &Step::RollbackHold(name.clone())).await?;
             }
-            self.undo_step(BROKER, &Step::RollbackRestore(name.clone()), None)
+            self.one(BROKER, &Step::RollbackRestore(name.clone()))
                 .await?;
         }
         let all = plan.start_old.len().max(1);
@@ -131,16 +119,14 @@ impl Engine {
             &self,
             plan.start_old.clone(),
             all,
-            |engine, host: String| async move {
-                engine.undo_step(&host, &Step::FailoverStart, None).await
-            },
+            |engine, host: String| async move { engine.one(&host, &Step::FailoverStart).await },
         )
         .await?;
         if self.preserving() {
             // The queues the failover put back too: their held messages, if the failover
             // did not get to move them back.
             for name in plan.queues.iter().chain(&plan.restored) {
-                self.undo_step(BROKER, &Step::RollbackRelease(name.clone()), None)
+                self.one(BROKER, &Step::RollbackRelease(name.clone()))
                     .await?;
             }
         }
@@ -163,7 +149,7 @@ impl Engine {
             parallel,
             |engine, repair: Repair| async move {
                 for step in &repair.steps {
-                    engine.undo_step(&repair.host, step, Some(&repair)).await?;
+                    engine.one(&repair.host, step).await?;
                 }
                 Ok(())
             },
@@ -171,25 +157,9 @@ impl Engine {
         .await
     }
 
-    /// One step of a rollback, journaled, skipped when done before (`repair`: the host's,
-    /// for the repair steps).
-    async fn undo_step(
-        &self,
-        host: &str,
-        step: &Step,
-        repair: Option<&Repair>,
-    ) -> Result<(), Failure> {
-        self.step(host, step, || self.actions.act(self, host, step, repair))
-            .await
-    }
-
     /// What a step of a rollback does.
-    pub(super) async fn rollback_act(
-        &self,
-        host: &str,
-        step: &Step,
-        repair: Option<&Repair>,
-    ) -> Result<Done, StepError> {
+    pub(super) async fn rollback_act(&self, host: &str, step: &Step) -> Result<Done, StepError> {
+        let repair = self.plan.repair.iter().find(|r| r.host == host);
         let commands = || self.commands_of(host);
         match (step, repair) {
             (Step::RollbackStop, _) => self.recorded(host, "stop", &commands()?.stop, "").await,
@@ -223,24 +193,9 @@ impl Engine {
         }
     }
 
-    /// The hosts that consume a queue: its owner, or for a queue of the half or of the group,
-    /// every host of the run and the other half's that stopped with it.
+    /// The hosts that consume a queue (the plan says).
     fn consumers_of(&self, queue: &str) -> Vec<String> {
-        if let Some(owner) = self
-            .plan
-            .hosts
-            .iter()
-            .find(|h| h.queues.iter().any(|q| q.name == queue))
-        {
-            return vec![owner.host.clone()];
-        }
-        self.plan
-            .hosts
-            .iter()
-            .filter(|h| h.start)
-            .map(|h| h.host.clone())
-            .chain(self.plan.critical_stops.iter().cloned())
-            .collect()
+        self.plan.consumers.get(queue).cloned().unwrap_or_default()
     }
 
     /// Refuses to take a queue out of service while a host that consumes it runs (its

@@ -58,24 +58,31 @@ impl Fake {
     }
 }
 
-impl Actions for Fake {
+impl Fake {
+    /// Records a call; fails it if planted.
+    async fn record(&self, host: &str, step: &Step) -> Result<(), StepError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((host.to_string(), step.clone()));
+        // Let the hosts in flight interleave, as real work does.
+        tokio::task::yield_now().await;
+        match self.planted(host, step) {
+            Some(cause) => Err(StepError::new(cause, format!("planted at {host} {step}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Actions<UpgradePlan> for Fake {
     fn act<'a>(
         &'a self,
-        engine: &'a Engine,
+        engine: &'a Engine<UpgradePlan>,
         host: &'a str,
         step: &'a Step,
-        _repair: Option<&'a crate::plan::rollback::Repair>,
     ) -> Act<'a> {
         Box::pin(async move {
-            self.calls
-                .lock()
-                .unwrap()
-                .push((host.to_string(), step.clone()));
-            // Let the hosts in flight interleave, as real work does.
-            tokio::task::yield_now().await;
-            if let Some(cause) = self.planted(host, step) {
-                return Err(StepError::new(cause, format!("planted at {host} {step}")));
-            }
+            self.record(host, step).await?;
             match step {
                 Step::Backup => {
                     let version = Backup::Version {
@@ -95,10 +102,20 @@ impl Actions for Fake {
         })
     }
 
-    fn broker_up<'a>(
-        &'a self,
-        _engine: &'a Engine,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+    fn broker_up<'a>(&'a self, _: &'a Engine<UpgradePlan>) -> Up<'a> {
+        Box::pin(async { true })
+    }
+}
+
+impl Actions<RollbackPlan> for Fake {
+    fn act<'a>(&'a self, _: &'a Engine<RollbackPlan>, host: &'a str, step: &'a Step) -> Act<'a> {
+        Box::pin(async move {
+            self.record(host, step).await?;
+            Ok(Done::new(""))
+        })
+    }
+
+    fn broker_up<'a>(&'a self, _: &'a Engine<RollbackPlan>) -> Up<'a> {
         Box::pin(async { true })
     }
 }
@@ -143,12 +160,15 @@ fn plan(half: Half, expire: bool, parallel: usize) -> UpgradePlan {
 
 /// An engine for `plan` doing its steps with `fake`, journaling in `journal`; `earlier`: the
 /// entries of the run it resumes (or rolls back).
-fn engine(
-    plan: &UpgradePlan,
+fn engine<P: Planned + Clone>(
+    plan: &P,
     fake: &Arc<Fake>,
     journal: Journal,
     earlier: &[Entry],
-) -> Arc<Engine> {
+) -> Arc<Engine<P>>
+where
+    Fake: Actions<P>,
+{
     let (inventory, _) = fixture();
     let group = inventory.group("ops").unwrap().clone();
     let parts = Parts {
@@ -159,7 +179,7 @@ fn engine(
         journal,
         connections: BTreeMap::new(),
     };
-    let actions: Arc<dyn Actions> = fake.clone();
+    let actions: Arc<dyn Actions<P>> = fake.clone();
     Arc::new(Engine::new(parts, earlier).with_actions(actions))
 }
 
@@ -484,9 +504,9 @@ fn roll_back(upgrade: &UpgradePlan, dir: &std::path::Path) -> RolledBack {
     let plan = rollback_plan::plan("rb1", ops, upgrade, &earlier, options).unwrap();
     let fake = Arc::new(Fake::default());
     let journal = Journal::create(dir, "ops", "rb1").unwrap();
-    let engine = engine(upgrade, &fake, journal, &earlier);
+    let engine = engine(&plan, &fake, journal, &earlier);
     let swaps = Mutex::new(vec![]);
-    let outcome = tokio_test(engine.run_rollback(plan.clone(), |swap| {
+    let outcome = tokio_test(engine.run_rollback(|swap| {
         swaps.lock().unwrap().push(swap.pair.clone());
         Ok(())
     }));

@@ -10,13 +10,12 @@ use std::sync::Arc;
 
 use super::Outcome;
 use super::timing::Timing;
-use super::{BROKER, Done, Engine, Failure, Policy, State, StepError, each_host, record, wait_for};
-use crate::broker::equivalence::QueueSettings;
+use super::{BROKER, Done, Engine, Failure, Policy, State, StepError, each_host, wait_for};
 use crate::journal::{Backup, Event, RunStatus};
-use crate::plan::upgrade::HostPlan;
+use crate::plan::upgrade::{HostPlan, UpgradePlan};
 use crate::step::Step;
 
-impl Engine {
+impl Engine<UpgradePlan> {
     /// Executes the plan.
     pub async fn run(self: Arc<Self>) -> Outcome {
         let result = if self.plan.two_phase {
@@ -62,6 +61,29 @@ impl Engine {
             elapsed_seconds: self.started.elapsed().as_secs_f64(),
             journal: self.journal.lock().await.path().display().to_string(),
         }
+    }
+
+    /// Hosts whose last step (verify, or deploy steps for a passive host) is done.
+    async fn completed_hosts(&self, result: &Result<(), Failure>) -> Vec<String> {
+        let failed = result.as_ref().err().map(|f| f.host.clone());
+        self.plan
+            .hosts
+            .iter()
+            .filter(|h| Some(&h.host) != failed.as_ref())
+            .filter(|h| self.host_finished(h))
+            .map(|h| h.host.clone())
+            .collect()
+    }
+
+    fn host_finished(&self, host: &HostPlan) -> bool {
+        self.is_done(
+            &host.host,
+            if host.start {
+                &Step::Verify
+            } else {
+                &Step::Deploy
+            },
+        )
     }
 
     /// The run's critical window (journaled): two phases, from the first stop of a consumer
@@ -337,20 +359,6 @@ impl Engine {
         self.steps(&host.host, &host.started).await
     }
 
-    /// Steps of one host (or of the broker), in order; the first failure stops them.
-    pub(super) async fn steps(&self, host: &str, steps: &[Step]) -> Result<(), Failure> {
-        for step in steps {
-            self.one(host, step).await?;
-        }
-        Ok(())
-    }
-
-    /// One step of an upgrade, journaled, skipped when done before.
-    async fn one(&self, host: &str, step: &Step) -> Result<(), Failure> {
-        self.step(host, step, || self.actions.act(self, host, step, None))
-            .await
-    }
-
     /// What a step of an upgrade does.
     pub(super) async fn act(&self, host: &str, step: &Step) -> Result<Done, StepError> {
         let commands = || self.commands_of(host);
@@ -415,121 +423,6 @@ impl Engine {
             .ok_or_else(|| StepError::from(format!("{name} is not a host of the plan")))
     }
 
-    /// Recreates a queue with the target settings (keeping its messages unless the run
-    /// allows their loss).
-    async fn recreate(&self, name: &str) -> Result<Done, StepError> {
-        self.rebuild(name, |_| self.plan.rendered.target.clone())
-            .await
-    }
-
-    /// Puts a queue back as its backup says (keeping its messages unless the run allows
-    /// their loss).
-    pub(super) async fn restore(&self, name: &str) -> Result<Done, StepError> {
-        self.rebuild(name, |backed_up| backed_up).await
-    }
-
-    /// Deletes and declares a backed-up queue with the settings `settings` picks (given the
-    /// backed-up ones), and its backed-up bindings.
-    async fn rebuild(
-        &self,
-        name: &str,
-        settings: impl FnOnce(QueueSettings) -> QueueSettings,
-    ) -> Result<Done, StepError> {
-        let Some(Backup::Queue {
-            durable,
-            auto_delete,
-            arguments,
-            bindings,
-            ..
-        }) = self.queue_backup(name).await
-        else {
-            return Err(StepError::from(format!(
-                "no backup of {name} in the journal: refusing to touch it"
-            )));
-        };
-        let settings = settings(QueueSettings::new(durable, auto_delete, arguments));
-        if self.preserving() {
-            self.recreate_held(name, &settings).await
-        } else {
-            self.recreate_lossy(name, &settings, &bindings).await
-        }
-    }
-
-    /// Waits until the status command's first line is `wanted`.
-    pub(super) async fn wait_for_state(&self, name: &str, wanted: &str) -> Result<(), StepError> {
-        wait_for(self.plan.rendered.verify.timeout, || async {
-            let state = self.status(name).await?;
-            Ok(if state == wanted {
-                Ok(())
-            } else {
-                Err(format!("status says {state:?}"))
-            })
-        })
-        .await
-    }
-
-    /// Runs one of the release's commands as a step's work: a non-zero exit fails the step, and the
-    /// output goes to the journal.
-    pub(super) async fn recorded(
-        &self,
-        name: &str,
-        label: &str,
-        script: &str,
-        detail: &str,
-    ) -> Result<Done, StepError> {
-        let output = self.command(name, label, script).await?;
-        Ok(Done {
-            detail: detail.to_string(),
-            output: Some(record(label, &output)),
-        })
-    }
-
-    /// The first line of the status command's output.
-    pub(super) async fn status(&self, name: &str) -> Result<String, StepError> {
-        self.first_line(name, "status", &self.commands_of(name)?.status)
-            .await
-    }
-
-    /// The installed version of the package.
-    pub(super) async fn installed_version(&self, name: &str) -> Result<String, StepError> {
-        self.first_line(
-            name,
-            "installed version",
-            &self.commands_of(name)?.installed_version,
-        )
-        .await
-    }
-
-    /// The first line a command prints, trimmed.
-    async fn first_line(&self, name: &str, label: &str, script: &str) -> Result<String, StepError> {
-        let output = self.command(name, label, script).await?;
-        Ok(output
-            .stdout
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string())
-    }
-
-    /// Journals a backup unless the journal already has it (a resume keeps the original).
-    pub(super) async fn save(&self, host: &str, item: Backup) -> Result<bool, StepError> {
-        let key = backup_key(&item);
-        let mut backups = self.backups.lock().await;
-        if backups
-            .iter()
-            .any(|(h, b)| h == host && backup_key(b) == key)
-        {
-            return Ok(false);
-        }
-        self.journal.lock().await.append(Event::Backup {
-            host: host.to_string(),
-            item: item.clone(),
-        })?;
-        backups.push((host.to_string(), item));
-        Ok(true)
-    }
-
     /// Saves the installed version, the files the release replaces and the host's queues.
     async fn backup_host(&self, host: &HostPlan) -> Result<Done, StepError> {
         let name = host.host.as_str();
@@ -551,52 +444,6 @@ impl Engine {
             host.queues.len()
         )))
     }
-
-    /// Saves a queue's definition, bindings and message count before it is touched.
-    async fn backup_queue(&self, host: &str, name: &str) -> Result<Done, StepError> {
-        if self.queue_backup(name).await.is_some() {
-            return Ok(Done::new("backed up before"));
-        }
-        let Some(queue) = self.management.queue(name).await? else {
-            return Err(StepError::from(format!(
-                "queue {name} is not on the broker"
-            )));
-        };
-        // A holding exchange's binding is roll's own route (an earlier hold), never the
-        // queue's: the backup keeps what the queue had before any run touched it.
-        let bindings: Vec<_> = self
-            .management
-            .bindings_of(name)
-            .await?
-            .into_iter()
-            .filter(|b| !crate::broker::holding::is_holding(&b.source))
-            .collect();
-        let messages = queue.messages.unwrap_or(0);
-        let count = bindings.len();
-        self.save(
-            host,
-            Backup::Queue {
-                name: name.to_string(),
-                durable: queue.durable,
-                auto_delete: queue.auto_delete,
-                arguments: queue.arguments,
-                bindings,
-                messages,
-            },
-        )
-        .await?;
-        Ok(Done::new(format!("{messages} messages, {count} bindings")))
-    }
-
-    pub(super) async fn queue_backup(&self, name: &str) -> Option<Backup> {
-        self.backups
-            .lock()
-            .await
-            .iter()
-            .map(|(_, b)| b)
-            .find(|b| matches!(b, Backup::Queue { name: n, .. } if n == name))
-            .cloned()
-    }
 }
 
 /// A run's critical window, what the services take of it, and how long the broker was
@@ -605,13 +452,4 @@ struct Window {
     seconds: Option<f64>,
     floor: Option<f64>,
     unavailable: f64,
-}
-
-/// What makes two backups the same thing.
-fn backup_key(item: &Backup) -> String {
-    match item {
-        Backup::Version { .. } => "version".into(),
-        Backup::File { path, .. } => format!("file {path}"),
-        Backup::Queue { name, .. } => format!("queue {name}"),
-    }
 }

@@ -3,14 +3,14 @@
 
 use std::collections::BTreeSet;
 
-use super::{Done, Engine, StepError, record, wait_for};
+use super::{Done, Engine, Planned, StepError, record, wait_for};
 use crate::broker::equivalence::{QueueSettings, differences};
 use crate::broker::management::ConnectionInfo;
 use crate::journal::Backup;
-use crate::plan::upgrade::HostPlan;
+use crate::plan::upgrade::{HostPlan, UpgradePlan};
 use crate::remote::quote;
 
-impl Engine {
+impl<P: Planned> Engine<P> {
     /// `SIZE PATH` lines for the host's log files, taken before a start.
     pub(super) async fn log_sizes(&self, name: &str) -> Result<String, StepError> {
         let Some(glob) = &self.commands_of(name)?.logs else {
@@ -21,7 +21,7 @@ impl Engine {
         );
         let output = self
             .connection(name)?
-            .run("log sizes", &script, self.plan.rendered.command_timeout)
+            .run("log sizes", &script, self.plan.rendered().command_timeout)
             .await?;
         Ok(output.stdout)
     }
@@ -30,7 +30,7 @@ impl Engine {
     async fn log_errors(&self, name: &str) -> Result<Vec<String>, StepError> {
         let (Some(glob), false) = (
             &self.commands_of(name)?.logs,
-            self.plan.rendered.verify.log_errors.is_empty(),
+            self.plan.rendered().verify.log_errors.is_empty(),
         ) else {
             return Ok(vec![]);
         };
@@ -41,7 +41,7 @@ impl Engine {
             .get(name)
             .cloned()
             .unwrap_or_default();
-        let pattern = quote(&self.plan.rendered.verify.log_errors.join("|"));
+        let pattern = quote(&self.plan.rendered().verify.log_errors.join("|"));
         // Files as they were before the start, with their sizes; a file not listed is new.
         let mut script = String::from("sizes=$(cat <<'ROLL_SIZES'\n");
         script.push_str(&offsets);
@@ -57,7 +57,7 @@ impl Engine {
         ));
         let output = self
             .connection(name)?
-            .run("log errors", &script, self.plan.rendered.command_timeout)
+            .run("log errors", &script, self.plan.rendered().command_timeout)
             .await?;
         Ok(output
             .stdout
@@ -97,52 +97,13 @@ impl Engine {
         })
     }
 
-    /// Waits until the host passes every check, or fails at once on an error in its logs.
-    pub(super) async fn verify_host(&self, host: &HostPlan) -> Result<Done, StepError> {
-        let name = host.host.as_str();
-        wait_for(self.plan.rendered.verify.timeout, || async {
-            self.fail_on_log_errors(name).await?;
-            let state = self.status(name).await?;
-            if state != "running" {
-                return Ok(Err(format!("status says {state:?}")));
-            }
-            let version = self.installed_version(name).await?;
-            if version != self.plan.version {
-                return Ok(Err(format!(
-                    "installed version is {version:?}, not {:?}",
-                    self.plan.version
-                )));
-            }
-            for queue in &host.verify_queues {
-                if let Err(why) = self.check_queue(queue).await? {
-                    return Ok(Err(why));
-                }
-            }
-            if let Err(why) = self.check_client(name).await? {
-                return Ok(Err(why));
-            }
-            Ok(Ok(()))
-        })
-        .await?;
-        Ok(Done::new(format!(
-            "running {} {}, {} queues as targeted{}",
-            self.plan.package,
-            self.plan.version,
-            host.verify_queues.len(),
-            match &self.plan.rendered.verify.client_version {
-                Some(v) => format!(", connected as {v}"),
-                None => String::new(),
-            }
-        )))
-    }
-
     /// The queue exists with the target settings and (when backed up) its bindings.
     pub(super) async fn check_queue(&self, name: &str) -> Result<Result<(), String>, StepError> {
         let Some(q) = self.management.queue(name).await? else {
             return Ok(Err(format!("queue {name} is not on the broker")));
         };
         let current = QueueSettings::new(q.durable, q.auto_delete, q.arguments);
-        let diffs = differences(&current, &self.plan.rendered.target);
+        let diffs = differences(&current, &self.plan.rendered().target);
         if !diffs.is_empty() {
             let text: Vec<String> = diffs.iter().map(|d| d.to_string()).collect();
             return Ok(Err(format!("queue {name} differs: {}", text.join(", "))));
@@ -170,7 +131,7 @@ impl Engine {
     /// The host's broker connections (found by their local address and port, which the
     /// broker shows as peer host and port) show the new version.
     async fn check_client(&self, name: &str) -> Result<Result<(), String>, StepError> {
-        match &self.plan.rendered.verify.client_version {
+        match &self.plan.rendered().verify.client_version {
             Some(expected) => self.check_connected(name, Some(expected)).await,
             None => Ok(Ok(())),
         }
@@ -209,6 +170,47 @@ impl Engine {
             )));
         }
         Ok(Ok(()))
+    }
+}
+
+impl Engine<UpgradePlan> {
+    /// Waits until the host passes every check, or fails at once on an error in its logs.
+    pub(super) async fn verify_host(&self, host: &HostPlan) -> Result<Done, StepError> {
+        let name = host.host.as_str();
+        wait_for(self.plan.rendered().verify.timeout, || async {
+            self.fail_on_log_errors(name).await?;
+            let state = self.status(name).await?;
+            if state != "running" {
+                return Ok(Err(format!("status says {state:?}")));
+            }
+            let version = self.installed_version(name).await?;
+            if version != self.plan.version {
+                return Ok(Err(format!(
+                    "installed version is {version:?}, not {:?}",
+                    self.plan.version
+                )));
+            }
+            for queue in &host.verify_queues {
+                if let Err(why) = self.check_queue(queue).await? {
+                    return Ok(Err(why));
+                }
+            }
+            if let Err(why) = self.check_client(name).await? {
+                return Ok(Err(why));
+            }
+            Ok(Ok(()))
+        })
+        .await?;
+        Ok(Done::new(format!(
+            "running {} {}, {} queues as targeted{}",
+            self.plan.package,
+            self.plan.version,
+            host.verify_queues.len(),
+            match &self.plan.rendered().verify.client_version {
+                Some(v) => format!(", connected as {v}"),
+                None => String::new(),
+            }
+        )))
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::rendered::RenderError;
+use super::rendered::{RenderError, Rendered};
 use super::upgrade::UpgradePlan;
 use crate::inventory::{Group, Half, Role};
 use crate::journal::{Backup, Entry, Event};
@@ -84,6 +84,18 @@ pub struct RollbackPlan {
     /// Restored queues keep their messages (false with `--allow-message-loss`).
     #[serde(default = "yes")]
     pub preserve_messages: bool,
+    /// Hosts repaired at the same time (the upgrade's `--parallel`).
+    pub parallel: usize,
+    /// The hosts that consume each queue restored: its owner, or for a queue of the half or
+    /// of the group, every host of the run that started and the other half's that stopped
+    /// with it. None of them may run while it is restored.
+    pub consumers: BTreeMap<String, Vec<String>>,
+    /// The host that owns each of those queues (the others are the half's or the group's):
+    /// its time without a consumer is that host's.
+    pub owners: BTreeMap<String, String>,
+    /// The release the upgrade was approved with, rendered for every host: the commands the
+    /// rollback runs (stop, start, status, the reset) are its.
+    pub rendered: Rendered,
 }
 
 fn yes() -> bool {
@@ -258,6 +270,17 @@ pub fn plan(
         .iter()
         .cloned()
         .partition(|q| history.restored(q));
+    let owners: BTreeMap<String, String> = upgrade
+        .hosts
+        .iter()
+        .flat_map(|h| h.queues.iter().map(|q| (q.name.clone(), h.host.clone())))
+        .filter(|(q, _)| history.queues.contains(q))
+        .collect();
+    let consumers = history
+        .queues
+        .iter()
+        .map(|q| (q.clone(), consumers(upgrade, &owners, q)))
+        .collect();
     Ok(RollbackPlan {
         run_id: run_id.to_string(),
         group: group.name.clone(),
@@ -272,7 +295,26 @@ pub fn plan(
         repair,
         keep_upgraded_stopped: options.keep_upgraded_stopped,
         preserve_messages: options.preserve_messages,
+        parallel: upgrade.parallel,
+        consumers,
+        owners,
+        rendered: upgrade.rendered.clone(),
     })
+}
+
+/// The hosts that consume `queue`: its owner, or every host of the run that starts and the
+/// other half's that stopped with it.
+fn consumers(upgrade: &UpgradePlan, owners: &BTreeMap<String, String>, queue: &str) -> Vec<String> {
+    if let Some(owner) = owners.get(queue) {
+        return vec![owner.clone()];
+    }
+    upgrade
+        .hosts
+        .iter()
+        .filter(|h| h.start)
+        .map(|h| h.host.clone())
+        .chain(upgrade.critical_stops.iter().cloned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -311,6 +353,21 @@ mod tests {
         assert!(px6.files.is_empty());
         let pxatx1 = p.repair.iter().find(|r| r.host == "pxatx1").unwrap();
         assert!(!pxatx1.start, "the swapped-out active host stays stopped");
+    }
+
+    #[test]
+    fn the_plan_holds_what_its_execution_needs_of_the_upgrade() {
+        let upgrade = upgrade_plan();
+        let p = plan("rb1", &ops(), &upgrade, &journal(), options(true, false)).unwrap();
+        // A shared queue: every host of the run that starts, and the other half's stopped.
+        assert_eq!(
+            p.consumers["q.cluster"],
+            ["px5", "px6", "px7", "px8", "pxatx1", "px1"]
+        );
+        assert!(p.owners.is_empty());
+        assert_eq!(p.rendered, upgrade.rendered);
+        assert_eq!(p.parallel, upgrade.parallel);
+        assert_eq!(p.rolls_back, upgrade.run_id);
     }
 
     #[test]
