@@ -43,32 +43,32 @@ impl<P: Planned> Actions<P> for Idle {
 /// The real thing: commands over SSH, the management API, AMQP.
 pub struct World;
 
-impl Actions<UpgradePlan> for World {
-    fn act<'a>(
-        &'a self,
-        engine: &'a Engine<UpgradePlan>,
-        host: &'a str,
-        step: &'a Step,
-    ) -> Act<'a> {
-        Box::pin(engine.act(host, step))
-    }
+/// What the steps of a kind of plan do in the world: its interpreter's own work.
+pub trait Interpret {
+    fn interpret<'a>(&'a self, host: &'a str, step: &'a Step) -> Act<'a>;
+}
 
-    fn broker_up<'a>(&'a self, engine: &'a Engine<UpgradePlan>) -> Up<'a> {
-        Box::pin(engine.broker_answers())
+impl Interpret for Engine<UpgradePlan> {
+    fn interpret<'a>(&'a self, host: &'a str, step: &'a Step) -> Act<'a> {
+        Box::pin(self.act(host, step))
     }
 }
 
-impl Actions<RollbackPlan> for World {
-    fn act<'a>(
-        &'a self,
-        engine: &'a Engine<RollbackPlan>,
-        host: &'a str,
-        step: &'a Step,
-    ) -> Act<'a> {
-        Box::pin(engine.rollback_act(host, step))
+impl Interpret for Engine<RollbackPlan> {
+    fn interpret<'a>(&'a self, host: &'a str, step: &'a Step) -> Act<'a> {
+        Box::pin(self.rollback_act(host, step))
+    }
+}
+
+impl<P: Planned> Actions<P> for World
+where
+    Engine<P>: Interpret,
+{
+    fn act<'a>(&'a self, engine: &'a Engine<P>, host: &'a str, step: &'a Step) -> Act<'a> {
+        engine.interpret(host, step)
     }
 
-    fn broker_up<'a>(&'a self, engine: &'a Engine<RollbackPlan>) -> Up<'a> {
+    fn broker_up<'a>(&'a self, engine: &'a Engine<P>) -> Up<'a> {
         Box::pin(engine.broker_answers())
     }
 }
