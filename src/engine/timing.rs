@@ -189,6 +189,18 @@ mod tests {
         )
     }
 
+    /// The broker away for `seconds`, measured at `ms`.
+    fn unavailable(ms: u64, seconds: f64) -> Entry {
+        at(
+            ms,
+            Event::Measured {
+                what: BROKER_UNAVAILABLE.into(),
+                seconds,
+                detail: String::new(),
+            },
+        )
+    }
+
     #[test]
     fn windows_run_from_the_first_stop_to_the_end_of_the_first_start() {
         let entries = vec![
@@ -248,24 +260,10 @@ mod tests {
         let entries = vec![
             started(1_000, "px5", "stop"),
             finished(2_000, "px5", "stop", true),
-            at(
-                6_000,
-                Event::Measured {
-                    what: BROKER_UNAVAILABLE.into(),
-                    seconds: 3.0,
-                    detail: String::new(),
-                },
-            ),
+            unavailable(6_000, 3.0),
             started(8_000, "px5", "start"),
             finished(9_000, "px5", "start", true),
-            at(
-                20_000,
-                Event::Measured {
-                    what: BROKER_UNAVAILABLE.into(),
-                    seconds: 2.0,
-                    detail: String::new(),
-                },
-            ),
+            unavailable(20_000, 2.0),
         ];
         let mut entries = entries;
         // The same outage as the lock saw it, longer: counted once.
