@@ -108,7 +108,8 @@ pub enum Command {
     /// and backup goes to the journal; `roll resume` continues an interrupted run.
     /// Exit codes: 0 done, 3 partial, 1 failed, 2 usage, inventory or playbook error.
     ///
-    /// Example: roll upgrade -p playbooks/sr3-minor.toml --group ops --half a
+    /// Example: roll upgrade -p playbooks/sr3-minor.toml --group stage --half a
+    /// Example: roll upgrade --group ops --half a   (the release stage completed)
     Upgrade(UpgradeArgs),
     /// Undo the group's last upgrade run from its journal: fail over to the untouched half,
     /// then restore the group as it was.
@@ -120,7 +121,7 @@ pub enum Command {
     /// Run it again to finish an interrupted rollback. Exit codes: 0 done, 1 failed,
     /// 2 nothing to roll back or a usage error.
     ///
-    /// Example: roll rollback -p playbooks/sr3-queue-expire.toml --group ops
+    /// Example: roll rollback --group ops
     Rollback(RollbackArgs),
     /// Continue the group's interrupted or failed run from its journal: the same plan, the
     /// steps already done skipped. Every step is safe to run again.
@@ -148,9 +149,10 @@ pub enum Command {
 /// The options of `roll upgrade`.
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
-    /// The playbook (release) to apply.
-    #[arg(short, long)]
-    playbook: PathBuf,
+    /// The playbook (release) to apply. Without it (and without ROLL_PLAYBOOK), a group that
+    /// requires another gets the release that completed on both halves of that group.
+    #[arg(short, long, env = "ROLL_PLAYBOOK")]
+    playbook: Option<PathBuf>,
     /// The group to upgrade.
     #[arg(short, long)]
     group: String,
@@ -196,9 +198,10 @@ impl UpgradeArgs {
 /// The options of `roll rollback`.
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
-    /// The playbook of the run to undo (its commands are used).
+    /// Not needed: the journal holds the release the run was approved with. If given, it
+    /// must be that release.
     #[arg(short, long)]
-    playbook: PathBuf,
+    playbook: Option<PathBuf>,
     /// The group whose last run to undo.
     #[arg(short, long)]
     group: String,

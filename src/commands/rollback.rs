@@ -19,7 +19,8 @@ use crate::{clock, exit, lock, render};
 /// The settings of `roll rollback`.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub playbook: PathBuf,
+    /// The release of the run to undo, to check against the journaled one (optional).
+    pub playbook: Option<PathBuf>,
     pub group: String,
     pub yes: bool,
     pub dry_run: bool,
@@ -75,21 +76,28 @@ fn find_target(state_dir: &Path, group: &str) -> Result<Target, Error> {
 
 /// Runs `roll rollback`.
 pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error> {
-    let playbook = playbook::load(&settings.playbook)?;
+    let playbook = settings
+        .playbook
+        .as_deref()
+        .map(playbook::load)
+        .transpose()?;
     let group = super::one_group(inventory, &settings.group, &settings.state_dir)?;
     let mut session = Session::open(group, "rollback").await?;
-    let result = rollback_in(&mut session, &playbook, &settings).await;
+    let result = rollback_in(&mut session, playbook.as_ref(), &settings).await;
     session.close().await;
     result
 }
 
 /// The upgrade plan of the run to undo, with its release: the one approved with it, which
-/// the given playbook must agree with.
-fn upgrade_plan(target: &Target, playbook: &Playbook) -> Result<UpgradePlan, Error> {
+/// a playbook given must agree with.
+fn upgrade_plan(target: &Target, playbook: Option<&Playbook>) -> Result<UpgradePlan, Error> {
     let plan: UpgradePlan = match journaled::upgrade(&target.upgrade_entries) {
         Ok(Some(plan)) => plan,
         Ok(None) => return Err(Error::Usage("the journal holds no upgrade plan".into())),
         Err(err) => return Err(Error::State(format!("the run to roll back: {err}"))),
+    };
+    let Some(playbook) = playbook else {
+        return Ok(plan);
     };
     if plan.playbook != playbook.name {
         return Err(Error::Usage(format!(
@@ -171,7 +179,7 @@ fn swap_roles(state_dir: &Path, group: &str, swap: &rollback::Swap) -> Result<()
 
 async fn rollback_in(
     session: &mut Session,
-    playbook: &Playbook,
+    playbook: Option<&Playbook>,
     settings: &Settings,
 ) -> Result<u8, Error> {
     let group = session.group.clone();

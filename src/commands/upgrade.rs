@@ -19,7 +19,8 @@ use crate::{clock, exit, render, survey};
 /// The settings of `roll upgrade`, checked.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub playbook: PathBuf,
+    /// The release; `None`: the one the required group completed.
+    pub playbook: Option<PathBuf>,
     pub group: String,
     pub half: Half,
     pub yes: bool,
@@ -67,10 +68,75 @@ pub fn completed_halves(
     Ok(halves)
 }
 
+/// The release a group that requires another is upgraded to when no playbook is given: the
+/// one that completed last on both halves of the required group, as it was approved there
+/// (the seed's promotion: dev, then stage, then ops).
+fn promoted_release(group: &Group, state_dir: &Path) -> Result<Playbook, Error> {
+    let Some(required) = &group.requires else {
+        return Err(Error::Usage(format!(
+            "group {}: no playbook given (-p FILE or ROLL_PLAYBOOK), and the group requires no \
+             other group whose completed release it would take",
+            group.name
+        )));
+    };
+    // Each release's halves done, and the run (in the order made: ids sort by time) that
+    // last did one.
+    let mut done: Vec<(Playbook, BTreeSet<Half>, usize)> = vec![];
+    for (at, path) in journal::runs(state_dir, required)?.into_iter().enumerate() {
+        let entries = journal::read(&path)?;
+        let finished = entries.iter().any(|e| {
+            matches!(
+                e.event,
+                Event::Finished {
+                    status: RunStatus::Done,
+                    ..
+                }
+            )
+        });
+        let Ok(Some(plan)) = crate::plan::journaled::upgrade(&entries) else {
+            continue;
+        };
+        if !finished {
+            continue;
+        }
+        let same = |p: &Playbook| p.name == plan.release.name && p.version == plan.release.version;
+        match done.iter_mut().find(|(p, _, _)| same(p)) {
+            Some((release, halves, last)) => {
+                halves.insert(plan.half);
+                *release = plan.release;
+                *last = at;
+            }
+            None => done.push((plan.release, BTreeSet::from([plan.half]), at)),
+        }
+    }
+    let complete = done
+        .into_iter()
+        .filter(|(_, halves, _)| Half::ALL.iter().all(|h| halves.contains(h)))
+        .max_by_key(|(_, _, last)| *last);
+    match complete {
+        Some((release, _, _)) => {
+            output::note(&format!(
+                "no playbook given: group {} takes {} {} (playbook {}), completed on both \
+                 halves of {required}",
+                group.name, release.package, release.version, release.name
+            ));
+            Ok(release)
+        }
+        None => Err(Error::Usage(format!(
+            "group {}: no playbook given (-p FILE or ROLL_PLAYBOOK), and no release has \
+             completed on both halves of {required}, which it requires",
+            group.name
+        ))),
+    }
+}
+
 /// Runs `roll upgrade`.
 pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error> {
-    let playbook = playbook::load(&settings.playbook)?;
     let group = super::one_group(inventory, &settings.group, &settings.state_dir)?;
+    let playbook = match &settings.playbook {
+        Some(path) => playbook::load(path)?,
+        None => promoted_release(&group, &settings.state_dir)?,
+    };
     if settings.parallel == 0 {
         return Err(Error::Usage("--parallel must be at least 1".into()));
     }

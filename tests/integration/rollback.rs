@@ -88,6 +88,16 @@ fn serial_rollback_after_the_queue_expire_release_on_ops_half_b() {
         dry.stdout
     );
     assert_eq!(queues(), upgraded, "the dry run changed queues");
+    // No playbook needed: the journal holds the release.
+    let no_playbook = Roll::rollback("ops").state(&state).dry_run().run();
+    assert_eq!(no_playbook.code, 0, "{no_playbook:#?}");
+    assert!(
+        no_playbook
+            .stdout
+            .contains("pair pxatx: pxatx2 (on the old release) becomes active"),
+        "{}",
+        no_playbook.stdout
+    );
 
     let run = rollback(&state, EXPIRE).yes().json().run();
     assert_eq!(run.code, 0, "{run:#?}");

@@ -42,14 +42,35 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
     for row in status(&state, "ops").values() {
         assert_eq!(row["version"], "3.2.0.post1", "{row}");
     }
+    // Without a playbook, ops takes what stage completed: nothing yet.
+    let nothing = Roll::upgrade("ops", "a").state(&state).yes().run();
+    assert_eq!(nothing.code, 2, "{nothing:#?}");
+    assert!(
+        nothing
+            .stderr
+            .contains("no release has completed on both halves of stage"),
+        "{}",
+        nothing.stderr
+    );
 
     for half in ["a", "b"] {
         let run = upgrade(&state, MINOR, "stage", half).run();
         assert_eq!(run.code, 0, "stage {half}: {run:#?}");
     }
     let b_before = half_pids(&ops_b());
-    let run = upgrade(&state, MINOR, "ops", "a").parallel(4).run();
+    // The command as operators say it: the release comes from stage's journal.
+    let run = Roll::upgrade("ops", "a")
+        .state(&state)
+        .yes()
+        .parallel(4)
+        .run();
     assert_eq!(run.code, 0, "ops a: {run:#?}");
+    assert!(
+        run.stderr
+            .contains("group ops takes metpx-sr3 3.3.1 (playbook sr3-minor)"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         half_pids(&ops_b()),
         b_before,
@@ -562,6 +583,21 @@ fn utc_seconds(stamp: &str) -> Option<f64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some((days * 86_400 + h * 3600 + mi * 60 + s) as f64 + ms as f64 / 1000.0)
+}
+
+/// A group that requires no other, without a playbook: refused before anything is touched.
+#[test]
+fn an_upgrade_without_a_playbook_of_a_group_that_requires_none_is_refused() {
+    require_lab();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = Roll::upgrade("dev", "a").state(&dir).dry_run().run();
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("group dev: no playbook given (-p FILE or ROLL_PLAYBOOK)"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
