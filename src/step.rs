@@ -135,25 +135,6 @@ impl Step {
         }
     }
 
-    /// A step of a rollback.
-    pub fn of_rollback(&self) -> bool {
-        matches!(
-            self,
-            Step::RollbackStop
-                | Step::RollbackVerifyStopped
-                | Step::RollbackHold(_)
-                | Step::RollbackRestore(_)
-                | Step::FailoverStart
-                | Step::RollbackRelease(_)
-                | Step::SwapPair(_)
-                | Step::Reinstall
-                | Step::RestoreFiles
-                | Step::RollbackResetQueueState
-                | Step::StartAgain
-                | Step::VerifyAgain
-        )
-    }
-
     /// A step that starts a service: its detail is the log sizes noted just before it, where
     /// its verification reads from.
     pub fn starts(&self) -> bool {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 use crate::inventory::{Group, Half, Inventory, Role};
-use crate::journal::{self, Event, Journal, RunKind, RunStatus};
+use crate::journal::{self, Entry, Event, Journal, RunKind, RunStatus};
 use crate::output::{self, OutputFormat};
 use crate::plan::journaled::RunPlan;
 use crate::plan::upgrade::{self, Options};
@@ -32,6 +32,27 @@ pub struct Settings {
     pub output: OutputFormat,
 }
 
+/// The entries of every run of `group` that ended done, oldest first (run ids sort by time).
+fn done_runs(state_dir: &Path, group: &str) -> Result<Vec<Vec<Entry>>, Error> {
+    let mut done = vec![];
+    for path in journal::runs(state_dir, group)? {
+        let entries = journal::read(&path)?;
+        let ended_done = entries.iter().any(|e| {
+            matches!(
+                e.event,
+                Event::Finished {
+                    status: RunStatus::Done,
+                    ..
+                }
+            )
+        });
+        if ended_done {
+            done.push(entries);
+        }
+    }
+    Ok(done)
+}
+
 /// The halves of `group` on which this playbook and version completed.
 pub fn completed_halves(
     state_dir: &Path,
@@ -40,8 +61,7 @@ pub fn completed_halves(
     version: &str,
 ) -> Result<BTreeSet<Half>, Error> {
     let mut halves = BTreeSet::new();
-    for path in journal::runs(state_dir, group)? {
-        let entries = journal::read(&path)?;
+    for entries in done_runs(state_dir, group)? {
         let started = entries.iter().find_map(|e| match &e.event {
             Event::Started {
                 kind,
@@ -52,18 +72,7 @@ pub fn completed_halves(
             } if *kind == RunKind::Upgrade && p == playbook && v == version => *half,
             _ => None,
         });
-        let done = entries.iter().any(|e| {
-            matches!(
-                e.event,
-                Event::Finished {
-                    status: RunStatus::Done,
-                    ..
-                }
-            )
-        });
-        if let (Some(half), true) = (started, done) {
-            halves.insert(half);
-        }
+        halves.extend(started);
     }
     Ok(halves)
 }
@@ -79,26 +88,12 @@ fn promoted_release(group: &Group, state_dir: &Path) -> Result<Playbook, Error> 
             group.name
         )));
     };
-    // Each release's halves done, and the run (in the order made: ids sort by time) that
-    // last did one.
+    // Each release's halves done, and the done run (oldest first) that last did one.
     let mut done: Vec<(Playbook, BTreeSet<Half>, usize)> = vec![];
-    for (at, path) in journal::runs(state_dir, required)?.into_iter().enumerate() {
-        let entries = journal::read(&path)?;
-        let finished = entries.iter().any(|e| {
-            matches!(
-                e.event,
-                Event::Finished {
-                    status: RunStatus::Done,
-                    ..
-                }
-            )
-        });
+    for (at, entries) in done_runs(state_dir, required)?.into_iter().enumerate() {
         let Ok(Some(plan)) = crate::plan::journaled::upgrade(&entries) else {
             continue;
         };
-        if !finished {
-            continue;
-        }
         let same = |p: &Playbook| p.name == plan.release.name && p.version == plan.release.version;
         match done.iter_mut().find(|(p, _, _)| same(p)) {
             Some((release, halves, last)) => {

@@ -108,14 +108,7 @@ impl<P: Planned> Engine<P> {
 
     /// The first line a command prints, trimmed.
     async fn first_line(&self, name: &str, label: &str, script: &str) -> Result<String, StepError> {
-        let output = self.command(name, label, script).await?;
-        Ok(output
-            .stdout
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string())
+        Ok(self.command(name, label, script).await?.first_line())
     }
 
     /// Journals a backup unless the journal already has it (a resume keeps the original).
