@@ -10,6 +10,8 @@ use crate::commands;
 use crate::error::Error;
 use crate::inventory::{self, Half};
 use crate::output::OutputFormat;
+use crate::plan::rollout::{Asked, PauseAfter};
+use crate::playbook::rollout::{Bound, OnFailure};
 
 /// roll: rolling upgrades of fleets of hosts that live on a RabbitMQ broker.
 #[derive(Debug, Parser)]
@@ -106,9 +108,11 @@ pub enum Command {
     /// running, the promotion gate), shows the plan, asks for approval (type the group name)
     /// unless --yes, then executes exactly that plan: canary first, then the rest. Every step
     /// and backup goes to the journal; `roll resume` continues an interrupted run.
-    /// Exit codes: 0 done, 3 partial, 1 failed, 2 usage, inventory or playbook error.
+    /// Exit codes: 0 done, 3 partial, 1 failed, 2 usage, inventory or playbook error,
+    /// 4 paused (--pause-after).
     ///
     /// Example: roll upgrade -p playbooks/sr3-minor.toml --group stage --half a
+    /// Example: roll upgrade --group ops --half b --waves 1,2,100% --max-failures 1
     /// Example: roll upgrade --group ops --half a   (the release stage completed)
     Upgrade(UpgradeArgs),
     /// Undo the group's last upgrade run from its journal: fail over to the untouched half,
@@ -146,6 +150,26 @@ pub enum Command {
     },
 }
 
+/// `--waves`, parsed (clap needs a type that is not a Vec).
+#[derive(Debug, Clone)]
+pub struct Waves(Vec<Bound>);
+
+fn parse_waves(s: &str) -> Result<Waves, String> {
+    crate::playbook::rollout::parse_waves(s).map(Waves)
+}
+
+fn parse_pause_after(s: &str) -> Result<PauseAfter, String> {
+    s.parse()
+}
+
+fn parse_bound(s: &str) -> Result<Bound, String> {
+    s.parse()
+}
+
+fn parse_on_failure(s: &str) -> Result<OnFailure, String> {
+    s.parse()
+}
+
 /// The options of `roll upgrade`.
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
@@ -165,9 +189,26 @@ pub struct UpgradeArgs {
     /// Print the plan and stop: nothing is changed.
     #[arg(long)]
     dry_run: bool,
-    /// Hosts upgraded at the same time after the canary.
+    /// Hosts upgraded at the same time within a wave.
     #[arg(long, default_value_t = 1)]
     parallel: usize,
+    /// The waves, as cumulative counts or percentages of the half (e.g. 1,25%,100%); hosts
+    /// left over make a last wave. Default: the playbook's [rollout] waves, else the canary,
+    /// then the rest.
+    #[arg(long, value_parser = parse_waves)]
+    waves: Option<Waves>,
+    /// End the run, paused (exit 4), after the canary or after wave N; `roll resume`
+    /// continues with the next wave.
+    #[arg(long, value_name = "canary|N", value_parser = parse_pause_after)]
+    pause_after: Option<PauseAfter>,
+    /// Hosts that may fail after the first wave while the run goes on (N or P% of the
+    /// half); default 0: the first failure stops the run.
+    #[arg(long, value_name = "N|P%", value_parser = parse_bound)]
+    max_failures: Option<Bound>,
+    /// After a failure not tolerated: stop where it is (default), or roll the run back at
+    /// once (the untouched half first).
+    #[arg(long, value_name = "stop|rollback", value_parser = parse_on_failure)]
+    on_failure: Option<OnFailure>,
     /// Upgrade even though the required group has not completed this release (recorded).
     #[arg(long)]
     skip_promotion_check: bool,
@@ -187,6 +228,12 @@ impl UpgradeArgs {
             yes: self.yes,
             dry_run: self.dry_run,
             parallel: self.parallel,
+            rollout: Asked {
+                waves: self.waves.map(|w| w.0),
+                pause_after: self.pause_after,
+                max_failures: self.max_failures,
+                on_failure: self.on_failure,
+            },
             skip_promotion_check: self.skip_promotion_check,
             allow_message_loss: self.allow_message_loss,
             state_dir,

@@ -28,6 +28,9 @@ pub enum Error {
     /// nothing was changed.
     #[error("{0} (nothing was changed)")]
     Render(#[from] crate::plan::rendered::RenderError),
+    /// The waves or the failure policy cannot be planned as asked: nothing was changed.
+    #[error("{0} (nothing was changed)")]
+    Rollout(#[from] crate::plan::rollout::RolloutError),
     /// The journal could not be read or written.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
@@ -63,6 +66,7 @@ impl Error {
             | Error::Usage(_)
             | Error::Playbook(_)
             | Error::Render(_)
+            | Error::Rollout(_)
             | Error::State(_) => exit::USAGE,
             Error::Broker(_)
             | Error::Unreachable(_)
@@ -84,4 +88,13 @@ fn list(errors: &[RemoteError]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+impl From<crate::plan::upgrade::PlanError> for Error {
+    fn from(err: crate::plan::upgrade::PlanError) -> Error {
+        match err {
+            crate::plan::upgrade::PlanError::Render(e) => Error::Render(e),
+            crate::plan::upgrade::PlanError::Rollout(e) => Error::Rollout(e),
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! | 2 | usage, inventory or playbook error: nothing was done |
 //! | 2 | `queue-diff` only: changes are pending |
 //! | 3 | partial: some of the work was done, some failed |
+//! | 4 | `upgrade`/`resume` only: paused at a wave boundary as asked (`--pause-after`) |
 
 /// Everything went as asked.
 pub const SUCCESS: u8 = 0;
@@ -19,6 +20,8 @@ pub const USAGE: u8 = 2;
 pub const CHANGES_PENDING: u8 = 2;
 /// Part of the work was done and part failed.
 pub const PARTIAL: u8 = 3;
+/// The run ended paused at a wave boundary, as asked: `roll resume` continues it.
+pub const PAUSED: u8 = 4;
 
 /// Decides the exit code of an operation over many items from how many succeeded and failed.
 pub fn from_counts(succeeded: usize, failed: usize) -> u8 {

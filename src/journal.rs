@@ -194,6 +194,8 @@ pub enum RunStatus {
     Done,
     Partial,
     Failed,
+    /// Ended at a wave boundary as asked (`--pause-after`): `roll resume` continues.
+    Paused,
 }
 
 impl RunStatus {
@@ -202,6 +204,7 @@ impl RunStatus {
             RunStatus::Done => "done",
             RunStatus::Partial => "partial",
             RunStatus::Failed => "failed",
+            RunStatus::Paused => "paused",
         }
     }
 }

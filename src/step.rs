@@ -37,6 +37,14 @@ pub enum Step {
     Release(String),
     /// The host runs the release, connected, on its queues.
     Verify,
+    /// The wave's gate on this host: the playbook's gate command, its queues caught up.
+    Gate,
+
+    // Between waves (on the broker).
+    /// The gates of a wave's hosts keep passing for the soak time (`min_healthy`).
+    Soak(usize),
+    /// The run ends here, paused (`roll resume` continues with the next wave).
+    Pause(usize),
 
     // The group's broker.
     /// Save a shared queue's definition, bindings and message count.
@@ -73,7 +81,7 @@ pub enum Step {
 }
 
 /// The steps that take no argument, with their names.
-const FIXED: [(&str, Step); 20] = [
+const FIXED: [(&str, Step); 21] = [
     ("backup", Step::Backup),
     ("upgrade", Step::Upgrade),
     ("stage files", Step::StageFiles),
@@ -83,6 +91,7 @@ const FIXED: [(&str, Step); 20] = [
     ("reset queue state", Step::ResetQueueState),
     ("start", Step::Start),
     ("verify", Step::Verify),
+    ("gate", Step::Gate),
     ("stop (failover)", Step::StopFailover),
     ("verify stopped (failover)", Step::VerifyStoppedFailover),
     ("start (failover)", Step::StartFailover),
@@ -163,6 +172,8 @@ impl fmt::Display for Step {
             Step::RollbackRestore(q) => ("rollback restore ", q),
             Step::RollbackRelease(q) => ("rollback release ", q),
             Step::SwapPair(p) => ("swap pair ", p),
+            Step::Soak(wave) => return write!(f, "soak wave {wave}"),
+            Step::Pause(wave) => return write!(f, "pause after wave {wave}"),
             fixed => {
                 let name = FIXED.iter().find(|(_, s)| s == fixed).map(|(n, _)| *n);
                 return f.write_str(name.unwrap_or("?"));
@@ -179,6 +190,13 @@ impl FromStr for Step {
     fn from_str(name: &str) -> Result<Step, Self::Err> {
         if let Some((_, step)) = FIXED.iter().find(|(n, _)| *n == name) {
             return Ok(step.clone());
+        }
+        let wave = |prefix: &str| name.strip_prefix(prefix).and_then(|n| n.parse().ok());
+        if let Some(n) = wave("soak wave ") {
+            return Ok(Step::Soak(n));
+        }
+        if let Some(n) = wave("pause after wave ") {
+            return Ok(Step::Pause(n));
         }
         let about = ABOUT.iter().find_map(|(prefix, make)| {
             name.strip_prefix(prefix)
@@ -233,6 +251,7 @@ mod tests {
         let mut all: Vec<Step> = FIXED.iter().map(|(_, s)| s.clone()).collect();
         all.extend(ABOUT.iter().map(|(_, make)| make(q())));
         all.push(Step::other("schedule"));
+        all.extend([Step::Soak(2), Step::Pause(1), Step::Pause(12)]);
         for step in all {
             let name = step.to_string();
             assert_eq!(Step::from(name.as_str()), step, "{name}");
@@ -259,6 +278,8 @@ mod tests {
         assert_eq!(Step::from("stop (failover)"), Step::StopFailover);
         assert_eq!(Step::from("something new"), Step::other("something new"));
         assert_eq!(Step::from("recreate "), Step::other("recreate "));
+        assert_eq!(Step::from("pause after wave 1"), Step::Pause(1));
+        assert_eq!(Step::from("soak wave x"), Step::other("soak wave x"));
     }
 
     #[test]

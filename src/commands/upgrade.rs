@@ -26,6 +26,8 @@ pub struct Settings {
     pub yes: bool,
     pub dry_run: bool,
     pub parallel: usize,
+    /// Waves, pause and failure policy as asked.
+    pub rollout: crate::plan::rollout::Asked,
     pub skip_promotion_check: bool,
     pub allow_message_loss: bool,
     pub state_dir: PathBuf,
@@ -283,6 +285,7 @@ async fn upgrade_in(
     let options = Options {
         parallel: settings.parallel,
         preserve_messages: !settings.allow_message_loss,
+        rollout: settings.rollout.clone(),
     };
     let plan = upgrade::plan(
         &run_id,
@@ -290,7 +293,7 @@ async fn upgrade_in(
         settings.half,
         &report.diff,
         playbook,
-        options,
+        &options,
         &other_versions,
     )?;
     let dry_run = render::UpgradeReport {

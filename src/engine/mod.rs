@@ -19,6 +19,7 @@ mod tests;
 mod timing;
 mod upgrade;
 mod verify;
+mod waves;
 mod work;
 
 pub use actions::{Act, Actions, Up, World};
@@ -170,6 +171,8 @@ pub struct Outcome {
     /// Hosts whose every step is done.
     pub completed: Vec<String>,
     pub failure: Option<Failure>,
+    /// Failures the run went past (`--max-failures`): those hosts are not done.
+    pub failures: Vec<Failure>,
     /// What happened to the messages of each queue recreated.
     pub queues: Vec<QueueAccount>,
     /// Two phases: from the first stop of a consumer of the half's queues to the first start
@@ -223,6 +226,8 @@ pub struct Engine<P> {
     actions: Arc<dyn Actions<P>>,
     /// Where the engine says what it does.
     sink: Sink,
+    /// Failures the run went past (`--max-failures`).
+    tolerated: std::sync::Mutex<Vec<Failure>>,
 }
 
 /// What an engine is made of: the group, the approved plan and its release, the broker,
@@ -336,6 +341,7 @@ impl<P: Planned> Engine<P> {
             lock: None,
             actions: Arc::new(actions::Idle),
             sink: progress::silent(),
+            tolerated: std::sync::Mutex::new(vec![]),
         }
     }
 
@@ -738,12 +744,31 @@ pub enum Policy {
     /// The untouched half is put back in service first (a failure in a critical window,
     /// unless the journal or the lock is gone: then nothing more is done).
     Failover,
+    /// The host stays where it failed and the run goes on (`--max-failures`): never in the
+    /// first wave (the canary), never when the half's hosts stop together, never on the
+    /// broker, never past the bound.
+    Continue,
 }
 
 impl Policy {
-    pub fn after_failure(plan: &UpgradePlan, failure: &Failure) -> Policy {
-        if plan.critical_window && !matches!(failure.cause, Cause::Lock | Cause::Journal) {
+    /// What a failure in wave `wave` (0: outside the waves) does, `tolerated` failures
+    /// having been let through before it.
+    pub fn after_failure(
+        plan: &UpgradePlan,
+        failure: &Failure,
+        wave: usize,
+        tolerated: usize,
+    ) -> Policy {
+        if matches!(failure.cause, Cause::Lock | Cause::Journal) {
+            Policy::Stop
+        } else if plan.critical_window {
             Policy::Failover
+        } else if !plan.two_phase
+            && wave > 1
+            && failure.host != BROKER
+            && tolerated < plan.policy.max_failures
+        {
+            Policy::Continue
         } else {
             Policy::Stop
         }

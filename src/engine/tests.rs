@@ -134,16 +134,17 @@ fn queue_backup(name: &str) -> Backup {
 /// A plan for ops: `expire` changes every queue (two phases, a critical window on half b);
 /// otherwise no queue changes (one phase).
 fn plan(half: Half, expire: bool, parallel: usize) -> UpgradePlan {
+    plan_asked(half, expire, Options::new(parallel, true))
+}
+
+/// [`plan`] with the operator's options.
+fn plan_asked(half: Half, expire: bool, options: Options) -> UpgradePlan {
     let (inventory, playbook) = fixture();
     let ops = inventory.group("ops").unwrap();
     let target = if expire {
         playbook.queues.target.clone()
     } else {
         QueueSettings::new(true, false, Default::default())
-    };
-    let options = Options {
-        parallel,
-        preserve_messages: true,
     };
     let diff = ops_diff(&target);
     upgrade_plan::plan(
@@ -152,7 +153,7 @@ fn plan(half: Half, expire: bool, parallel: usize) -> UpgradePlan {
         half,
         &diff,
         &playbook,
-        options,
+        &options,
         &Default::default(),
     )
     .unwrap()
@@ -588,4 +589,104 @@ fn rolling_back_a_critical_window_the_failover_put_back_only_moves_the_held_mess
     // The active host of the pair that was upgraded is swapped out, and stays stopped.
     assert_eq!(swaps, ["pxatx"]);
     assert!(!fake.of("pxatx1").contains(&Step::StartAgain));
+}
+
+/// The minor release on ops half b in waves px5 | px6 | px7 px8 pxatx1, with `asked`.
+fn waves_plan(asked: crate::plan::rollout::Asked) -> UpgradePlan {
+    use crate::playbook::rollout::Bound;
+    let mut options = Options::new(1, true);
+    options.rollout = crate::plan::rollout::Asked {
+        waves: Some(vec![Bound::Count(1), Bound::Count(2), Bound::Percent(100)]),
+        ..asked
+    };
+    let plan = plan_asked(Half::B, false, options);
+    assert!(!plan.two_phase);
+    let waves: Vec<Vec<String>> = plan.waves.iter().map(|w| w.hosts.clone()).collect();
+    assert_eq!(
+        waves,
+        [vec!["px5"], vec!["px6"], vec!["px7", "px8", "pxatx1"]]
+    );
+    plan
+}
+
+#[test]
+fn a_failure_in_a_wave_stops_the_run_before_the_next_wave() {
+    let plan = waves_plan(Default::default());
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::failing("px6", Step::Verify, Cause::Check);
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(outcome.status, RunStatus::Partial);
+    assert_eq!(outcome.completed, ["px5"]);
+    assert_eq!(
+        outcome.failure.as_ref().map(|f| f.host.as_str()),
+        Some("px6")
+    );
+    for host in ["px7", "px8", "pxatx1"] {
+        assert!(fake.of(host).is_empty(), "{host} was touched");
+    }
+}
+
+#[test]
+fn max_failures_lets_the_run_go_past_a_host_but_never_past_the_canary() {
+    use crate::playbook::rollout::Bound;
+    let asked = crate::plan::rollout::Asked {
+        max_failures: Some(Bound::Count(1)),
+        ..Default::default()
+    };
+    let plan = waves_plan(asked.clone());
+    assert_eq!(plan.policy.max_failures, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::failing("px6", Step::Verify, Cause::Check);
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(outcome.status, RunStatus::Partial, "{:?}", outcome.failure);
+    assert!(outcome.failure.is_none(), "{:?}", outcome.failure);
+    let failed: Vec<&str> = outcome.failures.iter().map(|f| f.host.as_str()).collect();
+    assert_eq!(failed, ["px6"]);
+    assert_eq!(outcome.completed, ["px5", "px7", "px8", "pxatx1"]);
+    // A second failure is one too many: the run stops in that wave.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::failing("px6", Step::Verify, Cause::Check);
+    fake.failures
+        .lock()
+        .unwrap()
+        .push(("px7".into(), Step::Upgrade, Cause::Host));
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(
+        outcome.failure.as_ref().map(|f| f.host.as_str()),
+        Some("px7")
+    );
+    // The canary's failure stops the run whatever the bound.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::failing("px5", Step::Verify, Cause::Check);
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(
+        outcome.failure.as_ref().map(|f| f.host.as_str()),
+        Some("px5")
+    );
+    assert!(fake.of("px6").is_empty());
+}
+
+#[test]
+fn a_pause_ends_the_run_at_its_wave_and_a_resume_goes_on_from_the_next() {
+    use crate::plan::rollout::PauseAfter;
+    let plan = waves_plan(crate::plan::rollout::Asked {
+        pause_after: Some(PauseAfter::Canary),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(Fake::default());
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(outcome.status, RunStatus::Paused, "{:?}", outcome.failure);
+    assert_eq!(outcome.completed, ["px5"]);
+    assert!(fake.of("px6").is_empty());
+    assert_eq!(fake.of(BROKER), [Step::Pause(1)]);
+
+    let second = Arc::new(Fake::default());
+    let earlier = entries(dir.path(), "r1");
+    let journal = Journal::reopen(&journal_path(dir.path(), "r1")).unwrap();
+    let resumed = tokio_test(engine(&plan, &second, journal, &earlier).run());
+    assert_eq!(resumed.status, RunStatus::Done, "{:?}", resumed.failure);
+    assert!(second.of("px5").is_empty() && second.of(BROKER).is_empty());
+    assert_eq!(second.of("px6")[0], Step::Backup);
+    assert_eq!(resumed.completed, ["px5", "px6", "px7", "px8", "pxatx1"]);
 }

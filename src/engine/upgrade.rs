@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::Outcome;
 use super::timing::Timing;
+use super::waves::Flow;
 use super::{BROKER, Done, Engine, Failure, Policy, State, StepError, each_host, wait_for};
 use crate::journal::{Backup, Event, RunStatus};
 use crate::plan::upgrade::{HostPlan, UpgradePlan};
@@ -31,22 +32,46 @@ impl Engine<UpgradePlan> {
         let recreated = self.recreated(&timing);
         let queues = self.accounts(recreated).await;
         self.close_amqp().await;
+        let failures = self
+            .tolerated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let status = match (&result, completed.is_empty()) {
-            (Ok(()), _) => RunStatus::Done,
+            (Ok(Flow::Paused(_)), _) => RunStatus::Paused,
+            (Ok(Flow::Finished), _) if !failures.is_empty() => RunStatus::Partial,
+            (Ok(Flow::Finished), _) => RunStatus::Done,
             (Err(_), false) => RunStatus::Partial,
             (Err(_), true) => RunStatus::Failed,
         };
-        let failure = result.err();
-        let summary = match &failure {
-            None => format!(
-                "{} hosts of half {} on {} {}",
+        let group = &self.plan.group;
+        let summary = match &result {
+            Ok(Flow::Paused(wave)) => format!(
+                "paused after wave {wave}, {} hosts of half {} on {} {}: `roll resume --group \
+                 {group}` continues, `roll rollback --group {group}` undoes",
                 completed.len(),
                 self.plan.half,
                 self.plan.package,
                 self.plan.version
             ),
-            Some(f) => f.to_string(),
+            Ok(Flow::Finished) => {
+                let failed: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
+                let and = if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; failed: {}", failed.join("; "))
+                };
+                format!(
+                    "{} hosts of half {} on {} {}{and}",
+                    completed.len(),
+                    self.plan.half,
+                    self.plan.package,
+                    self.plan.version
+                )
+            }
+            Err(f) => f.to_string(),
         };
+        let failure = result.err();
         let _ = self
             .journal_event(Event::Finished { status, summary })
             .await;
@@ -54,6 +79,7 @@ impl Engine<UpgradePlan> {
             status,
             completed,
             failure,
+            failures,
             queues,
             critical_window_seconds: window.seconds,
             critical_window_floor_seconds: window.floor,
@@ -64,7 +90,7 @@ impl Engine<UpgradePlan> {
     }
 
     /// Hosts whose last step (verify, or deploy steps for a passive host) is done.
-    async fn completed_hosts(&self, result: &Result<(), Failure>) -> Vec<String> {
+    async fn completed_hosts(&self, result: &Result<Flow, Failure>) -> Vec<String> {
         let failed = result.as_ref().err().map(|f| f.host.clone());
         self.plan
             .hosts
@@ -73,17 +99,6 @@ impl Engine<UpgradePlan> {
             .filter(|h| self.host_finished(h))
             .map(|h| h.host.clone())
             .collect()
-    }
-
-    fn host_finished(&self, host: &HostPlan) -> bool {
-        self.is_done(
-            &host.host,
-            if host.start {
-                &Step::Verify
-            } else {
-                &Step::Deploy
-            },
-        )
     }
 
     /// The run's critical window (journaled): two phases, from the first stop of a consumer
@@ -145,17 +160,24 @@ impl Engine<UpgradePlan> {
         recreated
     }
 
-    /// Hosts one after the other through every step: the canary, then the rest, at most
-    /// `parallel` at a time. The other half is never touched.
-    pub(super) async fn run_one_phase(self: Arc<Self>) -> Result<(), Failure> {
-        let (first, rest) = self.canary_and_rest();
-        if let Some(canary) = first {
-            self.clone().full(canary).await?;
+    /// Hosts through every step, wave after wave (by default the canary, then the rest), at
+    /// most `parallel` at a time within a wave, each wave's gates and soak passed before the
+    /// next starts; a pause ends the run at its wave's end. The other half is never touched.
+    pub(super) async fn run_one_phase(self: Arc<Self>) -> Result<Flow, Failure> {
+        for wave in self.plan.waves() {
+            let number = wave.number;
+            each_host(
+                &self,
+                self.hosts_of(&wave),
+                self.plan.parallel,
+                |engine, host| engine.tolerating(number, host, Self::full),
+            )
+            .await?;
+            if let Some(flow) = self.after_wave(&wave).await? {
+                return Ok(flow);
+            }
         }
-        each_host(&self, rest, self.plan.parallel, |engine, host| {
-            engine.full(host)
-        })
-        .await
+        Ok(Flow::Finished)
     }
 
     /// Every host of the half is made ready (the canary first), the half's queues are held;
@@ -163,7 +185,7 @@ impl Engine<UpgradePlan> {
     /// once, the queues are recreated, the canary starts, then the rest; held messages go
     /// back last. A failure in the critical window restores the untouched half
     /// ([`Policy::after_failure`]).
-    pub(super) async fn run_two_phases(self: Arc<Self>) -> Result<(), Failure> {
+    pub(super) async fn run_two_phases(self: Arc<Self>) -> Result<Flow, Failure> {
         let (first, rest) = self.canary_and_rest();
         if let Some(canary) = first.clone() {
             self.clone().ready(canary).await?;
@@ -175,7 +197,7 @@ impl Engine<UpgradePlan> {
         self.steps(BROKER, &self.plan.broker.before).await?;
         let critical = self.clone().critical_phase(first, rest).await;
         if let Err(failed) = &critical
-            && Policy::after_failure(&self.plan, failed) == Policy::Failover
+            && Policy::after_failure(&self.plan, failed, 0, 0) == Policy::Failover
             && let Err(also) = self.clone().restore_failover().await
         {
             // The run's own failure is what the operator sees first; the failover's is in
@@ -186,7 +208,7 @@ impl Engine<UpgradePlan> {
             );
             self.progress(&also.host, &also.step, State::Note(note));
         }
-        critical
+        critical.map(|()| Flow::Finished)
     }
 
     async fn critical_phase(
@@ -207,13 +229,18 @@ impl Engine<UpgradePlan> {
         );
         window.and(critical)?;
         self.steps(BROKER, &self.plan.broker.stopped).await?;
-        if let Some(canary) = first {
-            self.clone().finish(canary).await?;
+        // The hosts start wave after wave, each wave's gates and soak passed before the next
+        // (a pause is refused at plan time: the later waves' hosts are stopped).
+        for wave in self.plan.waves() {
+            each_host(
+                &self,
+                self.hosts_of(&wave),
+                self.plan.parallel,
+                |engine, host| engine.finish(host),
+            )
+            .await?;
+            self.after_wave(&wave).await?;
         }
-        each_host(&self, rest, self.plan.parallel, |engine, host| {
-            engine.finish(host)
-        })
-        .await?;
         self.steps(BROKER, &self.plan.broker.after).await
     }
 
@@ -392,6 +419,9 @@ impl Engine<UpgradePlan> {
             Step::Start => self.start_noting_logs(host).await,
             Step::Release(queue) | Step::FailoverRelease(queue) => self.release(queue).await,
             Step::Verify => self.verify_host(self.host_plan(host)?).await,
+            Step::Gate => self.gate(host).await,
+            Step::Soak(wave) => self.soak(*wave).await,
+            Step::Pause(wave) => Ok(self.pause(*wave)),
             Step::BackUp(queue) => self.backup_queue(BROKER, queue).await,
             Step::VerifyQueue(queue) => {
                 wait_for(self.plan.rendered.verify.timeout, || {

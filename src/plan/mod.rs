@@ -7,6 +7,7 @@ pub mod ownership;
 pub mod queue_diff;
 pub mod rendered;
 pub mod rollback;
+pub mod rollout;
 pub mod upgrade;
 
 /// The lab's inventory and playbooks, and queue diffs of its ops group, for unit tests.
@@ -79,10 +80,7 @@ pub(crate) mod fixtures {
     pub fn expire_plan_b() -> UpgradePlan {
         let (inventory, playbook) = fixture();
         let ops = inventory.group("ops").unwrap();
-        let options = upgrade::Options {
-            parallel: 2,
-            preserve_messages: true,
-        };
+        let options = upgrade::Options::new(2, true);
         let d = ops_diff(&playbook.queues.target);
         upgrade::plan(
             "r1",
@@ -90,7 +88,7 @@ pub(crate) mod fixtures {
             Half::B,
             &d,
             &playbook,
-            options,
+            &options,
             &Default::default(),
         )
         .unwrap()
@@ -105,11 +103,8 @@ pub(crate) mod fixtures {
             .iter()
             .map(|h| (h.to_string(), "3.3.1".to_string()))
             .collect();
-        let options = upgrade::Options {
-            parallel: 1,
-            preserve_messages: true,
-        };
-        upgrade::plan("r2", ops, Half::A, &d, &playbook, options, &versions).unwrap()
+        let options = upgrade::Options::new(1, true);
+        upgrade::plan("r2", ops, Half::A, &d, &playbook, &options, &versions).unwrap()
     }
 
     /// The rollback of [`journal`].
@@ -170,6 +165,9 @@ pub(crate) mod fixtures {
             rendered: crate::plan::rendered::render(&release, &ops()).unwrap(),
             release,
             vars: Default::default(),
+            waves: vec![],
+            gates: Default::default(),
+            policy: Default::default(),
         }
     }
 

@@ -46,6 +46,9 @@ pub struct HostRelease {
     pub upgrade: String,
     pub installed_version: String,
     pub reset_queue_state: Option<String>,
+    /// The wave's gate on this host: exit 0 passes.
+    #[serde(default)]
+    pub gate: Option<String>,
     /// Prints the local ends of the service's broker connections.
     pub client_ports: Option<String>,
     /// A shell glob of the service's log files.
@@ -152,6 +155,7 @@ fn host_release(
         upgrade: shell("upgrade", &c.upgrade)?,
         installed_version: shell("installed_version", &c.installed_version)?,
         reset_queue_state: optional("reset_queue_state", &c.reset_queue_state)?,
+        gate: optional("gate", &c.gate)?,
         client_ports: optional("verify.client_ports", &playbook.verify.client_ports)?,
         logs: optional("verify.logs", &playbook.verify.logs)?,
         files,

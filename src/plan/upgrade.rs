@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::ownership::Owner;
 use super::queue_diff::{QueueDiff, Verdict};
 use super::rendered::{RenderError, Rendered};
+use super::rollout::{self, Asked, FailurePolicy, Gates, RolloutError, Wave};
 use crate::inventory::{Group, Half, Role};
 use crate::step::Step;
 
@@ -99,21 +100,72 @@ pub struct UpgradePlan {
     /// The placeholders' values of every host of the group as approved, by host.
     #[serde(default)]
     pub vars: BTreeMap<String, BTreeMap<String, String>>,
+    /// The half's hosts in waves, in order (empty in plans of older versions: the canary,
+    /// then the rest).
+    #[serde(default)]
+    pub waves: Vec<Wave>,
+    /// What must hold after each wave.
+    #[serde(default)]
+    pub gates: Gates,
+    /// What a failure does.
+    #[serde(default)]
+    pub policy: FailurePolicy,
+}
+
+/// Why an upgrade cannot be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Rollout(#[from] RolloutError),
 }
 
 /// How the operator asked the run to go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
-    /// Hosts upgraded at the same time after the canary.
+    /// Hosts upgraded at the same time within a wave.
     pub parallel: usize,
     /// Keep the messages of recreated queues (false: `--allow-message-loss`).
     pub preserve_messages: bool,
+    /// Waves, pause and failure policy as asked (over the playbook's `[rollout]`).
+    pub rollout: Asked,
+}
+
+impl Options {
+    pub fn new(parallel: usize, preserve_messages: bool) -> Options {
+        Options {
+            parallel,
+            preserve_messages,
+            rollout: Asked::default(),
+        }
+    }
 }
 
 impl UpgradePlan {
     /// The canary: the first host that is started.
     pub fn canary(&self) -> Option<&str> {
         self.hosts.iter().find(|h| h.start).map(|h| h.host.as_str())
+    }
+
+    /// The waves, as planned (a plan of an older version: the canary, then the rest).
+    pub fn waves(&self) -> Vec<Wave> {
+        if !self.waves.is_empty() {
+            return self.waves.clone();
+        }
+        let mut names = self.hosts.iter().map(|h| h.host.clone());
+        let first: Vec<String> = names.by_ref().take(1).collect();
+        let rest: Vec<String> = names.collect();
+        [first, rest]
+            .into_iter()
+            .filter(|w| !w.is_empty())
+            .enumerate()
+            .map(|(i, hosts)| Wave {
+                number: i + 1,
+                hosts,
+                after: vec![],
+            })
+            .collect()
     }
 
     /// Every queue the run recreates.
@@ -191,15 +243,17 @@ struct Shape {
     stage_files: bool,
     reset_command: bool,
     preserve_messages: bool,
+    gate: bool,
 }
 
 impl Shape {
-    fn of(playbook: &crate::playbook::Playbook, options: Options) -> Shape {
+    fn of(playbook: &crate::playbook::Playbook, options: &Options, gates: &Gates) -> Shape {
         Shape {
             upgrade_before_stop: playbook.commands.upgrade_before_stop,
             stage_files: !playbook.files.is_empty(),
             reset_command: playbook.commands.reset_queue_state.is_some(),
             preserve_messages: options.preserve_messages,
+            gate: gates.per_host(),
         }
     }
 
@@ -241,6 +295,9 @@ impl Shape {
         host.started.extend(held(Step::Release));
         if host.start {
             host.started.push(Step::Verify);
+            if self.gate {
+                host.started.push(Step::Gate);
+            }
         }
     }
 
@@ -269,12 +326,14 @@ pub fn plan(
     half: Half,
     diff: &QueueDiff,
     playbook: &crate::playbook::Playbook,
-    options: Options,
+    options: &Options,
     other_versions: &BTreeMap<String, String>,
-) -> Result<UpgradePlan, RenderError> {
+) -> Result<UpgradePlan, PlanError> {
     let (group_queues, critical_window) = recreated(diff, half);
     let two_phase = !group_queues.is_empty();
-    let shape = Shape::of(playbook, options);
+    let rules = &playbook.rollout;
+    let gates = rollout::gates(rules, playbook.commands.gate.is_some());
+    let shape = Shape::of(playbook, options, &gates);
     let mut hosts: Vec<HostPlan> = group
         .half(half)
         .map(|host| host_plan(host, diff, two_phase))
@@ -284,6 +343,23 @@ pub fn plan(
     }
     // The canary (first host that starts) goes first; passive hosts last.
     hosts.sort_by_key(|h| !h.start);
+    let no_vars = BTreeMap::new();
+    let members: Vec<rollout::Member> = hosts
+        .iter()
+        .map(|h| rollout::Member {
+            name: &h.host,
+            vars: group
+                .hosts
+                .iter()
+                .find(|g| g.name == h.host)
+                .map_or(&no_vars, |g| &g.vars),
+        })
+        .collect();
+    let waves = rollout::waves(&members, rules, &options.rollout, two_phase)?;
+    let policy = rollout::policy(rules, &options.rollout, hosts.len(), two_phase)?;
+    // Hosts in the order of their waves.
+    let order: Vec<&String> = waves.iter().flat_map(|w| &w.hosts).collect();
+    hosts.sort_by_key(|h| order.iter().position(|n| **n == h.host));
     let other: Vec<&crate::inventory::Host> = group.half(half.other()).collect();
     let critical_stops = if critical_window {
         other
@@ -330,6 +406,9 @@ pub fn plan(
         release: playbook.clone(),
         rendered: super::rendered::render(playbook, group)?,
         vars: vars(group, playbook),
+        waves,
+        gates,
+        policy,
     })
 }
 
@@ -368,10 +447,7 @@ mod tests {
             Half::B,
             &d,
             &playbook,
-            Options {
-                parallel: 2,
-                preserve_messages: true,
-            },
+            &Options::new(2, true),
             &Default::default(),
         )
         .unwrap();
@@ -405,11 +481,8 @@ mod tests {
         for h in ["px5", "px6", "px7", "px8", "pxatx1"] {
             versions.insert(h.to_string(), "3.3.1".to_string());
         }
-        let options = Options {
-            parallel: 1,
-            preserve_messages: true,
-        };
-        let p = plan("r2", ops, Half::A, &d, &playbook, options, &versions).unwrap();
+        let options = Options::new(1, true);
+        let p = plan("r2", ops, Half::A, &d, &playbook, &options, &versions).unwrap();
         assert!(p.failover.is_empty());
         let names: Vec<&str> = p.hosts.iter().map(|h| h.host.as_str()).collect();
         assert_eq!(names, ["px1", "px2", "px3", "px4", "pxatx2"]);

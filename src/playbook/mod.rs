@@ -6,6 +6,7 @@
 //! file and line. `playbooks/sr3-queue-expire.toml` documents the format.
 
 mod raw;
+pub mod rollout;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,9 @@ pub struct Playbook {
     pub files: Vec<FileSpec>,
     pub queues: QueueRules,
     pub verify: Verify,
+    /// Waves, gates and the failure policy (`[rollout]`).
+    #[serde(default)]
+    pub rollout: rollout::RolloutRules,
 }
 
 /// How a started host is verified, besides its status, version and queues.
@@ -71,6 +75,10 @@ pub struct Commands {
     pub installed_version: String,
     /// Makes the service forget its saved queue settings (for sr3: its subscriptions.json).
     pub reset_queue_state: Option<String>,
+    /// A gate run on each host of a wave once it is verified: exit 0 passes (tried again
+    /// until the gate's deadline).
+    #[serde(default)]
+    pub gate: Option<String>,
     /// Install the package while the service still runs (before the stop), to shorten the
     /// time it is stopped. For packages whose installation does not restart the service.
     pub upgrade_before_stop: bool,
@@ -166,8 +174,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
     }
     let arguments = checker.arguments(&raw.queues.target.arguments)?;
     let verify = checker.verify(raw.verify.as_ref())?;
+    let rollout = checker.rollout(raw.rollout.as_ref())?;
     Ok(Playbook {
         verify,
+        rollout,
         path: path.to_path_buf(),
         name: raw.release.name.get_ref().clone(),
         description: raw.release.description,
@@ -244,6 +254,7 @@ impl Checker<'_> {
             upgrade: self.command(&raw.upgrade)?,
             installed_version: self.command(&raw.installed_version)?,
             reset_queue_state: self.optional_command(raw.reset_queue_state.as_ref())?,
+            gate: self.optional_command(raw.gate.as_ref())?,
             upgrade_before_stop: raw.upgrade_before_stop,
             timeout: raw.timeout.map_or(DEFAULT_COMMAND_TIMEOUT, Duration::from),
         })
@@ -341,6 +352,56 @@ impl Checker<'_> {
             arguments.insert(name, parsed);
         }
         Ok(arguments)
+    }
+
+    /// `[rollout]`, or its defaults when the table is left out.
+    fn rollout(&self, raw: Option<&raw::RawRollout>) -> Result<rollout::RolloutRules, SourceError> {
+        let Some(raw) = raw else {
+            return Ok(rollout::RolloutRules::default());
+        };
+        let positions = crate::source::Positions::new(self.text);
+        let waves = raw
+            .waves
+            .iter()
+            .map(|wave| {
+                let w = wave.get_ref();
+                rollout::WaveRule {
+                    hosts: w.hosts.clone(),
+                    vars: w.vars.clone(),
+                    pause_after: w.pause_after,
+                    line: positions.line_col(wave.span().start).0,
+                }
+            })
+            .collect();
+        let max_failures = match &raw.max_failures {
+            None => None,
+            Some(value) => {
+                let text = match value.get_ref() {
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Some(text.parse().map_err(|message| {
+                    self.error(value.span().start, format!("max_failures: {message}"))
+                })?)
+            }
+        };
+        let on_failure = match &raw.on_failure {
+            None => None,
+            Some(value) => Some(value.get_ref().parse().map_err(|message| {
+                self.error(value.span().start, format!("on_failure: {message}"))
+            })?),
+        };
+        Ok(rollout::RolloutRules {
+            waves,
+            max_backlog: raw.max_backlog,
+            min_healthy: raw.min_healthy,
+            gate_timeout: raw
+                .gate_timeout
+                .map_or(rollout::DEFAULT_GATE_TIMEOUT, Duration::from),
+            max_failures,
+            on_failure,
+        })
     }
 
     /// `[verify]`, or its defaults when the table is left out.

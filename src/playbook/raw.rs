@@ -17,6 +17,36 @@ pub(super) struct RawPlaybook {
     pub queues: RawQueues,
     #[serde(default)]
     pub verify: Option<RawVerify>,
+    #[serde(default)]
+    pub rollout: Option<RawRollout>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRollout {
+    #[serde(default)]
+    pub waves: Vec<Spanned<RawWave>>,
+    #[serde(default)]
+    pub max_backlog: Option<u64>,
+    #[serde(default)]
+    pub min_healthy: Option<HumanDuration>,
+    #[serde(default)]
+    pub gate_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub max_failures: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub on_failure: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWave {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    #[serde(default)]
+    pub pause_after: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +84,8 @@ pub(super) struct RawCommands {
     pub installed_version: Spanned<String>,
     #[serde(default)]
     pub reset_queue_state: Option<Spanned<String>>,
+    #[serde(default)]
+    pub gate: Option<Spanned<String>>,
     #[serde(default)]
     pub upgrade_before_stop: bool,
     #[serde(default)]

@@ -43,25 +43,67 @@ impl fmt::Display for Upgrade<'_> {
 
 impl Upgrade<'_> {
     fn fmt_order(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let started: Vec<&str> = self
-            .0
-            .hosts
-            .iter()
-            .filter(|h| h.start)
-            .map(|h| h.host.as_str())
-            .collect();
-        if let Some((canary, rest)) = started.split_first() {
+        let plan = self.0;
+        let canary = plan.canary();
+        writeln!(
+            f,
+            "  waves, in order (at most {} hosts at a time within a wave):",
+            plan.parallel
+        )?;
+        for wave in plan.waves() {
+            let first = wave.hosts.first().map(String::as_str);
+            let label = if wave.number == 1 && wave.hosts.len() == 1 && first == canary {
+                " (canary)".to_string()
+            } else {
+                String::new()
+            };
+            let after: Vec<String> = wave
+                .after
+                .iter()
+                .map(|step| match step {
+                    crate::step::Step::Pause(_) => "then PAUSE (the run ends, paused)".into(),
+                    crate::step::Step::Soak(_) => format!(
+                        "then the gates hold for {}",
+                        plan.gates
+                            .min_healthy
+                            .map(|d| d.to_string())
+                            .unwrap_or_default()
+                    ),
+                    other => format!("then {other}"),
+                })
+                .collect();
+            let after = if after.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", after.join(", "))
+            };
             writeln!(
                 f,
-                "  order: canary {canary} first, then {} (at most {} at a time)",
-                if rest.is_empty() {
-                    "no other host".to_string()
-                } else {
-                    rest.join(" ")
-                },
-                self.0.parallel
+                "    wave {}{label}: {}{after}",
+                wave.number,
+                wave.hosts.join(" ")
             )?;
         }
+        let mut gates = vec!["its verification".to_string()];
+        if plan.gates.command {
+            gates.push("the playbook's gate command".into());
+        }
+        if let Some(max) = plan.gates.max_backlog {
+            gates.push(format!(
+                "each of its queues at most {max} messages and consumed"
+            ));
+        }
+        let within = if plan.gates.per_host() {
+            format!(" (within {})", plan.gates.timeout)
+        } else {
+            String::new()
+        };
+        writeln!(
+            f,
+            "  gate of each host before the next wave: {}{within}",
+            gates.join(", ")
+        )?;
+        writeln!(f, "  on failure: {}", plan.policy)?;
         let passive: Vec<&str> = self
             .0
             .hosts
@@ -279,7 +321,7 @@ mod tests {
     fn an_upgrade_plan_shows_its_order_steps_and_critical_window() {
         let text = upgrade_plan(&fixtures::expire_plan_b());
         assert!(
-            text.contains("canary px5 first, then px6 px7 px8 pxatx1 (at most 2 at a time)"),
+            text.contains("wave 1 (canary): px5\n    wave 2: px6 px7 px8 pxatx1\n"),
             "{text}"
         );
         assert!(

@@ -32,6 +32,7 @@ pub fn exit_code(status: RunStatus) -> u8 {
         RunStatus::Done => exit::SUCCESS,
         RunStatus::Partial => exit::PARTIAL,
         RunStatus::Failed => exit::FAILURE,
+        RunStatus::Paused => exit::PAUSED,
     }
 }
 
@@ -89,6 +90,7 @@ pub fn upgrade(plan: &UpgradePlan, outcome: &Outcome) -> String {
             RunStatus::Done => "done",
             RunStatus::Partial => "PARTIAL",
             RunStatus::Failed => "FAILED",
+            RunStatus::Paused => "paused",
         },
         outcome.elapsed_seconds
     )];
@@ -138,6 +140,18 @@ pub fn upgrade(plan: &UpgradePlan, outcome: &Outcome) -> String {
             plan.half.other()
         )
     });
+    for f in &outcome.failures {
+        lines.push(format!(
+            "  failed, the run went on: host {} at step {}: {}",
+            f.host, f.step, f.detail
+        ));
+    }
+    if outcome.status == RunStatus::Paused {
+        lines.push(format!(
+            "  paused: `roll resume --group {0}` continues, `roll rollback --group {0}` undoes",
+            plan.group
+        ));
+    }
     if let Some(f) = &outcome.failure {
         lines.push(format!(
             "  failed: host {} at step {}: {}",
