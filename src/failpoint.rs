@@ -5,7 +5,8 @@
 //! batch of a move), `confirmed` (a batch stored on the destination, not yet acknowledged on
 //! the source) and `release` of a queue whose name contains `word`. The first time a run reaches one, it
 //! prints `failpoint STAGE=WORD QUEUE: waiting for FILE` on stderr and waits until the file
-//! `$ROLL_FAILPOINT_DIR/STAGE=WORD` exists (it removes it and goes on). Without the variable
+//! `$ROLL_FAILPOINT_DIR/STAGE=WORD` exists (it removes it and goes on). `gate=HOST` pauses
+//! before that host's gate. Without the variable
 //! nothing ever waits. Nothing of it is a fake: the broker, the hosts and the run are real;
 //! only the moment is chosen.
 
@@ -28,6 +29,17 @@ pub fn pauses() -> Vec<(u64, u64)> {
 
 /// Pauses if `stage` of `queue` is a failpoint of this run (see the module).
 pub async fn reach(stage: &str, queue: &str) {
+    wait(stage, queue, true).await;
+}
+
+/// Pauses if the `gate` of `host` is a failpoint of this run (`gate=px6`): a test changes a
+/// host there (stops its consumer, say) before the gate checks it. Not counted with the
+/// broker's unavailability.
+pub async fn reach_gate(host: &str) {
+    wait("gate", host, false).await;
+}
+
+async fn wait(stage: &str, queue: &str, outage: bool) {
     let Ok(points) = std::env::var("ROLL_FAILPOINTS") else {
         return;
     };
@@ -55,7 +67,7 @@ pub async fn reach(stage: &str, queue: &str) {
     while std::fs::remove_file(&file).is_err() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if let Ok(mut pauses) = PAUSES.lock() {
+    if outage && let Ok(mut pauses) = PAUSES.lock() {
         pauses.push((from, crate::clock::now_millis()));
     }
 }

@@ -43,4 +43,5 @@ pub mod source;
 pub mod step;
 pub mod survey;
 pub mod template;
+pub mod undo;
 pub mod units;

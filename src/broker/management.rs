@@ -489,9 +489,39 @@ pub struct QueueInfo {
     /// `classic`, `quorum` or `stream` (absent before RabbitMQ 3.8: classic).
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
+    /// Rates of deliveries and gets (only in [`Management::queue_with_rates`]).
+    #[serde(default)]
+    pub message_stats: Option<MessageStats>,
+}
+
+/// A queue's message rates, as the broker last sampled them.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct MessageStats {
+    #[serde(default)]
+    pub deliver_get_details: Option<Rate>,
+    /// `basic.get` on an empty queue: a client that polls (sr3) and finds nothing.
+    #[serde(default)]
+    pub get_empty_details: Option<Rate>,
+}
+
+/// One rate, per second.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Rate {
+    #[serde(default)]
+    pub rate: f64,
 }
 
 impl QueueInfo {
+    /// True when something takes from the queue: a consumer, or deliveries and gets (an
+    /// empty get too: a client that polls, as sr3 does, has no consumer).
+    pub fn consumed(&self) -> bool {
+        let rate = |r: &Option<Rate>| r.as_ref().map_or(0.0, |r| r.rate);
+        self.consumers.unwrap_or(0) > 0
+            || self.message_stats.as_ref().is_some_and(|s| {
+                rate(&s.deliver_get_details) > 0.0 || rate(&s.get_empty_details) > 0.0
+            })
+    }
+
     /// Messages a broker restart would lose: those not persistent, in a classic queue
     /// (quorum queues keep every message).
     pub fn transient(&self) -> u64 {
@@ -623,6 +653,24 @@ impl Management {
         );
         match self
             .get(&path, &[("columns", QUEUE_COLUMNS.into())], "queue lookup")
+            .await
+        {
+            Ok(info) => Ok(Some(info)),
+            Err(BrokerError::Http { status: 404, .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// One queue with its message rates, or `None` when it does not exist.
+    pub async fn queue_with_rates(&self, name: &str) -> Result<Option<QueueInfo>, BrokerError> {
+        let path = format!(
+            "queues/{}/{}",
+            segment(&self.vhost),
+            named(&self.name, name)?
+        );
+        let columns = format!("{QUEUE_COLUMNS},message_stats");
+        match self
+            .get(&path, &[("columns", columns)], "queue lookup")
             .await
         {
             Ok(info) => Ok(Some(info)),

@@ -14,7 +14,7 @@ use crate::plan::upgrade::UpgradePlan;
 use crate::plan::{contract, journaled};
 use crate::playbook;
 use crate::session::Session;
-use crate::{lock, render};
+use crate::{lock, undo};
 
 /// Runs `roll resume`.
 pub async fn run(
@@ -72,7 +72,7 @@ async fn resume_in(
         path.display()
     ));
     let outcome = session.execute(plan.clone(), journal, &entries).await?;
-    Ok(render::print_upgrade(&plan, &outcome, format)?)
+    undo::report(session, &plan, &outcome, &path, state_dir, format).await
 }
 
 /// The plan journaled at the run's approval.

@@ -5,16 +5,16 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::inventory::{Inventory, Role};
+use crate::inventory::Inventory;
 use crate::journal::{self, Entry, Event, Journal, RunStatus};
 use crate::output::{self, OutputFormat};
 use crate::plan::contract;
 use crate::plan::journaled::{self, RunPlan};
-use crate::plan::rollback::{self, RollbackPlan};
+use crate::plan::rollback::RollbackPlan;
 use crate::plan::upgrade::UpgradePlan;
 use crate::playbook::{self, Playbook};
 use crate::session::{self, Session};
-use crate::{clock, exit, lock, render};
+use crate::{exit, lock, render, undo};
 
 /// The settings of `roll rollback`.
 #[derive(Debug, Clone)]
@@ -128,19 +128,11 @@ fn plan_for(
     if let Some((_, _, plan)) = &target.resumed {
         return Ok(plan.clone());
     }
-    let run_id = format!(
-        "{}-{}-rollback-{}",
-        clock::compact(clock::now_millis()),
-        group.name,
-        std::process::id()
-    );
-    let options = rollback::Options {
-        reset_available: upgrade.release.commands.reset_queue_state.is_some(),
+    let how = undo::Undo {
         keep_upgraded_stopped: settings.keep_upgraded_stopped,
         preserve_messages: !settings.allow_message_loss,
     };
-    let entries = &target.upgrade_entries;
-    Ok(rollback::plan(&run_id, group, upgrade, entries, options)?)
+    undo::plan(group, upgrade, &target.upgrade_entries, how)
 }
 
 /// The rollback's journal, and its entries so far: the interrupted one's, reopened, or a
@@ -163,18 +155,8 @@ fn journal_for(
         ));
         return Ok((journal, entries.clone()));
     }
-    let mut journal = Journal::create(&settings.state_dir, &plan.group, &plan.run_id)?;
-    let run_plan = RunPlan::Rollback(Box::new(plan.clone()));
-    journal.append(session::started(&run_plan, upgrade_plan, false)?)?;
+    let journal = undo::journal(&settings.state_dir, plan, upgrade_plan)?;
     Ok((journal, vec![]))
-}
-
-/// Records a pair's swap in the state directory's role overrides.
-fn swap_roles(state_dir: &Path, group: &str, swap: &rollback::Swap) -> Result<(), String> {
-    let mut roles = journal::role_overrides(state_dir, group).map_err(|e| e.to_string())?;
-    roles.insert(swap.to.clone(), Role::Active);
-    roles.insert(swap.from.clone(), Role::Passive);
-    journal::set_role_overrides(state_dir, group, &roles).map_err(|e| e.to_string())
 }
 
 async fn rollback_in(
@@ -204,10 +186,6 @@ async fn rollback_in(
     output::note(&format!("journal: {}", journal.path().display()));
     let mut all = target.upgrade_entries.clone();
     all.extend(earlier);
-    let state_dir = settings.state_dir.clone();
-    let on_swap = move |swap: &rollback::Swap| swap_roles(&state_dir, &group.name, swap);
-    let outcome = session
-        .execute_rollback(plan.clone(), journal, &all, on_swap)
-        .await?;
+    let outcome = undo::execute(session, plan.clone(), journal, &all, &settings.state_dir).await?;
     Ok(render::print_rollback(&plan, &outcome, settings.output)?)
 }

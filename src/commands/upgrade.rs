@@ -14,7 +14,7 @@ use crate::plan::journaled::RunPlan;
 use crate::plan::upgrade::{self, Options};
 use crate::playbook::{self, Playbook};
 use crate::session::{self, Session};
-use crate::{clock, exit, render, survey};
+use crate::{clock, exit, render, survey, undo};
 
 /// The settings of `roll upgrade`, checked.
 #[derive(Debug, Clone)]
@@ -300,6 +300,7 @@ async fn upgrade_in(
         plan: &plan,
         dry_run: true,
         outcome: None,
+        rollback: None,
     };
     let text = render::upgrade_plan(&plan);
     render::show_plan(&text, &dry_run, settings.output, settings.dry_run)?;
@@ -317,6 +318,15 @@ async fn upgrade_in(
         settings.skip_promotion_check,
     )?)?;
     output::note(&format!("journal: {}", journal.path().display()));
+    let journal_path = journal.path().to_path_buf();
     let outcome = session.execute(plan.clone(), journal, &[]).await?;
-    Ok(render::print_upgrade(&plan, &outcome, settings.output)?)
+    undo::report(
+        session,
+        &plan,
+        &outcome,
+        &journal_path,
+        &settings.state_dir,
+        settings.output,
+    )
+    .await
 }

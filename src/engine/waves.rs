@@ -81,6 +81,7 @@ impl Engine<UpgradePlan> {
 
     /// A host's gate, tried until the gate's deadline.
     pub(super) async fn gate(&self, host: &str) -> Result<Done, StepError> {
+        crate::failpoint::reach_gate(host).await;
         let measured = wait_for(self.plan.gates.timeout.0, || self.gate_once(host)).await?;
         Ok(Done::new(measured))
     }
@@ -111,29 +112,26 @@ impl Engine<UpgradePlan> {
         }
         if let Some(max) = self.plan.gates.max_backlog {
             for queue in &self.host_plan(host)?.verify_queues {
-                let Some(info) = self.management.queue(queue).await? else {
+                let Some(info) = self.management.queue_with_rates(queue).await? else {
                     return Ok(Err(format!("{queue} is not on the broker")));
                 };
-                let (Some(messages), consumers) = (info.messages, info.consumers.unwrap_or(0))
-                else {
+                let Some(messages) = info.messages else {
                     return Ok(Err(format!(
                         "{queue}: no message count from the broker yet"
                     )));
                 };
+                let taking = taking(&info);
                 if messages > max {
                     return Ok(Err(format!(
-                        "{queue}: backlog {messages} messages, over max_backlog {max} \
-                         ({consumers} consumers)"
+                        "{queue}: backlog {messages} messages, over max_backlog {max} ({taking})"
                     )));
                 }
-                if consumers == 0 {
+                if !info.consumed() {
                     return Ok(Err(format!(
-                        "{queue}: not consumed (backlog {messages} messages)"
+                        "{queue}: not consumed (backlog {messages} messages, {taking})"
                     )));
                 }
-                measured.push(format!(
-                    "{queue}: {messages} messages, {consumers} consumers"
-                ));
+                measured.push(format!("{queue}: {messages} messages, {taking}"));
             }
         }
         Ok(Ok(measured.join("; ")))
@@ -200,4 +198,16 @@ impl Engine<UpgradePlan> {
         let last = host.started.last().or(host.stopped.last());
         last.is_some_and(|step| self.is_done(&host.host, step))
     }
+}
+
+/// Who takes from a queue, as the broker says: consumers and the rate of deliveries and gets.
+fn taking(info: &crate::broker::management::QueueInfo) -> String {
+    let stats = info.message_stats.clone().unwrap_or_default();
+    let rate = |r: Option<crate::broker::management::Rate>| r.map_or(0.0, |r| r.rate);
+    format!(
+        "{} consumers, {:.1} deliveries and gets/s, {:.1} empty gets/s",
+        info.consumers.unwrap_or(0),
+        rate(stats.deliver_get_details),
+        rate(stats.get_empty_details)
+    )
 }

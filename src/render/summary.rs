@@ -16,6 +16,9 @@ pub struct UpgradeReport<'a> {
     pub plan: &'a UpgradePlan,
     pub dry_run: bool,
     pub outcome: Option<&'a Outcome>,
+    /// The rollback that followed a failure (`--on-failure rollback`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackReport<'a>>,
 }
 
 /// What `roll rollback --output json` prints.
@@ -46,8 +49,38 @@ pub fn print_upgrade(
         plan,
         dry_run: false,
         outcome: Some(outcome),
+        rollback: None,
     };
     print(format, &json, || upgrade(plan, outcome), outcome.status)
+}
+
+/// Prints a failed upgrade and the rollback that followed it; exit 1 (the release is not
+/// in place), whatever the rollback did (its status is in the report).
+pub fn print_upgrade_rolled_back(
+    plan: &UpgradePlan,
+    outcome: &Outcome,
+    rollback_plan: &RollbackPlan,
+    rolled_back: &RollbackOutcome,
+    format: OutputFormat,
+) -> std::io::Result<u8> {
+    let json = UpgradeReport {
+        plan,
+        dry_run: false,
+        outcome: Some(outcome),
+        rollback: Some(RollbackReport {
+            plan: rollback_plan,
+            dry_run: false,
+            outcome: Some(rolled_back),
+        }),
+    };
+    let text = || {
+        format!(
+            "{}\n{}",
+            upgrade(plan, outcome),
+            rollback(rollback_plan, rolled_back)
+        )
+    };
+    print(format, &json, text, RunStatus::Failed)
 }
 
 /// Prints a rollback's outcome in the chosen format; gives the exit code.

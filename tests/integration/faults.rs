@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{
-    EXPIRE, MINOR, Next, ResetOnDrop, Roll, Run, assert_hosts, audit, audit_counts, broker_start,
+    EXPIRE, MINOR, Next, ResetOnDrop, Roll, Run, assert_hosts, audit_clean, broker_start,
     broker_stop, failpoint_of, json, lab, ops_a, ops_b, playbook_variant, release_failpoint,
     require_lab, run_watching, says, sr3_pids, status,
 };
@@ -102,21 +102,6 @@ fn nothing_lost(outcome: &Value) {
             );
         }
     }
-}
-
-/// Stops the traffic and audits it: nothing missing, nothing twice, no holding queue left.
-fn audit_clean(traffic: crate::support::Traffic) {
-    let ids = traffic.ids.clone();
-    let published = traffic.stop();
-    assert!(published > 500, "only {published} messages published");
-    let audit = audit(&ids);
-    eprintln!("audit totals: {}", audit["totals"]);
-    assert_eq!(audit_counts(&audit), (0, 0), "{audit:#}");
-    assert_eq!(
-        audit["leftover_holding_queues"].as_array().map(Vec::len),
-        Some(0),
-        "{audit:#}"
-    );
 }
 
 /// The broker restarted at each stage of a queue's recreation (hold, recreate, in the middle

@@ -14,3 +14,4 @@ mod remote;
 mod rollback;
 mod support;
 mod upgrade;
+mod waves;

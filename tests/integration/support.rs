@@ -629,27 +629,11 @@ pub fn holding_leftovers() -> Vec<String> {
 /// Stops sr3 on every ops host of the lab (in parallel, through the lab's sshd), so that
 /// every message not yet received is back in its queue for [`audit`] to see.
 pub fn stop_ops_subscribers() {
-    let ssh = &lab().ssh;
     let children: Vec<(String, Child)> = lab()
         .hosts("ops")
         .into_iter()
         .map(|h| {
-            let user = lab().user(&h);
-            let child = Command::new("ssh")
-                .args(["-p", &ssh.port.to_string(), "-i"])
-                .arg(&ssh.identity_file)
-                .args([
-                    "-o",
-                    &format!("UserKnownHostsFile={}", ssh.known_hosts_file.display()),
-                    "-o",
-                    "BatchMode=yes",
-                    &format!("{user}@{}", ssh.address),
-                    &format!("USER={user} ~/venv/bin/sr3 stop"),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("ssh runs");
+            let child = sr3_on(&h, "stop");
             (h, child)
         })
         .collect();
@@ -657,6 +641,49 @@ pub fn stop_ops_subscribers() {
         let status = child.wait().expect("ssh ends");
         assert!(status.success(), "sr3 stop on {host} failed: {status}");
     }
+}
+
+/// `sr3 stop` or `sr3 start` on a lab host, as its user over the lab's sshd: running.
+pub fn sr3_on(host: &str, action: &str) -> Child {
+    let ssh = &lab().ssh;
+    let user = lab().user(host);
+    let command = match action {
+        "start" => {
+            format!("cd ~ && USER={user} setsid -w ~/venv/bin/sr3 start </dev/null >/dev/null 2>&1")
+        }
+        _ => format!("USER={user} ~/venv/bin/sr3 {action}"),
+    };
+    Command::new("ssh")
+        .args(["-p", &ssh.port.to_string(), "-i"])
+        .arg(&ssh.identity_file)
+        .args([
+            "-o",
+            &format!("UserKnownHostsFile={}", ssh.known_hosts_file.display()),
+            "-o",
+            "BatchMode=yes",
+            &format!("{user}@{}", ssh.address),
+            &command,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ssh runs")
+}
+
+/// Stops the traffic and audits it: every message published was received by each of its
+/// queues' subscribers or is still queued (0 lost, 0 twice), no holding queue left.
+pub fn audit_clean(traffic: Traffic) {
+    let ids = traffic.ids.clone();
+    let published = traffic.stop();
+    assert!(published > 500, "only {published} messages published");
+    let audit = audit(&ids);
+    eprintln!("audit totals: {}", audit["totals"]);
+    assert_eq!(audit_counts(&audit), (0, 0), "{audit:#}");
+    assert_eq!(
+        audit["leftover_holding_queues"].as_array().map(Vec::len),
+        Some(0),
+        "{audit:#}"
+    );
 }
 
 /// A management API client for a lab group's vhost, as the lab inventory describes it, and
