@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
 use crate::error::Error;
+use crate::freeze;
 use crate::inventory::{self, Half};
 use crate::output::OutputFormat;
 use crate::plan::rollout::{Asked, PauseAfter};
@@ -104,12 +105,12 @@ pub enum Command {
     },
     /// Upgrade one half of a group, keeping the other half on the old release as the failover.
     ///
-    /// Checks first (every host and the broker reachable, the group's lock, the untouched half
-    /// running, the promotion gate), shows the plan, asks for approval (type the group name)
-    /// unless --yes, then executes exactly that plan: canary first, then the rest. Every step
-    /// and backup goes to the journal; `roll resume` continues an interrupted run.
-    /// Exit codes: 0 done, 3 partial, 1 failed, 2 usage, inventory or playbook error,
-    /// 4 paused (--pause-after).
+    /// Checks first (every host and the broker reachable, the group's lock, no freeze, the
+    /// untouched half running, the promotion gate), shows the plan, asks for approval (type the
+    /// group name) unless --yes, then executes exactly that plan: canary first, then the rest.
+    /// Every step and backup goes to the journal; `roll resume` continues an interrupted run.
+    /// Exit codes: 0 done, 3 partial, 1 failed, 2 usage, inventory or playbook error or the
+    /// group frozen (`roll freeze`), 4 paused (--pause-after).
     ///
     /// Example: roll upgrade -p playbooks/sr3-minor.toml --group stage --half a
     /// Example: roll upgrade --group ops --half b --waves 1,2,100% --max-failures 1
@@ -135,6 +136,31 @@ pub enum Command {
         /// The group whose last run to continue.
         #[arg(short, long)]
         group: String,
+    },
+    /// Freeze a group: `roll upgrade` of it is refused (exit 2) on every controller until
+    /// `roll unfreeze` or the freeze's end (--until). Rollback and resume are not refused.
+    ///
+    /// The freeze is a durable queue `roll.freeze.<group>` on the group's broker recording who
+    /// set it, when, why and until when; `roll status` and `roll check` show it. Shows what it
+    /// will do and asks for approval (type the group name) unless --yes. Exit codes: 0 frozen,
+    /// 2 frozen already (naming the freeze) or a usage error, 1 the broker failed.
+    ///
+    /// Example: roll freeze --group ops --reason "quarter-end close" --until 2026-12-31T18:00:00Z
+    /// Example: roll freeze --group stage --reason "incident 4711" --until 2h
+    Freeze(FreezeArgs),
+    /// Lift a group's freeze (delete its queue). A group that is not frozen is said so, exit 0.
+    ///
+    /// Example: roll unfreeze --group ops
+    Unfreeze {
+        /// The group to unfreeze.
+        #[arg(short, long)]
+        group: String,
+        /// Approve without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Show what would be done and stop: nothing is changed.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Show, probed live on every host: half, role, installed version, service state, the
     /// last run and step from the journal, and which hosts are the failover (old release).
@@ -237,6 +263,40 @@ impl UpgradeArgs {
             skip_promotion_check: self.skip_promotion_check,
             allow_message_loss: self.allow_message_loss,
             state_dir,
+            output,
+        }
+    }
+}
+
+/// The options of `roll freeze`.
+#[derive(Debug, Args)]
+pub struct FreezeArgs {
+    /// The group to freeze.
+    #[arg(short, long)]
+    group: String,
+    /// Why: shown to everyone whose upgrade is refused.
+    #[arg(long)]
+    reason: String,
+    /// When the freeze ends by itself: an RFC 3339 time (2026-12-31T18:00:00Z, or with an
+    /// offset such as +01:00) or a duration from now (90m, 2h, 3d). Default: at `roll unfreeze`.
+    #[arg(long, value_parser = freeze::parse_until)]
+    until: Option<freeze::Until>,
+    /// Approve without asking.
+    #[arg(long)]
+    yes: bool,
+    /// Show what would be done and stop: nothing is changed.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl FreezeArgs {
+    fn settings(self, output: OutputFormat) -> commands::freeze::FreezeSettings {
+        commands::freeze::FreezeSettings {
+            group: self.group,
+            reason: self.reason,
+            until: self.until,
+            yes: self.yes,
+            dry_run: self.dry_run,
             output,
         }
     }
@@ -355,6 +415,23 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 &inventory, &group, &state_dir, cli.output,
             ))
         }
+        Command::Freeze(args) => {
+            let settings = args.settings(cli.output);
+            runtime()?.block_on(commands::freeze::freeze(&inventory, settings))
+        }
+        Command::Unfreeze {
+            group,
+            yes,
+            dry_run,
+        } => {
+            let settings = commands::freeze::UnfreezeSettings {
+                group,
+                yes,
+                dry_run,
+                output: cli.output,
+            };
+            runtime()?.block_on(commands::freeze::unfreeze(&inventory, settings))
+        }
         Command::Status { group, playbook } => {
             let state_dir = state_dir(cli.state_dir)?;
             runtime()?.block_on(commands::status::run(
@@ -384,6 +461,40 @@ mod tests {
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn freeze_takes_a_time_or_a_duration_and_refuses_anything_else() {
+        let parsed = Cli::try_parse_from([
+            "roll",
+            "freeze",
+            "--group",
+            "dev",
+            "--reason",
+            "a \"quoted\" reason",
+            "--until",
+            "2h",
+        ])
+        .expect("parses");
+        let Command::Freeze(args) = parsed.command else {
+            panic!("not freeze: {parsed:?}");
+        };
+        assert_eq!(args.reason, "a \"quoted\" reason");
+        assert_eq!(
+            args.until,
+            Some(freeze::Until::After(std::time::Duration::from_secs(7200)))
+        );
+        let err = Cli::try_parse_from([
+            "roll", "freeze", "--group", "dev", "--reason", "r", "--until", "friday",
+        ])
+        .unwrap_err();
+        assert_eq!(err.exit_code(), i32::from(exit::USAGE));
+        let err = Cli::try_parse_from(["roll", "freeze", "--group", "dev"]).unwrap_err();
+        assert_eq!(
+            err.exit_code(),
+            i32::from(exit::USAGE),
+            "--reason is required"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::broker::BrokerError;
 use crate::exit;
+use crate::freeze::FreezeError;
 use crate::inventory::InventoryError;
 use crate::remote::RemoteError;
 
@@ -37,6 +38,10 @@ pub enum Error {
     /// The group is locked by another run, or the lock could not be taken.
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    /// The group is frozen (`roll upgrade`, `roll freeze`), or its freeze could not be read
+    /// or set.
+    #[error(transparent)]
+    Freeze(#[from] crate::freeze::FreezeError),
     /// A check before the run failed: nothing was changed.
     #[error("preflight: {0} (nothing was changed)")]
     Preflight(String),
@@ -77,6 +82,10 @@ impl Error {
             | Error::Lock(_)
             | Error::Preflight(_)
             | Error::NotApproved => exit::FAILURE,
+            Error::Freeze(err) => match err {
+                FreezeError::Frozen { .. } | FreezeError::AlreadyFrozen { .. } => exit::USAGE,
+                FreezeError::Vanished { .. } | FreezeError::Broker(_) => exit::FAILURE,
+            },
         }
     }
 }

@@ -4,7 +4,7 @@
 //! |------|---------|
 //! | 0 | success: everything asked for was done, or nothing needed doing |
 //! | 1 | failure: a host, the broker or the tool itself failed |
-//! | 2 | usage, inventory or playbook error: nothing was done |
+//! | 2 | usage, inventory or playbook error, or a refusal (a frozen group, an unfinished run): nothing was done |
 //! | 2 | `queue-diff` only: changes are pending |
 //! | 3 | partial: some of the work was done, some failed |
 //! | 4 | `upgrade`/`resume` only: paused at a wave boundary as asked (`--pause-after`) |
@@ -13,7 +13,8 @@
 pub const SUCCESS: u8 = 0;
 /// Something failed while talking to the outside world.
 pub const FAILURE: u8 = 1;
-/// Bad command line, inventory or playbook: nothing was done.
+/// Bad command line, inventory or playbook, or what the group's state refuses (a freeze, an
+/// unfinished run): nothing was done.
 pub const USAGE: u8 = 2;
 /// `queue-diff`: changes are pending (the same number as a usage error, as with `diff`-like
 /// tools; the message on stderr tells them apart).

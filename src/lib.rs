@@ -15,6 +15,7 @@
 //! - [`remote`]: the hosts, over SSH;
 //! - [`engine`]: executes an approved plan, step by step, journaled and resumable;
 //! - [`journal`]: the append-only record of every run, its plan and its backups;
+//! - [`lock`] and [`freeze`]: the group's lock and its change freeze, held on its broker;
 //! - [`output`]: tables and JSON;
 //! - [`redact`]: every password masked, in every form, in all that roll writes;
 //! - [`failpoint`]: pauses at chosen stages, for the fault tests;
@@ -28,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod exit;
 pub mod failpoint;
+pub mod freeze;
 pub mod hash;
 pub mod inventory;
 pub mod journal;

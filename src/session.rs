@@ -55,6 +55,37 @@ impl Session {
         })
     }
 
+    /// Refuses (exit 2) when the group is frozen; notes an expired freeze. For a new upgrade.
+    pub async fn refuse_if_frozen(&self) -> Result<(), Error> {
+        if let Some(expired) =
+            crate::freeze::refuse_if_frozen(&self.management, &self.group.name).await?
+        {
+            crate::output::note(&crate::render::freeze_line(&expired.seen_now()));
+        }
+        Ok(())
+    }
+
+    /// Notes the group's freeze, if any, for work a freeze does not stop (`what`: a rollback,
+    /// a resumed run). A freeze that cannot be read is noted too, and stops nothing.
+    pub async fn note_freeze(&self, what: &str) {
+        match crate::freeze::read(&self.management, &self.group.name).await {
+            Ok(Some(freeze)) => {
+                let seen = freeze.seen_now();
+                if seen.state == crate::freeze::State::Frozen {
+                    crate::output::note(&format!(
+                        "note: group {} is {}; {what} goes on: a freeze refuses new upgrades only",
+                        self.group.name, seen.freeze
+                    ));
+                }
+            }
+            Ok(None) => {}
+            Err(err) => crate::output::note(&format!(
+                "note: cannot read the freeze of group {} ({err}); {what} goes on",
+                self.group.name
+            )),
+        }
+    }
+
     /// Connects to every host of the group, [`remote::CONNECT_CONCURRENCY`] at a time; any
     /// unreachable host fails, naming every one of them.
     pub async fn connect(&mut self) -> Result<(), Error> {

@@ -14,6 +14,7 @@ use crate::broker::management::Management;
 use crate::broker::{BrokerError, amqp};
 use crate::error::Error;
 use crate::exit;
+use crate::freeze::{self, Seen};
 use crate::inventory::{Group, Host, Inventory};
 use crate::output::{self, OutputFormat};
 use crate::remote;
@@ -35,6 +36,10 @@ pub struct CheckRow {
     pub seconds: f64,
     #[tabled(display = "output::cell")]
     pub reason: Option<String>,
+    /// A broker's row: its group's change freeze (`frozen` or `expired`), or `None` (JSON
+    /// `null`; always for a host).
+    #[tabled(display = "crate::render::freeze_cell")]
+    pub freeze: Option<Seen>,
 }
 
 fn yes_no(value: &bool) -> String {
@@ -78,6 +83,7 @@ pub async fn check_host(host: &Host) -> CheckRow {
             Error::Remote(remote::RemoteError::Connect { reason, .. }) => reason.to_string(),
             other => other.to_string(),
         }),
+        freeze: None,
     }
 }
 
@@ -85,16 +91,21 @@ pub async fn check_host(host: &Host) -> CheckRow {
 pub async fn check_broker(group: &Group) -> CheckRow {
     let started = Instant::now();
     let config = &group.broker;
-    let result: Result<String, BrokerError> = async {
+    let result: Result<Option<Seen>, BrokerError> = async {
         let password = crate::broker::password(config)?;
         let management = Management::new(config, password.clone())?;
-        let overview = management.overview().await?;
+        management.overview().await?;
         management.check_vhost().await?;
         let connection = amqp::connect(config, &password, "check").await?;
         amqp::close(&connection).await;
-        Ok(format!("RabbitMQ {}", overview.rabbitmq_version))
+        let freeze = freeze::read(&management, &group.name).await?;
+        Ok(freeze.map(freeze::Freeze::seen_now))
     }
     .await;
+    let (result, freeze) = match result {
+        Ok(freeze) => (Ok(()), freeze),
+        Err(err) => (Err(err), None),
+    };
     CheckRow {
         kind: "broker".into(),
         name: config.display(),
@@ -103,6 +114,7 @@ pub async fn check_broker(group: &Group) -> CheckRow {
         reachable: result.is_ok(),
         seconds: started.elapsed().as_secs_f64(),
         reason: result.err().map(|err| err.to_string()),
+        freeze,
     }
 }
 
@@ -158,7 +170,7 @@ pub async fn run(
     let groups = select_groups(inventory, group)?;
     let rows = check(&groups).await;
     let failed = rows.iter().filter(|r| !r.reachable).count();
-    let summary = format!(
+    let mut summary = format!(
         "{} of {} reachable{}",
         rows.len() - failed,
         rows.len(),
@@ -168,6 +180,10 @@ pub async fn run(
             String::new()
         }
     );
+    for freeze in rows.iter().filter_map(|r| r.freeze.as_ref()) {
+        summary.push('\n');
+        summary.push_str(&crate::render::freeze_line(freeze));
+    }
     output::print_rows(&rows, format, Some(&summary))?;
     Ok(if failed == 0 {
         exit::SUCCESS

@@ -2,6 +2,7 @@
 //! for `output`, and an exit code.
 
 pub mod check;
+pub mod freeze;
 pub mod inventory;
 pub mod queue_diff;
 pub mod resume;

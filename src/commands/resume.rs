@@ -60,6 +60,9 @@ async fn resume_in(
     }
     let plan = approved_plan(&entries, &path)?;
     check_unchanged(session, &plan)?;
+    session
+        .note_freeze(&format!("resuming run {}, approved before", plan.run_id))
+        .await;
     session.connect().await?;
     let mut journal = Journal::reopen(&path)?;
     journal.append(Event::Resumed {

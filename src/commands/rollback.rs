@@ -165,6 +165,7 @@ async fn rollback_in(
     settings: &Settings,
 ) -> Result<u8, Error> {
     let group = session.group.clone();
+    session.note_freeze("the rollback").await;
     let target = find_target(&settings.state_dir, &group.name)?;
     let upgrade_plan = upgrade_plan(&target, playbook)?;
     let plan = plan_for(&target, &group, &upgrade_plan, settings)?;

@@ -10,6 +10,7 @@ use tabled::Tabled;
 use super::select_groups;
 use crate::error::Error;
 use crate::exit;
+use crate::freeze::Seen;
 use crate::inventory::{Group, Host, Inventory};
 use crate::journal::{self, LastRun, RunKind, last_summary as last_run};
 use crate::output::{self, OutputFormat};
@@ -33,6 +34,9 @@ pub struct StatusRow {
     pub last_step: Option<String>,
     #[tabled(display = "failover_cell")]
     pub failover: bool,
+    /// The group's change freeze (`frozen` or `expired`), or `None` (JSON `null`).
+    #[tabled(display = "crate::render::freeze_cell")]
+    pub freeze: Option<Seen>,
 }
 
 fn failover_cell(value: &bool) -> String {
@@ -40,11 +44,19 @@ fn failover_cell(value: &bool) -> String {
 }
 
 /// Probes one group.
-async fn group_rows(group: &Group, playbook: &Playbook, last: Option<&LastRun>) -> Vec<StatusRow> {
+async fn group_rows(
+    group: &Group,
+    playbook: &Playbook,
+    last: Option<&LastRun>,
+    freeze: Option<&Seen>,
+) -> Vec<StatusRow> {
     survey::host_states(playbook, group)
         .await
         .into_iter()
-        .map(|(host, state)| row(group, &host, state, last))
+        .map(|(host, state)| StatusRow {
+            freeze: freeze.cloned(),
+            ..row(group, &host, state, last)
+        })
         .collect()
 }
 
@@ -82,6 +94,7 @@ fn row(
         }),
         last_step: last.and_then(|r| r.steps.get(&host.name).cloned()),
         failover,
+        freeze: None,
     }
 }
 
@@ -106,6 +119,7 @@ pub async fn run(
 ) -> Result<u8, Error> {
     let groups = select_groups(inventory, group)?;
     let mut rows = vec![];
+    let mut freezes = vec![];
     for group in groups {
         let group = &journal::with_role_overrides(group.clone(), state_dir)?;
         let last = last_run(state_dir, &group.name)?;
@@ -124,7 +138,9 @@ pub async fn run(
             }
         };
         let playbook = playbook::load(&path)?;
-        rows.extend(group_rows(group, &playbook, last.as_ref()).await);
+        let freeze = freeze_of(group).await;
+        rows.extend(group_rows(group, &playbook, last.as_ref(), freeze.as_ref()).await);
+        freezes.extend(freeze);
         if let Some(note) = holding_note(group).await {
             crate::output::note(&note);
         }
@@ -134,7 +150,7 @@ pub async fn run(
         .filter(|r| r.failover)
         .map(|r| r.host.as_str())
         .collect();
-    let summary = if failover.is_empty() {
+    let mut summary = if failover.is_empty() {
         format!("{} hosts; no failover half", rows.len())
     } else {
         format!(
@@ -143,8 +159,32 @@ pub async fn run(
             failover.join(" ")
         )
     };
+    for freeze in &freezes {
+        summary.push('\n');
+        summary.push_str(&crate::render::freeze_line(freeze));
+    }
     output::print_rows(&rows, format, Some(&summary))?;
     Ok(exit::SUCCESS)
+}
+
+/// The group's freeze as the broker has it now; one that cannot be read is noted (and left
+/// out).
+async fn freeze_of(group: &Group) -> Option<Seen> {
+    let read = async {
+        let password = crate::broker::password(&group.broker)?;
+        let management = crate::broker::management::Management::new(&group.broker, password)?;
+        crate::freeze::read(&management, &group.name).await
+    };
+    match read.await {
+        Ok(freeze) => freeze.map(crate::freeze::Freeze::seen_now),
+        Err(err) => {
+            crate::output::note(&format!(
+                "group {}: cannot read its freeze: {err}",
+                group.name
+            ));
+            None
+        }
+    }
 }
 
 /// A warning when holding queues (`roll.hold.*`) are on the group's broker: an interrupted

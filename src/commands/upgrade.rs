@@ -1,4 +1,5 @@
-//! `roll upgrade`: the half-fleet upgrade. Preflight (the group's lock, no unfinished run,
+//! `roll upgrade`: the half-fleet upgrade. Preflight (the group's lock, no freeze, no
+//! unfinished run,
 //! every host and the broker reachable, the untouched half healthy, the promotion gate),
 //! then the plan, the approval, the journal, and the engine executing exactly the approved
 //! plan.
@@ -266,6 +267,7 @@ async fn upgrade_in(
     playbook: &Playbook,
     settings: &Settings,
 ) -> Result<u8, Error> {
+    session.refuse_if_frozen().await?;
     refuse_over_unfinished(session, &settings.state_dir).await?;
     session.connect().await?;
     untouched_healthy(session, playbook, settings.half).await?;

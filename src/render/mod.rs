@@ -2,10 +2,12 @@
 //! rendered from the data the plans and the engine return; [`crate::output`] writes them (and
 //! their JSON twins).
 
+mod freeze;
 mod plan;
 pub mod progress;
 mod summary;
 
+pub use freeze::{FreezeReport, freeze_cell, freeze_done, freeze_line, freeze_plan, unfreeze_plan};
 pub use plan::{rollback_plan, upgrade_plan};
 pub use summary::*;
 

@@ -180,14 +180,17 @@ async fn discover_on(host: &crate::inventory::Host, command: &str) -> Result<Str
     Ok(output.stdout)
 }
 
-/// The vhost's queues, but roll's own lock and holding queues (not part of the fleet's).
+/// The vhost's queues, but roll's own lock, freeze and holding queues (not part of the
+/// fleet's).
 async fn live_queues(management: &Management, group: &Group) -> Result<Vec<LiveQueue>, Error> {
     let lock = crate::lock::queue_name(&group.name);
+    let freeze = crate::freeze::queue_name(&group.name);
     Ok(management
         .list_queues()
         .await?
         .into_iter()
-        .filter(|q| q.name != lock && !crate::broker::holding::is_holding(&q.name))
+        .filter(|q| q.name != lock && q.name != freeze)
+        .filter(|q| !crate::broker::holding::is_holding(&q.name))
         .map(|q| LiveQueue {
             transient: q.transient(),
             settings: QueueSettings::new(q.durable, q.auto_delete, q.arguments),

@@ -6,6 +6,7 @@
 
 mod check;
 mod faults;
+mod freeze;
 mod inventory_cli;
 mod lab;
 mod mover;
