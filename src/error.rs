@@ -28,6 +28,10 @@ pub enum Error {
     /// nothing was changed.
     #[error("{0} (nothing was changed)")]
     Render(#[from] crate::plan::rendered::RenderError),
+    /// An artifact's file on the controller is missing or not the playbook's: nothing was
+    /// changed.
+    #[error("{0} (nothing was changed)")]
+    Artifact(#[from] crate::playbook::ArtifactError),
     /// The journal could not be read or written.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
@@ -65,6 +69,7 @@ impl Error {
             | Error::Render(_)
             | Error::State(_) => exit::USAGE,
             Error::Broker(_)
+            | Error::Artifact(_)
             | Error::Unreachable(_)
             | Error::Internal(_)
             | Error::Remote(_)

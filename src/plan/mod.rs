@@ -135,6 +135,7 @@ pub(crate) mod fixtures {
             queues: vec![],
             verify_queues: vec![],
             reset_queue_state: true,
+            artifacts: vec![],
             ready: vec![],
             stopped: vec![],
             started: vec![],

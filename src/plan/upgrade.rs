@@ -37,6 +37,9 @@ pub struct HostPlan {
     pub verify_queues: Vec<String>,
     /// Run the playbook's queue-state reset (when any queue it uses is recreated).
     pub reset_queue_state: bool,
+    /// Its steps before any host of the half stops (the release's artifacts copied).
+    #[serde(default)]
+    pub artifacts: Vec<Step>,
     /// Its steps while its service still runs, in order.
     pub ready: Vec<Step>,
     /// Its steps while it is stopped, in order.
@@ -179,6 +182,7 @@ fn host_plan(host: &crate::inventory::Host, diff: &QueueDiff, two_phase: bool) -
             .map(|r| r.name.clone())
             .collect(),
         queues,
+        artifacts: vec![],
         ready: vec![],
         stopped: vec![],
         started: vec![],
@@ -191,6 +195,7 @@ struct Shape {
     stage_files: bool,
     reset_command: bool,
     preserve_messages: bool,
+    artifacts: bool,
 }
 
 impl Shape {
@@ -200,6 +205,7 @@ impl Shape {
             stage_files: !playbook.files.is_empty(),
             reset_command: playbook.commands.reset_queue_state.is_some(),
             preserve_messages: options.preserve_messages,
+            artifacts: !playbook.artifacts.is_empty(),
         }
     }
 
@@ -214,6 +220,11 @@ impl Shape {
             } else {
                 vec![]
             }
+        };
+        host.artifacts = if self.artifacts {
+            vec![Step::Artifacts]
+        } else {
+            vec![]
         };
         host.ready = vec![Step::Backup];
         if self.upgrade_before_stop {

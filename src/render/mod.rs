@@ -2,6 +2,7 @@
 //! rendered from the data the plans and the engine return; [`crate::output`] writes them (and
 //! their JSON twins).
 
+mod artifacts;
 mod plan;
 pub mod progress;
 mod summary;
