@@ -32,6 +32,10 @@ pub enum Error {
     /// The waves or the failure policy cannot be planned as asked: nothing was changed.
     #[error("{0} (nothing was changed)")]
     Rollout(#[from] crate::plan::rollout::RolloutError),
+    /// An artifact's file on the controller is missing or not the playbook's: nothing was
+    /// changed.
+    #[error("{0} (nothing was changed)")]
+    Artifact(#[from] crate::playbook::ArtifactError),
     /// The journal could not be read or written.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
@@ -74,6 +78,7 @@ impl Error {
             | Error::Rollout(_)
             | Error::State(_) => exit::USAGE,
             Error::Broker(_)
+            | Error::Artifact(_)
             | Error::Unreachable(_)
             | Error::Internal(_)
             | Error::Remote(_)

@@ -13,6 +13,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// One step of a run, on a host or on the group's broker.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Step {
+    /// Copy the release's artifacts to a host and check them there (before any host stops).
+    Artifacts,
     // A host of the upgraded half, while its service still runs.
     /// Save the installed version, the files the release replaces and the host's queues.
     Backup,
@@ -81,7 +83,8 @@ pub enum Step {
 }
 
 /// The steps that take no argument, with their names.
-const FIXED: [(&str, Step); 21] = [
+const FIXED: [(&str, Step); 22] = [
+    ("artifacts", Step::Artifacts),
     ("backup", Step::Backup),
     ("upgrade", Step::Upgrade),
     ("stage files", Step::StageFiles),
@@ -276,6 +279,8 @@ mod tests {
             Step::RollbackRelease("q.a".into())
         );
         assert_eq!(Step::from("stop (failover)"), Step::StopFailover);
+        assert_eq!(Step::from("artifacts"), Step::Artifacts);
+        assert_eq!(Step::Artifacts.to_string(), "artifacts");
         assert_eq!(Step::from("something new"), Step::other("something new"));
         assert_eq!(Step::from("recreate "), Step::other("recreate "));
         assert_eq!(Step::from("pause after wave 1"), Step::Pause(1));

@@ -2,14 +2,18 @@
 //!
 //! `{name}` is replaced by a variable; `{{` and `}}` stand for literal braces; `${NAME}` (a
 //! shell or sr3 variable) is left as it is. An unknown `{name}` is an error, so that a typo
-//! is caught when the playbook is read, not on a host.
+//! is caught when the playbook is read, not on a host. `{artifact.NAME}` is the destination
+//! of the playbook's artifact NAME on the host (see [`artifact_word`]).
 
 use std::collections::BTreeMap;
 
 use crate::remote::quote;
 
-/// The variables of one host.
-pub type Vars = BTreeMap<&'static str, String>;
+/// The variables of one host, by placeholder name.
+pub type Vars = BTreeMap<String, String>;
+
+/// The prefix of the placeholders naming an artifact's destination: `{artifact.NAME}`.
+pub const ARTIFACT: &str = "artifact.";
 
 /// Every placeholder a playbook may use.
 pub const PLACEHOLDERS: [&str; 8] = [
@@ -67,7 +71,23 @@ fn placeholders(template: &str) -> Result<Vec<Found<'_>>, (usize, String)> {
 
 /// Checks that a template only uses known placeholders; the error gives the byte offset.
 pub fn check(template: &str) -> Result<(), (usize, String)> {
+    check_with(template, &[])
+}
+
+/// Like [`check`], `{artifact.NAME}` accepted for the artifacts named in `artifacts`.
+pub fn check_with(template: &str, artifacts: &[String]) -> Result<(), (usize, String)> {
     for (at, _, name) in placeholders(template)? {
+        if let Some(artifact) = name.strip_prefix(ARTIFACT) {
+            if !artifacts.iter().any(|a| a == artifact) {
+                let known = if artifacts.is_empty() {
+                    "the playbook has no [[artifacts]] here".to_string()
+                } else {
+                    format!("artifacts: {}", artifacts.join(", "))
+                };
+                return Err((at, format!("unknown artifact {{{name}}} ({known})")));
+            }
+            continue;
+        }
         if !PLACEHOLDERS.contains(&name) {
             return Err((
                 at,
@@ -89,7 +109,12 @@ pub fn check(template: &str) -> Result<(), (usize, String)> {
 /// [`check`], no placeholder may sit inside single or double quotes, where the quoting of
 /// its value would not hold (`echo "{user}"` with a user `$(id)` would run `id`).
 pub fn check_command(template: &str) -> Result<(), (usize, String)> {
-    check(template)?;
+    check_command_with(template, &[])
+}
+
+/// Like [`check_command`], `{artifact.NAME}` accepted for the artifacts named in `artifacts`.
+pub fn check_command_with(template: &str, artifacts: &[String]) -> Result<(), (usize, String)> {
+    check_with(template, artifacts)?;
     let found = placeholders(template)?;
     let bytes = template.as_bytes();
     let mut quote: Option<u8> = None;
@@ -134,12 +159,24 @@ pub fn render(template: &str, vars: &Vars, escape: Escape) -> Result<String, Str
             .ok_or_else(|| format!("no value for placeholder {{{name}}}"))?;
         match escape {
             Escape::None => out.push_str(value),
+            Escape::Shell if name.starts_with(ARTIFACT) => out.push_str(&artifact_word(value)),
             Escape::Shell => out.push_str(&quote(value)),
         }
         last = end;
     }
     out.push_str(&unescape(&template[last..]));
     Ok(out)
+}
+
+/// An artifact's destination as one shell word naming it absolutely: `~/x`, `~` and relative
+/// paths are in the SSH user's home (`"$HOME"/x`, as the files and the copy take them), so the
+/// word holds wherever a command uses it (after a `cd`, after `--option=`). Quoted.
+pub fn artifact_word(path: &str) -> String {
+    match path {
+        "~" => "\"$HOME\"".to_string(),
+        p if p.starts_with('/') => quote(p),
+        p => format!("\"$HOME\"/{}", quote(p.strip_prefix("~/").unwrap_or(p))),
+    }
 }
 
 /// `{{` -> `{` and `}}` -> `}`, leaving `${NAME}` alone.
@@ -153,9 +190,9 @@ mod tests {
 
     fn vars() -> Vars {
         let mut v = Vars::new();
-        v.insert("user", "rl-px1".into());
-        v.insert("version", "3.3.1".into());
-        v.insert("host", "it's".into());
+        v.insert("user".into(), "rl-px1".into());
+        v.insert("version".into(), "3.3.1".into());
+        v.insert("host".into(), "it's".into());
         v
     }
 
@@ -200,7 +237,7 @@ mod tests {
         assert!(check_command("echo \"a\\\"b\" {user}").is_ok());
         // A value that breaks out of double quotes when the check is skipped.
         let mut v = Vars::new();
-        v.insert("user", "$(id)".into());
+        v.insert("user".into(), "$(id)".into());
         assert_eq!(
             render("echo \"{user}\"", &v, Escape::Shell).unwrap(),
             "echo \"'$(id)'\""
@@ -216,5 +253,36 @@ mod tests {
             "{message}"
         );
         assert!(check("echo {").is_err());
+    }
+
+    #[test]
+    fn artifacts_are_known_by_name_and_render_as_absolute_paths() {
+        let names = ["sr3".to_string()];
+        assert!(check_command_with("pip install {artifact.sr3}", &names).is_ok());
+        let (at, message) = check_command_with("pip install {artifact.sr4}", &names).unwrap_err();
+        assert_eq!(at, 12);
+        assert!(
+            message.contains("unknown artifact {artifact.sr4}"),
+            "{message}"
+        );
+        assert!(message.contains("artifacts: sr3"), "{message}");
+        let (_, message) = check_command("pip install {artifact.sr3}").unwrap_err();
+        assert!(message.contains("no [[artifacts]]"), "{message}");
+        let (_, message) = check_command_with("echo \"{artifact.sr3}\"", &names).unwrap_err();
+        assert!(message.contains("inside double quotes"), "{message}");
+
+        let mut v = vars();
+        v.insert("artifact.sr3".into(), "~/.cache/roll/a b.whl".into());
+        v.insert("artifact.abs".into(), "/opt/x.whl".into());
+        v.insert("artifact.rel".into(), "x.whl".into());
+        let shell = |t: &str| render(t, &v, Escape::Shell).unwrap();
+        assert_eq!(
+            shell("pip {artifact.sr3}"),
+            "pip \"$HOME\"/'.cache/roll/a b.whl'"
+        );
+        assert_eq!(shell("cp {artifact.abs} ."), "cp /opt/x.whl .");
+        assert_eq!(shell("cat {artifact.rel}"), "cat \"$HOME\"/x.whl");
+        assert_eq!(artifact_word("~"), "\"$HOME\"");
+        assert_eq!(artifact_word("~/$(id)"), "\"$HOME\"/'$(id)'");
     }
 }

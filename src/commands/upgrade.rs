@@ -139,6 +139,8 @@ pub async fn run(inventory: &Inventory, settings: Settings) -> Result<u8, Error>
         return Err(Error::Usage("--parallel must be at least 1".into()));
     }
     promotion_gate(&group, &playbook, &settings)?;
+    // The artifacts' files are the playbook's, before anything else (nothing changed yet).
+    playbook::artifact::check_sources(&playbook)?;
     let mut session = Session::open(group, "upgrade").await?;
     let result = upgrade_in(&mut session, &playbook, &settings).await;
     session.close().await;

@@ -10,6 +10,7 @@
 //! else: every command and file it runs is in the plan's rendered release.
 
 mod actions;
+mod artifacts;
 mod files;
 mod preserve;
 mod progress;

@@ -147,7 +147,7 @@ fn plan_asked(half: Half, expire: bool, options: Options) -> UpgradePlan {
         QueueSettings::new(true, false, Default::default())
     };
     let diff = ops_diff(&target);
-    upgrade_plan::plan(
+    let mut plan = upgrade_plan::plan(
         "r1",
         ops,
         half,
@@ -156,7 +156,12 @@ fn plan_asked(half: Half, expire: bool, options: Options) -> UpgradePlan {
         &options,
         &Default::default(),
     )
-    .unwrap()
+    .unwrap();
+    // The artifacts' own phase has its tests (`with_artifacts`).
+    for host in &mut plan.hosts {
+        host.artifacts.clear();
+    }
+    plan
 }
 
 /// An engine for `plan` doing its steps with `fake`, journaling in `journal`; `earlier`: the
@@ -689,4 +694,102 @@ fn a_pause_ends_the_run_at_its_wave_and_a_resume_goes_on_from_the_next() {
     assert!(second.of("px5").is_empty() && second.of(BROKER).is_empty());
     assert_eq!(second.of("px6")[0], Step::Backup);
     assert_eq!(resumed.completed, ["px5", "px6", "px7", "px8", "pxatx1"]);
+}
+
+/// Like [`plan`], with the fixture's artifacts: their phase before every other step.
+fn with_artifacts(half: Half, expire: bool, parallel: usize) -> UpgradePlan {
+    let mut plan = plan(half, expire, parallel);
+    for host in &mut plan.hosts {
+        host.artifacts = vec![Step::Artifacts];
+    }
+    plan
+}
+
+#[test]
+fn artifacts_reach_every_host_of_the_half_before_anything_else_in_either_phase() {
+    for (half, expire) in [(Half::A, false), (Half::B, true)] {
+        let plan = with_artifacts(half, expire, 1);
+        assert_eq!(plan.two_phase, expire);
+        let fake = Arc::new(Fake::default());
+        let dir = tempfile::tempdir().unwrap();
+        let outcome = upgrade(&plan, &fake, dir.path());
+        assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+        let calls = fake.calls();
+        let copies = plan.hosts.len();
+        assert!(
+            calls[..copies].iter().all(|(_, s)| *s == Step::Artifacts),
+            "{calls:?}"
+        );
+        assert!(
+            calls[copies..].iter().all(|(_, s)| *s != Step::Artifacts),
+            "{calls:?}"
+        );
+        for host in &plan.hosts {
+            assert_eq!(fake.of(&host.host)[0], Step::Artifacts, "{}", host.host);
+        }
+    }
+}
+
+#[test]
+fn an_artifact_failing_on_one_host_stops_the_run_before_anything_changed() {
+    let plan = with_artifacts(Half::B, true, 2);
+    let fake = Fake::failing("px7", Step::Artifacts, Cause::Check);
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = upgrade(&plan, &fake, dir.path());
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert!(outcome.completed.is_empty());
+    let failure = outcome.failure.unwrap();
+    assert_eq!(
+        (failure.host.as_str(), &failure.step),
+        ("px7", &Step::Artifacts)
+    );
+    assert!(
+        failure.detail.contains("nothing was changed"),
+        "{}",
+        failure.detail
+    );
+    assert!(
+        fake.calls().iter().all(|(_, s)| *s == Step::Artifacts),
+        "{:?}",
+        fake.calls()
+    );
+    let summary = entries(dir.path(), "r1")
+        .into_iter()
+        .find_map(|e| match e.event {
+            Event::Finished { summary, .. } => Some(summary),
+            _ => None,
+        });
+    assert!(
+        summary
+            .as_deref()
+            .is_some_and(|s| s.contains("px7") && s.contains("nothing was changed")),
+        "{summary:?}"
+    );
+
+    // A resume copies only where it is not done, then goes on.
+    let second = Arc::new(Fake::default());
+    let earlier = entries(dir.path(), "r1");
+    let journal = Journal::reopen(&journal_path(dir.path(), "r1")).unwrap();
+    let resumed = tokio_test(engine(&plan, &second, journal, &earlier).run());
+    assert_eq!(resumed.status, RunStatus::Done, "{:?}", resumed.failure);
+    let copied_again: Vec<String> = second
+        .calls()
+        .into_iter()
+        .filter(|(_, s)| *s == Step::Artifacts)
+        .map(|(h, _)| h)
+        .collect();
+    assert!(
+        copied_again.contains(&"px7".to_string()),
+        "{copied_again:?}"
+    );
+    let done_first: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|(h, _)| h != "px7")
+        .map(|(h, _)| h)
+        .collect();
+    assert!(
+        done_first.iter().all(|h| !copied_again.contains(h)),
+        "{done_first:?} {copied_again:?}"
+    );
 }

@@ -19,7 +19,9 @@ use crate::step::Step;
 impl Engine<UpgradePlan> {
     /// Executes the plan.
     pub async fn run(self: Arc<Self>) -> Outcome {
-        let result = if self.plan.two_phase {
+        let result = if let Err(failed) = self.clone().copy_artifacts().await {
+            Err(failed)
+        } else if self.plan.two_phase {
             self.clone().run_two_phases().await
         } else {
             self.clone().run_one_phase().await
@@ -390,6 +392,7 @@ impl Engine<UpgradePlan> {
     pub(super) async fn act(&self, host: &str, step: &Step) -> Result<Done, StepError> {
         let commands = || self.commands_of(host);
         match step {
+            Step::Artifacts => self.artifacts_to(host).await,
             Step::Backup => self.backup_host(self.host_plan(host)?).await,
             Step::Upgrade => {
                 self.recorded(host, "upgrade", &commands()?.upgrade, "")

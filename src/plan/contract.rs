@@ -63,10 +63,14 @@ fn comparable(release: &Playbook) -> Value {
     let mut value = serde_json::to_value(release).unwrap_or(Value::Null);
     if let Some(map) = value.as_object_mut() {
         map.remove("path");
-        if let Some(Value::Array(files)) = map.get_mut("files") {
-            for file in files {
-                if let Some(file) = file.as_object_mut() {
-                    file.remove("template");
+        // A file's template and an artifact's source: where, not what (the content and
+        // the checksum are compared).
+        for (list, key) in [("files", "template"), ("artifacts", "source")] {
+            if let Some(Value::Array(items)) = map.get_mut(list) {
+                for item in items {
+                    if let Some(item) = item.as_object_mut() {
+                        item.remove(key);
+                    }
                 }
             }
         }
@@ -136,7 +140,16 @@ mod tests {
         let mut moved = approved.clone();
         moved.path = "/elsewhere/p.toml".into();
         moved.files[0].template = "/elsewhere/pump.conf".into();
+        moved.artifacts[0].source = "/elsewhere/sr3.whl".into();
         assert!(release_changes(&approved, &moved).is_empty());
+        let mut other_wheel = approved.clone();
+        other_wheel.artifacts[0].sha256 = "0".repeat(64);
+        let changes = release_changes(&approved, &other_wheel);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(
+            changes[0].starts_with("artifacts[0].sha256: "),
+            "{changes:?}"
+        );
         let mut edited = approved.clone();
         edited.files[0].content.push_str("\nmessageAgeMax 1h\n");
         edited.commands.timeout = std::time::Duration::from_secs(60);

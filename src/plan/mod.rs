@@ -130,6 +130,7 @@ pub(crate) mod fixtures {
             queues: vec![],
             verify_queues: vec![],
             reset_queue_state: true,
+            artifacts: vec![],
             ready: vec![],
             stopped: vec![],
             started: vec![],

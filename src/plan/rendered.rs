@@ -54,6 +54,21 @@ pub struct HostRelease {
     /// A shell glob of the service's log files.
     pub logs: Option<String>,
     pub files: Vec<HostFile>,
+    /// The release's artifacts, copied before anything stops.
+    #[serde(default)]
+    pub artifacts: Vec<HostArtifact>,
+}
+
+/// An artifact of the release for one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostArtifact {
+    pub name: String,
+    /// The file on the controller.
+    pub source: std::path::PathBuf,
+    /// Its SHA-256, lowercase hex: the copy on the host must have it.
+    pub sha256: String,
+    /// Where on the host (`~/x` and relative paths: in the SSH user's home).
+    pub destination: String,
 }
 
 /// A file of the release on one host.
@@ -98,14 +113,48 @@ pub fn render(playbook: &Playbook, group: &Group) -> Result<Rendered, RenderErro
     })
 }
 
-/// The upgrade command of a host with another version: what a rollback reinstalls.
+/// The command that puts another version on a host: what a rollback reinstalls (the
+/// playbook's `reinstall`, else its upgrade command, with that version).
 pub fn reinstall(
     playbook: &Playbook,
     group: &Group,
     host: &str,
     version: &str,
 ) -> Result<String, RenderError> {
-    Ok(host_release(playbook, group, host, Some(version))?.upgrade)
+    let release = host_release(playbook, group, host, Some(version))?;
+    let Some(command) = &playbook.commands.reinstall else {
+        return Ok(release.upgrade);
+    };
+    let vars = host_vars(playbook, group, host, Some(version))?;
+    template::render(command, &vars, Escape::Shell)
+        .map_err(|message| render_error(playbook, host, "reinstall", message))
+}
+
+fn render_error(playbook: &Playbook, host: &str, what: &str, message: String) -> RenderError {
+    RenderError {
+        playbook: playbook.path.display().to_string(),
+        host: host.to_string(),
+        what: what.to_string(),
+        message,
+    }
+}
+
+/// A host's variables (`version`: instead of the playbook's).
+fn host_vars(
+    playbook: &Playbook,
+    group: &Group,
+    name: &str,
+    version: Option<&str>,
+) -> Result<crate::template::Vars, RenderError> {
+    let host =
+        group.hosts.iter().find(|h| h.name == name).ok_or_else(|| {
+            render_error(playbook, name, "the host", "is not in the group".into())
+        })?;
+    let mut vars = playbook.vars(host, &group.broker);
+    if let Some(version) = version {
+        vars.insert("version".into(), version.to_string());
+    }
+    Ok(vars)
 }
 
 /// One host's release (`version`: instead of the playbook's).
@@ -115,21 +164,8 @@ fn host_release(
     name: &str,
     version: Option<&str>,
 ) -> Result<HostRelease, RenderError> {
-    let fail = |what: &str, message: String| RenderError {
-        playbook: playbook.path.display().to_string(),
-        host: name.to_string(),
-        what: what.to_string(),
-        message,
-    };
-    let host = group
-        .hosts
-        .iter()
-        .find(|h| h.name == name)
-        .ok_or_else(|| fail("the host", "is not in the group".into()))?;
-    let mut vars = playbook.vars(host, &group.broker);
-    if let Some(version) = version {
-        vars.insert("version", version.to_string());
-    }
+    let fail = |what: &str, message: String| render_error(playbook, name, what, message);
+    let vars = host_vars(playbook, group, name, version)?;
     let shell = |what: &str, text: &str| {
         template::render(text, &vars, Escape::Shell).map_err(|m| fail(what, m))
     };
@@ -148,6 +184,18 @@ fn host_release(
             only_if_present: file.only_if_present,
         });
     }
+    let mut artifacts = vec![];
+    for artifact in &playbook.artifacts {
+        artifacts.push(HostArtifact {
+            name: artifact.name.clone(),
+            source: artifact.source.clone(),
+            sha256: artifact.sha256.clone(),
+            destination: plain(
+                &format!("artifact {}'s destination", artifact.name),
+                &artifact.destination,
+            )?,
+        });
+    }
     Ok(HostRelease {
         stop: shell("stop", &c.stop)?,
         start: shell("start", &c.start)?,
@@ -159,6 +207,7 @@ fn host_release(
         client_ports: optional("verify.client_ports", &playbook.verify.client_ports)?,
         logs: optional("verify.logs", &playbook.verify.logs)?,
         files,
+        artifacts,
     })
 }
 
@@ -194,5 +243,38 @@ mod tests {
         assert_eq!(err.what, "stop");
         assert_eq!(err.host, ops.hosts[0].name);
         assert!(err.to_string().contains("nonsense"), "{err}");
+    }
+
+    #[test]
+    fn artifacts_are_rendered_per_host_and_named_in_commands() {
+        let (inventory, mut playbook) = fixture();
+        let ops = inventory.group("ops").unwrap();
+        playbook.artifacts[0].destination = "~/a/{user}/sr3.whl".into();
+        playbook.commands.start = "run {artifact.sr3}".into();
+        let rendered = render(&playbook, ops).unwrap();
+        let px5 = &rendered.hosts["px5"];
+        let user = ops.hosts.iter().find(|h| h.name == "px5").unwrap();
+        let user = user.ssh.user.clone().unwrap_or_else(|| "px5".into());
+        assert_eq!(px5.artifacts.len(), 1);
+        assert_eq!(px5.artifacts[0].destination, format!("~/a/{user}/sr3.whl"));
+        assert_eq!(px5.artifacts[0].sha256, playbook.artifacts[0].sha256);
+        assert_eq!(px5.start, format!("run \"$HOME\"/a/{user}/sr3.whl"));
+        assert!(
+            px5.upgrade
+                .ends_with(&format!("\"$HOME\"/a/{user}/sr3.whl")),
+            "{}",
+            px5.upgrade
+        );
+        // A rollback reinstalls the previous version with the reinstall command.
+        let back = reinstall(&playbook, ops, "px5", "3.2.0.post1").unwrap();
+        assert!(back.ends_with("metpx-sr3==3.2.0.post1"), "{back}");
+        playbook.commands.reinstall = None;
+        let back = reinstall(&playbook, ops, "px5", "3.2.0.post1").unwrap();
+        assert_eq!(back, px5.upgrade, "without it, the upgrade command");
+        // An artifact placeholder nothing fills in names the host and the command.
+        playbook.commands.stop = "stop {artifact.nope}".into();
+        let err = render(&playbook, ops).unwrap_err();
+        assert_eq!(err.what, "stop");
+        assert!(err.to_string().contains("{artifact.nope}"), "{err}");
     }
 }

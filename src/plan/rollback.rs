@@ -135,6 +135,9 @@ impl<'a> History<'a> {
         let mut h = History::default();
         for (at, entry) in entries.iter().enumerate() {
             match &entry.event {
+                // Artifacts copied change no service: a host that got only them is not
+                // touched (and a rollback leaves them where they are).
+                Event::StepStarted { step, .. } if *step == Step::Artifacts => {}
                 Event::StepStarted { host, step } => {
                     h.started.entry(host).or_default().insert(step);
                     if let Step::Recreate(queue) = step {
@@ -353,6 +356,31 @@ mod tests {
         assert!(px6.files.is_empty());
         let pxatx1 = p.repair.iter().find(|r| r.host == "pxatx1").unwrap();
         assert!(!pxatx1.start, "the swapped-out active host stays stopped");
+    }
+
+    #[test]
+    fn hosts_that_only_got_the_artifacts_are_not_touched() {
+        let mut entries = journal();
+        let seq = entries.len() as u64 + 1;
+        for (i, host) in ["px7", "px8"].into_iter().enumerate() {
+            let mut entry = entries[1].clone();
+            entry.seq = seq + i as u64;
+            entry.event = Event::StepStarted {
+                host: host.into(),
+                step: Step::Artifacts,
+            };
+            entries.push(entry);
+        }
+        let p = plan(
+            "rb1",
+            &ops(),
+            &upgrade_plan(),
+            &entries,
+            options(true, false),
+        )
+        .unwrap();
+        assert_eq!(p.stop, ["px5", "px6", "pxatx1"]);
+        assert!(p.repair.iter().all(|r| r.host != "px7" && r.host != "px8"));
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct HostPlan {
     pub verify_queues: Vec<String>,
     /// Run the playbook's queue-state reset (when any queue it uses is recreated).
     pub reset_queue_state: bool,
+    /// Its steps before any host of the half stops (the release's artifacts copied).
+    #[serde(default)]
+    pub artifacts: Vec<Step>,
     /// Its steps while its service still runs, in order.
     pub ready: Vec<Step>,
     /// Its steps while it is stopped, in order.
@@ -231,6 +234,7 @@ fn host_plan(host: &crate::inventory::Host, diff: &QueueDiff, two_phase: bool) -
             .map(|r| r.name.clone())
             .collect(),
         queues,
+        artifacts: vec![],
         ready: vec![],
         stopped: vec![],
         started: vec![],
@@ -244,6 +248,7 @@ struct Shape {
     reset_command: bool,
     preserve_messages: bool,
     gate: bool,
+    artifacts: bool,
 }
 
 impl Shape {
@@ -254,6 +259,7 @@ impl Shape {
             reset_command: playbook.commands.reset_queue_state.is_some(),
             preserve_messages: options.preserve_messages,
             gate: gates.per_host(),
+            artifacts: !playbook.artifacts.is_empty(),
         }
     }
 
@@ -268,6 +274,11 @@ impl Shape {
             } else {
                 vec![]
             }
+        };
+        host.artifacts = if self.artifacts {
+            vec![Step::Artifacts]
+        } else {
+            vec![]
         };
         host.ready = vec![Step::Backup];
         if self.upgrade_before_stop {

@@ -2,9 +2,11 @@
 //!
 //! A playbook names the package and target version, the host-side commands of each phase,
 //! the files deployed with the release, which queues belong to the fleet (and to which host,
-//! half or the whole group), and the settings those queues must have. Every error names the
-//! file and line. `playbooks/sr3-queue-expire.toml` documents the format.
+//! half or the whole group), the settings those queues must have, and the artifacts copied to
+//! the hosts (see [`artifact`]). Every error names the file and line.
+//! `playbooks/sr3-queue-expire.toml` documents the format.
 
+pub mod artifact;
 mod raw;
 pub mod rollout;
 
@@ -21,6 +23,8 @@ use crate::inventory::{BrokerConfig, Half, Host};
 use crate::source::SourceError;
 use crate::template::{self, Escape, Vars};
 
+pub use artifact::{Artifact, ArtifactError};
+
 /// Default time allowed for one host-side command.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default stop window used for x-expires warnings.
@@ -36,6 +40,9 @@ pub struct Playbook {
     pub version: String,
     pub commands: Commands,
     pub files: Vec<FileSpec>,
+    /// Files copied to the hosts before anything stops, checked by their checksum.
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
     pub queues: QueueRules,
     pub verify: Verify,
     /// Waves, gates and the failure policy (`[rollout]`).
@@ -71,6 +78,10 @@ pub struct Commands {
     /// Prints `running` or `stopped` (first word of its output).
     pub status: String,
     pub upgrade: String,
+    /// What a rollback runs to put the previous version back (`{version}` is that one); the
+    /// upgrade command when not given.
+    #[serde(default)]
+    pub reinstall: Option<String>,
     /// Prints the installed version of the package.
     pub installed_version: String,
     /// Makes the service forget its saved queue settings (for sr3: its subscriptions.json).
@@ -158,11 +169,23 @@ pub fn load(path: &Path) -> Result<Playbook, PlaybookError> {
 pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
     let raw: raw::RawPlaybook =
         toml::from_str(text).map_err(|err| SourceError::toml(path, text, &err))?;
-    let checker = Checker { path, text };
+    let mut checker = Checker {
+        path,
+        text,
+        artifacts: vec![],
+    };
+    let artifacts = checker.artifacts(&raw.artifacts)?;
+    checker.artifacts = artifacts.iter().map(|a| a.name.clone()).collect();
     let commands = checker.commands(&raw.commands)?;
     let files = checker.files(&raw.files)?;
     let owned = checker.owned(&raw.queues.owned)?;
-    let discover = checker.optional_command(raw.queues.discover.as_ref())?;
+    // Queues are discovered before anything is copied: no artifact there.
+    let discover = raw
+        .queues
+        .discover
+        .as_ref()
+        .map(|d| checker.checked_with(d, template::check_command))
+        .transpose()?;
     if discover.is_none() && owned.is_empty() {
         return Err(SourceError {
             path: path.to_path_buf(),
@@ -185,6 +208,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
         version: checker.template(&raw.release.version)?,
         commands,
         files,
+        artifacts,
         queues: QueueRules {
             discover,
             owned,
@@ -205,6 +229,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Playbook, PlaybookError> {
 struct Checker<'a> {
     path: &'a Path,
     text: &'a str,
+    /// The artifacts' names, which commands may use as `{artifact.NAME}`.
+    artifacts: Vec<String>,
 }
 
 impl Checker<'_> {
@@ -217,7 +243,7 @@ impl Checker<'_> {
     fn checked_with(
         &self,
         value: &Spanned<String>,
-        check: fn(&str) -> Result<(), (usize, String)>,
+        check: impl Fn(&str) -> Result<(), (usize, String)>,
     ) -> Result<String, SourceError> {
         check(value.get_ref())
             .map_err(|(offset, message)| self.error(value.span().start + 1 + offset, message))?;
@@ -232,9 +258,10 @@ impl Checker<'_> {
         self.checked_with(value, template::check)
     }
 
-    /// A command template: commands run with `sh -c`, so no placeholder inside quotes.
+    /// A command template: commands run with `sh -c`, so no placeholder inside quotes; the
+    /// artifacts' destinations are known.
     fn command(&self, value: &Spanned<String>) -> Result<String, SourceError> {
-        self.checked_with(value, template::check_command)
+        self.checked_with(value, |t| template::check_command_with(t, &self.artifacts))
     }
 
     /// A command template that may be left out.
@@ -252,6 +279,7 @@ impl Checker<'_> {
             start: self.command(&raw.start)?,
             status: self.command(&raw.status)?,
             upgrade: self.command(&raw.upgrade)?,
+            reinstall: self.optional_command(raw.reinstall.as_ref())?,
             installed_version: self.command(&raw.installed_version)?,
             reset_queue_state: self.optional_command(raw.reset_queue_state.as_ref())?,
             gate: self.optional_command(raw.gate.as_ref())?,
@@ -443,20 +471,23 @@ fn argument_value(name: &str, value: &toml::Value) -> Result<Value, String> {
 }
 
 impl Playbook {
-    /// The variables of a host for this playbook.
+    /// The variables of a host for this playbook (with `{artifact.NAME}` for its artifacts).
     pub fn vars(&self, host: &Host, broker: &BrokerConfig) -> Vars {
-        let mut vars = Vars::new();
-        vars.insert("package", self.package.clone());
-        vars.insert("version", self.version.clone());
-        vars.insert("host", host.name.clone());
-        vars.insert(
-            "user",
-            host.ssh.user.clone().unwrap_or_else(|| host.name.clone()),
-        );
-        vars.insert("group", host.group.clone());
-        vars.insert("half", host.half.to_string());
-        vars.insert("vhost", broker.vhost.clone());
-        vars.insert("broker_user", broker.user.clone());
+        let user = host.ssh.user.clone().unwrap_or_else(|| host.name.clone());
+        let mut vars: Vars = [
+            ("package", self.package.clone()),
+            ("version", self.version.clone()),
+            ("host", host.name.clone()),
+            ("user", user),
+            ("group", host.group.clone()),
+            ("half", host.half.to_string()),
+            ("vhost", broker.vhost.clone()),
+            ("broker_user", broker.user.clone()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
+        self.add_artifact_vars(&mut vars);
         vars
     }
 

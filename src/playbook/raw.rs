@@ -14,6 +14,8 @@ pub(super) struct RawPlaybook {
     pub commands: RawCommands,
     #[serde(default)]
     pub files: Vec<RawFile>,
+    #[serde(default)]
+    pub artifacts: Vec<RawArtifact>,
     pub queues: RawQueues,
     #[serde(default)]
     pub verify: Option<RawVerify>,
@@ -87,6 +89,8 @@ pub(super) struct RawCommands {
     #[serde(default)]
     pub gate: Option<Spanned<String>>,
     #[serde(default)]
+    pub reinstall: Option<Spanned<String>>,
+    #[serde(default)]
     pub upgrade_before_stop: bool,
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
@@ -101,6 +105,15 @@ pub(super) struct RawFile {
     pub mode: Option<Spanned<String>>,
     #[serde(default)]
     pub only_if_present: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawArtifact {
+    pub name: Spanned<String>,
+    pub source: Spanned<String>,
+    pub sha256: Spanned<String>,
+    pub destination: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

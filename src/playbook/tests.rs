@@ -38,6 +38,10 @@ fn checked_in_playbooks_load() {
     assert_eq!(minor.version, "3.3.1");
     assert!(minor.queues.target.arguments.is_empty());
     assert!(minor.files.is_empty());
+    assert_eq!(minor.artifacts.len(), 1);
+    assert_eq!(minor.artifacts[0].name, "sr3");
+    assert!(minor.commands.upgrade.ends_with("{artifact.sr3}"));
+    assert!(minor.commands.reinstall.is_some());
     let expire = load(&repo("playbooks/sr3-queue-expire.toml")).expect("sr3-queue-expire loads");
     assert_eq!(
         expire.queues.target.arguments.get("x-expires"),
@@ -133,4 +137,129 @@ fn globs() {
     assert!(glob_match("*", ""));
     assert!(glob_match("a*b*c", "aXXbYYc"));
     assert!(!glob_match("a*b*c", "aXXbYY"));
+}
+
+/// MINIMAL with one artifact (lines 20 to 24) whose upgrade installs it.
+fn with_artifact(name: &str, source: &str, sha256: &str, destination: &str) -> String {
+    format!(
+        "{}\n[[artifacts]]\nname = {name:?}\nsource = {source:?}\nsha256 = {sha256:?}\n\
+         destination = {destination:?}\n",
+        MINIMAL.replace("up {version}", "up {artifact.w}")
+    )
+}
+
+const SHA: &str = "f9799a1112d3f59f70391019cc20883e3b50802e5d08480e9b77dfe45108d473";
+
+#[test]
+fn artifacts_are_read_with_their_sources_beside_the_playbook() {
+    let text = with_artifact("w", "wheels/w.whl", &SHA.to_uppercase(), "~/a/{host}.whl");
+    let p = parse_text(&text).expect("parses");
+    assert_eq!(p.artifacts.len(), 1);
+    let a = &p.artifacts[0];
+    assert_eq!(a.name, "w");
+    assert_eq!(a.source, repo("playbooks/wheels/w.whl"));
+    assert_eq!(a.sha256, SHA, "kept in lowercase");
+    assert_eq!(a.destination, "~/a/{host}.whl");
+    assert_eq!(p.commands.upgrade, "up {artifact.w}");
+    let absolute = with_artifact("w", "/srv/w.whl", SHA, "/opt/w.whl");
+    assert_eq!(
+        parse_text(&absolute).expect("parses").artifacts[0].source,
+        PathBuf::from("/srv/w.whl")
+    );
+    // The reinstall command (a rollback's) is optional.
+    assert_eq!(p.commands.reinstall, None);
+    let reinstall = MINIMAL.replace(
+        "installed_version",
+        "reinstall = \"down {version}\"\ninstalled_version",
+    );
+    assert_eq!(
+        parse_text(&reinstall)
+            .expect("parses")
+            .commands
+            .reinstall
+            .as_deref(),
+        Some("down {version}")
+    );
+}
+
+#[test]
+fn artifact_errors_name_the_file_and_line() {
+    let e = error_of(&with_artifact("w", "w.whl", "abc", "~/w.whl"));
+    assert!(e.contains("test.toml:23:"), "{e}");
+    assert!(e.contains("not 64 hexadecimal digits"), "{e}");
+
+    let e = error_of(&with_artifact("w x", "w.whl", SHA, "~/w.whl"));
+    assert!(e.contains("test.toml:21:"), "{e}");
+    assert!(e.contains("artifact name \"w x\""), "{e}");
+
+    let e = error_of(&with_artifact("w", "w.whl", SHA, "~/dir/"));
+    assert!(e.contains("test.toml:24:"), "{e}");
+    assert!(e.contains("must name a file"), "{e}");
+
+    let e = error_of(&with_artifact("w", "w.whl", SHA, "~/{nope}.whl"));
+    assert!(e.contains("test.toml:24:"), "{e}");
+    assert!(e.contains("unknown placeholder {nope}"), "{e}");
+
+    let e = error_of(&with_artifact("w", "", SHA, "~/w.whl"));
+    assert!(e.contains("test.toml:22:"), "{e}");
+
+    let twice = format!(
+        "{}[[artifacts]]\nname = \"w\"\nsource = \"v.whl\"\nsha256 = \"{SHA}\"\ndestination = \"v\"\n",
+        with_artifact("w", "w.whl", SHA, "~/w.whl")
+    );
+    let e = error_of(&twice);
+    assert!(e.contains("test.toml:26:"), "{e}");
+    assert!(e.contains("artifact w is given twice"), "{e}");
+
+    let unknown_key = with_artifact("w", "w.whl", SHA, "~/w.whl") + "mode = \"0644\"\n";
+    let e = error_of(&unknown_key);
+    assert!(e.contains("test.toml:25:"), "{e}");
+    assert!(e.contains("unknown field `mode`"), "{e}");
+
+    // A command naming an artifact the playbook does not have.
+    let e = error_of(&with_artifact("v", "w.whl", SHA, "~/w.whl"));
+    assert!(e.contains("test.toml:11:"), "{e}");
+    assert!(
+        e.contains("unknown artifact {artifact.w} (artifacts: v)"),
+        "{e}"
+    );
+    // Queues are discovered before anything is copied: no artifact there.
+    let discover = with_artifact("w", "w.whl", SHA, "~/w.whl")
+        .replace("discover = \"ls\"", "discover = \"ls {artifact.w}\"");
+    let e = error_of(&discover);
+    assert!(e.contains("test.toml:15:"), "{e}");
+    assert!(e.contains("unknown artifact {artifact.w}"), "{e}");
+}
+
+#[test]
+fn an_artifact_whose_file_is_missing_or_different_is_refused_before_the_plan() {
+    let dir = tempfile::tempdir().expect("dir");
+    let wheel = dir.path().join("w.whl");
+    let text = with_artifact("w", "w.whl", SHA, "~/w.whl");
+    let playbook = parse(&text, &dir.path().join("p.toml")).expect("parses");
+
+    let e = artifact::check_sources(&playbook)
+        .expect_err("missing")
+        .to_string();
+    for part in ["p.toml: artifact w", "w.whl", SHA, "actual: none"] {
+        assert!(e.contains(part), "{part}: {e}");
+    }
+
+    std::fs::write(&wheel, b"not the wheel").expect("write");
+    let actual = artifact::sha256_hex(b"not the wheel");
+    let e = artifact::check_sources(&playbook).expect_err("mismatch");
+    let message = e.to_string();
+    for part in ["artifact w", &wheel.display().to_string(), SHA, &actual] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+    let error = crate::error::Error::from(e);
+    assert_eq!(error.exit_code(), crate::exit::FAILURE);
+    assert!(
+        error.to_string().ends_with("(nothing was changed)"),
+        "{error}"
+    );
+
+    let right = with_artifact("w", "w.whl", &actual, "~/w.whl");
+    let playbook = parse(&right, &dir.path().join("p.toml")).expect("parses");
+    artifact::check_sources(&playbook).expect("the right file");
 }

@@ -2,6 +2,7 @@
 //! rendered from the data the plans and the engine return; [`crate::output`] writes them (and
 //! their JSON twins).
 
+mod artifacts;
 mod freeze;
 mod plan;
 pub mod progress;

@@ -34,6 +34,7 @@ impl fmt::Display for Upgrade<'_> {
             self.0.run_id
         )?;
         self.fmt_order(f)?;
+        f.write_str(&super::artifacts::lines(self.0))?;
         self.fmt_steps(f)?;
         self.fmt_queues(f)?;
         self.fmt_other_half(f)?;

@@ -270,6 +270,8 @@ fn serial_files_of_any_size_keep_their_mode_and_a_rollback_puts_them_back() {
         .expect("playbook")
         .replace("name = \"sr3-minor\"", "name = \"files-test\"")
         .replace("version = \"3.3.1\"", "version = \"3.2.0.post1\"")
+        // The release's own version from the wheelhouse, not the 3.3.1 artifact.
+        .replace("{artifact.sr3}", "{package}=={version}")
         .replace(
             "client_version = \"3.03.01\"",
             "client_version = \"3.02.00post1\"",

@@ -125,6 +125,67 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
         "{}",
         again.stderr
     );
+    // Every upgraded host got the wheel as the playbook's artifact, checksum and all.
+    let upgraded = lab().hosts("stage").into_iter().chain(lab().hosts("ops"));
+    for host in upgraded {
+        assert_eq!(
+            artifact_sha256(&host, SR3_WHEEL).as_deref(),
+            Some(SR3_WHEEL_SHA256),
+            "{host}"
+        );
+    }
+}
+
+/// Where the lab playbooks' artifact `sr3` is on a host (in its home), and its sha256.
+const SR3_WHEEL: &str = ".cache/roll/artifacts/metpx_sr3-3.3.1-py3-none-any.whl";
+const SR3_WHEEL_SHA256: &str = "f9799a1112d3f59f70391019cc20883e3b50802e5d08480e9b77dfe45108d473";
+
+/// The sha256 of a file in a lab host's home, if it is there.
+fn artifact_sha256(host: &str, path: &str) -> Option<String> {
+    roll::playbook::artifact::sha256_file(&lab().home(host).join(path)).ok()
+}
+
+/// A playbook whose artifact's checksum is not its file's: refused before the plan, with the
+/// artifact, the file, both checksums and that nothing was changed; no run begins.
+#[test]
+fn an_artifact_with_a_wrong_checksum_is_refused_before_anything_changes() {
+    require_lab();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wrong = "0".repeat(64);
+    let playbook = playbook_variant(
+        dir.path(),
+        MINOR,
+        "sr3-minor-wrong-wheel",
+        &[(SR3_WHEEL_SHA256, wrong.as_str())],
+    );
+    let state = dir.path().join("state");
+    let versions = |rows: std::collections::BTreeMap<String, Value>| -> Vec<(String, Value)> {
+        rows.into_iter()
+            .map(|(host, row)| (host, row["version"].clone()))
+            .collect()
+    };
+    let before = versions(status(&state, "ops"));
+    let run = upgrade(&state.display().to_string(), &playbook, "ops", "b")
+        .skip_promotion_check()
+        .run();
+    assert_eq!(run.code, 1, "{run:#?}");
+    for part in [
+        "artifact sr3",
+        "/var/cache/roll-lab/wheels/metpx_sr3-3.3.1-py3-none-any.whl",
+        &format!("expected sha256 {wrong}"),
+        &format!("actual {SR3_WHEEL_SHA256}"),
+        "nothing was changed",
+    ] {
+        assert!(run.stderr.contains(part), "{part}: {}", run.stderr);
+    }
+    assert!(
+        !run.stdout.contains("Upgrade of group"),
+        "no plan: {}",
+        run.stdout
+    );
+    assert_eq!(versions(status(&state, "ops")), before);
+    let runs = roll::journal::runs(&state, "ops").unwrap_or_default();
+    assert!(runs.is_empty(), "no run began: {runs:?}");
 }
 
 pub fn ops_queues() -> Vec<Value> {

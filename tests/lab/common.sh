@@ -29,6 +29,10 @@ LAB_FOREIGN_QUEUE=q_anonymous.subscribe.ddi-cmc.ddi1_cmc_20260101
 LAB_FOREIGN_KEY='v03.foreign.#'
 LAB_SR3_VERSION=3.2.0.post1
 LAB_SR3_VERSIONS=(3.2.0.post1 3.3.1)                 # the wheelhouse holds both
+# The wheel the lab playbooks copy to the hosts as an artifact: their [[artifacts]] pin this
+# file and its sha256 (PyPI's files never change).
+LAB_SR3_WHEEL=metpx_sr3-3.3.1-py3-none-any.whl
+LAB_SR3_WHEEL_SHA256=f9799a1112d3f59f70391019cc20883e3b50802e5d08480e9b77dfe45108d473
 
 # Debian's interpreter: root's PATH may have a pyenv shim first.
 SYS_PYTHON=/usr/bin/python3
