@@ -263,3 +263,53 @@ fn an_artifact_whose_file_is_missing_or_different_is_refused_before_the_plan() {
     let playbook = parse(&right, &dir.path().join("p.toml")).expect("parses");
     artifact::check_sources(&playbook).expect("the right file");
 }
+
+#[test]
+fn a_rollout_section_reads_its_waves_gates_and_policy_and_errors_name_the_line() {
+    let p = parse_text(MINIMAL).expect("parses");
+    assert_eq!(p.rollout, rollout::RolloutRules::default());
+    assert!(p.commands.gate.is_none());
+    let text = MINIMAL.replace(
+        "installed_version = \"v\"\n",
+        "installed_version = \"v\"\ngate = \"check {host}\"\n",
+    ) + r#"
+[rollout]
+max_backlog = 500
+min_healthy = "30s"
+max_failures = "25%"
+on_failure = "rollback"
+
+[[rollout.waves]]
+vars = { tier = "feed" }
+pause_after = true
+
+[[rollout.waves]]
+hosts = ["px5", "px6*"]
+"#;
+    let p = parse_text(&text).expect("parses");
+    assert_eq!(p.commands.gate.as_deref(), Some("check {host}"));
+    let r = &p.rollout;
+    assert_eq!(r.max_backlog, Some(500));
+    assert_eq!(r.min_healthy.map(|d| d.0.as_secs()), Some(30));
+    assert_eq!(r.gate_timeout, rollout::DEFAULT_GATE_TIMEOUT);
+    assert_eq!(r.max_failures, Some(rollout::Bound::Percent(25)));
+    assert_eq!(r.on_failure, Some(rollout::OnFailure::Rollback));
+    assert_eq!(r.waves.len(), 2);
+    assert!(r.waves[0].pause_after);
+    assert_eq!(r.waves[0].vars["tier"], "feed");
+    assert_eq!(r.waves[1].hosts, ["px5", "px6*"]);
+    let line = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    // The line of its [[rollout.waves]] header.
+    assert_eq!(r.waves[1].line, line("hosts = [\"px5\"") - 1);
+
+    let bad = text.replace("max_failures = \"25%\"", "max_failures = \"many\"");
+    let err = parse_text(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("test.toml:{}", line("max_failures")))
+            && err.contains("max_failures"),
+        "{err}"
+    );
+    let bad = text.replace("on_failure = \"rollback\"", "on_failure = \"panic\"");
+    let err = parse_text(&bad).unwrap_err().to_string();
+    assert!(err.contains("use stop or rollback"), "{err}");
+}
