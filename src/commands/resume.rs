@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::error::Error;
 use crate::exit;
 use crate::inventory::Inventory;
-use crate::journal::{self, Entry, Event, Journal, RunKind};
+use crate::journal::{self, Entry, Event, Journal, RunKind, RunState, RunStatus};
 use crate::output::{self, OutputFormat};
 use crate::plan::upgrade::UpgradePlan;
 use crate::plan::{contract, journaled};
@@ -60,9 +60,14 @@ async fn resume_in(
     }
     let plan = approved_plan(&entries, &path)?;
     check_unchanged(session, &plan)?;
-    session
-        .note_freeze(&format!("resuming run {}, approved before", plan.run_id))
-        .await;
+    if last.status == RunState::Ended(RunStatus::Paused) {
+        // Its next waves are new changes: a freeze holds them back, as it does an upgrade.
+        session.refuse_if_frozen().await?;
+    } else {
+        session
+            .note_freeze(&format!("resuming run {}, approved before", plan.run_id))
+            .await;
+    }
     session.connect().await?;
     let mut journal = Journal::reopen(&path)?;
     journal.append(Event::Resumed {

@@ -76,6 +76,21 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
         b_before,
         "half b was restarted while half a upgraded"
     );
+    let rows = status(&state, "ops");
+    for host in ops_a() {
+        assert_eq!(rows[&host]["version"], "3.3.1", "{host}: {}", rows[&host]);
+    }
+    // And undone as operators say it: no playbook, the journal holds the release.
+    let undone = Roll::rollback("ops").state(&state).yes().run();
+    assert_eq!(undone.code, 0, "{undone:#?}");
+    let rows = status(&state, "ops");
+    for host in ops_a() {
+        assert_eq!(
+            rows[&host]["version"], "3.2.0.post1",
+            "{host}: {}",
+            rows[&host]
+        );
+    }
     let a_pids = half_pids(&ops_a());
 
     // Half b, killed once its canary is verified, then resumed.
@@ -110,7 +125,12 @@ fn serial_minor_upgrade_through_stage_then_both_ops_halves_with_a_kill_and_resum
     );
     let rows = status(&state, "ops");
     for (host, row) in &rows {
-        assert_eq!(row["version"], "3.3.1", "{host}: {row}");
+        let want = if ops_a().contains(host) {
+            "3.2.0.post1"
+        } else {
+            "3.3.1"
+        };
+        assert_eq!(row["version"], want, "{host}: {row}");
         let want = if host == "pxatx2" {
             "stopped"
         } else {

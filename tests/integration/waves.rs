@@ -53,8 +53,9 @@ fn in_waves(state: &str, playbook: &str, more: &[&str]) -> Roll {
 /// Ops half b in waves 1,2,100% with a gate command that fails on px6 (the second wave) and
 /// a caught-up gate, under 100 messages a second. With `--on-failure rollback`: the run stops
 /// after the second wave, the third is never touched, and the run is rolled back at once.
-/// Then with `--pause-after canary --max-failures 1`: paused after px5 (status `paused`),
-/// `roll resume` goes past px6 and finishes, one run in the journal. Half a is never
+/// Then with `--pause-after canary --max-failures 1`: paused after px5 (status `paused`), a
+/// freeze holds the resume back, and once lifted `roll resume` goes past px6 and finishes,
+/// one run in the journal. Half a is never
 /// restarted; nothing is lost.
 #[test]
 fn serial_waves_stop_at_a_failing_gate_roll_back_at_once_or_go_past_it_with_max_failures() {
@@ -143,6 +144,19 @@ fn serial_waves_stop_at_a_failing_gate_roll_back_at_once_or_go_past_it_with_max_
         rows["px5"]
     );
     assert_eq!(rows["px6"]["version"], "3.2.0.post1");
+    // A freeze holds the next waves back (the lab's reset lifts it, should this test fail).
+    let frozen = Roll::new("freeze")
+        .group("ops")
+        .yes()
+        .args(["--reason", "waves test"])
+        .run();
+    assert_eq!(frozen.code, 0, "{frozen:#?}");
+    let refused = Roll::resume("ops").state(&state).run();
+    assert_eq!(refused.code, 2, "{refused:#?}");
+    assert!(refused.stderr.contains("waves test"), "{}", refused.stderr);
+    assert_eq!(status(&state, "ops")["px6"]["version"], "3.2.0.post1");
+    let lifted = Roll::new("unfreeze").group("ops").yes().run();
+    assert_eq!(lifted.code, 0, "{lifted:#?}");
     let resumed = Roll::resume("ops").state(&state).json().run();
     eprintln!("{}", resumed.stderr);
     assert_eq!(resumed.code, 3, "{resumed:#?}");
