@@ -646,29 +646,25 @@ impl Management {
 
     /// One queue, or `None` when it does not exist.
     pub async fn queue(&self, name: &str) -> Result<Option<QueueInfo>, BrokerError> {
-        let path = format!(
-            "queues/{}/{}",
-            segment(&self.vhost),
-            named(&self.name, name)?
-        );
-        match self
-            .get(&path, &[("columns", QUEUE_COLUMNS.into())], "queue lookup")
-            .await
-        {
-            Ok(info) => Ok(Some(info)),
-            Err(BrokerError::Http { status: 404, .. }) => Ok(None),
-            Err(err) => Err(err),
-        }
+        self.queue_columns(name, QUEUE_COLUMNS.into()).await
     }
 
     /// One queue with its message rates, or `None` when it does not exist.
     pub async fn queue_with_rates(&self, name: &str) -> Result<Option<QueueInfo>, BrokerError> {
+        self.queue_columns(name, format!("{QUEUE_COLUMNS},message_stats"))
+            .await
+    }
+
+    async fn queue_columns(
+        &self,
+        name: &str,
+        columns: String,
+    ) -> Result<Option<QueueInfo>, BrokerError> {
         let path = format!(
             "queues/{}/{}",
             segment(&self.vhost),
             named(&self.name, name)?
         );
-        let columns = format!("{QUEUE_COLUMNS},message_stats");
         match self
             .get(&path, &[("columns", columns)], "queue lookup")
             .await

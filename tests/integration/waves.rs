@@ -179,8 +179,9 @@ fn serial_waves_stop_at_a_failing_gate_roll_back_at_once_or_go_past_it_with_max_
 }
 
 /// A caught-up gate (`max_backlog`) under 100 messages a second: px5's queue is consumed and
-/// passes; px6's consumer is stopped just before its gate, and the gate fails naming its
-/// queue and backlog; the third wave is never touched and nothing is lost.
+/// passes, and keeps passing for the wave's soak; px6's consumer is stopped just before its
+/// gate, and the gate fails naming its queue and backlog; the third wave is never touched and
+/// nothing is lost.
 #[test]
 fn serial_a_caught_up_gate_passes_under_traffic_and_names_a_queue_left_unconsumed() {
     require_lab();
@@ -191,7 +192,7 @@ fn serial_a_caught_up_gate_passes_under_traffic_and_names_a_queue_left_unconsume
         dir.path(),
         "caught-up",
         None,
-        "max_backlog = 200\ngate_timeout = \"30s\"",
+        "max_backlog = 200\ngate_timeout = \"30s\"\nmin_healthy = \"3s\"",
     );
     let waits = dir.path().join("points");
     std::fs::create_dir_all(&waits).expect("points dir");
@@ -234,6 +235,12 @@ fn serial_a_caught_up_gate_passes_under_traffic_and_names_a_queue_left_unconsume
         })
         .expect("px5's gate is journaled");
     assert!(px5_gate.contains("consumers"), "{px5_gate}");
+    // The first wave's soak held, checking px5 again for 3 s, before px6 began.
+    let soak = journal
+        .lines()
+        .find(|l| l.contains("\"step\":\"soak wave 1\"") && l.contains("\"ok\":true"))
+        .expect("the first wave's soak is journaled");
+    assert!(soak.contains("held for 3s: 1 hosts"), "{soak}");
     assert_hosts(&state, &["px7", "px8", "pxatx1"], "3.2.0.post1", "running");
     // px6 is the operator's to look at; its queue kept what came meanwhile.
     let started = sr3_on("px6", "start").wait().expect("ssh ends");
