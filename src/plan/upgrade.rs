@@ -352,25 +352,7 @@ pub fn plan(
     for host in &mut hosts {
         shape.steps(host);
     }
-    // The canary (first host that starts) goes first; passive hosts last.
-    hosts.sort_by_key(|h| !h.start);
-    let no_vars = BTreeMap::new();
-    let members: Vec<rollout::Member> = hosts
-        .iter()
-        .map(|h| rollout::Member {
-            name: &h.host,
-            vars: group
-                .hosts
-                .iter()
-                .find(|g| g.name == h.host)
-                .map_or(&no_vars, |g| &g.vars),
-        })
-        .collect();
-    let waves = rollout::waves(&members, rules, &options.rollout, two_phase)?;
-    let policy = rollout::policy(rules, &options.rollout, hosts.len(), two_phase)?;
-    // Hosts in the order of their waves.
-    let order: Vec<&String> = waves.iter().flat_map(|w| &w.hosts).collect();
-    hosts.sort_by_key(|h| order.iter().position(|n| **n == h.host));
+    let (waves, policy) = in_waves(&mut hosts, group, rules, &options.rollout, two_phase)?;
     let other: Vec<&crate::inventory::Host> = group.half(half.other()).collect();
     let critical_stops = if critical_window {
         other
@@ -421,6 +403,35 @@ pub fn plan(
         gates,
         policy,
     })
+}
+
+/// Puts the half's hosts in waves: the canary (the first host that starts) first, passive
+/// hosts last, then in the order of their waves; and the failure policy over them.
+fn in_waves(
+    hosts: &mut [HostPlan],
+    group: &Group,
+    rules: &crate::playbook::rollout::RolloutRules,
+    asked: &Asked,
+    together: bool,
+) -> Result<(Vec<Wave>, FailurePolicy), RolloutError> {
+    hosts.sort_by_key(|h| !h.start);
+    let no_vars = BTreeMap::new();
+    let members: Vec<rollout::Member> = hosts
+        .iter()
+        .map(|h| rollout::Member {
+            name: &h.host,
+            vars: group
+                .hosts
+                .iter()
+                .find(|g| g.name == h.host)
+                .map_or(&no_vars, |g| &g.vars),
+        })
+        .collect();
+    let waves = rollout::waves(&members, rules, asked, together)?;
+    let policy = rollout::policy(rules, asked, hosts.len(), together)?;
+    let order: Vec<&String> = waves.iter().flat_map(|w| &w.hosts).collect();
+    hosts.sort_by_key(|h| order.iter().position(|n| **n == h.host));
+    Ok((waves, policy))
 }
 
 /// The placeholders' values of every host of the group.

@@ -173,32 +173,40 @@ pub fn upgrade(plan: &UpgradePlan, outcome: &Outcome) -> String {
             plan.half.other()
         )
     });
+    lines.extend(failure_lines(plan, outcome));
+    lines.push(format!("  journal: {}", outcome.journal));
+    lines.join("\n")
+}
+
+/// The failures the run went past, its pause, and the failure that stopped it (with the
+/// end of its output).
+fn failure_lines(plan: &UpgradePlan, outcome: &Outcome) -> Vec<String> {
+    let mut out = vec![];
     for f in &outcome.failures {
-        lines.push(format!(
+        out.push(format!(
             "  failed, the run went on: host {} at step {}: {}",
             f.host, f.step, f.detail
         ));
     }
     if outcome.status == RunStatus::Paused {
-        lines.push(format!(
+        out.push(format!(
             "  paused: `roll resume --group {0}` continues, `roll rollback --group {0}` undoes",
             plan.group
         ));
     }
     if let Some(f) = &outcome.failure {
-        lines.push(format!(
+        out.push(format!(
             "  failed: host {} at step {}: {}",
             f.host, f.step, f.detail
         ));
-        if let Some(out) = &f.output {
-            let tail: Vec<&str> = out.lines().rev().take(10).collect();
+        if let Some(output) = &f.output {
+            let tail: Vec<&str> = output.lines().rev().take(10).collect();
             for line in tail.into_iter().rev() {
-                lines.push(format!("    | {line}"));
+                out.push(format!("    | {line}"));
             }
         }
     }
-    lines.push(format!("  journal: {}", outcome.journal));
-    lines.join("\n")
+    out
 }
 
 /// One line per recreated queue: what happened to its messages.
