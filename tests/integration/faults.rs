@@ -260,7 +260,8 @@ fn serial_broker_restarts_in_the_critical_window_then_a_host_lost_after_the_cana
                 "name = \"sr3-queue-expire\"",
                 "name = \"sr3-queue-expire-8d\"",
             ),
-            ("7d", "8d"),
+            ("expire 7d", "expire 8d"),
+            ("x-expires = \"7d\"", "x-expires = \"8d\""),
         ],
     );
     let mut lost = false;
