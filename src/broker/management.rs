@@ -45,6 +45,8 @@ pub struct Management {
     /// How the broker is named in messages (no secret in it).
     name: String,
     timeout: Duration,
+    /// The deadline of a whole listing of queues or bindings.
+    listing_timeout: Duration,
 }
 
 impl std::fmt::Debug for Management {
@@ -104,6 +106,7 @@ impl Management {
             vhost: config.vhost.clone(),
             name,
             timeout,
+            listing_timeout: config.listing_timeout,
         })
     }
 
@@ -134,41 +137,117 @@ impl Management {
         let response = match tokio::time::timeout(self.timeout, request.send()).await {
             Err(_) => return Err(self.timeout_error(what)),
             Ok(Err(err)) if err.is_timeout() => return Err(self.timeout_error(what)),
-            Ok(Err(err)) => {
-                return Err(BrokerError::Unreachable {
-                    broker: self.name.clone(),
-                    url: self.base.clone(),
-                    detail: reqwest_detail(&err),
-                });
-            }
+            Ok(Err(err)) => return Err(self.unreachable(&err)),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
         let body = match tokio::time::timeout(self.timeout, response.text()).await {
             Err(_) => return Err(self.timeout_error(what)),
-            Ok(Err(err)) => {
-                return Err(BrokerError::Unreachable {
-                    broker: self.name.clone(),
-                    url: self.base.clone(),
-                    detail: reqwest_detail(&err),
-                });
-            }
+            Ok(Err(err)) => return Err(self.unreachable(&err)),
             Ok(Ok(body)) => body,
         };
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(self.refusal(status, &body, what))
+        }
+    }
+
+    /// The error of an answer that is not a 2xx.
+    fn refusal(&self, status: StatusCode, body: &str, what: &str) -> BrokerError {
         match status {
-            StatusCode::UNAUTHORIZED => Err(BrokerError::Unauthorized {
+            StatusCode::UNAUTHORIZED => BrokerError::Unauthorized {
                 broker: self.name.clone(),
                 user: self.user.clone(),
-                detail: short(&body),
-            }),
-            s if s.is_success() => Ok(body),
-            s => Err(BrokerError::Http {
+                detail: short(body),
+            },
+            s => BrokerError::Http {
                 broker: self.name.clone(),
                 what: what.to_string(),
                 status: s.as_u16(),
-                body: short(&body),
-            }),
+                body: short(body),
+            },
         }
+    }
+
+    fn unreachable(&self, err: &reqwest::Error) -> BrokerError {
+        BrokerError::Unreachable {
+            broker: self.name.clone(),
+            url: self.base.clone(),
+            detail: reqwest_detail(err),
+        }
+    }
+
+    /// GETs a listing (a JSON array of objects) under `/api` and decodes it element by
+    /// element as its body arrives: `each` gets every element in the broker's order, and
+    /// nothing but the element being read is held (see [`super::json_array`]).
+    ///
+    /// The whole call has `deadline`, not the per-call timeout: the broker answers a listing
+    /// only once it has gathered every item, so its first byte comes later the larger the
+    /// vhost. Once the answer streams, no chunk may take longer than the per-call timeout (a
+    /// broker that stops sending is noticed in that time, not at the listing's deadline).
+    async fn stream_list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        what: &str,
+        deadline: Duration,
+        mut each: impl FnMut(T),
+    ) -> Result<u64, BrokerError> {
+        let until = tokio::time::Instant::now() + deadline;
+        let over = || BrokerError::Timeout {
+            broker: self.name.clone(),
+            what: what.to_string(),
+            after: deadline,
+        };
+        let url = format!("{}/api/{}", self.base, path);
+        let request = self
+            .http
+            .get(&url)
+            .basic_auth(&self.user, Some(self.password.expose()))
+            .query(query)
+            // Overrides the client's per-call timeout, for this request only.
+            .timeout(deadline);
+        let mut response = match tokio::time::timeout_at(until, request.send()).await {
+            Err(_) => return Err(over()),
+            Ok(Err(err)) if err.is_timeout() => return Err(over()),
+            Ok(Err(err)) => return Err(self.unreachable(&err)),
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let body = match tokio::time::timeout_at(until, response.text()).await {
+                Err(_) => return Err(over()),
+                Ok(Err(err)) => return Err(self.unreachable(&err)),
+                Ok(Ok(body)) => body,
+            };
+            return Err(self.refusal(status, &body, what));
+        }
+        let mut array = super::json_array::JsonArray::new();
+        let decode = |err: super::json_array::JsonArrayError| BrokerError::Decode {
+            broker: self.name.clone(),
+            what: what.to_string(),
+            detail: err.to_string(),
+        };
+        loop {
+            let stall = (tokio::time::Instant::now() + self.timeout).min(until);
+            let chunk = match tokio::time::timeout_at(stall, response.chunk()).await {
+                Err(_) if stall == until => return Err(over()),
+                Err(_) => {
+                    return Err(BrokerError::Timeout {
+                        broker: self.name.clone(),
+                        what: format!("the rest of the {what}"),
+                        after: self.timeout,
+                    });
+                }
+                Ok(Err(err)) if err.is_timeout() => return Err(over()),
+                Ok(Err(err)) => return Err(self.unreachable(&err)),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(chunk))) => chunk,
+            };
+            array.feed(&chunk, &mut each).map_err(decode)?;
+        }
+        array.finish().map_err(decode)
     }
 
     /// PUTs a JSON body to a path under `/api` (administration: vhosts, permissions).
@@ -605,16 +684,34 @@ impl ConnectionInfo {
 
 impl Management {
     /// Lists the vhost's queues in one request, with only the columns `roll` reads.
-    ///
-    /// Not paged: for every page the broker gathers (and sorts) the whole vhost's queues
-    /// before it slices out 500, so a paged listing of 20,000 queues costs it 40 full
-    /// listings (BENCHMARKS.md). With the columns cut down, the answer is a few hundred bytes
-    /// per queue.
     pub async fn list_queues(&self) -> Result<Vec<QueueInfo>, BrokerError> {
+        let mut all = Vec::new();
+        self.stream_queues(|q| all.push(q)).await?;
+        Ok(all)
+    }
+
+    /// The vhost's queues, one by one as the answer arrives (see [`Management::stream_list`]):
+    /// `each` gets every queue, and no queue is held here once it has been given. Returns
+    /// how many there were. The call has the broker's `listing_timeout` (inventory).
+    ///
+    /// One unpaged request, with only the columns `roll` reads, rather than pages: for every
+    /// page the broker gathers (and sorts) the whole vhost's queues before it slices out 500
+    /// (at most), so a paged listing of 20,000 queues costs it 40 full listings
+    /// (BENCHMARKS.md), and pages would still have to be requested one after the other to
+    /// keep memory flat. Paging's one advantage, an answer of bounded size, is what reading
+    /// the unpaged answer as it streams gives too. With the columns cut down, the answer is a
+    /// few hundred bytes per queue.
+    pub async fn stream_queues(&self, each: impl FnMut(QueueInfo)) -> Result<u64, BrokerError> {
         let path = format!("queues/{}", segment(&self.vhost));
-        self.get(&path, &[("columns", QUEUE_COLUMNS.into())], "queue listing")
-            .await
-            .map_err(|err| self.vhost_error(err))
+        self.stream_list(
+            &path,
+            &[("columns", QUEUE_COLUMNS.into())],
+            "queue listing",
+            self.listing_timeout,
+            each,
+        )
+        .await
+        .map_err(|err| self.vhost_error(err))
     }
 
     /// The names of the vhost's queues (`kind` "queues") or exchanges ("exchanges") that
@@ -678,19 +775,32 @@ impl Management {
     /// Every binding of the vhost whose destination is a queue, without the implicit binding
     /// of every queue to the default exchange (which cannot be made or removed).
     pub async fn queue_bindings(&self) -> Result<Vec<BindingInfo>, BrokerError> {
+        let mut all = Vec::new();
+        self.stream_queue_bindings(|b| all.push(b)).await?;
+        Ok(all)
+    }
+
+    /// Like [`Management::queue_bindings`], one by one as the answer arrives (the vhost's
+    /// bindings grow with its queues: the call has the `listing_timeout` too). Returns how
+    /// many bindings the broker listed, of every kind.
+    pub async fn stream_queue_bindings(
+        &self,
+        mut each: impl FnMut(BindingInfo),
+    ) -> Result<u64, BrokerError> {
         let path = format!("bindings/{}", segment(&self.vhost));
-        let all: Vec<BindingInfo> = self
-            .get(
-                &path,
-                &[("columns", BINDING_COLUMNS.into())],
-                "binding listing",
-            )
-            .await
-            .map_err(|err| self.vhost_error(err))?;
-        Ok(all
-            .into_iter()
-            .filter(|b| b.destination_type == "queue" && !b.source.is_empty())
-            .collect())
+        self.stream_list(
+            &path,
+            &[("columns", BINDING_COLUMNS.into())],
+            "binding listing",
+            self.listing_timeout,
+            |b: BindingInfo| {
+                if b.destination_type == "queue" && !b.source.is_empty() {
+                    each(b);
+                }
+            },
+        )
+        .await
+        .map_err(|err| self.vhost_error(err))
     }
 
     /// The client connections to this vhost that our user may see.

@@ -4,6 +4,7 @@
 pub mod amqp;
 pub mod equivalence;
 pub mod holding;
+pub mod json_array;
 pub mod management;
 pub mod mover;
 

@@ -90,11 +90,10 @@ pub async fn run(
 fn text(survey: &QueueSurvey, playbook: &Playbook, half: Option<Half>) -> String {
     let lines: Vec<Line> = survey
         .diff
-        .rows
-        .iter()
+        .all_rows()
         .map(|row| {
             line(
-                row,
+                &row,
                 survey.bindings.get(&row.name).map_or(0, Vec::len),
                 survey.probe.as_ref().and_then(|p| p.get(&row.name)),
             )

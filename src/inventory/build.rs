@@ -106,6 +106,7 @@ struct PartialBroker {
     user: Option<String>,
     password: Option<SecretRef>,
     reconnect_deadline: Option<std::time::Duration>,
+    listing_timeout: Option<std::time::Duration>,
     /// A field was refused (and reported): do not also report it missing.
     refused: bool,
 }
@@ -124,6 +125,7 @@ impl PartialBroker {
             user: over.user.clone().or_else(|| self.user.clone()),
             password: over.password.clone().or_else(|| self.password.clone()),
             reconnect_deadline: over.reconnect_deadline.or(self.reconnect_deadline),
+            listing_timeout: over.listing_timeout.or(self.listing_timeout),
             refused: self.refused || over.refused,
         }
     }
@@ -139,6 +141,7 @@ impl PartialBroker {
                 user: Some(user),
                 password: Some(password),
                 reconnect_deadline,
+                listing_timeout,
                 ..
             } => Ok(BrokerConfig {
                 management_url,
@@ -147,6 +150,7 @@ impl PartialBroker {
                 user,
                 password,
                 reconnect_deadline: reconnect_deadline.unwrap_or(super::DEFAULT_RECONNECT_DEADLINE),
+                listing_timeout: listing_timeout.unwrap_or(super::DEFAULT_LISTING_TIMEOUT),
             }),
             partial => {
                 let mut missing = Vec::new();
@@ -867,6 +871,7 @@ impl<'a> Checker<'a> {
                 .and_then(|user| self.plain_text(user, "broker user")),
             password,
             reconnect_deadline: raw.reconnect_deadline.map(|d| d.into_inner().0),
+            listing_timeout: raw.listing_timeout.map(|d| d.into_inner().0),
             refused: false,
         };
         partial.refused = self.errors.len() > errors_before;

@@ -397,10 +397,18 @@ pub struct BrokerConfig {
     /// How long a run waits for the broker to answer again (a restart, a lost connection)
     /// before it stops at a step boundary.
     pub reconnect_deadline: std::time::Duration,
+    /// The deadline of one whole listing of the vhost's queues or bindings (read as it
+    /// streams), which takes longer the more queues the vhost holds; every other call to the
+    /// management API has the per-call timeout.
+    pub listing_timeout: std::time::Duration,
 }
 
 /// How long a run waits for its broker to come back by default.
 pub const DEFAULT_RECONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The deadline of a listing of queues or bindings by default: a broker that lists 20,000
+/// queues in a few seconds lists several hundred thousand in that time.
+pub const DEFAULT_LISTING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl BrokerConfig {
     /// `user@host:port/vhost` of the management API for messages, e.g.

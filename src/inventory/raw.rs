@@ -119,6 +119,7 @@ pub(super) struct RawBroker {
     pub password_file: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
     pub reconnect_deadline: Option<Spanned<HumanDuration>>,
+    pub listing_timeout: Option<Spanned<HumanDuration>>,
 }
 
 /// One entry of `hosts = [...]`.

@@ -107,6 +107,7 @@ fn lab_inventory_loads() {
             user: "roll-lab".into(),
             password: SecretRef::File("/var/lib/roll-lab/broker-password".into()),
             reconnect_deadline: crate::inventory::DEFAULT_RECONNECT_DEADLINE,
+            listing_timeout: crate::inventory::DEFAULT_LISTING_TIMEOUT,
         }
     );
     assert_eq!(ops.ssh.user.as_deref(), Some("rl-{name}"));
@@ -712,6 +713,24 @@ fn the_reconnect_deadline_has_a_default_and_a_group_overrides_it() {
     assert_eq!(
         plain.group("ops").map(|g| g.broker.reconnect_deadline),
         Some(DEFAULT_RECONNECT_DEADLINE)
+    );
+}
+
+#[test]
+fn the_listing_timeout_has_a_default_and_a_group_overrides_it() {
+    let text = format!(
+        "{BROKER}listing_timeout = \"5m\"\n\n[groups.ops]\nhosts = [{{ name = \"a\", half = \"a\" }}, {{ name = \"b\", half = \"b\" }}]\n\n[groups.dev]\nbroker.listing_timeout = \"30s\"\nhosts = [{{ name = \"c\", half = \"a\" }}, {{ name = \"d\", half = \"b\" }}]\n"
+    );
+    let inventory = parse_ok(&text);
+    let timeout = |g: &str| inventory.group(g).map(|g| g.broker.listing_timeout);
+    assert_eq!(timeout("ops"), Some(std::time::Duration::from_secs(300)));
+    assert_eq!(timeout("dev"), Some(std::time::Duration::from_secs(30)));
+    let plain = parse_ok(&format!(
+        "{BROKER}\n[groups.ops]\nhosts = [{{ name = \"a\", half = \"a\" }}, {{ name = \"b\", half = \"b\" }}]\n"
+    ));
+    assert_eq!(
+        plain.group("ops").map(|g| g.broker.listing_timeout),
+        Some(crate::inventory::DEFAULT_LISTING_TIMEOUT)
     );
 }
 

@@ -1,11 +1,13 @@
 //! The queue diff: for every queue of a vhost, what a release will do to it, decided as the
 //! broker decides (see [`crate::broker::equivalence`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde::ser::SerializeStruct;
 use serde_json::Value;
 
 use super::ownership::{Claims, Owner};
@@ -90,15 +92,78 @@ pub struct QueueRow {
     pub note: Option<String>,
 }
 
+/// A queue that is not ours, as little of it as its row shows: it is never touched, so
+/// nothing else is kept (a vhost may hold many more of these than the fleet owns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForeignQueue {
+    pub name: String,
+    pub messages: u64,
+    pub transient: u64,
+    pub settings: QueueSettings,
+}
+
+impl ForeignQueue {
+    /// Its row of the diff.
+    pub fn row(&self) -> QueueRow {
+        QueueRow {
+            name: self.name.clone(),
+            owner: Owner::Foreign,
+            verdict: Verdict::Foreign,
+            messages: self.messages,
+            transient: self.transient,
+            current: Some(self.settings.clone()),
+            target: None,
+            differences: vec![],
+            note: None,
+        }
+    }
+}
+
 /// The whole diff: rows, warnings and counts.
-#[derive(Debug, Clone, Serialize)]
+///
+/// Serialised as one list of `rows` (the owned rows, then the foreign ones, each sorted as
+/// [`QueueDiff::all_rows`] gives them).
+#[derive(Debug, Clone)]
 pub struct QueueDiff {
     pub vhost: String,
     /// The half the run is about; `None` for the whole group.
     pub half: Option<Half>,
+    /// The rows of the queues the fleet owns (every verdict but foreign), sorted by verdict
+    /// and name.
     pub rows: Vec<QueueRow>,
+    /// The foreign queues, sorted by name: they come after every owned row.
+    pub foreign: Vec<ForeignQueue>,
     pub warnings: Vec<String>,
     pub summary: Summary,
+}
+
+impl QueueDiff {
+    /// Every row, owned and foreign, sorted by verdict and name; a foreign row is made when
+    /// it is asked for.
+    pub fn all_rows(&self) -> impl Iterator<Item = Cow<'_, QueueRow>> {
+        self.rows
+            .iter()
+            .map(Cow::Borrowed)
+            .chain(self.foreign.iter().map(|f| Cow::Owned(f.row())))
+    }
+}
+
+impl Serialize for QueueDiff {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Rows<'a>(&'a QueueDiff);
+        impl Serialize for Rows<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.all_rows())
+            }
+        }
+        let mut s = serializer.serialize_struct("QueueDiff", 5)?;
+        s.serialize_field("vhost", &self.vhost)?;
+        s.serialize_field("half", &self.half)?;
+        s.serialize_field("rows", &Rows(self))?;
+        s.serialize_field("warnings", &self.warnings)?;
+        s.serialize_field("summary", &self.summary)?;
+        s.end()
+    }
 }
 
 /// The counts of the summary line.
@@ -174,47 +239,101 @@ pub fn diff(
     target: &QueueSettings,
     stop_window: Duration,
 ) -> QueueDiff {
-    let mut rows = Vec::new();
-    let mut seen = BTreeSet::new();
+    let mut classifier = Classifier::new(half, claims, target);
     for queue in queues {
-        seen.insert(queue.name.clone());
-        let owner = claims.owner(&queue.name);
-        rows.push(row_for(queue, owner, half, target));
+        classifier.push(queue);
     }
-    for name in claims.expected() {
-        if seen.contains(&name) {
-            continue;
+    classifier.finish(vhost, stop_window)
+}
+
+/// The diff made one queue at a time, as a listing arrives: each queue is classified when it
+/// is pushed, an owned one kept as its row, a foreign one as the little its row shows
+/// ([`ForeignQueue`]). No table of every queue is kept: not even their names (a missing
+/// queue is an expected owned one without a row).
+#[derive(Debug)]
+pub struct Classifier<'a> {
+    half: Option<Half>,
+    claims: &'a Claims,
+    target: &'a QueueSettings,
+    rows: Vec<QueueRow>,
+    foreign: Vec<ForeignQueue>,
+}
+
+impl<'a> Classifier<'a> {
+    pub fn new(half: Option<Half>, claims: &'a Claims, target: &'a QueueSettings) -> Self {
+        Classifier {
+            half,
+            claims,
+            target,
+            rows: Vec::new(),
+            foreign: Vec::new(),
         }
-        let owner = claims.owner(&name);
+    }
+
+    /// Classifies one queue of the broker.
+    pub fn push(&mut self, queue: LiveQueue) {
+        let owner = self.claims.owner(&queue.name);
         if owner == Owner::Foreign {
-            continue;
-        }
-        let verdict = if owner.in_scope(half) {
-            Verdict::Missing
+            self.foreign.push(ForeignQueue {
+                name: queue.name,
+                messages: queue.messages,
+                transient: queue.transient,
+                settings: queue.settings,
+            });
         } else {
-            Verdict::Outside
-        };
-        rows.push(QueueRow {
-            name,
-            owner,
-            verdict,
-            messages: 0,
-            transient: 0,
-            current: None,
-            target: Some(target.clone()),
-            differences: vec![],
-            note: Some("absent on the broker: the service declares it when it starts".into()),
-        });
+            self.rows
+                .push(row_for(queue, owner, self.half, self.target));
+        }
     }
-    rows.sort_by(|a, b| (a.verdict, &a.name).cmp(&(b.verdict, &b.name)));
-    let warnings = warnings(&rows, target, stop_window);
-    let summary = summarise(&rows);
-    QueueDiff {
-        vhost: vhost.to_string(),
-        half,
-        rows,
-        warnings,
-        summary,
+
+    /// The diff of the queues pushed: with the expected queues that were not, sorted.
+    pub fn finish(self, vhost: &str, stop_window: Duration) -> QueueDiff {
+        let Classifier {
+            half,
+            claims,
+            target,
+            mut rows,
+            mut foreign,
+        } = self;
+        let seen: BTreeSet<String> = rows.iter().map(|r| r.name.clone()).collect();
+        for name in claims.expected() {
+            if seen.contains(&name) {
+                continue;
+            }
+            let owner = claims.owner(&name);
+            if owner == Owner::Foreign {
+                continue;
+            }
+            let verdict = if owner.in_scope(half) {
+                Verdict::Missing
+            } else {
+                Verdict::Outside
+            };
+            rows.push(QueueRow {
+                name,
+                owner,
+                verdict,
+                messages: 0,
+                transient: 0,
+                current: None,
+                target: Some(target.clone()),
+                differences: vec![],
+                note: Some("absent on the broker: the service declares it when it starts".into()),
+            });
+        }
+        rows.sort_by(|a, b| (a.verdict, &a.name).cmp(&(b.verdict, &b.name)));
+        foreign.sort_by(|a, b| a.name.cmp(&b.name));
+        let warnings = warnings(&rows, target, stop_window);
+        let mut summary = summarise(&rows);
+        summary.foreign = foreign.len();
+        QueueDiff {
+            vhost: vhost.to_string(),
+            half,
+            rows,
+            foreign,
+            warnings,
+            summary,
+        }
     }
 }
 

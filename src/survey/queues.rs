@@ -2,6 +2,7 @@
 //! bindings, the connected clients and, with the probe, the broker's own answer for each.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -9,11 +10,11 @@ use tokio::task::JoinSet;
 
 use crate::broker::amqp::{self, ProbeResult};
 use crate::broker::equivalence::QueueSettings;
-use crate::broker::management::{BindingInfo, Management};
+use crate::broker::management::{BindingInfo, Management, QueueInfo};
 use crate::error::Error;
 use crate::inventory::{Group, Half, Secret};
-use crate::plan::ownership::{Claims, RenderedPattern};
-use crate::plan::queue_diff::{self, LiveQueue, QueueDiff, Verdict};
+use crate::plan::ownership::{Claims, Owner, RenderedPattern};
+use crate::plan::queue_diff::{Classifier, LiveQueue, QueueDiff, Verdict};
 use crate::playbook::{PatternOwner, Playbook};
 use crate::remote;
 use crate::template::{self, Escape};
@@ -48,6 +49,16 @@ pub struct ClientCount {
 }
 
 /// Surveys a group's queues for a release (and optionally one half). Changes nothing.
+///
+/// The hosts' discovery (SSH), the queue listing, the binding listing and the connection
+/// listing run at the same time. The listings are read as they arrive (see
+/// [`Management::stream_queues`]); each queue is classified as it comes, with the claims
+/// that the discovery gives, so that only owned queues are kept as rows and foreign ones as
+/// the little their rows show, and only the owned queues' bindings are kept. What arrives
+/// before the discovery has ended (usually nothing: the broker sends its first byte only
+/// once it has gathered the whole listing) waits for it. When several fail, the error is
+/// that of the first in the order they used to run in: discovery, queues, bindings,
+/// connections.
 pub async fn queues(
     playbook: &Playbook,
     group: &Group,
@@ -57,21 +68,36 @@ pub async fn queues(
     let config = &group.broker;
     let password = crate::broker::password(config)?;
     let management = Management::new(config, password.clone())?;
-    let mut claims = Claims {
-        patterns: patterns(playbook, group)?,
-        ..Claims::default()
+    let patterns = patterns(playbook, group)?;
+    let claims: OnceLock<Claims> = OnceLock::new();
+    let target = &playbook.queues.target;
+    let discovery = async {
+        let mut found = Claims {
+            patterns,
+            ..Claims::default()
+        };
+        discover(playbook, group, &mut found).await?;
+        let _ = claims.set(found);
+        Ok::<_, Error>(())
     };
-    discover(playbook, group, &mut claims).await?;
-    let diff = queue_diff::diff(
-        &config.vhost,
-        half,
-        live_queues(&management, group).await?,
-        &claims,
-        &playbook.queues.target,
-        playbook.queues.expected_stop_window,
+    let (discovered, listed, bound, clients) = tokio::join!(
+        discovery,
+        listed_queues(&management, group, half, &claims, target),
+        listed_bindings(&management, &claims),
+        clients(&management),
     );
-    let bindings = owned_bindings(&management, &diff).await?;
-    let clients = clients(&management).await?;
+    discovered?;
+    let (listed, bound, clients) = (listed?, bound?, clients?);
+    let Some(claims) = claims.get() else {
+        return Err(Error::Usage("the hosts' discovery gave no claims".into()));
+    };
+    let diff = listed
+        .finish(|| Classifier::new(half, claims, target), Classifier::push)
+        .finish(&config.vhost, playbook.queues.expected_stop_window);
+    let bindings = owned_bindings(
+        bound.finish(|| OwnedBindings::new(claims), OwnedBindings::push),
+        &diff,
+    );
     let (probe, probe_disagreements) = if probe {
         let (results, disagreements) = run_probe(group, &password, &diff).await?;
         (Some(results), disagreements)
@@ -87,6 +113,134 @@ pub async fn queues(
         probe,
         probe_disagreements,
     })
+}
+
+/// Items of a listing read before the hosts' discovery has ended, held until it has; from
+/// then on each item is handled as it arrives, by the state `S` made with the claims.
+#[derive(Debug)]
+enum Staged<T, S> {
+    Waiting(Vec<T>),
+    Ready(S),
+}
+
+impl<T, S> Staged<T, S> {
+    fn new() -> Self {
+        Staged::Waiting(Vec::new())
+    }
+
+    /// Handles one item, with the state that `ready` makes once it can (the items that
+    /// waited go first).
+    fn push(&mut self, item: T, ready: impl FnOnce() -> Option<S>, handle: impl Fn(&mut S, T)) {
+        if let Staged::Waiting(waiting) = self
+            && let Some(mut state) = ready()
+        {
+            for held in std::mem::take(waiting) {
+                handle(&mut state, held);
+            }
+            *self = Staged::Ready(state);
+        }
+        match self {
+            Staged::Waiting(waiting) => waiting.push(item),
+            Staged::Ready(state) => handle(state, item),
+        }
+    }
+
+    /// The state once the listing has ended (and the discovery too).
+    fn finish(self, make: impl FnOnce() -> S, handle: impl Fn(&mut S, T)) -> S {
+        match self {
+            Staged::Ready(state) => state,
+            Staged::Waiting(waiting) => {
+                let mut state = make();
+                for held in waiting {
+                    handle(&mut state, held);
+                }
+                state
+            }
+        }
+    }
+}
+
+/// The vhost's queues, classified as they arrive, but roll's own lock, freeze and holding
+/// queues (not part of the fleet's).
+async fn listed_queues<'a>(
+    management: &Management,
+    group: &Group,
+    half: Option<Half>,
+    claims: &'a OnceLock<Claims>,
+    target: &'a QueueSettings,
+) -> Result<Staged<LiveQueue, Classifier<'a>>, Error> {
+    let lock = crate::lock::queue_name(&group.name);
+    let freeze = crate::freeze::queue_name(&group.name);
+    let mut staged = Staged::new();
+    management
+        .stream_queues(|q| {
+            if q.name == lock || q.name == freeze || crate::broker::holding::is_holding(&q.name) {
+                return;
+            }
+            staged.push(
+                live_queue(q),
+                || Some(Classifier::new(half, claims.get()?, target)),
+                Classifier::push,
+            );
+        })
+        .await?;
+    Ok(staged)
+}
+
+/// A listed queue as the diff reads it.
+fn live_queue(q: QueueInfo) -> LiveQueue {
+    LiveQueue {
+        transient: q.transient(),
+        settings: QueueSettings::new(q.durable, q.auto_delete, q.arguments),
+        name: q.name,
+        exclusive: q.exclusive,
+        messages: q.messages.unwrap_or(0),
+        consumers: q.consumers.unwrap_or(0),
+    }
+}
+
+/// The bindings to queues that the claims do not call foreign, by queue, kept as they
+/// arrive.
+#[derive(Debug)]
+struct OwnedBindings<'a> {
+    claims: &'a Claims,
+    by_queue: BTreeMap<String, Vec<BindingInfo>>,
+}
+
+impl<'a> OwnedBindings<'a> {
+    fn new(claims: &'a Claims) -> Self {
+        OwnedBindings {
+            claims,
+            by_queue: BTreeMap::new(),
+        }
+    }
+
+    fn push(&mut self, binding: BindingInfo) {
+        if self.claims.owner(&binding.destination) != Owner::Foreign {
+            self.by_queue
+                .entry(binding.destination.clone())
+                .or_default()
+                .push(binding);
+        }
+    }
+}
+
+/// The vhost's bindings to queues, those of foreign queues dropped as they arrive.
+async fn listed_bindings<'a>(
+    management: &Management,
+    claims: &'a OnceLock<Claims>,
+) -> Result<Staged<BindingInfo, OwnedBindings<'a>>, Error> {
+    let mut staged = Staged::new();
+    management
+        .stream_queue_bindings(|b| {
+            staged.push(
+                b,
+                || Some(OwnedBindings::new(claims.get()?)),
+                OwnedBindings::push,
+            );
+        })
+        .await?;
+    Ok(staged)
 }
 
 /// The playbook's ownership patterns, rendered for each host (or once for group owners).
@@ -180,49 +334,21 @@ async fn discover_on(host: &crate::inventory::Host, command: &str) -> Result<Str
     Ok(output.stdout)
 }
 
-/// The vhost's queues, but roll's own lock, freeze and holding queues (not part of the
-/// fleet's).
-async fn live_queues(management: &Management, group: &Group) -> Result<Vec<LiveQueue>, Error> {
-    let lock = crate::lock::queue_name(&group.name);
-    let freeze = crate::freeze::queue_name(&group.name);
-    Ok(management
-        .list_queues()
-        .await?
-        .into_iter()
-        .filter(|q| q.name != lock && q.name != freeze)
-        .filter(|q| !crate::broker::holding::is_holding(&q.name))
-        .map(|q| LiveQueue {
-            transient: q.transient(),
-            settings: QueueSettings::new(q.durable, q.auto_delete, q.arguments),
-            name: q.name,
-            exclusive: q.exclusive,
-            messages: q.messages.unwrap_or(0),
-            consumers: q.consumers.unwrap_or(0),
-        })
-        .collect())
-}
-
-/// The bindings of the queues the diff does not call foreign, by queue.
-async fn owned_bindings(
-    management: &Management,
+/// The bindings of the queues the diff does not call foreign, by queue (roll's own queues,
+/// which have no row, have none).
+fn owned_bindings(
+    bindings: OwnedBindings<'_>,
     diff: &QueueDiff,
-) -> Result<BTreeMap<String, Vec<BindingInfo>>, Error> {
+) -> BTreeMap<String, Vec<BindingInfo>> {
     let owned: BTreeSet<&str> = diff
         .rows
         .iter()
         .filter(|r| r.verdict != Verdict::Foreign)
         .map(|r| r.name.as_str())
         .collect();
-    let mut bindings: BTreeMap<String, Vec<BindingInfo>> = BTreeMap::new();
-    for binding in management.queue_bindings().await? {
-        if owned.contains(binding.destination.as_str()) {
-            bindings
-                .entry(binding.destination.clone())
-                .or_default()
-                .push(binding);
-        }
-    }
-    Ok(bindings)
+    let mut by_queue = bindings.by_queue;
+    by_queue.retain(|queue, _| owned.contains(queue.as_str()));
+    by_queue
 }
 
 /// The broker's connections, counted by client product and version.
@@ -278,4 +404,62 @@ async fn run_probe(
     }
     amqp::close(&connection).await;
     Ok((results, disagreements))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Half;
+
+    fn binding(destination: &str) -> BindingInfo {
+        BindingInfo {
+            source: "xpublic".into(),
+            destination: destination.into(),
+            destination_type: "queue".into(),
+            routing_key: "#".into(),
+            arguments: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn items_wait_for_the_claims_then_are_handled_as_they_come() {
+        let cell: OnceLock<Claims> = OnceLock::new();
+        let mut staged: Staged<BindingInfo, OwnedBindings<'_>> = Staged::new();
+        let push = |staged: &mut Staged<_, _>, name: &str| {
+            staged.push(
+                binding(name),
+                || Some(OwnedBindings::new(cell.get()?)),
+                OwnedBindings::push,
+            )
+        };
+        push(&mut staged, "q.pump.px1");
+        push(&mut staged, "q.foreign");
+        assert!(matches!(&staged, Staged::Waiting(w) if w.len() == 2));
+        let mut claims = Claims::default();
+        claims.discovered_by("px1", Half::A, "q.pump.px1\nq.pump.px1.b\n");
+        cell.set(claims).unwrap();
+        push(&mut staged, "q.pump.px1.b");
+        push(&mut staged, "q.foreign.2");
+        let Staged::Ready(owned) = &staged else {
+            panic!("still waiting");
+        };
+        let names: Vec<&String> = owned.by_queue.keys().collect();
+        assert_eq!(names, ["q.pump.px1", "q.pump.px1.b"]);
+        let claims = cell.get().unwrap();
+        let owned = staged.finish(|| OwnedBindings::new(claims), OwnedBindings::push);
+        assert_eq!(owned.by_queue.len(), 2);
+    }
+
+    #[test]
+    fn items_that_never_saw_the_claims_are_handled_at_the_end() {
+        let mut staged: Staged<BindingInfo, OwnedBindings<'_>> = Staged::new();
+        for name in ["q.pump.px1", "q.foreign"] {
+            staged.push(binding(name), || None, OwnedBindings::push);
+        }
+        let mut claims = Claims::default();
+        claims.discovered_by("px1", Half::A, "q.pump.px1\n");
+        let owned = staged.finish(|| OwnedBindings::new(&claims), OwnedBindings::push);
+        let names: Vec<&String> = owned.by_queue.keys().collect();
+        assert_eq!(names, ["q.pump.px1"]);
+    }
 }

@@ -52,8 +52,7 @@ fn week() -> QueueSettings {
 }
 
 fn verdict(diff: &QueueDiff, name: &str) -> Verdict {
-    diff.rows
-        .iter()
+    diff.all_rows()
         .find(|r| r.name == name)
         .map(|r| r.verdict)
         .unwrap_or_else(|| panic!("no row {name}"))
@@ -108,7 +107,10 @@ fn expire_release_on_half_b() {
     );
     // recreate first, then missing, outside, foreign
     assert_eq!(d.rows[0].verdict, Verdict::Recreate);
-    assert_eq!(d.rows.last().map(|r| r.verdict), Some(Verdict::Foreign));
+    assert_eq!(
+        d.all_rows().last().map(|r| r.verdict),
+        Some(Verdict::Foreign)
+    );
 }
 
 #[test]
@@ -187,4 +189,88 @@ fn a_shared_pattern_makes_a_queue_shared_even_when_one_host_lists_it() {
         Duration::from_secs(900),
     );
     assert_eq!(verdict(&d, "q.pump.px1"), Verdict::Recreate);
+}
+
+#[test]
+fn the_classifier_keeps_rows_of_owned_queues_only() {
+    let c = claims();
+    let target = week();
+    let mut classifier = Classifier::new(Some(Half::B), &c, &target);
+    for i in 0..1000 {
+        classifier.push(live(
+            &format!("q.other.{i:04}"),
+            i,
+            &[("x-max-length", json!(10))],
+        ));
+    }
+    for queue in lab_queues() {
+        classifier.push(queue);
+    }
+    let d = classifier.finish("ops", Duration::from_secs(900));
+    // Owned rows only (px6's missing queue among them); foreign queues as their compact
+    // form, sorted by name.
+    assert_eq!(d.rows.len(), 4);
+    assert!(d.rows.iter().all(|r| r.verdict != Verdict::Foreign));
+    assert_eq!(d.foreign.len(), 1001);
+    assert_eq!(d.summary.foreign, 1001);
+    assert_eq!(d.foreign[0].name, "q.foreign");
+    assert_eq!(d.foreign[1].name, "q.other.0000");
+    assert_eq!(d.foreign[1001 - 1].name, "q.other.0999");
+    // The same diff as one made from the whole list.
+    let mut all = lab_queues();
+    all.extend((0..1000).map(|i| {
+        live(
+            &format!("q.other.{i:04}"),
+            i,
+            &[("x-max-length", json!(10))],
+        )
+    }));
+    let whole = diff(
+        "ops",
+        Some(Half::B),
+        all,
+        &c,
+        &target,
+        Duration::from_secs(900),
+    );
+    assert_eq!(whole.rows, d.rows);
+    assert_eq!(whole.foreign, d.foreign);
+    assert_eq!(whole.summary, d.summary);
+}
+
+#[test]
+fn the_json_lists_foreign_rows_after_the_owned_ones_as_whole_rows() {
+    let d = diff(
+        "ops",
+        Some(Half::B),
+        lab_queues(),
+        &claims(),
+        &week(),
+        Duration::from_secs(900),
+    );
+    let value = serde_json::to_value(&d).unwrap();
+    let mut keys: Vec<&String> = value.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["half", "rows", "summary", "vhost", "warnings"]);
+    let rows = value["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), d.rows.len() + 1);
+    // Each row as a derived QueueRow serialises, the foreign one last.
+    let expected: Vec<Value> = d
+        .rows
+        .iter()
+        .cloned()
+        .chain(d.foreign.iter().map(ForeignQueue::row))
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+    assert_eq!(rows, &expected);
+    let foreign = rows.last().unwrap();
+    assert_eq!(foreign["name"], "q.foreign");
+    assert_eq!(foreign["verdict"], "foreign");
+    assert_eq!(foreign["owner"]["kind"], "foreign");
+    assert_eq!(foreign["messages"], 5);
+    assert!(foreign["target"].is_null());
+    assert_eq!(foreign["differences"], json!([]));
+    assert!(foreign["note"].is_null());
+    assert!(foreign["current"].is_object());
+    assert_eq!(value["summary"]["foreign"], 1);
 }
