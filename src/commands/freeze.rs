@@ -44,6 +44,27 @@ fn broker_of(inventory: &Inventory, name: &str) -> Result<(Group, Management), E
 }
 
 /// The freeze to record, set at `now_ms`.
+/// The report of `action` on the group's freeze queue, as planned (not done yet).
+fn planned(
+    action: &'static str,
+    group: &Group,
+    dry_run: bool,
+    freeze: Option<Freeze>,
+    replaces: Option<Freeze>,
+) -> FreezeReport {
+    FreezeReport {
+        action,
+        group: group.name.clone(),
+        queue: freeze::queue_name(&group.name),
+        broker: group.broker.display(),
+        vhost: group.broker.vhost.clone(),
+        dry_run,
+        done: false,
+        freeze,
+        replaces,
+    }
+}
+
 fn freeze_at(settings: &FreezeSettings, now_ms: u64) -> Freeze {
     Freeze {
         group: settings.group.clone(),
@@ -95,17 +116,8 @@ pub async fn freeze(inventory: &Inventory, settings: FreezeSettings) -> Result<u
         }
         expired => expired,
     };
-    let mut report = FreezeReport {
-        action: "freeze",
-        group: group.name.clone(),
-        queue: freeze::queue_name(&group.name),
-        broker: group.broker.display(),
-        vhost: group.broker.vhost.clone(),
-        dry_run: settings.dry_run,
-        done: false,
-        freeze: Some(freeze_at(&settings, clock::now_millis())),
-        replaces,
-    };
+    let freeze = Some(freeze_at(&settings, clock::now_millis()));
+    let mut report = planned("freeze", &group, settings.dry_run, freeze, replaces);
     let text = render::freeze_plan(&report);
     render::show_plan(&text, &report, settings.output, settings.dry_run)?;
     if settings.dry_run {
@@ -129,17 +141,7 @@ pub async fn freeze(inventory: &Inventory, settings: FreezeSettings) -> Result<u
 pub async fn unfreeze(inventory: &Inventory, settings: UnfreezeSettings) -> Result<u8, Error> {
     let (group, management) = broker_of(inventory, &settings.group)?;
     let existing = freeze::read(&management, &group.name).await?;
-    let mut report = FreezeReport {
-        action: "unfreeze",
-        group: group.name.clone(),
-        queue: freeze::queue_name(&group.name),
-        broker: group.broker.display(),
-        vhost: group.broker.vhost.clone(),
-        dry_run: settings.dry_run,
-        done: false,
-        freeze: existing,
-        replaces: None,
-    };
+    let mut report = planned("unfreeze", &group, settings.dry_run, existing, None);
     if report.freeze.is_none() {
         match settings.output {
             OutputFormat::Table => output::print_text(&render::unfreeze_plan(&report))?,

@@ -281,8 +281,8 @@ impl fmt::Display for FailurePolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.max_failures, self.asked) {
             (0, _) => write!(f, "the first failure stops the run")?,
-            (n, Some(asked)) if asked.to_string() != n.to_string() => {
-                write!(f, "up to {n} failed hosts ({asked}) after the first wave")?
+            (n, Some(Bound::Percent(p))) => {
+                write!(f, "up to {n} failed hosts ({p}%) after the first wave")?
             }
             (n, _) => write!(f, "up to {n} failed hosts after the first wave")?,
         }
