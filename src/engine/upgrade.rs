@@ -172,7 +172,7 @@ impl Engine<UpgradePlan> {
                 &self,
                 self.hosts_of(&wave),
                 self.plan.parallel,
-                |engine, host| engine.tolerating(number, host, Self::full),
+                |engine, host| engine.tolerating(number, host),
             )
             .await?;
             if let Some(flow) = self.after_wave(&wave).await? {
@@ -367,7 +367,7 @@ impl Engine<UpgradePlan> {
     }
 
     /// Every step of a host.
-    async fn full(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
+    pub(super) async fn full(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
         self.steps(&host.host, &host.ready).await?;
         self.steps(&host.host, &host.stopped).await?;
         self.steps(&host.host, &host.started).await

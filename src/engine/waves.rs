@@ -33,19 +33,14 @@ impl Engine<UpgradePlan> {
             .collect()
     }
 
-    /// Runs `work` for one host of wave `wave`; a failure the policy lets the run go past is
+    /// Every step of one host of wave `wave`; a failure the policy lets the run go past is
     /// recorded and the wave goes on.
-    pub(super) async fn tolerating<F, Fut>(
+    pub(super) async fn tolerating(
         self: Arc<Self>,
         wave: usize,
         host: HostPlan,
-        work: F,
-    ) -> Result<(), Failure>
-    where
-        F: FnOnce(Arc<Self>, HostPlan) -> Fut,
-        Fut: std::future::Future<Output = Result<(), Failure>>,
-    {
-        let Err(failed) = work(self.clone(), host).await else {
+    ) -> Result<(), Failure> {
+        let Err(failed) = self.clone().full(host).await else {
             return Ok(());
         };
         let count = {

@@ -311,6 +311,17 @@ mod tests {
 
     const HALF: [&str; 5] = ["px5", "px6", "px7", "px8", "pxatx1"];
 
+    /// The waves of ops half b with the playbook's defaults and `asked`.
+    fn half_waves(asked: &Asked) -> Result<Vec<Wave>, RolloutError> {
+        let none = BTreeMap::new();
+        waves(
+            &members(&HALF, &none),
+            &RolloutRules::default(),
+            asked,
+            false,
+        )
+    }
+
     #[test]
     fn by_default_the_canary_then_the_rest() {
         let none = BTreeMap::new();
@@ -338,19 +349,12 @@ mod tests {
 
     #[test]
     fn counts_are_cumulative_and_the_rest_makes_a_last_wave() {
-        let none = BTreeMap::new();
         let asked = Asked {
             waves: Some(vec![Bound::Count(1), Bound::Count(2), Bound::Percent(100)]),
             pause_after: Some(PauseAfter::Canary),
             ..Asked::default()
         };
-        let w = waves(
-            &members(&HALF, &none),
-            &RolloutRules::default(),
-            &asked,
-            false,
-        )
-        .unwrap();
+        let w = half_waves(&asked).unwrap();
         assert_eq!(
             hosts(&w),
             [vec!["px5"], vec!["px6"], vec!["px7", "px8", "pxatx1"]]
@@ -361,13 +365,7 @@ mod tests {
             waves: Some(vec![Bound::Percent(40)]),
             ..Asked::default()
         };
-        let w = waves(
-            &members(&HALF, &none),
-            &RolloutRules::default(),
-            &asked,
-            false,
-        )
-        .unwrap();
+        let w = half_waves(&asked).unwrap();
         assert_eq!(
             hosts(&w),
             [vec!["px5", "px6"], vec!["px7", "px8", "pxatx1"]]
@@ -376,13 +374,7 @@ mod tests {
             waves: Some(vec![Bound::Count(2), Bound::Count(2)]),
             ..Asked::default()
         };
-        let err = waves(
-            &members(&HALF, &none),
-            &RolloutRules::default(),
-            &bad,
-            false,
-        )
-        .unwrap_err();
+        let err = half_waves(&bad).unwrap_err();
         assert!(err.0.contains("cumulative"), "{err}");
     }
 
@@ -437,18 +429,11 @@ mod tests {
 
     #[test]
     fn a_pause_needs_a_wave_after_it() {
-        let none = BTreeMap::new();
         let asked = Asked {
             pause_after: Some(PauseAfter::Wave(2)),
             ..Asked::default()
         };
-        let err = waves(
-            &members(&HALF, &none),
-            &RolloutRules::default(),
-            &asked,
-            false,
-        )
-        .unwrap_err();
+        let err = half_waves(&asked).unwrap_err();
         assert!(err.0.contains("nothing is left after wave 2"), "{err}");
         assert_eq!("canary".parse(), Ok(PauseAfter::Canary));
         assert!("0".parse::<PauseAfter>().is_err());
