@@ -290,6 +290,7 @@ async fn upgrade_in(
         parallel: settings.parallel,
         preserve_messages: !settings.allow_message_loss,
         rollout: settings.rollout.clone(),
+        measured: crate::engine::measured_stops(&settings.state_dir, &group.name),
     };
     let plan = upgrade::plan(
         &run_id,

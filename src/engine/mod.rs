@@ -26,6 +26,7 @@ mod work;
 pub use actions::{Act, Actions, Up, World};
 pub use progress::{Progress, Sink, State};
 pub use rollback::RollbackOutcome;
+pub use timing::measured_stops;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -186,9 +187,34 @@ pub struct Outcome {
     /// in the fault tests, also the time a failpoint held the run while the broker was taken
     /// down).
     pub broker_unavailable_seconds: f64,
+    /// The longest time any queue of the run was without a consumer, and that queue: from
+    /// the stop of its consumers to the start of its first new one.
+    pub longest_without_consumer: Option<QueueOutage>,
     pub elapsed_seconds: f64,
     /// Where the full record is.
     pub journal: String,
+}
+
+/// A queue, and how long it was without a consumer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueOutage {
+    pub queue: String,
+    pub seconds: f64,
+}
+
+impl QueueOutage {
+    /// The longest outage of these accounts.
+    pub fn longest(accounts: &[QueueAccount]) -> Option<QueueOutage> {
+        accounts
+            .iter()
+            .filter_map(|a| {
+                a.without_consumer_seconds.map(|seconds| QueueOutage {
+                    queue: a.queue.clone(),
+                    seconds,
+                })
+            })
+            .max_by(|a, b| a.seconds.total_cmp(&b.seconds))
+    }
 }
 
 /// Runs a plan (an upgrade's or a rollback's).

@@ -4,7 +4,10 @@
 //! it may have left (a resume after SIGKILL runs the interrupted stage again):
 //! 1. hold (before the consumers stop): the holding topology is made (see
 //!    [`crate::broker::holding`]) and the queue's bindings are routed through the holding
-//!    exchange; the queue still receives every message.
+//!    exchange; the queue still receives every message. A backlog of at least
+//!    [`HOLD_WHILE_RUNNING_AT`] messages is moved into the holding queue now, while the
+//!    consumers still run and share the queue with the mover (each message is consumed or
+//!    held), so that the stop never waits for it.
 //! 2. recreate (consumers stopped): the queue is unbound from the holding exchange (from then
 //!    on new messages go to the holding queue), its messages are moved into the holding queue,
 //!    it is deleted only when empty (`if-empty`), declared with its new settings, and bound to
@@ -28,6 +31,7 @@ use crate::broker::holding::{Holding, is_holding};
 use crate::broker::management::BindingInfo;
 use crate::broker::{BrokerError, amqp, mover};
 use crate::journal::{Backup, Event, QueueAccount, RunKind};
+use crate::plan::upgrade::HOLD_WHILE_RUNNING_AT;
 
 /// How many times a queue is emptied before giving up (something keeps publishing into it).
 const EMPTY_ATTEMPTS: usize = 5;
@@ -217,7 +221,8 @@ impl<P: Planned> Engine<P> {
 
     /// Stage 1: the holding topology made, the queue's bindings routed through it. With
     /// `idle` (its consumers are known to be stopped), new messages are held and its backlog
-    /// moved at once, so that little is left to move in the critical window.
+    /// moved at once, so that little is left to move in the critical window; without, a
+    /// backlog of at least [`HOLD_WHILE_RUNNING_AT`] is moved while the consumers run.
     pub(super) async fn hold(&self, queue: &str, idle: bool) -> Result<Done, StepError> {
         let h = self.holding_of(queue);
         self.journal_event(Event::Hold {
@@ -250,13 +255,33 @@ impl<P: Planned> Engine<P> {
         // Consumers may poll (basic.get) and so not show as consumers: only a plan that
         // knows them stopped says `idle`.
         let mut early = String::new();
-        if idle && let Some((messages, 0)) = self.counts(queue).await? {
-            m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
-            let moved = self
-                .move_messages(queue, queue, &h.holding, u64::from(messages))
-                .await?
-                .moved;
-            early = format!("; its consumer is stopped: {moved} messages held already");
+        match self.counts(queue).await? {
+            Some((messages, 0)) if idle => {
+                m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
+                let moved = self
+                    .move_messages(queue, queue, &h.holding, u64::from(messages))
+                    .await?
+                    .moved;
+                early = format!("; its consumer is stopped: {moved} messages held already");
+            }
+            // Its consumers still run: they and the mover share the queue (each message is
+            // consumed or held) until as many as it had are moved; new messages still reach
+            // it. Its stop then waits only for what arrived since.
+            Some((messages, _)) if u64::from(messages) >= HOLD_WHILE_RUNNING_AT => {
+                let backlog = u64::from(messages);
+                let limits = mover::Limits {
+                    chase: std::time::Duration::ZERO,
+                    ..mover::Limits::for_backlog(backlog)
+                };
+                let moved = self
+                    .move_within(queue, queue, &h.holding, backlog, limits)
+                    .await?
+                    .moved;
+                early = format!(
+                    "; {moved} of its {backlog} messages held already, while its consumers run"
+                );
+            }
+            _ => {}
         }
         Ok(Done::new(format!(
             "{} bindings routed through {}{early}",
@@ -389,6 +414,19 @@ impl<P: Planned> Engine<P> {
         to: &str,
         before: u64,
     ) -> Result<mover::MoveReport, StepError> {
+        let limits = mover::Limits::for_backlog(before);
+        self.move_within(queue, from, to, before, limits).await
+    }
+
+    /// [`Self::move_messages`] within `limits`.
+    async fn move_within(
+        &self,
+        queue: &str,
+        from: &str,
+        to: &str,
+        before: u64,
+        limits: mover::Limits,
+    ) -> Result<mover::MoveReport, StepError> {
         let connection = self.amqp().await?;
         if before > 0 {
             let moving = super::State::Moving {
@@ -398,7 +436,6 @@ impl<P: Planned> Engine<P> {
             };
             self.progress(BROKER, "moving", moving);
         }
-        let limits = mover::Limits::for_backlog(before);
         let broker = self.group.broker.display();
         let key = (from.to_string(), to.to_string());
         let mut on_both = self.on_both.lock().await.remove(&key).unwrap_or_default();

@@ -105,6 +105,34 @@ pub fn timing(entries: &[Entry], stop_steps: &[Step], start_steps: &[Step]) -> T
     timing
 }
 
+/// Each host's stop plus start, in seconds, as measured by the newest of the group's runs
+/// (at most the last `RUNS_READ`) that stopped and started it: what a plan expects its next
+/// stop to take. A journal that cannot be read is skipped (this is an estimate).
+pub fn measured_stops(state_dir: &std::path::Path, group: &str) -> BTreeMap<String, f64> {
+    const RUNS_READ: usize = 5;
+    let stops = [Step::Stop, Step::StopFailover, Step::RollbackStop];
+    let starts = [
+        Step::Start,
+        Step::StartFailover,
+        Step::FailoverStart,
+        Step::StartAgain,
+    ];
+    let mut measured = BTreeMap::new();
+    let runs = crate::journal::runs(state_dir, group).unwrap_or_default();
+    for path in runs.iter().rev().take(RUNS_READ) {
+        let Ok(entries) = crate::journal::read(path) else {
+            continue;
+        };
+        let t = timing(&entries, &stops, &starts);
+        for (host, stop) in &t.stop_seconds {
+            if let Some(start) = t.start_seconds.get(host) {
+                measured.entry(host.clone()).or_insert(stop + start);
+            }
+        }
+    }
+    measured
+}
+
 /// What the journal calls a time the broker did not answer (a `measured` event).
 pub const BROKER_UNAVAILABLE: &str = "broker-unavailable";
 

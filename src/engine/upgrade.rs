@@ -78,6 +78,7 @@ impl Engine<UpgradePlan> {
             .journal_event(Event::Finished { status, summary })
             .await;
         Outcome {
+            longest_without_consumer: super::QueueOutage::longest(&queues),
             status,
             completed,
             failure,

@@ -23,7 +23,26 @@ pub struct QueueChange {
     pub transient: u64,
     /// `setting old -> new`, for people.
     pub changes: Vec<String>,
+    /// Its backlog is moved to the holding queue while its consumers still run (at least
+    /// [`HOLD_WHILE_RUNNING_AT`] messages at plan time): the stop waits for none of it.
+    #[serde(default)]
+    pub held_while_running: bool,
+    /// How long it is expected to be without a consumer: its consumers' stop and start as
+    /// last measured, plus what is left to move while they are stopped. `None`: never
+    /// measured.
+    #[serde(default)]
+    pub expected_stopped_seconds: Option<f64>,
 }
+
+/// A queue holding at least this many messages has them moved to its holding queue while its
+/// consumers still run (they share the queue with the mover: every message is consumed or
+/// held), so that its consumers' stop never waits for its backlog. A smaller backlog is
+/// left to them, and moved in the stop (at most a few tenths of a second).
+pub const HOLD_WHILE_RUNNING_AT: u64 = 1_000;
+
+/// The rate assumed for a move in the plan's estimates (messages per second): below what
+/// the mover does on a loaded two-core broker.
+pub const EXPECTED_MOVE_RATE: f64 = 10_000.0;
 
 /// What happens to one host of the upgraded half.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +152,8 @@ pub struct Options {
     pub preserve_messages: bool,
     /// Waves, pause and failure policy as asked (over the playbook's `[rollout]`).
     pub rollout: Asked,
+    /// Each host's stop plus start, in seconds, as its last run measured them.
+    pub measured: BTreeMap<String, f64>,
 }
 
 impl Options {
@@ -141,6 +162,7 @@ impl Options {
             parallel,
             preserve_messages,
             rollout: Asked::default(),
+            measured: BTreeMap::new(),
         }
     }
 }
@@ -187,6 +209,8 @@ fn change(row: &super::queue_diff::QueueRow) -> QueueChange {
         messages: row.messages,
         transient: row.transient,
         changes: row.differences.iter().map(|d| d.to_string()).collect(),
+        held_while_running: false,
+        expected_stopped_seconds: None,
     }
 }
 
@@ -340,7 +364,7 @@ pub fn plan(
     options: &Options,
     other_versions: &BTreeMap<String, String>,
 ) -> Result<UpgradePlan, PlanError> {
-    let (group_queues, critical_window) = recreated(diff, half);
+    let (mut group_queues, critical_window) = recreated(diff, half);
     let two_phase = !group_queues.is_empty();
     let rules = &playbook.rollout;
     let gates = rollout::gates(rules, playbook.commands.gate.is_some());
@@ -353,6 +377,7 @@ pub fn plan(
         shape.steps(host);
     }
     let (waves, policy) = in_waves(&mut hosts, group, rules, &options.rollout, two_phase)?;
+    expect_stops(&mut hosts, &mut group_queues, options);
     let other: Vec<&crate::inventory::Host> = group.half(half.other()).collect();
     let critical_stops = if critical_window {
         other
@@ -403,6 +428,37 @@ pub fn plan(
         gates,
         policy,
     })
+}
+
+/// Each queue's expected time without a consumer, and whether its backlog is held while its
+/// consumers run. A host's queue: the host's stop and start as measured, plus the move of
+/// what is left in it. A queue of the group: the slowest of the half's stops and starts plus
+/// the moves of every queue of the group (they are recreated one after the other).
+fn expect_stops(hosts: &mut [HostPlan], group_queues: &mut [QueueChange], options: &Options) {
+    let preserve = options.preserve_messages;
+    let left_in_stop = |q: &mut QueueChange| -> f64 {
+        q.held_while_running = preserve && q.messages >= HOLD_WHILE_RUNNING_AT;
+        if q.held_while_running || !preserve {
+            0.0
+        } else {
+            q.messages as f64 / EXPECTED_MOVE_RATE
+        }
+    };
+    for host in hosts.iter_mut() {
+        let measured = options.measured.get(&host.host).copied();
+        for q in &mut host.queues {
+            let moving = left_in_stop(q);
+            q.expected_stopped_seconds = measured.map(|m| m + moving);
+        }
+    }
+    let slowest = hosts
+        .iter()
+        .map(|h| options.measured.get(&h.host).copied())
+        .try_fold(0.0_f64, |max, m| m.map(|m| max.max(m)));
+    let moving: f64 = group_queues.iter_mut().map(left_in_stop).sum();
+    for q in group_queues.iter_mut() {
+        q.expected_stopped_seconds = slowest.map(|s| s + moving);
+    }
 }
 
 /// Puts the half's hosts in waves: the canary (the first host that starts) first, passive
@@ -491,6 +547,61 @@ mod tests {
         // The plan survives the journal.
         let back: UpgradePlan = serde_json::from_value(json!(p)).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn a_backlog_is_held_while_its_consumer_runs_and_the_stop_is_expected_as_measured() {
+        let (inventory, playbook) = fixture();
+        let ops = inventory.group("ops").unwrap();
+        let mut d = ops_diff(&playbook.queues.target);
+        for row in d.rows.iter_mut() {
+            if row.name.contains("px5") {
+                row.messages = 50_000;
+            }
+        }
+        let mut options = Options::new(2, true);
+        options.measured.insert("px5".into(), 4.0);
+        options.measured.insert("px6".into(), 6.0);
+        let p = plan(
+            "r3",
+            ops,
+            Half::B,
+            &d,
+            &playbook,
+            &options,
+            &Default::default(),
+        )
+        .unwrap();
+        let queue = |host: &str| p.hosts.iter().find(|h| h.host == host).unwrap().queues[0].clone();
+        let px5 = queue("px5");
+        assert!(px5.held_while_running, "{px5:?}");
+        assert_eq!(px5.expected_stopped_seconds, Some(4.0));
+        // A small backlog is moved in the stop, at the rate the plan assumes.
+        let px6 = queue("px6");
+        assert!(!px6.held_while_running && px6.messages < HOLD_WHILE_RUNNING_AT);
+        let moving = px6.messages as f64 / EXPECTED_MOVE_RATE;
+        assert_eq!(px6.expected_stopped_seconds, Some(6.0 + moving));
+        assert_eq!(queue("px7").expected_stopped_seconds, None);
+        // A queue of the group waits for every host: px7 was never measured.
+        assert_eq!(p.group_queues[0].expected_stopped_seconds, None);
+        // Without preservation, nothing is held.
+        let lossy = plan(
+            "r4",
+            ops,
+            Half::B,
+            &d,
+            &playbook,
+            &Options::new(2, false),
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(
+            lossy
+                .hosts
+                .iter()
+                .flat_map(|h| &h.queues)
+                .all(|q| !q.held_while_running)
+        );
     }
 
     #[test]

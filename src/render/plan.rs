@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::plan::rollback::RollbackPlan;
-use crate::plan::upgrade::UpgradePlan;
+use crate::plan::upgrade::{QueueChange, UpgradePlan};
 use crate::step;
 
 /// An upgrade plan, for people.
@@ -20,6 +20,22 @@ pub fn rollback_plan(plan: &RollbackPlan) -> String {
 struct Upgrade<'a>(&'a UpgradePlan);
 
 struct Rollback<'a>(&'a RollbackPlan);
+
+/// A queue's backlog, where it goes and how long it is expected to be without a consumer.
+fn backlog(q: &QueueChange, preserve: bool) -> String {
+    let held = if q.held_while_running {
+        ", moved to its holding queue before its consumers stop"
+    } else if preserve && q.messages > 0 {
+        ", moved while its consumers are stopped"
+    } else {
+        ""
+    };
+    let stopped = match q.expected_stopped_seconds {
+        Some(s) => format!("without a consumer for about {s:.1}s"),
+        None => "time without a consumer: not measured yet".to_string(),
+    };
+    format!("{} messages{held}; {stopped}", q.messages)
+}
 
 impl fmt::Display for Upgrade<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -206,10 +222,10 @@ impl Upgrade<'_> {
         for (owner, q) in owned.chain(shared) {
             writeln!(
                 f,
-                "    {owner}: {} [{}] ({} messages)",
+                "    {owner}: {} [{}] ({})",
                 q.name,
                 q.changes.join(", "),
-                q.messages
+                backlog(q, self.0.preserve_messages)
             )?;
         }
         Ok(())
@@ -335,6 +351,24 @@ mod tests {
         );
         assert!(
             text.contains("on the broker: back up q.cluster, hold q.cluster | once every consumer is stopped: recreate q.cluster"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn each_queue_shows_its_backlog_where_it_goes_and_its_expected_time_without_a_consumer() {
+        let mut plan = fixtures::expire_plan_b();
+        let q = &mut plan.hosts[0].queues[0];
+        q.messages = 50_000;
+        q.held_while_running = true;
+        q.expected_stopped_seconds = Some(4.0);
+        let text = upgrade_plan(&plan);
+        assert!(
+            text.contains("px5: q.pump.px5 [x-expires none -> 604800000] (50000 messages, moved to its holding queue before its consumers stop; without a consumer for about 4.0s)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("messages, moved while its consumers are stopped; time without a consumer: not measured yet)"),
             "{text}"
         );
     }

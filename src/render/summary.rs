@@ -160,6 +160,12 @@ pub fn upgrade(plan: &UpgradePlan, outcome: &Outcome) -> String {
             None => format!("  {what}: {seconds:.1}s"),
         });
     }
+    if let Some(o) = &outcome.longest_without_consumer {
+        lines.push(format!(
+            "  longest a queue was without a consumer: {:.1}s ({})",
+            o.seconds, o.queue
+        ));
+    }
     lines.push(if plan.failover.is_empty() {
         format!(
             "  failover: none (half {} runs {})",

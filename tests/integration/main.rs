@@ -4,6 +4,7 @@
 //! Tests whose name contains `serial_` change the lab and run one at a time
 //! (see `.config/nextest.toml`); every other test here only reads.
 
+mod backlog;
 mod check;
 mod faults;
 mod freeze;

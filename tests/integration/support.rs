@@ -576,13 +576,29 @@ impl Drop for Traffic {
 /// queue's subscribers or is still in the queue. The subscribers are stopped first (the
 /// lab is reset after the test anyway), so that their backlog need not drain.
 pub fn audit(ids: &Path) -> serde_json::Value {
+    audit_with(ids, &[])
+}
+
+/// [`audit`], with ids published to some queues only: `(word, ids file)`, those ids expected
+/// in the queues whose name contains the word.
+pub fn audit_with(ids: &Path, only: &[(String, PathBuf)]) -> serde_json::Value {
     // The subscribers' own stop for the audit explains no id received twice.
     let stopped = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     stop_ops_subscribers();
+    let only: Vec<String> = only
+        .iter()
+        .flat_map(|(word, file)| {
+            [
+                "--queue-ids".to_string(),
+                format!("{word}={}", file.display()),
+            ]
+        })
+        .collect();
     let output = Command::new(repo("tests/lab/audit"))
+        .args(&only)
         .args([
             "--ids-file",
             &ids.display().to_string(),
@@ -673,10 +689,15 @@ pub fn sr3_on(host: &str, action: &str) -> Child {
 /// Stops the traffic and audits it: every message published was received by each of its
 /// queues' subscribers or is still queued (0 lost, 0 twice), no holding queue left.
 pub fn audit_clean(traffic: Traffic) {
+    audit_clean_with(traffic, &[]);
+}
+
+/// [`audit_clean`], with ids published to some queues only (see [`audit_with`]).
+pub fn audit_clean_with(traffic: Traffic, only: &[(String, PathBuf)]) {
     let ids = traffic.ids.clone();
     let published = traffic.stop();
     assert!(published > 500, "only {published} messages published");
-    let audit = audit(&ids);
+    let audit = audit_with(&ids, only);
     eprintln!("audit totals: {}", audit["totals"]);
     assert_eq!(audit_counts(&audit), (0, 0), "{audit:#}");
     assert_eq!(

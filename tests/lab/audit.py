@@ -2,7 +2,7 @@
 
 Run through tests/lab/audit (it picks the lab's tools venv, which has amqp).
 
-  audit --ids-file F [--ids-file G ...] [--vhost ops] [--settle SECONDS] [--json]
+  audit --ids-file F [--ids-file G ...] [--queue-ids WORD=FILE ...] [--vhost ops] [--settle SECONDS] [--json]
 
 Only reads: the broker's management API, the subscribers' sr3 logs, and the
 messages of idle queues, which it peeks at without removing them.
@@ -384,8 +384,14 @@ def is_zero(q):
     return q.get("messages_ready") == 0 and q.get("messages_unacknowledged") == 0
 
 
-def audit(a, ids, password):
+def audit(a, ids, password, only=()):
+    """`only`: (word, ids) pairs: those ids are expected in the queues whose name has word."""
     t0 = time.monotonic()
+    everywhere = ids
+    ids = set(ids).union(*(extra for _, extra in only))
+
+    def wanted(name):
+        return everywhere.union(*(extra for word, extra in only if word in name))
     mgmt = Mgmt(a.mgmt_url, a.user, password)
     try:
         queues = mgmt.queues(a.vhost)
@@ -494,6 +500,8 @@ def audit(a, ids, password):
                 got.update(counts.get(f, ()))
                 refetched.update(refetches.get(f, ()))
                 after_last.update(unacked.get(f, set()))
+        want = wanted(n)
+        got = Counter({k: v for k, v in got.items() if k in want})
         st = state[n]
         q = queues[n]
         row = {"queue": n, "label": label(n, subs),
@@ -502,11 +510,11 @@ def audit(a, ids, password):
                "state": st, "messages": q.get("messages"),
                "messages_ready": q.get("messages_ready"),
                "messages_unacknowledged": q.get("messages_unacknowledged"),
-               "published": len(ids), "received": len(got)}
+               "published": len(want), "received": len(got)}
         if st == "settled":
             queued = Counter()
         elif st == "peeked":
-            queued = Counter({k: v for k, v in peeks[n]["ids"].items() if k in ids})
+            queued = Counter({k: v for k, v in peeks[n]["ids"].items() if k in want})
             row["peek"] = {k: peeks[n][k] for k in ("before", "after", "seen")}
         else:
             queued = None
@@ -523,20 +531,20 @@ def audit(a, ids, password):
         row["refetched"] = sum(1 for i in twice if extra(i) == 0)
         row["duplicates"] = sum(1 for i in twice if extra(i) > 0)
         if queued is None:
-            not_received = sorted(ids - got.keys())
+            not_received = sorted(want - got.keys())
             row.update(queued=None, missing=None, not_received=len(not_received),
                        missing_ids=not_received[:LIST_IDS])
             problems.append(f"{n}: {st}: {len(not_received)} ids not received, "
                             "queue contents unknown")
             tot["inconclusive"] += 1
         else:
-            missing = sorted(ids - got.keys() - queued.keys())
+            missing = sorted(want - got.keys() - queued.keys())
             row.update(queued=len(queued), missing=len(missing), missing_ids=missing[:LIST_IDS])
             if missing:
                 problems.append(f"{n}: {len(missing)} ids missing")
         for k in ("received", "queued", "missing", "duplicates", "received_twice", "refetched"):
             tot[k] += row.get(k) or 0
-        tot["published"] += len(ids)
+        tot["published"] += len(want)
         rows.append(row)
 
     def listing(names):
@@ -611,6 +619,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="audit", description=__doc__.split("\n")[0])
     ap.add_argument("--ids-file", action="append", required=True,
                     help="ids published (one a line); may be repeated")
+    ap.add_argument("--queue-ids", action="append", default=[], metavar="WORD=FILE",
+                    help="ids published to the queues whose name contains WORD only "
+                         "(e.g. straight into one queue); may be repeated")
     ap.add_argument("--vhost", default="ops")
     ap.add_argument("--settle", type=float, default=60.0,
                     help="seconds to wait for active queues to empty (default 60; "
@@ -628,6 +639,12 @@ def main() -> int:
         ap.error("--settle must be >= 0")
     try:
         ids = read_ids(a.ids_file)
+        only = []
+        for spec in a.queue_ids:
+            word, sep, path = spec.partition("=")
+            if not sep or not word or not path:
+                raise UsageError(f"--queue-ids {spec!r}: WORD=FILE expected")
+            only.append((word, read_ids([path])))
     except UsageError as e:
         print(f"audit: {e}", file=sys.stderr)
         return 2
@@ -638,7 +655,7 @@ def main() -> int:
         print(f"audit: cannot read the broker password: {e}", file=sys.stderr)
         return 1
     try:
-        r = audit(a, ids, password)
+        r = audit(a, ids, password, only)
     except UsageError as e:
         print(f"audit: {e}", file=sys.stderr)
         return 2
