@@ -2,8 +2,9 @@
 //! down exactly there (a real `rabbitmqctl stop_app`), then let the run go on against it.
 //!
 //! `ROLL_FAILPOINTS=stage=word,...` names the points: `hold`, `recreate`, `move` (after a
-//! batch of a move), `confirmed` (a batch stored on the destination, not yet acknowledged on
-//! the source) and `release` of a queue whose name contains `word`. The first time a run reaches one, it
+//! move's acknowledgement of messages stored on the destination, more of them in flight),
+//! `confirmed` (messages stored on the destination, not yet acknowledged on the source,
+//! more in flight behind them) and `release` of a queue whose name contains `word`. The first time a run reaches one, it
 //! prints `failpoint STAGE=WORD QUEUE: waiting for FILE` on stderr and waits until the file
 //! `$ROLL_FAILPOINT_DIR/STAGE=WORD` exists (it removes it and goes on). `gate=HOST` pauses
 //! before that host's gate. Without the variable

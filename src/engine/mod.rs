@@ -229,7 +229,7 @@ pub struct Engine<P> {
     /// (host, step) pairs begun, by this run or before it.
     begun: std::sync::Mutex<BTreeSet<(String, Step)>>,
     /// Messages that may be on two queues, by queue: a process was killed in the middle of
-    /// a step that moves them (at most a batch each time).
+    /// a step that moves them (at most the mover's window each time).
     interrupted: BTreeMap<String, u64>,
     /// Backups already in the journal (a resume must not back up the changed state).
     backups: Mutex<Vec<(String, Backup)>>,
@@ -319,7 +319,7 @@ impl Recovered {
                 for step in std::mem::take(&mut self.open) {
                     if let Some(queue) = step.moved_queue() {
                         *self.interrupted.entry(queue.to_string()).or_insert(0) +=
-                            u64::from(crate::broker::mover::BATCH);
+                            u64::from(crate::broker::mover::WINDOW);
                     }
                 }
             }

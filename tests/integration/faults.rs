@@ -97,7 +97,7 @@ fn nothing_lost(outcome: &Value) {
         } else {
             let at_most = account["duplicated"].as_u64().unwrap_or(u64::MAX);
             assert!(
-                at_most <= u64::from(roll::broker::mover::BATCH),
+                at_most <= u64::from(roll::broker::mover::WINDOW),
                 "{account}"
             );
         }

@@ -187,8 +187,8 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
     let (scratch, config, password) = scratch("props");
     scratch.runtime.block_on(async {
         let (connection, channel) = classic_pair(&config, &password).await;
-        // More than two batches of messages in flight.
-        const COUNT: u32 = 1200;
+        // More than two windows of messages: the window fills and moves on.
+        const COUNT: u32 = 2 * mover::WINDOW as u32 + 200;
         let mut confirms = vec![];
         for i in 0..COUNT {
             let mut headers = FieldTable::default();
@@ -223,10 +223,10 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
             .await
             .expect("move");
         assert_eq!(report.moved, u64::from(COUNT), "{report:?}");
-        // The messages given back after the failed attempt (those in flight) are counted as
-        // redelivered.
+        // The messages given back after the failed attempt (those delivered: a window at
+        // most) are counted as redelivered.
         assert!(
-            (1..=u64::from(mover::BATCH)).contains(&report.redelivered),
+            (1..=u64::from(mover::WINDOW)).contains(&report.redelivered),
             "{report:?}"
         );
 
@@ -267,12 +267,13 @@ fn messages_move_with_their_properties_and_nothing_is_lost_when_the_target_is_mi
     drop(scratch);
 }
 
-/// A move cut off after the broker stored a batch on the destination and before the mover
-/// acknowledged it on the source (its connection closed by the broker): the source gives the
-/// batch back, and the next move removes it without storing it again. Every message is on the
-/// destination exactly once.
+/// A move cut off after the broker stored messages on the destination and before the mover
+/// acknowledged them on the source (its connection closed by the broker while the mover waits
+/// at the `confirmed` failpoint, with more messages in flight behind them): the source gives
+/// them back, and the next move removes them without storing them again. Every message is on
+/// the destination exactly once, and what the failed move left on both is within the window.
 #[test]
-fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
+fn messages_stored_but_not_acknowledged_are_not_stored_twice() {
     let (scratch, config, password) = scratch("on-both");
     let points = tempfile::tempdir().expect("points");
     // SAFETY of the environment: nextest runs each test in a process of its own.
@@ -282,10 +283,14 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
     }
     scratch.runtime.block_on(async {
         let (connection, channel) = classic_pair(&config, &password).await;
-        const COUNT: u32 = 800;
+        // More than a window: the failed move cannot have taken them all.
+        const COUNT: u32 = mover::WINDOW as u32 + 1000;
+        let mut confirms = vec![];
         for i in 0..COUNT {
             let id = BasicProperties::default().with_message_id(format!("m-{i}").into());
-            let confirm = publish_n(&channel, "src", i, id).await;
+            confirms.push(publish_n(&channel, "src", i, id).await);
+        }
+        for confirm in confirms {
             assert!(confirm.await.expect("confirm").is_ack());
         }
         let mover_connection = amqp::connect(&config, &password, "mover under test")
@@ -293,8 +298,8 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
             .expect("amqp");
         let mut on_both = mover::OnBoth::default();
         let limits = mover::Limits::for_backlog(u64::from(COUNT));
-        // The first batch is stored on dst; its acknowledgement never goes: the broker
-        // closes the mover's connection while it waits at the failpoint.
+        // The first messages confirmed are stored on dst; their acknowledgement never goes:
+        // the broker closes the mover's connection while it waits at the failpoint.
         let closer = {
             let admin = Management::new(&config, password.clone()).expect("client");
             let point = points.path().join("confirmed=src");
@@ -306,18 +311,22 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
                 let waited = |what: &str| {
                     assert!(std::time::Instant::now() < deadline, "{what} never came");
                 };
-                // A batch stored on dst: the mover waits at the failpoint.
-                loop {
+                // The mover waits at the failpoint: what it published before is all on dst
+                // once the count stays the same for a second.
+                let (mut last, mut same) = (0, 0);
+                let stored = loop {
                     let stored = amqp::queue_counts(&watcher, "lab", "dst")
                         .await
                         .expect("count")
                         .map_or(0, |(messages, _)| messages);
-                    if stored >= u32::from(mover::BATCH) {
-                        break;
+                    same = if stored == last { same + 1 } else { 0 };
+                    last = stored;
+                    if stored > 0 && same >= 5 {
+                        break stored;
                     }
-                    waited("the first batch on dst");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
+                    waited("messages on dst");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                };
                 // Its connection, as the management API lists it (it may lag under load).
                 let name = loop {
                     let listed: Vec<serde_json::Value> = admin
@@ -347,19 +356,19 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
                 tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                 std::fs::write(&point, "").expect("go on");
                 amqp::close(&watcher).await;
+                u64::from(stored)
             })
         };
         let failed = move_src_to_dst(&mover_connection, limits, &mut on_both)
             .await
             .expect_err("the connection was closed");
-        closer.await.expect("closer");
-        assert_eq!(
-            on_both.len(),
-            u64::from(mover::BATCH),
-            "{:?}",
-            failed.report
-        );
+        let stored = closer.await.expect("closer");
+        eprintln!("the failed move: {:?}; {stored} on dst", failed.report);
+        // Every message on dst is known to be there; none is uncertain.
+        assert_eq!(on_both.len(), stored, "{:?}", failed.report);
+        assert!(stored <= u64::from(mover::WINDOW), "{:?}", failed.report);
         assert_eq!(failed.report.uncertain, 0, "{:?}", failed.report);
+        assert_eq!(failed.report.moved, 0, "{:?}", failed.report);
         // A new connection, as the engine opens after such a loss; the same record.
         let again = amqp::connect(&config, &password, "mover again")
             .await
@@ -367,7 +376,7 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
         let report = move_src_to_dst(&again, limits, &mut on_both)
             .await
             .expect("move");
-        assert_eq!(report.absorbed, u64::from(mover::BATCH), "{report:?}");
+        assert_eq!(report.absorbed, stored, "{report:?}");
         assert_eq!(
             report.moved,
             u64::from(COUNT),
@@ -383,6 +392,76 @@ fn a_batch_stored_but_not_acknowledged_is_not_stored_twice() {
         want.sort();
         assert_eq!(seen, want, "every message exactly once");
         amqp::close(&again).await;
+        amqp::close(&connection).await;
+    });
+    drop(scratch);
+}
+
+/// Several moves at the same time on one connection, each on its own channel: every message
+/// of each source on its destination, exactly once, and the sources empty.
+#[test]
+fn several_queues_move_at_once_on_one_connection() {
+    let (scratch, config, password) = scratch("many");
+    scratch.runtime.block_on(async {
+        let management = Management::new(&config, password.clone()).expect("client");
+        const PAIRS: [(&str, &str); 3] = [("src1", "dst1"), ("src2", "dst2"), ("src3", "dst3")];
+        const COUNT: u32 = 3000;
+        for q in PAIRS.iter().flat_map(|(a, b)| [a, b]) {
+            management
+                .declare_queue(q, &QueueSettings::new(true, false, Default::default()))
+                .await
+                .expect("declare");
+        }
+        let connection = amqp::connect(&config, &password, "mover test")
+            .await
+            .expect("amqp");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let mut confirms = vec![];
+        for (from, _) in PAIRS {
+            for i in 0..COUNT {
+                let persistent = BasicProperties::default().with_delivery_mode(2);
+                confirms.push(publish_n(&channel, from, format!("{from}-{i}"), persistent).await);
+            }
+        }
+        for confirm in confirms {
+            assert!(confirm.await.expect("confirm").is_ack());
+        }
+        let mut records: Vec<mover::OnBoth> = PAIRS.iter().map(|_| Default::default()).collect();
+        let moves = PAIRS
+            .iter()
+            .zip(records.iter_mut())
+            .map(|((from, to), on_both)| mover::Move {
+                from,
+                to,
+                limits: mover::Limits::for_backlog(u64::from(COUNT)),
+                on_both,
+            })
+            .collect();
+        let results = mover::move_many(&connection, "lab", moves).await;
+        for ((from, to), result) in PAIRS.iter().zip(results) {
+            let report = result.expect("move");
+            assert_eq!(report.moved, u64::from(COUNT), "{from}: {report:?}");
+            let mut seen: Vec<String> = drain(&channel, to)
+                .await
+                .iter()
+                .map(|d| String::from_utf8_lossy(&d.data).to_string())
+                .collect();
+            seen.sort();
+            let mut want: Vec<String> = (0..COUNT)
+                .map(|i| format!("{{\"n\": {from}-{i}}}"))
+                .collect();
+            want.sort();
+            assert_eq!(seen, want, "{to}: every message of {from} exactly once");
+            let left = amqp::queue_counts(&connection, "lab", from)
+                .await
+                .expect("count")
+                .expect("exists");
+            assert_eq!(left.0, 0, "{from} still holds messages");
+        }
         amqp::close(&connection).await;
     });
     drop(scratch);
