@@ -436,8 +436,11 @@ pub fn plan(
 /// the moves of every queue of the group (they are recreated one after the other).
 fn expect_stops(hosts: &mut [HostPlan], group_queues: &mut [QueueChange], options: &Options) {
     let preserve = options.preserve_messages;
-    let left_in_stop = |q: &mut QueueChange| -> f64 {
+    let owned = hosts.iter_mut().flat_map(|h| h.queues.iter_mut());
+    for q in owned.chain(group_queues.iter_mut()) {
         q.held_while_running = preserve && q.messages >= HOLD_WHILE_RUNNING_AT;
+    }
+    let left_in_stop = |q: &QueueChange| -> f64 {
         if q.held_while_running || !preserve {
             0.0
         } else {
@@ -447,15 +450,14 @@ fn expect_stops(hosts: &mut [HostPlan], group_queues: &mut [QueueChange], option
     for host in hosts.iter_mut() {
         let measured = options.measured.get(&host.host).copied();
         for q in &mut host.queues {
-            let moving = left_in_stop(q);
-            q.expected_stopped_seconds = measured.map(|m| m + moving);
+            q.expected_stopped_seconds = measured.map(|m| m + left_in_stop(q));
         }
     }
     let slowest = hosts
         .iter()
         .map(|h| options.measured.get(&h.host).copied())
         .try_fold(0.0_f64, |max, m| m.map(|m| max.max(m)));
-    let moving: f64 = group_queues.iter_mut().map(left_in_stop).sum();
+    let moving: f64 = group_queues.iter().map(left_in_stop).sum();
     for q in group_queues.iter_mut() {
         q.expected_stopped_seconds = slowest.map(|s| s + moving);
     }

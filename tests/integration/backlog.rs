@@ -70,17 +70,10 @@ fn serial_a_backlog_is_held_while_its_consumer_runs_and_none_is_lost_or_twice() 
     // backlog once they show it, as they would a backlog of any age.
     let (management, runtime) = crate::support::lab_management("ops");
     let shown = || {
-        let listed: Vec<Value> = runtime
-            .block_on(management.get(
-                "queues/ops",
-                &[("columns", "name,messages".to_string())],
-                "queues",
-            ))
-            .expect("queue listing");
-        listed
-            .iter()
-            .find(|q| q["name"] == queue.as_str())
-            .and_then(|q| q["messages"].as_u64())
+        runtime
+            .block_on(management.queue(&queue))
+            .expect("lookup")
+            .and_then(|q| q.messages)
             .unwrap_or(0)
     };
     let since = std::time::Instant::now();
