@@ -735,6 +735,9 @@ pub trait Planned: Send + Sync + 'static {
     fn holding_run(&self) -> &str;
     /// Recreated and restored queues keep their messages.
     fn preserves_messages(&self) -> bool;
+    /// A queue holding at least this many messages when it is held has them moved while its
+    /// consumers still run.
+    fn hold_while_running_at(&self) -> u64;
 }
 
 impl Planned for UpgradePlan {
@@ -748,6 +751,9 @@ impl Planned for UpgradePlan {
     fn preserves_messages(&self) -> bool {
         self.preserve_messages
     }
+    fn hold_while_running_at(&self) -> u64 {
+        self.hold_while_running_at
+    }
 }
 
 impl Planned for RollbackPlan {
@@ -760,6 +766,9 @@ impl Planned for RollbackPlan {
     }
     fn preserves_messages(&self) -> bool {
         self.preserve_messages
+    }
+    fn hold_while_running_at(&self) -> u64 {
+        self.hold_while_running_at
     }
 }
 

@@ -5,7 +5,7 @@
 //! 1. hold (before the consumers stop): the holding topology is made (see
 //!    [`crate::broker::holding`]) and the queue's bindings are routed through the holding
 //!    exchange; the queue still receives every message. A backlog of at least
-//!    [`HOLD_WHILE_RUNNING_AT`] messages is moved into the holding queue now, while the
+//!    the plan's `hold_while_running_at` messages is moved into the holding queue now, while the
 //!    consumers still run and share the queue with the mover (each message is consumed or
 //!    held), so that the stop never waits for it.
 //! 2. recreate (consumers stopped): the queue is unbound from the holding exchange (from then
@@ -31,7 +31,6 @@ use crate::broker::holding::{Holding, is_holding};
 use crate::broker::management::BindingInfo;
 use crate::broker::{BrokerError, amqp, mover};
 use crate::journal::{Backup, Event, QueueAccount, RunKind};
-use crate::plan::upgrade::HOLD_WHILE_RUNNING_AT;
 
 /// How many times a queue is emptied before giving up (something keeps publishing into it).
 const EMPTY_ATTEMPTS: usize = 5;
@@ -222,7 +221,7 @@ impl<P: Planned> Engine<P> {
     /// Stage 1: the holding topology made, the queue's bindings routed through it. With
     /// `idle` (its consumers are known to be stopped), new messages are held and its backlog
     /// moved at once, so that little is left to move in the critical window; without, a
-    /// backlog of at least [`HOLD_WHILE_RUNNING_AT`] is moved while the consumers run.
+    /// backlog of at least the plan's `hold_while_running_at` is moved while the consumers run.
     pub(super) async fn hold(&self, queue: &str, idle: bool) -> Result<Done, StepError> {
         let h = self.holding_of(queue);
         self.journal_event(Event::Hold {
@@ -267,7 +266,7 @@ impl<P: Planned> Engine<P> {
             // Its consumers still run: they and the mover share the queue (each message is
             // consumed or held) until as many as it had are moved; new messages still reach
             // it. Its stop then waits only for what arrived since.
-            Some((messages, _)) if u64::from(messages) >= HOLD_WHILE_RUNNING_AT => {
+            Some((messages, _)) if u64::from(messages) >= self.plan.hold_while_running_at() => {
                 let backlog = u64::from(messages);
                 let limits = mover::Limits {
                     chase: std::time::Duration::ZERO,

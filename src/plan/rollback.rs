@@ -84,6 +84,10 @@ pub struct RollbackPlan {
     /// Restored queues keep their messages (false with `--allow-message-loss`).
     #[serde(default = "yes")]
     pub preserve_messages: bool,
+    /// A restored queue holding at least this many messages when its hold step runs has them
+    /// held while its consumers still run (see the upgrade plan's).
+    #[serde(default = "super::upgrade::hold_while_running_at")]
+    pub hold_while_running_at: u64,
     /// Hosts repaired at the same time (the upgrade's `--parallel`).
     pub parallel: usize,
     /// The hosts that consume each queue restored: its owner, or for a queue of the half or
@@ -298,6 +302,7 @@ pub fn plan(
         repair,
         keep_upgraded_stopped: options.keep_upgraded_stopped,
         preserve_messages: options.preserve_messages,
+        hold_while_running_at: super::upgrade::HOLD_WHILE_RUNNING_AT,
         parallel: upgrade.parallel,
         consumers,
         owners,

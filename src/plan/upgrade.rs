@@ -23,8 +23,9 @@ pub struct QueueChange {
     pub transient: u64,
     /// `setting old -> new`, for people.
     pub changes: Vec<String>,
-    /// Its backlog is moved to the holding queue while its consumers still run (at least
-    /// [`HOLD_WHILE_RUNNING_AT`] messages at plan time): the stop waits for none of it.
+    /// Its backlog is expected to be moved to the holding queue while its consumers still run
+    /// (it held at least the plan's `hold_while_running_at` messages at plan time): the stop
+    /// waits for none of it. The hold step decides on the count it finds then.
     #[serde(default)]
     pub held_while_running: bool,
     /// How long it is expected to be without a consumer: its consumers' stop and start as
@@ -109,6 +110,11 @@ pub struct UpgradePlan {
     /// `--allow-message-loss`.
     #[serde(default = "yes")]
     pub preserve_messages: bool,
+    /// A queue holding at least this many messages when its hold step runs has them moved to
+    /// its holding queue while its consumers still run (plans of older versions:
+    /// [`HOLD_WHILE_RUNNING_AT`]). `held_while_running` is this applied to the plan's counts.
+    #[serde(default = "hold_while_running_at")]
+    pub hold_while_running_at: u64,
     /// The steps on the broker for `group_queues`.
     pub broker: BrokerSteps,
     /// The steps of each host of `critical_stops`.
@@ -201,6 +207,11 @@ impl UpgradePlan {
 
 fn yes() -> bool {
     true
+}
+
+/// The threshold of a plan that does not record one.
+pub(crate) fn hold_while_running_at() -> u64 {
+    HOLD_WHILE_RUNNING_AT
 }
 
 fn change(row: &super::queue_diff::QueueRow) -> QueueChange {
@@ -377,7 +388,12 @@ pub fn plan(
         shape.steps(host);
     }
     let (waves, policy) = in_waves(&mut hosts, group, rules, &options.rollout, two_phase)?;
-    expect_stops(&mut hosts, &mut group_queues, options);
+    expect_stops(
+        &mut hosts,
+        &mut group_queues,
+        options,
+        HOLD_WHILE_RUNNING_AT,
+    );
     let other: Vec<&crate::inventory::Host> = group.half(half.other()).collect();
     let critical_stops = if critical_window {
         other
@@ -420,6 +436,7 @@ pub fn plan(
             .map(|h| h.name.clone())
             .collect(),
         preserve_messages: options.preserve_messages,
+        hold_while_running_at: HOLD_WHILE_RUNNING_AT,
         queue_summary: diff.summary.to_string(),
         release: playbook.clone(),
         rendered: super::rendered::render(playbook, group)?,
@@ -434,11 +451,16 @@ pub fn plan(
 /// consumers run. A host's queue: the host's stop and start as measured, plus the move of
 /// what is left in it. A queue of the group: the slowest of the half's stops and starts plus
 /// the moves of every queue of the group (they are recreated one after the other).
-fn expect_stops(hosts: &mut [HostPlan], group_queues: &mut [QueueChange], options: &Options) {
+fn expect_stops(
+    hosts: &mut [HostPlan],
+    group_queues: &mut [QueueChange],
+    options: &Options,
+    hold_at: u64,
+) {
     let preserve = options.preserve_messages;
     let owned = hosts.iter_mut().flat_map(|h| h.queues.iter_mut());
     for q in owned.chain(group_queues.iter_mut()) {
-        q.held_while_running = preserve && q.messages >= HOLD_WHILE_RUNNING_AT;
+        q.held_while_running = preserve && q.messages >= hold_at;
     }
     let left_in_stop = |q: &QueueChange| -> f64 {
         if q.held_while_running || !preserve {
@@ -578,6 +600,16 @@ mod tests {
         let px5 = queue("px5");
         assert!(px5.held_while_running, "{px5:?}");
         assert_eq!(px5.expected_stopped_seconds, Some(4.0));
+        // The threshold the hold step applies is the plan's, journaled with it; a plan of an
+        // older version, without it, reads as the threshold those versions used.
+        assert_eq!(p.hold_while_running_at, HOLD_WHILE_RUNNING_AT);
+        let mut older = json!(p);
+        older
+            .as_object_mut()
+            .unwrap()
+            .remove("hold_while_running_at");
+        let back: UpgradePlan = serde_json::from_value(older).unwrap();
+        assert_eq!(back.hold_while_running_at, 1_000);
         // A small backlog is moved in the stop, at the rate the plan assumes.
         let px6 = queue("px6");
         assert!(!px6.held_while_running && px6.messages < HOLD_WHILE_RUNNING_AT);
