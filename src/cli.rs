@@ -174,6 +174,18 @@ pub enum Command {
         #[arg(short, long)]
         playbook: Option<PathBuf>,
     },
+    /// Print a shell completion script for roll (bash, zsh, fish, elvish or powershell).
+    ///
+    /// Reads no inventory. Example: roll completions bash > /etc/bash_completion.d/roll
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print roll's manual page (roff), made from these very options.
+    ///
+    /// Reads no inventory. Example: roll man > roll.1 && man -l roll.1
+    Man,
 }
 
 /// `--waves`, parsed (clap needs a type that is not a Vec).
@@ -383,41 +395,50 @@ pub fn main() -> u8 {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<u8, Error> {
-    let inventory = inventory::load(&cli.inventory)?;
+    // Every command but the two that describe roll itself reads the inventory first.
+    let load = || inventory::load(&cli.inventory);
     match cli.command {
+        Command::Completions { shell } => completions(shell),
+        Command::Man => manual(),
         Command::Inventory { group, half } => {
-            commands::inventory::run(&inventory, group.as_deref(), half, cli.output)
+            commands::inventory::run(&load()?, group.as_deref(), half, cli.output)
         }
-        Command::Check { group } => runtime()?.block_on(commands::check::run(
-            &inventory,
-            group.as_deref(),
-            cli.output,
-        )),
+        Command::Check { group } => {
+            runtime()?.block_on(commands::check::run(&load()?, group.as_deref(), cli.output))
+        }
         Command::QueueDiff {
             playbook,
             group,
             half,
             probe,
         } => runtime()?.block_on(commands::queue_diff::run(
-            &inventory, &playbook, &group, half, probe, cli.output,
+            &load()?,
+            &playbook,
+            &group,
+            half,
+            probe,
+            cli.output,
         )),
         Command::Upgrade(args) => {
             let settings = args.settings(state_dir(cli.state_dir)?, cli.output);
-            runtime()?.block_on(commands::upgrade::run(&inventory, settings))
+            runtime()?.block_on(commands::upgrade::run(&load()?, settings))
         }
         Command::Rollback(args) => {
             let settings = args.settings(state_dir(cli.state_dir)?, cli.output);
-            runtime()?.block_on(commands::rollback::run(&inventory, settings))
+            runtime()?.block_on(commands::rollback::run(&load()?, settings))
         }
         Command::Resume { group } => {
             let state_dir = state_dir(cli.state_dir)?;
             runtime()?.block_on(commands::resume::run(
-                &inventory, &group, &state_dir, cli.output,
+                &load()?,
+                &group,
+                &state_dir,
+                cli.output,
             ))
         }
         Command::Freeze(args) => {
             let settings = args.settings(cli.output);
-            runtime()?.block_on(commands::freeze::freeze(&inventory, settings))
+            runtime()?.block_on(commands::freeze::freeze(&load()?, settings))
         }
         Command::Unfreeze {
             group,
@@ -430,12 +451,12 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 dry_run,
                 output: cli.output,
             };
-            runtime()?.block_on(commands::freeze::unfreeze(&inventory, settings))
+            runtime()?.block_on(commands::freeze::unfreeze(&load()?, settings))
         }
         Command::Status { group, playbook } => {
             let state_dir = state_dir(cli.state_dir)?;
             runtime()?.block_on(commands::status::run(
-                &inventory,
+                &load()?,
                 group.as_deref(),
                 playbook.as_deref(),
                 &state_dir,
@@ -443,6 +464,82 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             ))
         }
     }
+}
+
+/// Writes the completion script of `shell` to stdout.
+fn completions(shell: clap_complete::Shell) -> Result<u8, Error> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "roll", &mut out);
+    crate::output::write_stdout(&out)?;
+    Ok(crate::exit::SUCCESS)
+}
+
+/// Writes the manual page (roff) to stdout: the command, then a section per subcommand.
+fn manual() -> Result<u8, Error> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(command.clone())
+        .render(&mut out)
+        .map_err(|e| Error::Usage(format!("the manual page: {e}")))?;
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = sub.get_name();
+        out.extend_from_slice(format!(".SH \"ROLL {}\"\n", name.to_uppercase()).as_bytes());
+        let about = sub
+            .get_long_about()
+            .or(sub.get_about())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        for para in about.split("\n\n") {
+            // clap joins a doc comment's lines: each example on a line of its own again.
+            let lines = roff_text(para)
+                .replace(" Example: ", "\n.br\nExample: ")
+                .replace('\n', "\n.br\n")
+                .replace("\n.br\n.br\n", "\n.br\n");
+            out.extend_from_slice(format!(".PP\n{lines}\n").as_bytes());
+        }
+        out.extend_from_slice(format!(".PP\nUsage: {}\n", roff_text(&usage(sub, name))).as_bytes());
+        for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+            let flag = match (arg.get_short(), arg.get_long()) {
+                (Some(s), Some(l)) => format!("-{s}, --{l}"),
+                (None, Some(l)) => format!("--{l}"),
+                (Some(s), None) => format!("-{s}"),
+                (None, None) => arg.get_id().to_string().to_uppercase(),
+            };
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            out.extend_from_slice(
+                format!(".TP\n\\fB{}\\fR\n{}\n", roff_text(&flag), roff_text(&help)).as_bytes(),
+            );
+        }
+    }
+    crate::output::write_stdout(&out)?;
+    Ok(crate::exit::SUCCESS)
+}
+
+/// A subcommand's usage line.
+fn usage(sub: &clap::Command, name: &str) -> String {
+    let mut sub = sub.clone().bin_name(format!("roll {name}"));
+    sub.render_usage()
+        .to_string()
+        .trim_start_matches("Usage: ")
+        .to_string()
+}
+
+/// Text made safe for roff: backslashes doubled, a line never starting with a dot or a quote.
+fn roff_text(text: &str) -> String {
+    text.replace('\\', "\\e")
+        .lines()
+        .map(|l| {
+            let l = l.trim();
+            if l.starts_with('.') || l.starts_with('\'') {
+                format!("\\&{l}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {

@@ -71,6 +71,13 @@ pub fn print_json<T: Serialize>(value: &T) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Writes bytes as they are (a completion script, a manual page).
+pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
 /// Prints text and a newline.
 pub fn print_text(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();

@@ -6,6 +6,7 @@
 
 mod backlog;
 mod check;
+mod docs;
 mod faults;
 mod freeze;
 mod inventory_cli;
