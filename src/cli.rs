@@ -62,7 +62,10 @@ pub enum Command {
     /// List the hosts of the inventory: group, half, role, SSH target and broker.
     ///
     /// Example: roll inventory -i inventory/example.toml --group ops --output json
+    #[command(args_conflicts_with_subcommands = true)]
     Inventory {
+        #[command(subcommand)]
+        action: Option<InventoryAction>,
         /// Only this group.
         #[arg(short, long)]
         group: Option<String>,
@@ -186,6 +189,40 @@ pub enum Command {
     ///
     /// Reads no inventory. Example: roll man > roll.1 && man -l roll.1
     Man,
+}
+
+/// What `roll inventory` does besides listing.
+#[derive(Debug, Subcommand)]
+pub enum InventoryAction {
+    /// Write an Ansible inventory (INI or YAML) as roll's TOML, with comments where it had to
+    /// guess; what it does not understand is reported with its file and line, and then nothing
+    /// is written.
+    ///
+    /// Hosts' ansible_host, ansible_user, ansible_port, ansible_ssh_private_key_file and the
+    /// -o UserKnownHostsFile= of ansible_ssh_common_args become their SSH settings; roll_half,
+    /// roll_role, roll_pair, roll_requires and roll_broker_* variables roll's own; passwords
+    /// are never carried over. Exit 0: the TOML is an inventory roll accepts; 3: written, to
+    /// be completed (said on stderr); 2: not understood, nothing written.
+    /// Example: roll inventory import --ansible hosts.ini --half-by var:half --to fleet.toml
+    Import {
+        /// The Ansible inventory file.
+        #[arg(long, value_name = "FILE")]
+        ansible: PathBuf,
+        /// How hosts go into halves: odd-even, first-half or var:NAME (a host variable, a or
+        /// b). Default: roll_half when every host has it, else odd-even (said as a guess).
+        #[arg(long, value_name = "RULE")]
+        half_by: Option<crate::inventory::ansible::convert::HalfBy>,
+        /// The Ansible groups that become roll groups, comma-separated (default: every group
+        /// that lists hosts itself).
+        #[arg(long, value_delimiter = ',')]
+        groups: Option<Vec<String>>,
+        /// Write the TOML to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+        /// Replace the --to file when it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `--waves`, parsed (clap needs a type that is not a Vec).
@@ -400,9 +437,27 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Completions { shell } => completions(shell),
         Command::Man => manual(),
-        Command::Inventory { group, half } => {
-            commands::inventory::run(&load()?, group.as_deref(), half, cli.output)
-        }
+        Command::Inventory {
+            action:
+                Some(InventoryAction::Import {
+                    ansible,
+                    half_by,
+                    groups,
+                    to,
+                    force,
+                }),
+            ..
+        } => commands::inventory::import(&commands::inventory::ImportSettings {
+            ansible,
+            options: crate::inventory::ansible::convert::Options { half_by, groups },
+            to,
+            force,
+        }),
+        Command::Inventory {
+            action: None,
+            group,
+            half,
+        } => commands::inventory::run(&load()?, group.as_deref(), half, cli.output),
         Command::Check { group } => {
             runtime()?.block_on(commands::check::run(&load()?, group.as_deref(), cli.output))
         }

@@ -13,6 +13,10 @@ pub enum Error {
     /// The inventory could not be read or is invalid.
     #[error(transparent)]
     Inventory(#[from] InventoryError),
+    /// An Ansible inventory to import was not understood (every problem with its line):
+    /// nothing was written.
+    #[error("{0}\n(nothing was written)")]
+    AnsibleImport(#[from] crate::inventory::ansible::ImportErrors),
     /// The command line asked for something that does not exist or does not fit.
     #[error("{0}")]
     Usage(String),
@@ -72,6 +76,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Inventory(_)
+            | Error::AnsibleImport(_)
             | Error::Usage(_)
             | Error::Playbook(_)
             | Error::Render(_)

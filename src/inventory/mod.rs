@@ -8,6 +8,7 @@
 //! Passwords are never in the file: a broker names a file or an environment variable
 //! ([`SecretRef`]), read only when a command needs it ([`SecretRef::read`]).
 
+pub mod ansible;
 mod build;
 mod range;
 mod raw;

@@ -151,3 +151,89 @@ fn a_missing_inventory_is_a_usage_error_naming_the_file() {
         run.stderr
     );
 }
+
+/// The lab's fleet written as an Ansible inventory (INI, and YAML) imports to a TOML that
+/// `roll check` accepts and that lists the same hosts, halves, roles, SSH targets and brokers
+/// as `inventory/lab.toml`.
+#[test]
+fn the_lab_as_an_ansible_inventory_imports_to_what_lab_toml_lists() {
+    crate::support::require_lab();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lab = Roll::list_inventory().json().run();
+    assert_eq!(lab.code, 0, "{lab:#?}");
+    for source in [
+        "tests/fixtures/ansible/lab.ini",
+        "tests/fixtures/ansible/lab.yml",
+    ] {
+        let to = dir.path().join("imported.toml");
+        let import = Roll::new("inventory")
+            .args([
+                "import",
+                "--ansible",
+                source,
+                "--half-by",
+                "var:half",
+                "--force",
+                "--to",
+            ])
+            .arg(to.display().to_string())
+            .run();
+        assert_eq!(import.code, 0, "{import:#?}");
+        assert!(import.stderr.contains("imported 14 hosts"), "{import:#?}");
+        let written = std::fs::read_to_string(&to).expect("the TOML written");
+        assert!(written.contains("user = \"rl-{name}\""), "{written}");
+        let listed = Roll::list_inventory().inventory(&to).json().run();
+        assert_eq!(listed.code, 0, "{listed:#?}");
+        assert_eq!(
+            json(&listed),
+            json(&lab),
+            "{source} imported as:\n{written}"
+        );
+        let check = Roll::check().inventory(&to).json().run();
+        assert_eq!(check.code, 0, "{source}: {check:#?}");
+        let rows = json(&check);
+        assert_eq!(rows.as_array().map(Vec::len), Some(14 + 3), "{rows:#}");
+    }
+}
+
+/// What the importer does not understand is reported with the file and the line, and nothing
+/// is written; a password is neither written nor shown.
+#[test]
+fn an_ansible_inventory_not_understood_writes_nothing_and_names_the_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = dir.path().join("hosts");
+    std::fs::write(
+        &source,
+        "[ops]\npx[1:2] ansible_ssh_pass=s3cr3t-Pw\n[ops:hostvars]\nx=1\n",
+    )
+    .expect("write");
+    let to = dir.path().join("out.toml");
+    let run = Roll::new("inventory")
+        .args(["import", "--ansible"])
+        .arg(source.display().to_string())
+        .arg("--to")
+        .arg(to.display().to_string())
+        .run();
+    assert_eq!(run.code, 2, "{run:#?}");
+    let expected = format!("{}:3: unknown section kind :hostvars", source.display());
+    assert!(run.stderr.contains(&expected), "{run:#?}");
+    assert!(run.stderr.contains("nothing was written"), "{run:#?}");
+    assert!(!to.exists());
+    // Understood: written, with the halves said to be a guess, the password left out.
+    std::fs::write(&source, "[ops]\npx[1:2] ansible_ssh_pass=s3cr3t-Pw\n").expect("write");
+    let run = Roll::new("inventory")
+        .args(["import", "--ansible"])
+        .arg(source.display().to_string())
+        .run();
+    assert_eq!(run.code, 3, "no broker: to be completed: {run:#?}");
+    assert!(
+        run.stdout.contains("{ name = \"px2\", half = \"b\" }"),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("halves guessed"), "{run:#?}");
+    assert!(run.stderr.contains("incomplete broker"), "{run:#?}");
+    assert!(
+        !run.stdout.contains("s3cr3t") && !run.stderr.contains("s3cr3t"),
+        "{run:#?}"
+    );
+}
