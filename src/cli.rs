@@ -177,6 +177,20 @@ pub enum Command {
         #[arg(short, long)]
         playbook: Option<PathBuf>,
     },
+    /// One row per run of a group, newest first, from its journals: id, kind, half, release,
+    /// operator, start, duration, status, critical window, queues recreated, messages moved
+    /// and lost, failures. Reads no host and no broker.
+    ///
+    /// Example: roll history --group ops
+    /// Example: roll history --group ops --limit 5 --output json
+    History {
+        /// The group.
+        #[arg(short, long)]
+        group: String,
+        /// Only the newest N runs.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
     /// Print a shell completion script for roll (bash, zsh, fish, elvish or powershell).
     ///
     /// Reads no inventory. Example: roll completions bash > /etc/bash_completion.d/roll
@@ -436,6 +450,13 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
     let load = || inventory::load(&cli.inventory);
     match cli.command {
         Command::Completions { shell } => completions(shell),
+        Command::History { group, limit } => commands::history::run(
+            &load()?,
+            &group,
+            limit,
+            &state_dir(cli.state_dir)?,
+            cli.output,
+        ),
         Command::Man => manual(),
         Command::Inventory {
             action:

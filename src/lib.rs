@@ -15,6 +15,7 @@
 //! - [`remote`]: the hosts, over SSH;
 //! - [`engine`]: executes an approved plan, step by step, journaled and resumable;
 //! - [`journal`]: the append-only record of every run, its plan and its backups;
+//! - [`history`]: what each run of a group did, read back from its journal;
 //! - [`lock`] and [`freeze`]: the group's lock and its change freeze, held on its broker;
 //! - [`output`]: tables and JSON;
 //! - [`redact`]: every password masked, in every form, in all that roll writes;
@@ -31,6 +32,7 @@ pub mod exit;
 pub mod failpoint;
 pub mod freeze;
 pub mod hash;
+pub mod history;
 pub mod inventory;
 pub mod journal;
 pub mod lock;

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod freeze;
+pub mod history;
 pub mod inventory;
 pub mod queue_diff;
 pub mod resume;

@@ -437,6 +437,53 @@ fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_
         "{audit:#}"
     );
     assert_eq!(crate::support::holding_leftovers(), Vec::<String>::new());
+
+    // The history of ops lists these runs, newest first, as their reports told them.
+    let history = Roll::new("history").state(&state).group("ops").json().run();
+    assert_eq!(history.code, 0, "{history:#?}");
+    let runs = json(&history);
+    let runs = runs.as_array().expect("runs");
+    let seen: Vec<(String, String, String)> = runs
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+            (text("kind"), text("half"), text("status"))
+        })
+        .collect();
+    let expected = [
+        ("rollback", "a", "failed"),
+        ("upgrade", "a", "done"),
+        ("upgrade", "b", "done"),
+    ];
+    let tail: Vec<(&str, &str, &str)> = seen
+        .iter()
+        .take(3)
+        .map(|(k, h, s)| (k.as_str(), h.as_str(), s.as_str()))
+        .collect();
+    assert_eq!(tail, expected, "{runs:#?}");
+    let half_b = &runs[2];
+    let journaled = half_b["critical_window_seconds"].as_f64().expect("window");
+    assert!(
+        (journaled - window).abs() < 0.05,
+        "{half_b:#} against {window}"
+    );
+    assert_eq!(half_b["queues_recreated"], 6, "{half_b:#}");
+    assert_eq!(half_b["messages_lost"], 0, "{half_b:#}");
+    assert!(half_b["messages_moved"].as_u64() > Some(0), "{half_b:#}");
+    let rollback = &runs[0];
+    let failures = rollback["failures"].as_array().expect("failures");
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.as_str().unwrap_or_default().contains("verify again")),
+        "{rollback:#}"
+    );
+    let table = Roll::new("history").state(&state).group("ops").run();
+    assert_eq!(table.code, 0, "{table:#?}");
+    for r in runs {
+        let id = r["run_id"].as_str().expect("run id");
+        assert!(table.stdout.contains(id), "{id} not in\n{}", table.stdout);
+    }
 }
 
 fn traffic_ids(dir: &tempfile::TempDir) -> std::path::PathBuf {
