@@ -191,6 +191,27 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
     },
+    /// One run as a self-contained HTML page (no external asset: it opens with no network):
+    /// the plan as approved, a timeline with a row per host (each step a bar, stops
+    /// highlighted, the critical window shaded), the messages of each queue, the failures
+    /// with their output. `--output json` gives the same data.
+    ///
+    /// Example: roll report 20261206T190811Z-ops-4690 --to run.html
+    /// Example: roll report --last --group ops --to last.html
+    Report {
+        /// The run's id (roll history lists them).
+        #[arg(required_unless_present = "last")]
+        run: Option<String>,
+        /// The group's last run.
+        #[arg(long, requires = "group", conflicts_with = "run")]
+        last: bool,
+        /// The group (needed with --last; narrows the search for a run id).
+        #[arg(short, long)]
+        group: Option<String>,
+        /// Write the page to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+    },
     /// Print a shell completion script for roll (bash, zsh, fish, elvish or powershell).
     ///
     /// Reads no inventory. Example: roll completions bash > /etc/bash_completion.d/roll
@@ -450,6 +471,22 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
     let load = || inventory::load(&cli.inventory);
     match cli.command {
         Command::Completions { shell } => completions(shell),
+        Command::Report {
+            run,
+            last,
+            group,
+            to,
+        } => commands::report::run(
+            &load()?,
+            &commands::report::Settings {
+                run,
+                last,
+                group,
+                to,
+                state_dir: state_dir(cli.state_dir)?,
+                output: cli.output,
+            },
+        ),
         Command::History { group, limit } => commands::history::run(
             &load()?,
             &group,

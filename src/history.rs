@@ -251,3 +251,193 @@ mod tests {
         assert!(r1.duration_seconds.is_some());
     }
 }
+
+/// A step of a host as a bar of the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bar {
+    pub step: String,
+    pub from_ms: u64,
+    /// `None`: never finished (the run was killed or is still running there).
+    pub to_ms: Option<u64>,
+    /// `None` while unfinished.
+    pub ok: Option<bool>,
+    /// `stop` (the host's service stopped by it), `start`, or `step`.
+    pub kind: &'static str,
+}
+
+/// One row of the timeline: a host (or the broker) and its steps in order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lane {
+    pub host: String,
+    pub bars: Vec<Bar>,
+    /// From its stop to the end of its start (ms since the epoch), when it stopped.
+    pub stopped: Option<(u64, Option<u64>)>,
+}
+
+/// A failed step with its output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    pub host: String,
+    pub step: String,
+    pub at: String,
+    pub detail: String,
+    pub output: Option<String>,
+}
+
+/// A span of time (ms since the epoch) with its length.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Span {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub seconds: f64,
+}
+
+/// Everything `roll report` shows of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub record: RunRecord,
+    pub group: String,
+    /// The plan as approved (the journal's copy).
+    pub plan: serde_json::Value,
+    /// From the first entry to the last.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// The hosts in the order they first acted, the broker's own steps first.
+    pub lanes: Vec<Lane>,
+    /// The critical window as the run measured it.
+    pub window: Option<Span>,
+    /// What happened to each recreated queue's messages.
+    pub queues: Vec<QueueAccount>,
+    /// Every failed step, retried later or not.
+    pub failures: Vec<Failure>,
+}
+
+/// The steps that stop and start the services, by kind of run (those the engine measures
+/// its windows with).
+pub fn stops_and_starts(kind: Option<RunKind>) -> (Vec<Step>, Vec<Step>) {
+    match kind {
+        Some(RunKind::Rollback) => (
+            vec![Step::RollbackStop],
+            vec![Step::FailoverStart, Step::StartAgain],
+        ),
+        _ => (vec![Step::Stop, Step::StopFailover], vec![Step::Start]),
+    }
+}
+
+/// The detail of one run from its entries; `window` is the engine's measure of its
+/// critical window (a span), read from the same entries.
+pub fn detail(entries: &[Entry], path: &Path, window: Option<(u64, u64)>) -> RunDetail {
+    let record = record(entries, path);
+    let (stops, starts) = stops_and_starts(record.kind);
+    let mut group = String::new();
+    let mut plan = serde_json::Value::Null;
+    let mut lanes: Vec<Lane> = Vec::new();
+    let mut failures = Vec::new();
+    let mut accounts: BTreeMap<String, QueueAccount> = BTreeMap::new();
+    for entry in entries {
+        match &entry.event {
+            Event::Started {
+                group: g, plan: p, ..
+            } => {
+                group = g.clone();
+                plan = p.clone();
+            }
+            Event::StepStarted { host, step } => {
+                let kind = if stops.contains(step) {
+                    "stop"
+                } else if starts.contains(step) {
+                    "start"
+                } else {
+                    "step"
+                };
+                let lane = lane_mut(&mut lanes, host);
+                lane.bars.push(Bar {
+                    step: step.to_string(),
+                    from_ms: entry.at_ms,
+                    to_ms: None,
+                    ok: None,
+                    kind,
+                });
+                if kind == "stop" && lane.stopped.is_none() {
+                    lane.stopped = Some((entry.at_ms, None));
+                }
+            }
+            Event::StepFinished {
+                host,
+                step,
+                ok,
+                detail,
+                output,
+            } => {
+                let name = step.to_string();
+                let lane = lane_mut(&mut lanes, host);
+                if let Some(bar) = lane
+                    .bars
+                    .iter_mut()
+                    .rev()
+                    .find(|b| b.step == name && b.to_ms.is_none())
+                {
+                    bar.to_ms = Some(entry.at_ms);
+                    bar.ok = Some(*ok);
+                }
+                if starts.contains(step)
+                    && *ok
+                    && let Some((from, None)) = lane.stopped
+                {
+                    lane.stopped = Some((from, Some(entry.at_ms)));
+                }
+                if !ok {
+                    failures.push(Failure {
+                        host: host.clone(),
+                        step: name,
+                        at: entry.at.clone(),
+                        detail: detail.clone(),
+                        output: output.clone(),
+                    });
+                }
+            }
+            Event::Accounted(account) => {
+                accounts.insert(account.queue.clone(), account.clone());
+            }
+            _ => {}
+        }
+    }
+    // The broker's lane first, then the hosts in the order they first acted.
+    lanes.sort_by_key(|l| l.host != BROKER_LANE);
+    let start_ms = entries.first().map_or(0, |e| e.at_ms);
+    let end_ms = entries.last().map_or(start_ms, |e| e.at_ms);
+    RunDetail {
+        record,
+        group,
+        plan,
+        start_ms,
+        end_ms,
+        lanes,
+        window: window.map(|(from_ms, to_ms)| Span {
+            from_ms,
+            to_ms,
+            seconds: to_ms.saturating_sub(from_ms) as f64 / 1000.0,
+        }),
+        queues: accounts.into_values().collect(),
+        failures,
+    }
+}
+
+/// The journal's name for the group's broker (steps done on the broker, not on a host).
+const BROKER_LANE: &str = "broker";
+
+fn lane_mut<'a>(lanes: &'a mut Vec<Lane>, host: &str) -> &'a mut Lane {
+    let index = match lanes.iter().position(|l| l.host == host) {
+        Some(i) => i,
+        None => {
+            lanes.push(Lane {
+                host: host.to_string(),
+                bars: Vec::new(),
+                stopped: None,
+            });
+            lanes.len() - 1
+        }
+    };
+    &mut lanes[index]
+}

@@ -6,6 +6,7 @@ pub mod freeze;
 pub mod history;
 pub mod inventory;
 pub mod queue_diff;
+pub mod report;
 pub mod resume;
 pub mod rollback;
 pub mod status;

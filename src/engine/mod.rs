@@ -17,7 +17,7 @@ mod progress;
 mod rollback;
 #[cfg(test)]
 mod tests;
-mod timing;
+pub mod timing;
 mod upgrade;
 mod verify;
 mod waves;

@@ -6,6 +6,7 @@ mod artifacts;
 mod freeze;
 mod plan;
 pub mod progress;
+pub mod report;
 mod summary;
 
 pub use freeze::{FreezeReport, freeze_cell, freeze_done, freeze_line, freeze_plan, unfreeze_plan};

@@ -14,6 +14,7 @@ mod lab;
 mod mover;
 mod queue_diff;
 mod remote;
+mod report;
 mod rollback;
 mod support;
 mod upgrade;

@@ -478,6 +478,9 @@ fn serial_queue_expire_on_both_ops_halves_and_a_rollback_under_traffic_loses_no_
             .any(|f| f.as_str().unwrap_or_default().contains("verify again")),
         "{rollback:#}"
     );
+    // Half b's run as a page, rendered offline by a browser.
+    let b_run = half_b["run_id"].as_str().expect("run id");
+    crate::report::report_renders_in_chromium(&state, "ops", b_run);
     let table = Roll::new("history").state(&state).group("ops").run();
     assert_eq!(table.code, 0, "{table:#?}");
     for r in runs {
