@@ -1,7 +1,7 @@
 //! Durations as people write them: `"250ms"`, `"10s"`, `"5m"`, `"2h"`, `"7d"`, `"1w"`.
 //!
 //! [`parse_duration`] reads one number with one unit (a decimal fraction such as `"1.5s"` is
-//! fine); [`format_duration`] writes the most compact exact form back. In configuration files a
+//! fine; jiff does the arithmetic); [`format_duration`] writes the most compact exact form back. In configuration files a
 //! plain integer means seconds: [`HumanDuration`] and [`deserialize_duration`] accept both.
 
 use std::fmt;
@@ -15,19 +15,13 @@ const NANOS_PER_SECOND: u128 = 1_000_000_000;
 const NANOS_PER_MINUTE: u128 = 60 * NANOS_PER_SECOND;
 const NANOS_PER_HOUR: u128 = 60 * NANOS_PER_MINUTE;
 const NANOS_PER_DAY: u128 = 24 * NANOS_PER_HOUR;
-const NANOS_PER_WEEK: u128 = 7 * NANOS_PER_DAY;
 
-/// The units [`parse_duration`] knows, with their length in nanoseconds.
-const UNITS: [(&str, u128); 6] = [
-    ("ms", NANOS_PER_MILLI),
-    ("s", NANOS_PER_SECOND),
-    ("m", NANOS_PER_MINUTE),
-    ("h", NANOS_PER_HOUR),
-    ("d", NANOS_PER_DAY),
-    ("w", NANOS_PER_WEEK),
-];
+/// The units roll reads and writes.
+const UNITS: [&str; 6] = ["ms", "s", "m", "h", "d", "w"];
 
-/// Parses a duration written as a number and a unit: `ms`, `s`, `m`, `h`, `d` or `w`.
+/// Parses a duration written as a number and a unit: `ms`, `s`, `m`, `h`, `d` or `w` (a day is
+/// 24 hours). The arithmetic is jiff's (`SignedDuration`); this function keeps roll's one
+/// grammar and its messages.
 ///
 /// The number may have a decimal fraction (`"1.5s"`, `"0.5h"`). A number without a unit is
 /// refused, because `"10"` could mean anything; in TOML write an integer (seconds) instead.
@@ -56,45 +50,34 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "duration {s:?} has no unit: add one of ms, s, m, h, d, w (e.g. \"{number}s\")"
         ));
     }
-    let Some(&(_, unit_nanos)) = UNITS.iter().find(|(name, _)| *name == unit) else {
+    if !UNITS.contains(&unit) {
         return Err(format!(
             "invalid duration {s:?}: unknown unit {unit:?}, expected one of ms, s, m, h, d, w"
         ));
-    };
-    let nanos = scale(number, unit_nanos).ok_or_else(|| {
-        format!("invalid duration {s:?}: {number:?} is not a number or is too large")
-    })?;
-    let secs = u64::try_from(nanos / NANOS_PER_SECOND)
-        .map_err(|_| format!("invalid duration {s:?}: too large"))?;
-    // The remainder is below one second, so it fits in u32.
-    let sub = u32::try_from(nanos % NANOS_PER_SECOND).unwrap_or(0);
-    Ok(Duration::new(secs, sub))
-}
-
-/// `number` (digits with at most one `.`) times `unit_nanos`, in nanoseconds, rounded down.
-fn scale(number: &str, unit_nanos: u128) -> Option<u128> {
-    let (whole, fraction) = match number.split_once('.') {
-        Some((whole, fraction)) => (whole, fraction),
-        None => (number, ""),
-    };
-    if whole.is_empty() && fraction.is_empty() {
-        return None;
     }
-    if fraction.contains('.') || fraction.len() > 18 || whole.len() > 30 {
-        return None;
+    let too_large =
+        || format!("invalid duration {s:?}: {number:?} is not a number or is too large");
+    if number.matches('.').count() > 1 || number == "." {
+        return Err(too_large());
     }
-    let whole_value: u128 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().ok()?
+    // `.5` and `1.` as jiff writes them; days and weeks counted in hours (24 and 168), which
+    // takes a fraction of them too.
+    let whole = format!(
+        "{}{}",
+        if number.starts_with('.') { "0" } else { "" },
+        number.trim_end_matches('.')
+    );
+    let (unit, times) = match unit {
+        "d" => ("h", 24),
+        "w" => ("h", 168),
+        other => (other, 1),
     };
-    let mut nanos = whole_value.checked_mul(unit_nanos)?;
-    if !fraction.is_empty() {
-        let fraction_value: u128 = fraction.parse().ok()?;
-        let denominator = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
-        nanos = nanos.checked_add(fraction_value.checked_mul(unit_nanos)? / denominator)?;
-    }
-    Some(nanos)
+    format!("{whole}{unit}")
+        .parse::<jiff::SignedDuration>()
+        .ok()
+        .and_then(|d| d.checked_mul(times))
+        .and_then(|d| Duration::try_from(d).ok())
+        .ok_or_else(too_large)
 }
 
 /// Formats a duration compactly and exactly: `"7d"`, `"90m"`, `"10s"`, `"1.5s"`, `"250ms"`.
@@ -235,6 +218,8 @@ mod tests {
         assert_eq!(parse_duration("0.5h"), Ok(secs(1800)));
         assert_eq!(parse_duration(".25s"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1.s"), Ok(secs(1)));
+        assert_eq!(parse_duration("1.5d"), Ok(secs(36 * 3600)));
+        assert_eq!(parse_duration("0.5w"), Ok(secs(84 * 3600)));
     }
 
     #[test]
