@@ -78,6 +78,13 @@ trap lab_cleanup EXIT
 urlenc() { "$SYS_PYTHON" -c 'import sys,urllib.parse;print(urllib.parse.quote(sys.argv[1],safe=""))' "$1"; }
 
 broker_running() { rabbitmqctl -q --timeout 10 ping >/dev/null 2>&1; }
+# The node's log without its repeated noise (mnesia overload, logger_proxy), last 20 lines.
+broker_log_tail() {
+  local f
+  f=$(ls -t /var/log/rabbitmq/rabbit@*.log 2>/dev/null | grep -v _upgrade | head -n 1)
+  [[ -n $f ]] || { echo "(no log in /var/log/rabbitmq)"; return 0; }
+  grep -v -e 'overloaded' -e 'logger_proxy' -e '\] <[0-9.]*> *$' "$f" | tail -n 20
+}
 
 # live (non-zombie) processes of a user? Zombies of reparented sr3 daemons may
 # linger until PID 1 reaps them; they do not matter.
