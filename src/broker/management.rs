@@ -544,6 +544,12 @@ impl Management {
 /// The columns `roll` reads of a queue.
 const QUEUE_COLUMNS: &str =
     "name,type,durable,auto_delete,exclusive,arguments,messages,messages_persistent,consumers";
+/// The columns of a queue listing: what a queue's equivalence and message count need. The
+/// listing is asked without the broker's message statistics (see
+/// [`Management::stream_queues`]), which leaves `messages_persistent` and `consumers` out.
+const LISTING_COLUMNS: &str = "name,type,durable,auto_delete,exclusive,arguments,messages";
+/// The columns of a queue listing with statistics, for the persistent messages.
+const STATISTICS_COLUMNS: &str = "name,type,messages,messages_persistent";
 /// The columns `roll` reads of a binding.
 const BINDING_COLUMNS: &str = "source,destination,destination_type,routing_key,arguments";
 
@@ -602,14 +608,16 @@ impl QueueInfo {
     }
 
     /// Messages a broker restart would lose: those not persistent, in a classic queue
-    /// (quorum queues keep every message).
-    pub fn transient(&self) -> u64 {
+    /// (quorum queues keep every message). `None` when the answer did not say: a classic
+    /// queue holding messages, listed without `messages_persistent`.
+    pub fn transient(&self) -> Option<u64> {
         if self.kind.as_deref().is_some_and(|k| k != "classic") {
-            return 0;
+            return Some(0);
         }
         match (self.messages, self.messages_persistent) {
-            (Some(all), Some(persistent)) => all.saturating_sub(persistent),
-            _ => 0,
+            (None | Some(0), _) => Some(0),
+            (Some(all), Some(persistent)) => Some(all.saturating_sub(persistent)),
+            (Some(_), None) => None,
         }
     }
 
@@ -683,7 +691,7 @@ impl ConnectionInfo {
 }
 
 impl Management {
-    /// Lists the vhost's queues in one request, with only the columns `roll` reads.
+    /// Lists the vhost's queues in one request, as [`Management::stream_queues`] gives them.
     pub async fn list_queues(&self) -> Result<Vec<QueueInfo>, BrokerError> {
         let mut all = Vec::new();
         self.stream_queues(|q| all.push(q)).await?;
@@ -701,12 +709,42 @@ impl Management {
     /// keep memory flat. Paging's one advantage, an answer of bounded size, is what reading
     /// the unpaged answer as it streams gives too. With the columns cut down, the answer is a
     /// few hundred bytes per queue.
+    ///
+    /// Without the broker's message statistics (`disable_stats=true`), which the management
+    /// plugin otherwise gathers and merges into every queue of the listing: on RabbitMQ 3.10
+    /// that costs it about three times the listing itself (BENCHMARKS.md). The message
+    /// counts come instead from each queue itself (`enable_queue_totals=true`: `messages`,
+    /// `messages_ready`, `messages_unacknowledged`); `messages_persistent` and `consumers`
+    /// are not given (see [`Management::stream_queue_statistics`]).
     pub async fn stream_queues(&self, each: impl FnMut(QueueInfo)) -> Result<u64, BrokerError> {
         let path = format!("queues/{}", segment(&self.vhost));
         self.stream_list(
             &path,
-            &[("columns", QUEUE_COLUMNS.into())],
+            &[
+                ("disable_stats", "true".into()),
+                ("enable_queue_totals", "true".into()),
+                ("columns", LISTING_COLUMNS.into()),
+            ],
             "queue listing",
+            self.listing_timeout,
+            each,
+        )
+        .await
+        .map_err(|err| self.vhost_error(err))
+    }
+
+    /// The vhost's queues with the broker's message statistics, only their names, types and
+    /// message counts, persistent ones included: the listing's costly form, for when many
+    /// queues need their persistent messages counted.
+    pub async fn stream_queue_statistics(
+        &self,
+        each: impl FnMut(QueueInfo),
+    ) -> Result<u64, BrokerError> {
+        let path = format!("queues/{}", segment(&self.vhost));
+        self.stream_list(
+            &path,
+            &[("columns", STATISTICS_COLUMNS.into())],
+            "queue listing with statistics",
             self.listing_timeout,
             each,
         )
