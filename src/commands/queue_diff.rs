@@ -100,7 +100,11 @@ pub async fn run(
     let Some(group) = groups.first() else {
         return Err(Error::Usage(format!("no group named {group:?}")));
     };
-    let survey = survey::queues(&playbook, group, half, probe).await?;
+    let reading = survey::Reading {
+        bindings: true,
+        probe,
+    };
+    let survey = survey::queues(&playbook, group, half, reading).await?;
     let stdout = std::io::stdout();
     let terminal = stdout.is_terminal();
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());

@@ -28,8 +28,8 @@ const TRANSIENT_LOOKUPS: usize = 64;
 /// Lookups in flight at once.
 const TRANSIENT_LOOKUPS_AT_ONCE: usize = 8;
 
-/// The survey of a group's queues: the diff (with each owned queue's bindings), the
-/// connected clients, the probe.
+/// The survey of a group's queues: the diff (with each owned queue's bindings, when read),
+/// the connected clients, the probe.
 #[derive(Debug)]
 pub struct QueueSurvey {
     pub group: String,
@@ -51,10 +51,21 @@ pub struct ClientCount {
     pub connections: usize,
 }
 
+/// What a survey reads besides the queues and the clients.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading {
+    /// The owned queues' bindings (what `queue-diff` shows; an upgrade's plan needs none:
+    /// each recreated queue's bindings are backed up when it is).
+    pub bindings: bool,
+    /// Declares every existing owned queue with the target settings and compares the
+    /// broker's answer with the diff.
+    pub probe: bool,
+}
+
 /// Surveys a group's queues for a release (and optionally one half). Changes nothing.
 ///
-/// The hosts' discovery (SSH), the queue listing, the binding listing and the connection
-/// listing run at the same time. The listings are read as they arrive (see
+/// The hosts' discovery (SSH), the queue listing, the bindings (when read: see
+/// [`Management::stream_queue_bindings`]) and the connection listing run at the same time. The listings are read as they arrive (see
 /// [`Management::stream_queues`]) into a [`Listing`], which keeps each queue compactly (its
 /// name once, its counts, shared settings and bindings); once every part is in, the queues
 /// are classified with the claims the discovery gave. The queue listing comes without the
@@ -66,7 +77,7 @@ pub async fn queues(
     playbook: &Playbook,
     group: &Group,
     half: Option<Half>,
-    probe: bool,
+    reading: Reading,
 ) -> Result<QueueSurvey, Error> {
     let config = &group.broker;
     let password = crate::broker::password(config)?;
@@ -93,16 +104,23 @@ pub async fn queues(
             }
             listing.borrow_mut().queue(live_queue(q));
         }),
-        management.stream_queue_bindings(|b| {
-            listing.borrow_mut().binding(
-                b.destination,
-                Binding {
-                    source: b.source,
-                    routing_key: b.routing_key,
-                    arguments: b.arguments,
-                },
-            );
-        }),
+        async {
+            if !reading.bindings {
+                return Ok(0);
+            }
+            management
+                .stream_queue_bindings(|b| {
+                    listing.borrow_mut().binding(
+                        b.destination,
+                        Binding {
+                            source: b.source,
+                            routing_key: b.routing_key,
+                            arguments: b.arguments,
+                        },
+                    );
+                })
+                .await
+        },
         clients(&management),
     );
     let claims = claims?;
@@ -118,7 +136,7 @@ pub async fn queues(
     );
     drop(claims);
     count_transient(&management, &mut diff).await?;
-    let (probe, probe_disagreements) = if probe {
+    let (probe, probe_disagreements) = if reading.probe {
         let (results, disagreements) = run_probe(group, &password, &diff).await?;
         (Some(results), disagreements)
     } else {
