@@ -175,7 +175,9 @@ async fn count_transient(management: &Management, diff: &mut QueueDiff) -> Resul
         let mut counted = Vec::new();
         management
             .stream_queue_statistics(|q| {
-                if let Some(i) = diff.find(&q.name) {
+                if let Some(i) = diff.find(&q.name)
+                    && diff.row(i).is_some_and(|r| r.verdict().recreates())
+                {
                     counted.push((i, q.transient().unwrap_or(0)));
                 }
             })
