@@ -193,6 +193,18 @@ fn a_shared_pattern_makes_a_queue_shared_even_when_one_host_lists_it() {
     assert_eq!(verdict(&d, "q.pump.px1"), Verdict::Recreate);
 }
 
+/// The diff of `queues` for the expire release on half b, with the lab's claims.
+fn expire_b(queues: Vec<LiveQueue>) -> QueueDiff {
+    diff(
+        "ops",
+        Some(Half::B),
+        queues,
+        &claims(),
+        &week(),
+        Duration::from_secs(900),
+    )
+}
+
 fn binding(source: &str, key: &str) -> Binding {
     Binding {
         source: source.into(),
@@ -267,14 +279,7 @@ fn two_listings_in_any_order_make_the_diff_of_the_queues_with_the_owned_bindings
 fn shared_settings_and_owners_are_stored_once() {
     let mut queues = lab_queues();
     queues.extend((0..1000).map(|i| live(&format!("q.other.{i:04}"), i, &[])));
-    let d = diff(
-        "ops",
-        Some(Half::B),
-        queues,
-        &claims(),
-        &week(),
-        Duration::from_secs(900),
-    );
+    let d = expire_b(queues);
     assert_eq!(d.len(), 1005);
     assert_eq!(d.summary.foreign, 1001);
     assert_eq!(d.shapes.len(), 1);
@@ -297,14 +302,7 @@ fn only_the_queues_to_recreate_that_hold_messages_need_a_transient_count() {
     for q in &mut queues {
         q.transient = None;
     }
-    let mut d = diff(
-        "ops",
-        Some(Half::B),
-        queues,
-        &claims(),
-        &week(),
-        Duration::from_secs(900),
-    );
+    let mut d = expire_b(queues);
     // q.cluster (1240 messages) only: q.pump.px5 is empty, px1's outside, the foreign one
     // never touched.
     let uncounted = d.uncounted();
@@ -325,14 +323,7 @@ fn only_the_queues_to_recreate_that_hold_messages_need_a_transient_count() {
 fn the_json_lists_every_row_as_a_whole_row_the_foreign_ones_last() {
     let mut queues = lab_queues();
     queues[0].transient = None;
-    let d = diff(
-        "ops",
-        Some(Half::B),
-        queues,
-        &claims(),
-        &week(),
-        Duration::from_secs(900),
-    );
+    let d = expire_b(queues);
     let value = serde_json::to_value(&d).unwrap();
     let mut keys: Vec<&String> = value.as_object().unwrap().keys().collect();
     keys.sort();
