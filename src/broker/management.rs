@@ -968,6 +968,25 @@ mod tests {
     }
 
     #[test]
+    fn transient_messages_are_unknown_only_when_a_classic_queue_holds_some_uncounted() {
+        let info = |json: serde_json::Value| -> QueueInfo { serde_json::from_value(json).unwrap() };
+        let counted = info(
+            serde_json::json!({"name": "q", "type": "classic", "messages": 5,
+                                              "messages_persistent": 2}),
+        );
+        assert_eq!(counted.transient(), Some(3));
+        // A listing without statistics: no persistent count.
+        let listed = info(serde_json::json!({"name": "q", "type": "classic", "messages": 5}));
+        assert_eq!(listed.transient(), None);
+        let empty = info(serde_json::json!({"name": "q", "type": "classic", "messages": 0}));
+        assert_eq!(empty.transient(), Some(0));
+        let quorum = info(serde_json::json!({"name": "q", "type": "quorum", "messages": 5}));
+        assert_eq!(quorum.transient(), Some(0));
+        let down = info(serde_json::json!({"name": "q"}));
+        assert_eq!(down.transient(), Some(0));
+    }
+
+    #[test]
     fn dot_names_cannot_be_addressed() {
         assert!(matches!(
             named("b", "."),
