@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::broker::BrokerError;
 use crate::broker::amqp::{self, ProbeResult};
 use crate::broker::equivalence::QueueSettings;
 use crate::broker::management::{Management, QueueInfo};
@@ -165,7 +166,8 @@ fn live_queue(q: QueueInfo) -> LiveQueue {
 /// Counts the transient messages of the queues a release recreates that hold messages,
 /// which the listing (without the broker's message statistics) does not give: one lookup per
 /// queue, [`TRANSIENT_LOOKUPS_AT_ONCE`] at a time, or, for more than [`TRANSIENT_LOOKUPS`]
-/// queues, one listing with statistics. A queue gone meanwhile holds none.
+/// queues, one listing with statistics. A queue gone meanwhile holds none; one that cannot
+/// be named in a URL (`.`, `..`) keeps an unknown count.
 async fn count_transient(management: &Management, diff: &mut QueueDiff) -> Result<(), Error> {
     let uncounted = diff.uncounted();
     if uncounted.is_empty() {
@@ -204,8 +206,12 @@ async fn count_transient(management: &Management, diff: &mut QueueDiff) -> Resul
         };
         let (i, found) =
             joined.map_err(|err| Error::Usage(format!("queue lookup task failed: {err}")))?;
-        let transient = found?.and_then(|q| q.transient()).unwrap_or(0);
-        diff.set_transient(i, transient);
+        match found {
+            Ok(info) => diff.set_transient(i, info.and_then(|q| q.transient()).unwrap_or(0)),
+            // `.` and `..` cannot be looked up over HTTP: its count stays unknown.
+            Err(BrokerError::Unaddressable { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
     }
 }
 
