@@ -212,6 +212,13 @@ impl Management {
         let mut response = match tokio::time::timeout_at(until, request.send()).await {
             Err(_) => return Err(over()),
             Ok(Err(err)) if err.is_timeout() => return Err(over()),
+            Ok(Err(err)) if cut_off(started.elapsed(), err.is_connect()) => {
+                return Err(BrokerError::CutOff {
+                    broker: self.name.clone(),
+                    what: what.to_string(),
+                    after: started.elapsed(),
+                });
+            }
             Ok(Err(err)) => return Err(self.unreachable(&err)),
             Ok(Ok(response)) => response,
         };
@@ -932,6 +939,17 @@ impl Management {
     }
 }
 
+/// The management API's idle timeout unless the broker sets another
+/// (`management.tcp.idle_timeout`): a request it has not answered by then is closed.
+const MANAGEMENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// True when a request whose connection broke `elapsed` after it was sent was most likely
+/// closed by the management API's idle timeout: the connection was made, and it broke at
+/// about that timeout or later.
+fn cut_off(elapsed: Duration, connecting: bool) -> bool {
+    !connecting && elapsed + Duration::from_secs(2) >= MANAGEMENT_IDLE_TIMEOUT
+}
+
 /// One line from a reqwest error and its sources, without the URL's query.
 fn reqwest_detail(err: &reqwest::Error) -> String {
     let mut text = String::new();
@@ -984,6 +1002,24 @@ mod tests {
         assert_eq!(quorum.transient(), Some(0));
         let down = info(serde_json::json!({"name": "q"}));
         assert_eq!(down.transient(), Some(0));
+    }
+
+    #[test]
+    fn a_request_closed_at_the_idle_timeout_is_told_apart() {
+        assert!(cut_off(Duration::from_millis(60_170), false));
+        assert!(cut_off(Duration::from_secs(58), false));
+        assert!(!cut_off(Duration::from_secs(20), false));
+        assert!(!cut_off(Duration::from_secs(61), true));
+        let err = BrokerError::CutOff {
+            broker: "b".into(),
+            what: "queue listing".into(),
+            after: Duration::from_secs(60),
+        };
+        assert!(
+            err.to_string().contains("management.tcp.idle_timeout"),
+            "{err}"
+        );
+        assert!(!err.is_transient());
     }
 
     #[test]
