@@ -541,6 +541,29 @@ impl Management {
         .await
     }
 
+    /// How many queues the broker holds, in every vhost (`object_totals`: cheap for the
+    /// broker, unlike any listing).
+    pub async fn queue_total(&self) -> Result<u64, BrokerError> {
+        #[derive(serde::Deserialize, Default)]
+        struct Totals {
+            #[serde(default)]
+            queues: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            object_totals: Totals,
+        }
+        let answer: Answer = self
+            .get(
+                "overview",
+                &[("columns", "object_totals".into())],
+                "overview",
+            )
+            .await?;
+        Ok(answer.object_totals.queues)
+    }
+
     /// Proves the vhost exists and our user may use it (`GET /api/permissions/{vhost}/{user}`
     /// needs administrator rights, so this reads the vhost itself).
     pub async fn check_vhost(&self) -> Result<(), BrokerError> {
