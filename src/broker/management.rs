@@ -194,7 +194,8 @@ impl Management {
         deadline: Duration,
         mut each: impl FnMut(T),
     ) -> Result<u64, BrokerError> {
-        let until = tokio::time::Instant::now() + deadline;
+        let started = tokio::time::Instant::now();
+        let until = started + deadline;
         let over = || BrokerError::Timeout {
             broker: self.name.clone(),
             what: what.to_string(),
@@ -211,6 +212,13 @@ impl Management {
         let mut response = match tokio::time::timeout_at(until, request.send()).await {
             Err(_) => return Err(over()),
             Ok(Err(err)) if err.is_timeout() => return Err(over()),
+            Ok(Err(err)) if cut_off(started.elapsed(), err.is_connect()) => {
+                return Err(BrokerError::CutOff {
+                    broker: self.name.clone(),
+                    what: what.to_string(),
+                    after: started.elapsed(),
+                });
+            }
             Ok(Err(err)) => return Err(self.unreachable(&err)),
             Ok(Ok(response)) => response,
         };
@@ -224,6 +232,7 @@ impl Management {
             return Err(self.refusal(status, &body, what));
         }
         let mut array = super::json_array::JsonArray::new();
+        let mut first_byte = None;
         let decode = |err: super::json_array::JsonArrayError| BrokerError::Decode {
             broker: self.name.clone(),
             what: what.to_string(),
@@ -245,8 +254,18 @@ impl Management {
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => chunk,
             };
+            if array.count() == 0 && first_byte.is_none() {
+                first_byte = Some(started.elapsed());
+            }
             array.feed(&chunk, &mut each).map_err(decode)?;
         }
+        tracing::debug!(
+            what,
+            items = array.count(),
+            first_byte_ms = first_byte.map_or(0, |d| d.as_millis()),
+            total_ms = started.elapsed().as_millis(),
+            "listing read"
+        );
         array.finish().map_err(decode)
     }
 
@@ -522,6 +541,29 @@ impl Management {
         .await
     }
 
+    /// How many queues the broker holds, in every vhost (`object_totals`: cheap for the
+    /// broker, unlike any listing).
+    pub async fn queue_total(&self) -> Result<u64, BrokerError> {
+        #[derive(serde::Deserialize, Default)]
+        struct Totals {
+            #[serde(default)]
+            queues: u64,
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            object_totals: Totals,
+        }
+        let answer: Answer = self
+            .get(
+                "overview",
+                &[("columns", "object_totals".into())],
+                "overview",
+            )
+            .await?;
+        Ok(answer.object_totals.queues)
+    }
+
     /// Proves the vhost exists and our user may use it (`GET /api/permissions/{vhost}/{user}`
     /// needs administrator rights, so this reads the vhost itself).
     pub async fn check_vhost(&self) -> Result<(), BrokerError> {
@@ -544,6 +586,12 @@ impl Management {
 /// The columns `roll` reads of a queue.
 const QUEUE_COLUMNS: &str =
     "name,type,durable,auto_delete,exclusive,arguments,messages,messages_persistent,consumers";
+/// The columns of a queue listing: what a queue's equivalence and message count need. The
+/// listing is asked without the broker's message statistics (see
+/// [`Management::stream_queues`]), which leaves `messages_persistent` and `consumers` out.
+const LISTING_COLUMNS: &str = "name,type,durable,auto_delete,exclusive,arguments,messages";
+/// The columns of a queue listing with statistics, for the persistent messages.
+const STATISTICS_COLUMNS: &str = "name,type,messages,messages_persistent";
 /// The columns `roll` reads of a binding.
 const BINDING_COLUMNS: &str = "source,destination,destination_type,routing_key,arguments";
 
@@ -602,14 +650,16 @@ impl QueueInfo {
     }
 
     /// Messages a broker restart would lose: those not persistent, in a classic queue
-    /// (quorum queues keep every message).
-    pub fn transient(&self) -> u64 {
+    /// (quorum queues keep every message). `None` when the answer did not say: a classic
+    /// queue holding messages, listed without `messages_persistent`.
+    pub fn transient(&self) -> Option<u64> {
         if self.kind.as_deref().is_some_and(|k| k != "classic") {
-            return 0;
+            return Some(0);
         }
         match (self.messages, self.messages_persistent) {
-            (Some(all), Some(persistent)) => all.saturating_sub(persistent),
-            _ => 0,
+            (None | Some(0), _) => Some(0),
+            (Some(all), Some(persistent)) => Some(all.saturating_sub(persistent)),
+            (Some(_), None) => None,
         }
     }
 
@@ -683,7 +733,7 @@ impl ConnectionInfo {
 }
 
 impl Management {
-    /// Lists the vhost's queues in one request, with only the columns `roll` reads.
+    /// Lists the vhost's queues in one request, as [`Management::stream_queues`] gives them.
     pub async fn list_queues(&self) -> Result<Vec<QueueInfo>, BrokerError> {
         let mut all = Vec::new();
         self.stream_queues(|q| all.push(q)).await?;
@@ -701,12 +751,44 @@ impl Management {
     /// keep memory flat. Paging's one advantage, an answer of bounded size, is what reading
     /// the unpaged answer as it streams gives too. With the columns cut down, the answer is a
     /// few hundred bytes per queue.
+    ///
+    /// Without the broker's message statistics (`disable_stats=true`), which the management
+    /// plugin otherwise gathers and merges into every queue of the listing: on RabbitMQ 3.10
+    /// that costs it about three times the listing itself (BENCHMARKS.md). The message
+    /// counts come instead from each queue itself (`enable_queue_totals=true`: `messages`,
+    /// `messages_ready`, `messages_unacknowledged`); `messages_persistent` and `consumers`
+    /// are not given (see [`Management::stream_queue_statistics`]). In no order.
     pub async fn stream_queues(&self, each: impl FnMut(QueueInfo)) -> Result<u64, BrokerError> {
         let path = format!("queues/{}", segment(&self.vhost));
         self.stream_list(
             &path,
-            &[("columns", QUEUE_COLUMNS.into())],
+            &[
+                ("disable_stats", "true".into()),
+                ("enable_queue_totals", "true".into()),
+                ("columns", LISTING_COLUMNS.into()),
+                // Unsorted (RabbitMQ 3.9 and later): roll sorts the rows itself.
+                ("sort", String::new()),
+            ],
             "queue listing",
+            self.listing_timeout,
+            each,
+        )
+        .await
+        .map_err(|err| self.vhost_error(err))
+    }
+
+    /// The vhost's queues with the broker's message statistics, only their names, types and
+    /// message counts, persistent ones included: the listing's costly form, for when many
+    /// queues need their persistent messages counted.
+    pub async fn stream_queue_statistics(
+        &self,
+        each: impl FnMut(QueueInfo),
+    ) -> Result<u64, BrokerError> {
+        let path = format!("queues/{}", segment(&self.vhost));
+        self.stream_list(
+            &path,
+            &[("columns", STATISTICS_COLUMNS.into())],
+            "queue listing with statistics",
             self.listing_timeout,
             each,
         )
@@ -780,27 +862,76 @@ impl Management {
         Ok(all)
     }
 
-    /// Like [`Management::queue_bindings`], one by one as the answer arrives (the vhost's
-    /// bindings grow with its queues: the call has the `listing_timeout` too). Returns how
-    /// many bindings the broker listed, of every kind.
+    /// Like [`Management::queue_bindings`], one by one as the answers arrive; returns how many
+    /// bindings the broker listed, of every kind. The whole has the `listing_timeout`.
+    ///
+    /// Read exchange by exchange (the vhost's exchanges, then each one's bindings as a
+    /// source), not with the vhost's binding listing: that one also makes and sends the
+    /// implicit binding of every queue to the default exchange, as many as there are queues,
+    /// which costs the broker about as much as the bindings that matter. When an exchange's
+    /// name cannot be put in a path (`.` or `..`), the vhost's listing is read instead.
+    /// Unsorted, as the queues (the broker's sort of a listing costs it a fifth of it).
     pub async fn stream_queue_bindings(
         &self,
         mut each: impl FnMut(BindingInfo),
     ) -> Result<u64, BrokerError> {
-        let path = format!("bindings/{}", segment(&self.vhost));
+        #[derive(serde::Deserialize)]
+        struct Named {
+            name: String,
+        }
+        let until = tokio::time::Instant::now() + self.listing_timeout;
+        let left = || until.saturating_duration_since(tokio::time::Instant::now());
+        let mut exchanges = Vec::new();
         self.stream_list(
-            &path,
-            &[("columns", BINDING_COLUMNS.into())],
-            "binding listing",
-            self.listing_timeout,
-            |b: BindingInfo| {
-                if b.destination_type == "queue" && !b.source.is_empty() {
-                    each(b);
-                }
-            },
+            &format!("exchanges/{}", segment(&self.vhost)),
+            &[("disable_stats", "true".into()), ("columns", "name".into())],
+            "exchange listing",
+            left(),
+            |x: Named| exchanges.push(x.name),
         )
         .await
-        .map_err(|err| self.vhost_error(err))
+        .map_err(|err| self.vhost_error(err))?;
+        exchanges.retain(|x| !x.is_empty());
+        let paths: Option<Vec<String>> = exchanges
+            .iter()
+            .map(|x| named(&self.name, x).ok())
+            .collect();
+        let mut keep = |b: BindingInfo| {
+            if b.destination_type == "queue" && !b.source.is_empty() {
+                each(b);
+            }
+        };
+        let Some(paths) = paths else {
+            return self
+                .stream_list(
+                    &format!("bindings/{}", segment(&self.vhost)),
+                    &[("columns", BINDING_COLUMNS.into()), ("sort", String::new())],
+                    "binding listing",
+                    left(),
+                    keep,
+                )
+                .await
+                .map_err(|err| self.vhost_error(err));
+        };
+        let mut count = 0;
+        for (exchange, path) in exchanges.iter().zip(paths) {
+            let listed = self
+                .stream_list(
+                    &format!("exchanges/{}/{path}/bindings/source", segment(&self.vhost)),
+                    &[("columns", BINDING_COLUMNS.into()), ("sort", String::new())],
+                    &format!("binding listing of exchange {exchange}"),
+                    left(),
+                    &mut keep,
+                )
+                .await;
+            match listed {
+                Ok(n) => count += n,
+                // Deleted since the exchanges were listed: it has no bindings.
+                Err(BrokerError::Http { status: 404, .. }) => {}
+                Err(err) => return Err(self.vhost_error(err)),
+            }
+        }
+        Ok(count)
     }
 
     /// The client connections to this vhost that our user may see.
@@ -829,6 +960,17 @@ impl Management {
             other => other,
         }
     }
+}
+
+/// The management API's idle timeout unless the broker sets another
+/// (`management.tcp.idle_timeout`): a request it has not answered by then is closed.
+const MANAGEMENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// True when a request whose connection broke `elapsed` after it was sent was most likely
+/// closed by the management API's idle timeout: the connection was made, and it broke at
+/// about that timeout or later.
+fn cut_off(elapsed: Duration, connecting: bool) -> bool {
+    !connecting && elapsed + Duration::from_secs(2) >= MANAGEMENT_IDLE_TIMEOUT
 }
 
 /// One line from a reqwest error and its sources, without the URL's query.
@@ -864,6 +1006,43 @@ mod tests {
         assert_eq!(segment("/"), "%2F");
         assert_eq!(segment("ops"), "ops");
         assert_eq!(segment("q_a.b c"), "q_a.b%20c");
+    }
+
+    #[test]
+    fn transient_messages_are_unknown_only_when_a_classic_queue_holds_some_uncounted() {
+        let info = |json: serde_json::Value| -> QueueInfo { serde_json::from_value(json).unwrap() };
+        let counted = info(
+            serde_json::json!({"name": "q", "type": "classic", "messages": 5,
+                                              "messages_persistent": 2}),
+        );
+        assert_eq!(counted.transient(), Some(3));
+        // A listing without statistics: no persistent count.
+        let listed = info(serde_json::json!({"name": "q", "type": "classic", "messages": 5}));
+        assert_eq!(listed.transient(), None);
+        let empty = info(serde_json::json!({"name": "q", "type": "classic", "messages": 0}));
+        assert_eq!(empty.transient(), Some(0));
+        let quorum = info(serde_json::json!({"name": "q", "type": "quorum", "messages": 5}));
+        assert_eq!(quorum.transient(), Some(0));
+        let down = info(serde_json::json!({"name": "q"}));
+        assert_eq!(down.transient(), Some(0));
+    }
+
+    #[test]
+    fn a_request_closed_at_the_idle_timeout_is_told_apart() {
+        assert!(cut_off(Duration::from_millis(60_170), false));
+        assert!(cut_off(Duration::from_secs(58), false));
+        assert!(!cut_off(Duration::from_secs(20), false));
+        assert!(!cut_off(Duration::from_secs(61), true));
+        let err = BrokerError::CutOff {
+            broker: "b".into(),
+            what: "queue listing".into(),
+            after: Duration::from_secs(60),
+        };
+        assert!(
+            err.to_string().contains("management.tcp.idle_timeout"),
+            "{err}"
+        );
+        assert!(!err.is_transient());
     }
 
     #[test]

@@ -100,6 +100,18 @@ pub enum BrokerError {
          it as a path step): delete or rename it with an AMQP client"
     )]
     Unaddressable { broker: String, name: String },
+    /// The management API closed the connection of a request it had not answered for as long
+    /// as its idle timeout: a listing the broker takes longer than that to make.
+    #[error(
+        "broker {broker}: it closed the {what} unanswered after {after:?}: the management API \
+         ends a request it has not answered within its idle timeout (`management.tcp.idle_timeout`, \
+         60 s unless set): the broker needs a longer one for a vhost this large"
+    )]
+    CutOff {
+        broker: String,
+        what: String,
+        after: Duration,
+    },
     /// The broker blocked our connection (a memory or disk alarm) for longer than allowed.
     #[error("broker {broker}: {what} blocked by the broker ({detail})")]
     Blocked {
@@ -125,6 +137,7 @@ impl BrokerError {
             | BrokerError::NoVhost { .. }
             | BrokerError::Decode { .. }
             | BrokerError::Unaddressable { .. }
+            | BrokerError::CutOff { .. }
             | BrokerError::Amqp { .. } => false,
         }
     }

@@ -3,57 +3,86 @@
 //! host which queues it uses (SSH, the playbook's discovery command) and, with `--probe`,
 //! asks the broker itself (AMQP declares of existing queues with the settings they already
 //! have or are refused); this module turns it into the table or the JSON, and the exit code.
+//!
+//! A vhost may hold a hundred thousand queues: both are written to stdout as they are made,
+//! row by row from the survey's compact rows, never as one text.
 
-use tabled::Tabled;
+use std::fmt::Write as _;
+use std::io::{BufWriter, IsTerminal, Write};
+
+use serde::Serialize;
+use serde::ser::SerializeMap;
 
 use super::select_groups;
 use crate::broker::amqp::ProbeResult;
+use crate::broker::management::BindingInfo;
 use crate::error::Error;
 use crate::inventory::{Half, Inventory};
-use crate::output::{self, OutputFormat};
-use crate::plan::queue_diff::QueueRow;
+use crate::output::{self, Masked, OutputFormat};
+use crate::plan::queue_diff::RowRef;
 use crate::playbook::Playbook;
 use crate::survey::{self, QueueSurvey};
-use crate::{exit, playbook};
+use crate::{exit, playbook, redact};
 
-/// One row of the table.
-#[derive(Debug, Tabled)]
-struct Line {
-    queue: String,
-    owner: String,
-    messages: u64,
-    bindings: usize,
-    current: String,
-    target: String,
-    verdict: String,
-    changes: String,
-}
+/// The table's columns.
+const HEADERS: [&str; 8] = [
+    "queue", "owner", "messages", "bindings", "current", "target", "verdict", "changes",
+];
 
-fn line(row: &QueueRow, bindings: usize, probe: Option<&ProbeResult>) -> Line {
-    let mut changes: Vec<String> = row.differences.iter().map(|d| d.to_string()).collect();
-    if let Some(note) = &row.note {
-        changes.push(note.clone());
+/// Puts a row's cells (in [`HEADERS`]' order) into `cells`, which are empty.
+fn cells(row: RowRef<'_>, probe: Option<&ProbeResult>, cells: &mut [String]) {
+    let [
+        queue,
+        owner,
+        messages,
+        bindings,
+        current,
+        target,
+        verdict,
+        changes,
+    ] = cells
+    else {
+        return;
+    };
+    queue.push_str(row.name());
+    let _ = write!(owner, "{}", row.owner());
+    let _ = write!(messages, "{}", row.messages());
+    let _ = write!(bindings, "{}", row.bindings().len());
+    match row.current() {
+        Some(settings) => {
+            let _ = write!(current, "{settings}");
+        }
+        None => current.push('-'),
+    }
+    match row.target() {
+        Some(settings) => {
+            let _ = write!(target, "{settings}");
+        }
+        None => target.push('-'),
+    }
+    verdict.push_str(row.verdict().as_str());
+    let mut separator = "";
+    for difference in row.differences() {
+        let _ = write!(changes, "{separator}{difference}");
+        separator = "; ";
+    }
+    if let Some(note) = row.note() {
+        let _ = write!(changes, "{separator}{note}");
+        separator = "; ";
     }
     if let Some(probe) = probe {
-        changes.push(match probe {
-            ProbeResult::Equivalent => "probe: broker accepts the target".to_string(),
-            ProbeResult::Inequivalent { .. } => "probe: broker refuses (406)".to_string(),
-            ProbeResult::Absent => "probe: absent".to_string(),
-        });
+        let _ = write!(
+            changes,
+            "{separator}{}",
+            match probe {
+                ProbeResult::Equivalent => "probe: broker accepts the target",
+                ProbeResult::Inequivalent { .. } => "probe: broker refuses (406)",
+                ProbeResult::Absent => "probe: absent",
+            }
+        );
     }
-    Line {
-        queue: row.name.clone(),
-        owner: row.owner.to_string(),
-        messages: row.messages,
-        bindings,
-        current: output::cell(&row.current),
-        target: output::cell(&row.target),
-        verdict: row.verdict.to_string(),
-        changes: if changes.is_empty() {
-            "-".into()
-        } else {
-            changes.join("; ")
-        },
+    if changes.is_empty() {
+        changes.push('-');
     }
 }
 
@@ -71,11 +100,19 @@ pub async fn run(
     let Some(group) = groups.first() else {
         return Err(Error::Usage(format!("no group named {group:?}")));
     };
-    let survey = survey::queues(&playbook, group, half, probe).await?;
+    let reading = survey::Reading {
+        bindings: true,
+        probe,
+    };
+    let survey = survey::queues(&playbook, group, half, reading).await?;
+    let stdout = std::io::stdout();
+    let terminal = stdout.is_terminal();
+    let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
     match format {
-        OutputFormat::Json => output::print_json(&survey)?,
-        OutputFormat::Table => output::print_text(&text(&survey, &playbook, half))?,
+        OutputFormat::Json => output::write_json(&mut out, &Json(&survey))?,
+        OutputFormat::Table => write_text(&mut out, &survey, &playbook, half, terminal)?,
     }
+    out.flush()?;
     if !survey.probe_disagreements.is_empty() {
         return Ok(exit::FAILURE);
     }
@@ -87,47 +124,60 @@ pub async fn run(
 }
 
 /// The table, with its title, the warnings, the clients, the probe's verdict and the summary.
-fn text(survey: &QueueSurvey, playbook: &Playbook, half: Option<Half>) -> String {
-    let lines: Vec<Line> = survey
-        .diff
-        .all_rows()
-        .map(|row| {
-            line(
-                &row,
-                survey.bindings.get(&row.name).map_or(0, Vec::len),
-                survey.probe.as_ref().and_then(|p| p.get(&row.name)),
-            )
-        })
-        .collect();
-    let mut text = vec![format!(
-        "Queue diff of group {} (vhost {}{}) for playbook {} ({} {})",
-        survey.group,
-        survey.diff.vhost,
-        half.map(|h| format!(", half {h}")).unwrap_or_default(),
-        playbook.name,
-        playbook.package,
-        playbook.version
-    )];
-    text.push(output::table(&lines, output::stdout_is_terminal()));
-    for warning in &survey.diff.warnings {
-        text.push(format!("warning: {warning}"));
+fn write_text(
+    out: &mut impl Write,
+    survey: &QueueSurvey,
+    playbook: &Playbook,
+    half: Option<Half>,
+    terminal: bool,
+) -> std::io::Result<()> {
+    let line = |out: &mut dyn Write, text: &str| writeln!(out, "{}", redact::text(text));
+    line(
+        out,
+        &format!(
+            "Queue diff of group {} (vhost {}{}) for playbook {} ({} {})",
+            survey.group,
+            survey.diff.vhost,
+            half.map(|h| format!(", half {h}")).unwrap_or_default(),
+            playbook.name,
+            playbook.package,
+            playbook.version
+        ),
+    )?;
+    let diff = &survey.diff;
+    output::write_table(
+        out,
+        &HEADERS,
+        diff.len(),
+        |i, row_cells| {
+            if let Some(row) = diff.row(i) {
+                let probe = survey.probe.as_ref().and_then(|p| p.get(row.name()));
+                cells(row, probe, row_cells);
+            }
+        },
+        terminal,
+    )?;
+    for warning in diff.warnings() {
+        line(out, &format!("warning: {warning}"))?;
     }
     if !survey.clients.is_empty() {
-        text.push(format!(
-            "clients: {}",
-            survey
-                .clients
-                .iter()
-                .map(|c| format!("{} {} x{}", c.product, c.version, c.connections))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        line(
+            out,
+            &format!(
+                "clients: {}",
+                survey
+                    .clients
+                    .iter()
+                    .map(|c| format!("{} {} x{}", c.product, c.version, c.connections))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )?;
     }
     if survey.probe.is_some() {
-        text.push(probe_verdict(&survey.probe_disagreements));
+        line(out, &probe_verdict(&survey.probe_disagreements))?;
     }
-    text.push(survey.diff.summary.to_string());
-    text.join("\n")
+    line(out, &diff.summary.to_string())
 }
 
 /// Whether the broker agreed with every row, or the queues where it did not.
@@ -139,5 +189,76 @@ fn probe_verdict(disagreements: &[String]) -> String {
             "probe: the broker DISAGREES on {}",
             disagreements.join(", ")
         )
+    }
+}
+
+/// The survey as JSON: `bindings` (each owned queue's, by queue name), `clients`, `group`,
+/// `half`, `playbook`, `probe`, `probe_disagreements`, `rows` (every row, the foreign ones
+/// last), `summary`, `vhost` and `warnings`, in that order. Written part by part, each
+/// masked on its own: one row, one queue's bindings at a time.
+struct Json<'a>(&'a QueueSurvey);
+
+impl Serialize for Json<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let survey = self.0;
+        let diff = &survey.diff;
+        let mut map = serializer.serialize_map(Some(11))?;
+        map.serialize_entry("bindings", &Bindings(survey))?;
+        map.serialize_entry("clients", &Masked(&survey.clients))?;
+        map.serialize_entry("group", &Masked(&survey.group))?;
+        map.serialize_entry("half", &Masked(diff.half))?;
+        map.serialize_entry("playbook", &Masked(&survey.playbook))?;
+        map.serialize_entry("probe", &Masked(&survey.probe))?;
+        map.serialize_entry("probe_disagreements", &Masked(&survey.probe_disagreements))?;
+        map.serialize_entry("rows", &Rows(survey))?;
+        map.serialize_entry("summary", &Masked(&diff.summary))?;
+        map.serialize_entry("vhost", &Masked(&diff.vhost))?;
+        map.serialize_entry("warnings", &Warnings(survey))?;
+        map.end()
+    }
+}
+
+/// Every row, one at a time.
+struct Rows<'a>(&'a QueueSurvey);
+
+impl Serialize for Rows<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.diff.rows().map(Masked))
+    }
+}
+
+/// The warnings, one at a time.
+struct Warnings<'a>(&'a QueueSurvey);
+
+impl Serialize for Warnings<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.diff.warnings().map(Masked))
+    }
+}
+
+/// The owned queues' bindings, by queue name (sorted), as the management API lists them.
+struct Bindings<'a>(&'a QueueSurvey);
+
+impl Serialize for Bindings<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let diff = &self.0.diff;
+        let mut bound: Vec<RowRef<'_>> =
+            diff.owned().filter(|r| !r.bindings().is_empty()).collect();
+        bound.sort_unstable_by(|a, b| a.name().cmp(b.name()));
+        let mut map = serializer.serialize_map(Some(bound.len()))?;
+        for row in bound {
+            let bindings: Vec<BindingInfo> = row
+                .each_binding()
+                .map(|b| BindingInfo {
+                    source: b.source.clone(),
+                    destination: row.name().to_string(),
+                    destination_type: "queue".into(),
+                    routing_key: b.routing_key.clone(),
+                    arguments: b.arguments.clone(),
+                })
+                .collect();
+            map.serialize_entry(row.name(), &Masked(bindings))?;
+        }
+        map.end()
     }
 }

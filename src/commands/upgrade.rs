@@ -279,7 +279,13 @@ async fn upgrade_in(
         .map(|h| h.name.clone())
         .collect();
     let other_versions = survey::versions(playbook, &group, session.connections(), &others).await;
-    let report = survey::queues(playbook, &group, Some(settings.half), false).await?;
+    let report = survey::queues(
+        playbook,
+        &group,
+        Some(settings.half),
+        survey::Reading::default(),
+    )
+    .await?;
     let run_id = format!(
         "{}-{}-{}",
         clock::compact(clock::now_millis()),

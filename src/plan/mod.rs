@@ -39,10 +39,8 @@ pub(crate) mod fixtures {
         LiveQueue {
             name: name.into(),
             settings: QueueSettings::new(true, false, Default::default()),
-            exclusive: false,
             messages,
-            transient: 0,
-            consumers: 0,
+            transient: Some(0),
         }
     }
 

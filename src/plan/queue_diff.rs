@@ -1,8 +1,13 @@
 //! The queue diff: for every queue of a vhost, what a release will do to it, decided as the
 //! broker decides (see [`crate::broker::equivalence`]).
+//!
+//! A vhost may hold a hundred thousand queues, so the diff keeps one compact row per queue:
+//! its name, its counts, and indices into small tables of what many rows share (the owners;
+//! the settings, each with its differences from the target; the bindings). A row as people
+//! and scripts read it, [`QueueRow`], is made from those when it is asked for
+//! ([`RowRef::to_row`]), and rows serialise without being made ([`RowRef`]). The diff is
+//! gathered from the broker's listings by a [`Listing`].
 
-use std::borrow::Cow;
-use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
@@ -11,12 +16,16 @@ use serde::ser::SerializeStruct;
 use serde_json::Value;
 
 use super::ownership::{Claims, Owner};
-use crate::broker::equivalence::{Difference, QueueSettings, differences, policy_key, show};
+use crate::broker::equivalence::{Difference, QueueSettings, policy_key, show};
 use crate::inventory::Half;
 use crate::units::format_duration;
 
+mod listing;
+
+pub use listing::{Binding, Listing};
+
 /// What will happen to a queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     /// The broker will refuse the new declare: delete and declare again.
@@ -31,6 +40,7 @@ pub enum Verdict {
     /// Owned by the half that this run does not touch.
     Outside,
     /// Not ours: never touched.
+    #[default]
     Foreign,
 }
 
@@ -53,6 +63,21 @@ impl Verdict {
             Verdict::Recreate | Verdict::IgnoredByBroker | Verdict::Missing
         )
     }
+
+    /// True when the release recreates the queue (it exists and differs from the target).
+    pub fn recreates(self) -> bool {
+        matches!(self, Verdict::Recreate | Verdict::IgnoredByBroker)
+    }
+
+    /// Every verdict, in the rows' order.
+    const ALL: [Verdict; 6] = [
+        Verdict::Recreate,
+        Verdict::IgnoredByBroker,
+        Verdict::Missing,
+        Verdict::Unchanged,
+        Verdict::Outside,
+        Verdict::Foreign,
+    ];
 }
 
 impl fmt::Display for Verdict {
@@ -62,18 +87,18 @@ impl fmt::Display for Verdict {
 }
 
 /// A queue as the broker shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LiveQueue {
     pub name: String,
     pub settings: QueueSettings,
-    pub exclusive: bool,
     pub messages: u64,
-    /// Messages that do not survive a broker restart (not persistent, in a classic queue).
-    pub transient: u64,
-    pub consumers: u64,
+    /// Messages that do not survive a broker restart (not persistent, in a classic queue);
+    /// `None` when the listing did not count them (see [`QueueDiff::uncounted`]).
+    pub transient: Option<u64>,
 }
 
-/// One row of the diff.
+/// One row of the diff, as people and scripts read it (made by [`RowRef::to_row`]; a
+/// [`RowRef`] serialises to the same JSON).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueueRow {
     pub name: String,
@@ -81,8 +106,9 @@ pub struct QueueRow {
     pub verdict: Verdict,
     /// Messages in the queue now (0 when missing).
     pub messages: u64,
-    /// Of those, the ones a broker restart would lose (not persistent, in a classic queue).
-    pub transient: u64,
+    /// Of those, the ones a broker restart would lose (not persistent, in a classic queue);
+    /// `None` when not counted: they are counted for the queues a release recreates.
+    pub transient: Option<u64>,
     /// Current settings; `None` when missing.
     pub current: Option<QueueSettings>,
     /// Target settings; `None` for foreign queues.
@@ -92,59 +118,180 @@ pub struct QueueRow {
     pub note: Option<String>,
 }
 
-/// A queue that is not ours, as little of it as its row shows: it is never touched, so
-/// nothing else is kept (a vhost may hold many more of these than the fleet owns).
+/// No entry of a table (a missing queue has no settings).
+const NONE: u32 = u32::MAX;
+/// A transient count not made.
+const UNCOUNTED: u64 = u64::MAX;
+
+/// One queue of the diff, compactly: what is shared with other rows is an index.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ForeignQueue {
-    pub name: String,
-    pub messages: u64,
-    pub transient: u64,
-    pub settings: QueueSettings,
+struct Row {
+    name: Box<str>,
+    messages: u64,
+    /// [`UNCOUNTED`] when not counted.
+    transient: u64,
+    /// Its settings in [`QueueDiff::shapes`]; [`NONE`] when missing on the broker.
+    shape: u32,
+    /// Its owner in [`QueueDiff::owners`].
+    owner: u32,
+    /// Its first binding in [`QueueDiff::bindings`], and how many.
+    first_binding: u32,
+    binding_count: u32,
+    verdict: Verdict,
 }
 
-impl ForeignQueue {
-    /// Its row of the diff.
-    pub fn row(&self) -> QueueRow {
-        QueueRow {
-            name: self.name.clone(),
-            owner: Owner::Foreign,
+impl Row {
+    fn new() -> Row {
+        Row {
+            name: Box::default(),
+            messages: 0,
+            transient: UNCOUNTED,
+            shape: NONE,
+            owner: NONE,
+            first_binding: 0,
+            binding_count: 0,
             verdict: Verdict::Foreign,
-            messages: self.messages,
-            transient: self.transient,
-            current: Some(self.settings.clone()),
-            target: None,
-            differences: vec![],
-            note: None,
         }
     }
 }
 
+/// Settings some queues have, and how they differ from the target.
+#[derive(Debug, Clone, PartialEq)]
+struct Shape {
+    settings: QueueSettings,
+    differences: Vec<Difference>,
+}
+
 /// The whole diff: rows, warnings and counts.
 ///
-/// Serialised as one list of `rows` (the owned rows, then the foreign ones, each sorted as
-/// [`QueueDiff::all_rows`] gives them).
+/// Rows are sorted by verdict and name: the owned ones first, the foreign ones last.
+/// Serialised as its `rows` (every row as a [`QueueRow`]), `warnings` and `summary`.
 #[derive(Debug, Clone)]
 pub struct QueueDiff {
     pub vhost: String,
     /// The half the run is about; `None` for the whole group.
     pub half: Option<Half>,
-    /// The rows of the queues the fleet owns (every verdict but foreign), sorted by verdict
-    /// and name.
-    pub rows: Vec<QueueRow>,
-    /// The foreign queues, sorted by name: they come after every owned row.
-    pub foreign: Vec<ForeignQueue>,
-    pub warnings: Vec<String>,
+    rows: Vec<Row>,
+    owners: Vec<Owner>,
+    shapes: Vec<Shape>,
+    target: QueueSettings,
+    /// The bindings of the owned queues, each queue's in a run (in [`QueueDiff::kinds`]).
+    bindings: Vec<u32>,
+    /// Every distinct binding (source, key, arguments).
+    kinds: Vec<Binding>,
+    stop_window: Duration,
     pub summary: Summary,
 }
 
 impl QueueDiff {
-    /// Every row, owned and foreign, sorted by verdict and name; a foreign row is made when
-    /// it is asked for.
-    pub fn all_rows(&self) -> impl Iterator<Item = Cow<'_, QueueRow>> {
+    /// Every row, owned and foreign, sorted by verdict and name.
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = RowRef<'_>> + DoubleEndedIterator {
+        self.rows.iter().map(move |row| RowRef { diff: self, row })
+    }
+
+    /// The rows of the queues the fleet owns (every verdict but foreign): the first rows.
+    pub fn owned(&self) -> impl Iterator<Item = RowRef<'_>> {
+        self.rows().take_while(|r| r.verdict() != Verdict::Foreign)
+    }
+
+    /// How many rows there are.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// True without any row.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The `i`th row.
+    pub fn row(&self, i: usize) -> Option<RowRef<'_>> {
+        self.rows.get(i).map(|row| RowRef { diff: self, row })
+    }
+
+    /// Where the row of a queue is, by name.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        Verdict::ALL.iter().find_map(|&verdict| {
+            self.rows
+                .binary_search_by(|r| (r.verdict, &*r.name).cmp(&(verdict, name)))
+                .ok()
+        })
+    }
+
+    /// The rows whose transient messages a plan needs and the listing did not count: the
+    /// queues a release recreates that hold messages.
+    pub fn uncounted(&self) -> Vec<usize> {
         self.rows
             .iter()
-            .map(Cow::Borrowed)
-            .chain(self.foreign.iter().map(|f| Cow::Owned(f.row())))
+            .enumerate()
+            .filter(|(_, r)| r.verdict.recreates() && r.messages > 0 && r.transient == UNCOUNTED)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Records the transient messages of the `i`th row (at most its messages).
+    pub fn set_transient(&mut self, i: usize, transient: u64) {
+        if let Some(row) = self.rows.get_mut(i) {
+            row.transient = transient.min(row.messages);
+        }
+    }
+
+    /// Sets the messages of a queue (the plan's tests give backlogs).
+    #[cfg(test)]
+    pub fn set_messages(&mut self, name: &str, messages: u64) {
+        if let Some(i) = self.find(name) {
+            self.rows[i].messages = messages;
+        }
+    }
+
+    /// The warnings for the operator, made as they are read: messages a recreate puts at
+    /// risk, expiries shorter than the expected stop window, shared queues to recreate.
+    pub fn warnings(&self) -> impl Iterator<Item = String> + '_ {
+        let stop_window = self.stop_window;
+        let owned = || self.owned();
+        let holds = owned()
+            .filter(|r| r.verdict() == Verdict::Recreate && r.messages() > 0)
+            .map(|r| {
+                format!(
+                    "{} holds {} message{}: a recreate that does not move them loses them",
+                    r.name(),
+                    r.messages(),
+                    if r.messages() == 1 { "" } else { "s" }
+                )
+            });
+        let target = expires(&self.target)
+            .filter(|expires| *expires < stop_window)
+            .map(|expires| {
+                format!(
+                    "the target x-expires ({}) is shorter than the expected stop window ({}): \
+                     queues may expire, with their messages, while their consumers are stopped",
+                    format_duration(expires),
+                    format_duration(stop_window)
+                )
+            });
+        let short = owned()
+            .filter(|r| r.verdict().is_change() || r.verdict() == Verdict::Unchanged)
+            .filter_map(move |r| {
+                let expires = r.current().and_then(expires)?;
+                (expires < stop_window).then(|| {
+                    format!(
+                        "{} expires after {} unused, less than the expected stop window ({})",
+                        r.name(),
+                        format_duration(expires),
+                        format_duration(stop_window)
+                    )
+                })
+            });
+        let shared = owned()
+            .filter(|r| r.verdict() == Verdict::Recreate && *r.owner() == Owner::Shared)
+            .map(|r| {
+                format!(
+                    "shared queue {} must be recreated: every consumer in both halves stops \
+                     (critical window)",
+                    r.name()
+                )
+            });
+        holds.chain(target).chain(short).chain(shared)
     }
 }
 
@@ -153,15 +300,145 @@ impl Serialize for QueueDiff {
         struct Rows<'a>(&'a QueueDiff);
         impl Serialize for Rows<'_> {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_seq(self.0.all_rows())
+                serializer.collect_seq(self.0.rows())
+            }
+        }
+        struct Warnings<'a>(&'a QueueDiff);
+        impl Serialize for Warnings<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.0.warnings())
             }
         }
         let mut s = serializer.serialize_struct("QueueDiff", 5)?;
         s.serialize_field("vhost", &self.vhost)?;
         s.serialize_field("half", &self.half)?;
         s.serialize_field("rows", &Rows(self))?;
-        s.serialize_field("warnings", &self.warnings)?;
+        s.serialize_field("warnings", &Warnings(self))?;
         s.serialize_field("summary", &self.summary)?;
+        s.end()
+    }
+}
+
+/// One row of a [`QueueDiff`], read in place.
+#[derive(Debug, Clone, Copy)]
+pub struct RowRef<'a> {
+    diff: &'a QueueDiff,
+    row: &'a Row,
+}
+
+impl<'a> RowRef<'a> {
+    pub fn name(&self) -> &'a str {
+        &self.row.name
+    }
+
+    pub fn owner(&self) -> &'a Owner {
+        self.diff
+            .owners
+            .get(self.row.owner as usize)
+            .unwrap_or(&Owner::Foreign)
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        self.row.verdict
+    }
+
+    /// Messages in the queue now (0 when missing).
+    pub fn messages(&self) -> u64 {
+        self.row.messages
+    }
+
+    /// Of those, the ones a broker restart would lose; `None` when not counted.
+    pub fn transient(&self) -> Option<u64> {
+        (self.row.transient != UNCOUNTED).then_some(self.row.transient)
+    }
+
+    fn shape(&self) -> Option<&'a Shape> {
+        self.diff.shapes.get(self.row.shape as usize)
+    }
+
+    /// Current settings; `None` when missing.
+    pub fn current(&self) -> Option<&'a QueueSettings> {
+        self.shape().map(|s| &s.settings)
+    }
+
+    /// Target settings; `None` for foreign queues.
+    pub fn target(&self) -> Option<&'a QueueSettings> {
+        (self.row.verdict != Verdict::Foreign).then_some(&self.diff.target)
+    }
+
+    /// How the current settings differ from the target (none for foreign and missing
+    /// queues).
+    pub fn differences(&self) -> &'a [Difference] {
+        match self.shape() {
+            Some(shape) if self.row.verdict != Verdict::Foreign => &shape.differences,
+            _ => &[],
+        }
+    }
+
+    /// A remark for the operator (a policy that could apply the difference, ...).
+    pub fn note(&self) -> Option<String> {
+        if self.row.shape == NONE {
+            return Some("absent on the broker: the service declares it when it starts".into());
+        }
+        match self.row.verdict {
+            Verdict::Outside => Some(format!(
+                "changed when {} is upgraded",
+                match self.owner() {
+                    Owner::Host { half, .. } | Owner::Half { half } => format!("half {half}"),
+                    _ => "the other half".to_string(),
+                }
+            )),
+            Verdict::Recreate | Verdict::IgnoredByBroker => policy_note(self.differences()),
+            _ => None,
+        }
+    }
+
+    /// The queue's bindings (none for foreign queues), in the broker's order.
+    pub fn bindings(&self) -> &'a [u32] {
+        let first = self.row.first_binding as usize;
+        self.diff
+            .bindings
+            .get(first..first + self.row.binding_count as usize)
+            .unwrap_or(&[])
+    }
+
+    /// The queue's bindings, as the broker lists them.
+    pub fn each_binding(&self) -> impl Iterator<Item = &'a Binding> + use<'a> {
+        let kinds = &self.diff.kinds;
+        self.bindings()
+            .iter()
+            .filter_map(move |&k| kinds.get(k as usize))
+    }
+
+    /// The row, made whole.
+    pub fn to_row(&self) -> QueueRow {
+        QueueRow {
+            name: self.name().to_string(),
+            owner: self.owner().clone(),
+            verdict: self.verdict(),
+            messages: self.messages(),
+            transient: self.transient(),
+            current: self.current().cloned(),
+            target: self.target().cloned(),
+            differences: self.differences().to_vec(),
+            note: self.note(),
+        }
+    }
+}
+
+impl Serialize for RowRef<'_> {
+    /// As [`QueueRow`] serialises, field by field, without making it.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("QueueRow", 9)?;
+        s.serialize_field("name", self.name())?;
+        s.serialize_field("owner", self.owner())?;
+        s.serialize_field("verdict", &self.verdict())?;
+        s.serialize_field("messages", &self.messages())?;
+        s.serialize_field("transient", &self.transient())?;
+        s.serialize_field("current", &self.current())?;
+        s.serialize_field("target", &self.target())?;
+        s.serialize_field("differences", self.differences())?;
+        s.serialize_field("note", &self.note())?;
         s.end()
     }
 }
@@ -230,7 +507,8 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Computes the diff. `queues` may come in any order; rows come sorted by verdict and name.
+/// Computes the diff of a list of queues (in any order); rows come sorted by verdict and
+/// name.
 pub fn diff(
     vhost: &str,
     half: Option<Half>,
@@ -239,120 +517,18 @@ pub fn diff(
     target: &QueueSettings,
     stop_window: Duration,
 ) -> QueueDiff {
-    let mut classifier = Classifier::new(half, claims, target);
+    let mut listing = Listing::new();
     for queue in queues {
-        classifier.push(queue);
+        listing.queue(queue);
     }
-    classifier.finish(vhost, stop_window)
+    listing.finish(vhost, half, claims, target, stop_window)
 }
 
-/// The diff made one queue at a time, as a listing arrives: each queue is classified when it
-/// is pushed, an owned one kept as its row, a foreign one as the little its row shows
-/// ([`ForeignQueue`]). No table of every queue is kept: not even their names (a missing
-/// queue is an expected owned one without a row).
-#[derive(Debug)]
-pub struct Classifier<'a> {
-    half: Option<Half>,
-    claims: &'a Claims,
-    target: &'a QueueSettings,
-    rows: Vec<QueueRow>,
-    foreign: Vec<ForeignQueue>,
-}
-
-impl<'a> Classifier<'a> {
-    pub fn new(half: Option<Half>, claims: &'a Claims, target: &'a QueueSettings) -> Self {
-        Classifier {
-            half,
-            claims,
-            target,
-            rows: Vec::new(),
-            foreign: Vec::new(),
-        }
-    }
-
-    /// Classifies one queue of the broker.
-    pub fn push(&mut self, queue: LiveQueue) {
-        let owner = self.claims.owner(&queue.name);
-        if owner == Owner::Foreign {
-            self.foreign.push(ForeignQueue {
-                name: queue.name,
-                messages: queue.messages,
-                transient: queue.transient,
-                settings: queue.settings,
-            });
-        } else {
-            self.rows
-                .push(row_for(queue, owner, self.half, self.target));
-        }
-    }
-
-    /// The diff of the queues pushed: with the expected queues that were not, sorted.
-    pub fn finish(self, vhost: &str, stop_window: Duration) -> QueueDiff {
-        let Classifier {
-            half,
-            claims,
-            target,
-            mut rows,
-            mut foreign,
-        } = self;
-        let seen: BTreeSet<String> = rows.iter().map(|r| r.name.clone()).collect();
-        for name in claims.expected() {
-            if seen.contains(&name) {
-                continue;
-            }
-            let owner = claims.owner(&name);
-            if owner == Owner::Foreign {
-                continue;
-            }
-            let verdict = if owner.in_scope(half) {
-                Verdict::Missing
-            } else {
-                Verdict::Outside
-            };
-            rows.push(QueueRow {
-                name,
-                owner,
-                verdict,
-                messages: 0,
-                transient: 0,
-                current: None,
-                target: Some(target.clone()),
-                differences: vec![],
-                note: Some("absent on the broker: the service declares it when it starts".into()),
-            });
-        }
-        rows.sort_by(|a, b| (a.verdict, &a.name).cmp(&(b.verdict, &b.name)));
-        foreign.sort_by(|a, b| a.name.cmp(&b.name));
-        let warnings = warnings(&rows, target, stop_window);
-        let mut summary = summarise(&rows);
-        summary.foreign = foreign.len();
-        QueueDiff {
-            vhost: vhost.to_string(),
-            half,
-            rows,
-            foreign,
-            warnings,
-            summary,
-        }
-    }
-}
-
-fn row_for(queue: LiveQueue, owner: Owner, half: Option<Half>, target: &QueueSettings) -> QueueRow {
-    if owner == Owner::Foreign {
-        return QueueRow {
-            name: queue.name,
-            owner,
-            verdict: Verdict::Foreign,
-            messages: queue.messages,
-            transient: queue.transient,
-            current: Some(queue.settings),
-            target: None,
-            differences: vec![],
-            note: None,
-        };
-    }
-    let differences = differences(&queue.settings, target);
-    let verdict = if !owner.in_scope(half) {
+/// The verdict on a queue of this owner whose settings differ from the target so.
+fn verdict(owner: &Owner, half: Option<Half>, differences: &[Difference]) -> Verdict {
+    if *owner == Owner::Foreign {
+        Verdict::Foreign
+    } else if !owner.in_scope(half) {
         Verdict::Outside
     } else if differences.iter().any(|d| d.checked) {
         Verdict::Recreate
@@ -360,28 +536,6 @@ fn row_for(queue: LiveQueue, owner: Owner, half: Option<Half>, target: &QueueSet
         Verdict::IgnoredByBroker
     } else {
         Verdict::Unchanged
-    };
-    let note = match verdict {
-        Verdict::Outside => Some(format!(
-            "changed when {} is upgraded",
-            match &owner {
-                Owner::Host { half, .. } | Owner::Half { half } => format!("half {half}"),
-                _ => "the other half".to_string(),
-            }
-        )),
-        Verdict::Recreate | Verdict::IgnoredByBroker => policy_note(&differences),
-        _ => None,
-    };
-    QueueRow {
-        name: queue.name,
-        owner,
-        verdict,
-        messages: queue.messages,
-        transient: queue.transient,
-        current: Some(queue.settings),
-        target: Some(target.clone()),
-        differences,
-        note,
     }
 }
 
@@ -412,65 +566,16 @@ fn expires(settings: &QueueSettings) -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
-fn warnings(rows: &[QueueRow], target: &QueueSettings, stop_window: Duration) -> Vec<String> {
-    let mut out = Vec::new();
-    for row in rows.iter().filter(|r| r.verdict == Verdict::Recreate) {
-        if row.messages > 0 {
-            out.push(format!(
-                "{} holds {} message{}: a recreate that does not move them loses them",
-                row.name,
-                row.messages,
-                if row.messages == 1 { "" } else { "s" }
-            ));
-        }
-    }
-    if let Some(expires) = expires(target)
-        && expires < stop_window
-    {
-        out.push(format!(
-            "the target x-expires ({}) is shorter than the expected stop window ({}): \
-             queues may expire, with their messages, while their consumers are stopped",
-            format_duration(expires),
-            format_duration(stop_window)
-        ));
-    }
-    for row in rows
-        .iter()
-        .filter(|r| r.verdict.is_change() || r.verdict == Verdict::Unchanged)
-    {
-        if let Some(expires) = row.current.as_ref().and_then(expires)
-            && expires < stop_window
-        {
-            out.push(format!(
-                "{} expires after {} unused, less than the expected stop window ({})",
-                row.name,
-                format_duration(expires),
-                format_duration(stop_window)
-            ));
-        }
-    }
-    for row in rows
-        .iter()
-        .filter(|r| r.verdict == Verdict::Recreate && r.owner == Owner::Shared)
-    {
-        out.push(format!(
-            "shared queue {} must be recreated: every consumer in both halves stops \
-             (critical window)",
-            row.name
-        ));
-    }
-    out
-}
-
-fn summarise(rows: &[QueueRow]) -> Summary {
+/// The counts of rows sorted by verdict and name.
+fn summarise(rows: &[Row], owners: &[Owner]) -> Summary {
     let mut s = Summary::default();
     for row in rows {
         match row.verdict {
             Verdict::Recreate => {
                 s.recreate += 1;
                 s.messages_at_risk += row.messages;
-                if row.owner == Owner::Shared {
-                    s.critical_window.push(row.name.clone());
+                if owners.get(row.owner as usize) == Some(&Owner::Shared) {
+                    s.critical_window.push(row.name.to_string());
                 }
             }
             Verdict::IgnoredByBroker => s.ignored_by_broker += 1,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ownership::Owner;
-use super::queue_diff::{QueueDiff, Verdict};
+use super::queue_diff::{QueueDiff, RowRef};
 use super::rendered::{RenderError, Rendered};
 use super::rollout::{self, Asked, FailurePolicy, Gates, RolloutError, Wave};
 use crate::inventory::{Group, Half, Role};
@@ -214,12 +214,12 @@ pub(crate) fn hold_while_running_at() -> u64 {
     HOLD_WHILE_RUNNING_AT
 }
 
-fn change(row: &super::queue_diff::QueueRow) -> QueueChange {
+fn change(row: RowRef<'_>) -> QueueChange {
     QueueChange {
-        name: row.name.clone(),
-        messages: row.messages,
-        transient: row.transient,
-        changes: row.differences.iter().map(|d| d.to_string()).collect(),
+        name: row.name().to_string(),
+        messages: row.messages(),
+        transient: row.transient().unwrap_or(0),
+        changes: row.differences().iter().map(|d| d.to_string()).collect(),
         held_while_running: false,
         expected_stopped_seconds: None,
     }
@@ -230,8 +230,8 @@ fn change(row: &super::queue_diff::QueueRow) -> QueueChange {
 fn recreated(diff: &QueueDiff, half: Half) -> (Vec<QueueChange>, bool) {
     let mut group_queues = vec![];
     let mut critical_window = false;
-    for row in diff.rows.iter().filter(|r| recreates(r.verdict)) {
-        match &row.owner {
+    for row in diff.owned().filter(|r| r.verdict().recreates()) {
+        match row.owner() {
             Owner::Shared => {
                 critical_window = true;
                 group_queues.push(change(row));
@@ -243,18 +243,14 @@ fn recreated(diff: &QueueDiff, half: Half) -> (Vec<QueueChange>, bool) {
     (group_queues, critical_window)
 }
 
-fn recreates(verdict: Verdict) -> bool {
-    matches!(verdict, Verdict::Recreate | Verdict::IgnoredByBroker)
-}
-
 /// A host of the half, its own queues from the diff, without its steps yet.
 fn host_plan(host: &crate::inventory::Host, diff: &QueueDiff, two_phase: bool) -> HostPlan {
-    let own = |row: &&super::queue_diff::QueueRow| matches!(&row.owner, Owner::Host { host: h, .. } if *h == host.name);
+    let own =
+        |row: &RowRef<'_>| matches!(row.owner(), Owner::Host { host: h, .. } if *h == host.name);
     let queues: Vec<QueueChange> = diff
-        .rows
-        .iter()
+        .owned()
         .filter(own)
-        .filter(|r| recreates(r.verdict))
+        .filter(|r| r.verdict().recreates())
         .map(change)
         .collect();
     HostPlan {
@@ -263,10 +259,9 @@ fn host_plan(host: &crate::inventory::Host, diff: &QueueDiff, two_phase: bool) -
         start: host.role != Some(Role::Passive),
         reset_queue_state: two_phase || !queues.is_empty(),
         verify_queues: diff
-            .rows
-            .iter()
+            .owned()
             .filter(own)
-            .map(|r| r.name.clone())
+            .map(|r| r.name().to_string())
             .collect(),
         queues,
         artifacts: vec![],
@@ -578,11 +573,7 @@ mod tests {
         let (inventory, playbook) = fixture();
         let ops = inventory.group("ops").unwrap();
         let mut d = ops_diff(&playbook.queues.target);
-        for row in d.rows.iter_mut() {
-            if row.name.contains("px5") {
-                row.messages = 50_000;
-            }
-        }
+        d.set_messages("q.pump.px5", 50_000);
         let mut options = Options::new(2, true);
         options.measured.insert("px5".into(), 4.0);
         options.measured.insert("px6".into(), 6.0);

@@ -497,31 +497,40 @@ impl Playbook {
     }
 }
 
-/// Matches a name against a glob with `*` (any run) and `?` (one character).
+/// Matches a name against a glob with `*` (any run) and `?` (one character). Allocates
+/// nothing: the survey matches every queue of a vhost against every host's pattern.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
+    // A character of `s` at byte `i`, and the byte after it.
+    fn at(s: &str, i: usize) -> Option<(char, usize)> {
+        s.get(i..)?.chars().next().map(|c| (c, i + c.len_utf8()))
+    }
     let (mut pi, mut ni) = (0, 0);
+    // Where the last `*` was, and where in the name its run ends so far.
     let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
+    while let Some((nc, n_next)) = at(name, ni) {
+        match at(pattern, pi) {
+            Some((pc, p_next)) if pc == '?' || pc == nc => {
+                pi = p_next;
+                ni = n_next;
+            }
+            Some(('*', p_next)) => {
+                star = Some((pi, ni));
+                pi = p_next;
+            }
+            _ => {
+                let Some((sp, sn)) = star else {
+                    return false;
+                };
+                let longer = at(name, sn).map_or(sn + 1, |(_, next)| next);
+                pi = sp + 1;
+                ni = longer;
+                star = Some((sp, longer));
+            }
         }
     }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
+    pattern
+        .get(pi..)
+        .is_some_and(|rest| rest.chars().all(|c| c == '*'))
 }
 
 #[cfg(test)]

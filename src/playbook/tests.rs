@@ -137,6 +137,14 @@ fn globs() {
     assert!(glob_match("*", ""));
     assert!(glob_match("a*b*c", "aXXbYYc"));
     assert!(!glob_match("a*b*c", "aXXbYY"));
+    // `?` is one character, however many bytes it takes.
+    assert!(glob_match("q.?.x", "q.é.x"));
+    assert!(glob_match("q.*☃", "q.é ü ☃"));
+    assert!(!glob_match("q.?", "q.éé"));
+    assert!(glob_match("*.*", "a.b.c"));
+    assert!(!glob_match("", "a"));
+    assert!(glob_match("", ""));
+    assert!(glob_match("**", "x"));
 }
 
 /// MINIMAL with one artifact (lines 20 to 24) whose upgrade installs it.

@@ -8,4 +8,4 @@ mod hosts;
 mod queues;
 
 pub use hosts::{HostState, ProbeError, host_states, states, versions};
-pub use queues::{ClientCount, QueueSurvey, queues};
+pub use queues::{ClientCount, QueueSurvey, Reading, queues};

@@ -1,20 +1,21 @@
 //! The broker's queues as a release would find them: the queue diff, the owned queues'
 //! bindings, the connected clients and, with the probe, the broker's own answer for each.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::broker::BrokerError;
 use crate::broker::amqp::{self, ProbeResult};
 use crate::broker::equivalence::QueueSettings;
-use crate::broker::management::{BindingInfo, Management, QueueInfo};
+use crate::broker::management::{Management, QueueInfo};
 use crate::error::Error;
 use crate::inventory::{Group, Half, Secret};
-use crate::plan::ownership::{Claims, Owner, RenderedPattern};
-use crate::plan::queue_diff::{Classifier, LiveQueue, QueueDiff, Verdict};
+use crate::plan::ownership::{Claims, RenderedPattern};
+use crate::plan::queue_diff::{Binding, Listing, LiveQueue, QueueDiff};
 use crate::playbook::{PatternOwner, Playbook};
 use crate::remote;
 use crate::template::{self, Escape};
@@ -22,16 +23,27 @@ use crate::template::{self, Escape};
 /// Time allowed for a host's discovery command.
 const DISCOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The survey of a group's queues: the diff, each queue's bindings, the connected clients,
-/// the probe.
-#[derive(Debug, Serialize)]
+/// At most this many queues have their transient messages counted one lookup each (a few
+/// at a time); more are counted from one listing with the broker's message statistics.
+const TRANSIENT_LOOKUPS: usize = 64;
+/// Lookups in flight at once.
+const TRANSIENT_LOOKUPS_AT_ONCE: usize = 8;
+
+/// From this many queues on the broker (every vhost's), the bindings are read once the queue
+/// listing has been answered, not while the broker makes it. The management API's work per
+/// queue grows with their number (on RabbitMQ 3.10, two cores: a queue listing of 20,000
+/// takes it about 2 s of CPU, one of 100,000 about 60 s, and the bindings as much again), and
+/// it ends any request it has not answered within its idle timeout (60 s unless set): made
+/// together, the two would pass it where each alone does not. Below, they are made together.
+const BINDINGS_AFTER_QUEUES_FROM: u64 = 50_000;
+
+/// The survey of a group's queues: the diff (with each owned queue's bindings, when read),
+/// the connected clients, the probe.
+#[derive(Debug)]
 pub struct QueueSurvey {
     pub group: String,
     pub playbook: String,
-    #[serde(flatten)]
     pub diff: QueueDiff,
-    /// Bindings of the owned queues, by queue.
-    pub bindings: BTreeMap<String, Vec<BindingInfo>>,
     /// Connected clients by product and version, with their count.
     pub clients: Vec<ClientCount>,
     /// With `--probe`: what the broker answered for each existing owned queue.
@@ -48,57 +60,117 @@ pub struct ClientCount {
     pub connections: usize,
 }
 
+/// What a survey reads besides the queues and the clients.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading {
+    /// The owned queues' bindings (what `queue-diff` shows; an upgrade's plan needs none:
+    /// each recreated queue's bindings are backed up when it is).
+    pub bindings: bool,
+    /// Declares every existing owned queue with the target settings and compares the
+    /// broker's answer with the diff.
+    pub probe: bool,
+}
+
 /// Surveys a group's queues for a release (and optionally one half). Changes nothing.
 ///
-/// The hosts' discovery (SSH), the queue listing, the binding listing and the connection
-/// listing run at the same time. The listings are read as they arrive (see
-/// [`Management::stream_queues`]); each queue is classified as it comes, with the claims
-/// that the discovery gives, so that only owned queues are kept as rows and foreign ones as
-/// the little their rows show, and only the owned queues' bindings are kept. What arrives
-/// before the discovery has ended (usually nothing: the broker sends its first byte only
-/// once it has gathered the whole listing) waits for it. When several fail, the error is
-/// that of the first in the order they used to run in: discovery, queues, bindings,
-/// connections.
+/// The hosts' discovery (SSH), the queue listing, the bindings (when read: see
+/// [`Management::stream_queue_bindings`]) and the connection listing run at the same time;
+/// on a broker of [`BINDINGS_AFTER_QUEUES_FROM`] queues or more, the bindings wait until the
+/// queue listing is answered. The listings are read as they arrive (see
+/// [`Management::stream_queues`]) into a [`Listing`], which keeps each queue compactly (its
+/// name once, its counts, shared settings and bindings); once every part is in, the queues
+/// are classified with the claims the discovery gave. The queue listing comes without the
+/// broker's message statistics (they cost the broker more than the listing itself), so the
+/// transient messages of the queues to recreate that hold messages are counted afterwards
+/// ([`count_transient`]). When several parts fail, the error is that of the first in this
+/// order: discovery, queues, bindings, connections.
 pub async fn queues(
     playbook: &Playbook,
     group: &Group,
     half: Option<Half>,
-    probe: bool,
+    reading: Reading,
 ) -> Result<QueueSurvey, Error> {
     let config = &group.broker;
     let password = crate::broker::password(config)?;
     let management = Management::new(config, password.clone())?;
     let patterns = patterns(playbook, group)?;
-    let claims: OnceLock<Claims> = OnceLock::new();
-    let target = &playbook.queues.target;
     let discovery = async {
         let mut found = Claims {
             patterns,
             ..Claims::default()
         };
         discover(playbook, group, &mut found).await?;
-        let _ = claims.set(found);
-        Ok::<_, Error>(())
+        Ok::<_, Error>(found)
     };
-    let (discovered, listed, bound, clients) = tokio::join!(
+    // Both listings fill one table (their callbacks run one at a time, on this task).
+    let listing = RefCell::new(Listing::new());
+    let lock = crate::lock::queue_name(&group.name);
+    let freeze = crate::freeze::queue_name(&group.name);
+    // Told when the queue listing's answer has come (its first queue, or its end).
+    let answered = tokio::sync::Notify::new();
+    let queues_failed = std::cell::Cell::new(false);
+    let queues = async {
+        let mut first = true;
+        let listed = management
+            .stream_queues(|q| {
+                if std::mem::take(&mut first) {
+                    answered.notify_one();
+                }
+                // roll's own lock, freeze and holding queues are not the fleet's.
+                if q.name == lock || q.name == freeze || crate::broker::holding::is_holding(&q.name)
+                {
+                    return;
+                }
+                listing.borrow_mut().queue(live_queue(q));
+            })
+            .await;
+        queues_failed.set(listed.is_err());
+        answered.notify_one();
+        listed
+    };
+    let (claims, listed, bound, clients) = tokio::join!(
         discovery,
-        listed_queues(&management, group, half, &claims, target),
-        listed_bindings(&management, &claims),
+        queues,
+        async {
+            if !reading.bindings {
+                return Ok(0);
+            }
+            // A failed count reads as a small broker: the listings are made together.
+            if management.queue_total().await.unwrap_or(0) >= BINDINGS_AFTER_QUEUES_FROM {
+                answered.notified().await;
+                if queues_failed.get() {
+                    return Ok(0);
+                }
+            }
+            management
+                .stream_queue_bindings(|b| {
+                    listing.borrow_mut().binding(
+                        b.destination,
+                        Binding {
+                            source: b.source,
+                            routing_key: b.routing_key,
+                            arguments: b.arguments,
+                        },
+                    );
+                })
+                .await
+        },
         clients(&management),
     );
-    discovered?;
-    let (listed, bound, clients) = (listed?, bound?, clients?);
-    let Some(claims) = claims.get() else {
-        return Err(Error::Usage("the hosts' discovery gave no claims".into()));
-    };
-    let diff = listed
-        .finish(|| Classifier::new(half, claims, target), Classifier::push)
-        .finish(&config.vhost, playbook.queues.expected_stop_window);
-    let bindings = owned_bindings(
-        bound.finish(|| OwnedBindings::new(claims), OwnedBindings::push),
-        &diff,
+    let claims = claims?;
+    listed?;
+    bound?;
+    let clients = clients?;
+    let mut diff = listing.into_inner().finish(
+        &config.vhost,
+        half,
+        &claims,
+        &playbook.queues.target,
+        playbook.queues.expected_stop_window,
     );
-    let (probe, probe_disagreements) = if probe {
+    drop(claims);
+    count_transient(&management, &mut diff).await?;
+    let (probe, probe_disagreements) = if reading.probe {
         let (results, disagreements) = run_probe(group, &password, &diff).await?;
         (Some(results), disagreements)
     } else {
@@ -108,83 +180,10 @@ pub async fn queues(
         group: group.name.clone(),
         playbook: playbook.name.clone(),
         diff,
-        bindings,
         clients,
         probe,
         probe_disagreements,
     })
-}
-
-/// Items of a listing read before the hosts' discovery has ended, held until it has; from
-/// then on each item is handled as it arrives, by the state `S` made with the claims.
-#[derive(Debug)]
-enum Staged<T, S> {
-    Waiting(Vec<T>),
-    Ready(S),
-}
-
-impl<T, S> Staged<T, S> {
-    fn new() -> Self {
-        Staged::Waiting(Vec::new())
-    }
-
-    /// Handles one item, with the state that `ready` makes once it can (the items that
-    /// waited go first).
-    fn push(&mut self, item: T, ready: impl FnOnce() -> Option<S>, handle: impl Fn(&mut S, T)) {
-        if let Staged::Waiting(waiting) = self
-            && let Some(mut state) = ready()
-        {
-            for held in std::mem::take(waiting) {
-                handle(&mut state, held);
-            }
-            *self = Staged::Ready(state);
-        }
-        match self {
-            Staged::Waiting(waiting) => waiting.push(item),
-            Staged::Ready(state) => handle(state, item),
-        }
-    }
-
-    /// The state once the listing has ended (and the discovery too).
-    fn finish(self, make: impl FnOnce() -> S, handle: impl Fn(&mut S, T)) -> S {
-        match self {
-            Staged::Ready(state) => state,
-            Staged::Waiting(waiting) => {
-                let mut state = make();
-                for held in waiting {
-                    handle(&mut state, held);
-                }
-                state
-            }
-        }
-    }
-}
-
-/// The vhost's queues, classified as they arrive, but roll's own lock, freeze and holding
-/// queues (not part of the fleet's).
-async fn listed_queues<'a>(
-    management: &Management,
-    group: &Group,
-    half: Option<Half>,
-    claims: &'a OnceLock<Claims>,
-    target: &'a QueueSettings,
-) -> Result<Staged<LiveQueue, Classifier<'a>>, Error> {
-    let lock = crate::lock::queue_name(&group.name);
-    let freeze = crate::freeze::queue_name(&group.name);
-    let mut staged = Staged::new();
-    management
-        .stream_queues(|q| {
-            if q.name == lock || q.name == freeze || crate::broker::holding::is_holding(&q.name) {
-                return;
-            }
-            staged.push(
-                live_queue(q),
-                || Some(Classifier::new(half, claims.get()?, target)),
-                Classifier::push,
-            );
-        })
-        .await?;
-    Ok(staged)
 }
 
 /// A listed queue as the diff reads it.
@@ -193,54 +192,60 @@ fn live_queue(q: QueueInfo) -> LiveQueue {
         transient: q.transient(),
         settings: QueueSettings::new(q.durable, q.auto_delete, q.arguments),
         name: q.name,
-        exclusive: q.exclusive,
         messages: q.messages.unwrap_or(0),
-        consumers: q.consumers.unwrap_or(0),
     }
 }
 
-/// The bindings to queues that the claims do not call foreign, by queue, kept as they
-/// arrive.
-#[derive(Debug)]
-struct OwnedBindings<'a> {
-    claims: &'a Claims,
-    by_queue: BTreeMap<String, Vec<BindingInfo>>,
-}
-
-impl<'a> OwnedBindings<'a> {
-    fn new(claims: &'a Claims) -> Self {
-        OwnedBindings {
-            claims,
-            by_queue: BTreeMap::new(),
+/// Counts the transient messages of the queues a release recreates that hold messages,
+/// which the listing (without the broker's message statistics) does not give: one lookup per
+/// queue, [`TRANSIENT_LOOKUPS_AT_ONCE`] at a time, or, for more than [`TRANSIENT_LOOKUPS`]
+/// queues, one listing with statistics. A queue gone meanwhile holds none; one that cannot
+/// be named in a URL (`.`, `..`) keeps an unknown count.
+async fn count_transient(management: &Management, diff: &mut QueueDiff) -> Result<(), Error> {
+    let uncounted = diff.uncounted();
+    if uncounted.is_empty() {
+        return Ok(());
+    }
+    if uncounted.len() > TRANSIENT_LOOKUPS {
+        let mut counted = Vec::new();
+        management
+            .stream_queue_statistics(|q| {
+                if let Some(i) = diff.find(&q.name)
+                    && diff.row(i).is_some_and(|r| r.verdict().recreates())
+                {
+                    counted.push((i, q.transient().unwrap_or(0)));
+                }
+            })
+            .await?;
+        for (i, transient) in counted {
+            diff.set_transient(i, transient);
+        }
+        return Ok(());
+    }
+    let mut pending = uncounted.into_iter();
+    let mut lookups = JoinSet::new();
+    loop {
+        while lookups.len() < TRANSIENT_LOOKUPS_AT_ONCE
+            && let Some(i) = pending.next()
+        {
+            let Some(name) = diff.row(i).map(|r| r.name().to_string()) else {
+                continue;
+            };
+            let management = management.clone();
+            lookups.spawn(async move { (i, management.queue(&name).await) });
+        }
+        let Some(joined) = lookups.join_next().await else {
+            return Ok(());
+        };
+        let (i, found) =
+            joined.map_err(|err| Error::Usage(format!("queue lookup task failed: {err}")))?;
+        match found {
+            Ok(info) => diff.set_transient(i, info.and_then(|q| q.transient()).unwrap_or(0)),
+            // `.` and `..` cannot be looked up over HTTP: its count stays unknown.
+            Err(BrokerError::Unaddressable { .. }) => {}
+            Err(err) => return Err(err.into()),
         }
     }
-
-    fn push(&mut self, binding: BindingInfo) {
-        if self.claims.owner(&binding.destination) != Owner::Foreign {
-            self.by_queue
-                .entry(binding.destination.clone())
-                .or_default()
-                .push(binding);
-        }
-    }
-}
-
-/// The vhost's bindings to queues, those of foreign queues dropped as they arrive.
-async fn listed_bindings<'a>(
-    management: &Management,
-    claims: &'a OnceLock<Claims>,
-) -> Result<Staged<BindingInfo, OwnedBindings<'a>>, Error> {
-    let mut staged = Staged::new();
-    management
-        .stream_queue_bindings(|b| {
-            staged.push(
-                b,
-                || Some(OwnedBindings::new(claims.get()?)),
-                OwnedBindings::push,
-            );
-        })
-        .await?;
-    Ok(staged)
 }
 
 /// The playbook's ownership patterns, rendered for each host (or once for group owners).
@@ -334,23 +339,6 @@ async fn discover_on(host: &crate::inventory::Host, command: &str) -> Result<Str
     Ok(output.stdout)
 }
 
-/// The bindings of the queues the diff does not call foreign, by queue (roll's own queues,
-/// which have no row, have none).
-fn owned_bindings(
-    bindings: OwnedBindings<'_>,
-    diff: &QueueDiff,
-) -> BTreeMap<String, Vec<BindingInfo>> {
-    let owned: BTreeSet<&str> = diff
-        .rows
-        .iter()
-        .filter(|r| r.verdict != Verdict::Foreign)
-        .map(|r| r.name.as_str())
-        .collect();
-    let mut by_queue = bindings.by_queue;
-    by_queue.retain(|queue, _| owned.contains(queue.as_str()));
-    by_queue
-}
-
 /// The broker's connections, counted by client product and version.
 async fn clients(management: &Management) -> Result<Vec<ClientCount>, Error> {
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -378,12 +366,12 @@ async fn run_probe(
     let connection = amqp::connect(config, password, "queue-diff probe").await?;
     let mut results = BTreeMap::new();
     let mut disagreements = Vec::new();
-    for row in &diff.rows {
-        // Foreign queues have no target, missing ones no current settings: neither is probed.
-        let (Some(target), Some(_)) = (&row.target, &row.current) else {
+    for row in diff.owned() {
+        // Missing queues have no current settings: they are not probed.
+        let (Some(target), Some(_)) = (row.target(), row.current()) else {
             continue;
         };
-        let result = amqp::probe(&connection, &config.display(), &row.name, target).await;
+        let result = amqp::probe(&connection, &config.display(), row.name(), target).await;
         let result = match result {
             Ok(r) => r,
             Err(err) => {
@@ -391,75 +379,17 @@ async fn run_probe(
                 return Err(err.into());
             }
         };
-        let expected_refusal = row.differences.iter().any(|d| d.checked);
+        let expected_refusal = row.differences().iter().any(|d| d.checked);
         let agrees = match &result {
             ProbeResult::Equivalent => !expected_refusal,
             ProbeResult::Inequivalent { .. } => expected_refusal,
             ProbeResult::Absent => true,
         };
         if !agrees {
-            disagreements.push(row.name.clone());
+            disagreements.push(row.name().to_string());
         }
-        results.insert(row.name.clone(), result);
+        results.insert(row.name().to_string(), result);
     }
     amqp::close(&connection).await;
     Ok((results, disagreements))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::inventory::Half;
-
-    fn binding(destination: &str) -> BindingInfo {
-        BindingInfo {
-            source: "xpublic".into(),
-            destination: destination.into(),
-            destination_type: "queue".into(),
-            routing_key: "#".into(),
-            arguments: BTreeMap::new(),
-        }
-    }
-
-    #[test]
-    fn items_wait_for_the_claims_then_are_handled_as_they_come() {
-        let cell: OnceLock<Claims> = OnceLock::new();
-        let mut staged: Staged<BindingInfo, OwnedBindings<'_>> = Staged::new();
-        let push = |staged: &mut Staged<_, _>, name: &str| {
-            staged.push(
-                binding(name),
-                || Some(OwnedBindings::new(cell.get()?)),
-                OwnedBindings::push,
-            )
-        };
-        push(&mut staged, "q.pump.px1");
-        push(&mut staged, "q.foreign");
-        assert!(matches!(&staged, Staged::Waiting(w) if w.len() == 2));
-        let mut claims = Claims::default();
-        claims.discovered_by("px1", Half::A, "q.pump.px1\nq.pump.px1.b\n");
-        cell.set(claims).unwrap();
-        push(&mut staged, "q.pump.px1.b");
-        push(&mut staged, "q.foreign.2");
-        let Staged::Ready(owned) = &staged else {
-            panic!("still waiting");
-        };
-        let names: Vec<&String> = owned.by_queue.keys().collect();
-        assert_eq!(names, ["q.pump.px1", "q.pump.px1.b"]);
-        let claims = cell.get().unwrap();
-        let owned = staged.finish(|| OwnedBindings::new(claims), OwnedBindings::push);
-        assert_eq!(owned.by_queue.len(), 2);
-    }
-
-    #[test]
-    fn items_that_never_saw_the_claims_are_handled_at_the_end() {
-        let mut staged: Staged<BindingInfo, OwnedBindings<'_>> = Staged::new();
-        for name in ["q.pump.px1", "q.foreign"] {
-            staged.push(binding(name), || None, OwnedBindings::push);
-        }
-        let mut claims = Claims::default();
-        claims.discovered_by("px1", Half::A, "q.pump.px1\n");
-        let owned = staged.finish(|| OwnedBindings::new(&claims), OwnedBindings::push);
-        let names: Vec<&String> = owned.by_queue.keys().collect();
-        assert_eq!(names, ["q.pump.px1"]);
-    }
 }

@@ -9,65 +9,11 @@ use roll::broker::management::{Management, segment};
 use roll::broker::{amqp, mover};
 use roll::inventory::BrokerConfig;
 
-use crate::support::{LAB_INVENTORY, drain, publish_n, repo, require_lab};
-
-struct ScratchVhost {
-    admin: Management,
-    name: String,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Drop for ScratchVhost {
-    fn drop(&mut self) {
-        let path = format!("vhosts/{}", segment(&self.name));
-        let _ = self
-            .runtime
-            .block_on(self.admin.delete(&path, "delete scratch vhost"));
-    }
-}
-
-fn lab_ops() -> BrokerConfig {
-    let inventory = roll::inventory::load(&repo(LAB_INVENTORY)).expect("inventory");
-    inventory.group("ops").expect("ops").broker.clone()
-}
+use crate::support::{ScratchVhost, drain, publish_n, scratch_vhost};
 
 /// A vhost of the test's own (`suffix` tells it apart), its broker settings, the password.
 fn scratch(suffix: &str) -> (ScratchVhost, BrokerConfig, roll::inventory::Secret) {
-    require_lab();
-    let ops = lab_ops();
-    let password = ops.password.read().expect("password");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let name = format!("roll-test-mover-{suffix}-{}", std::process::id());
-    let admin = Management::new(&ops, password.clone()).expect("client");
-    runtime
-        .block_on(async {
-            admin
-                .put(
-                    &format!("vhosts/{}", segment(&name)),
-                    &serde_json::json!({}),
-                    "vhost",
-                )
-                .await?;
-            admin
-                .put(
-                    &format!("permissions/{}/{}", segment(&name), segment(&ops.user)),
-                    &serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
-                    "permissions",
-                )
-                .await
-        })
-        .expect("scratch vhost");
-    let mut config = ops.clone();
-    config.vhost = name.clone();
-    (
-        ScratchVhost {
-            admin,
-            name,
-            runtime,
-        },
-        config,
-        password,
-    )
+    scratch_vhost(&format!("roll-test-mover-{suffix}-{}", std::process::id()))
 }
 
 /// Moves `src` to `dst` of a scratch vhost.

@@ -723,6 +723,83 @@ pub fn lab_management(
     (management, tokio::runtime::Runtime::new().expect("runtime"))
 }
 
+/// A vhost of a test's own on the lab broker, made by [`scratch_vhost`]; deleted with its
+/// queues when this is dropped, also when the test fails.
+pub struct ScratchVhost {
+    admin: roll::broker::management::Management,
+    pub name: String,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Drop for ScratchVhost {
+    /// Deletes the vhost. The management API ends a request that has not answered within its
+    /// idle timeout (60 s), and with it a vhost's deletion, which deletes its queues one by
+    /// one: each try deletes more of them, until one finds the vhost gone.
+    fn drop(&mut self) {
+        let path = format!("vhosts/{}", roll::broker::management::segment(&self.name));
+        let mut last = None;
+        for _ in 0..10 {
+            match self
+                .runtime
+                .block_on(self.admin.delete(&path, "delete scratch vhost"))
+            {
+                Ok(()) | Err(roll::broker::BrokerError::Http { status: 404, .. }) => return,
+                Err(err) => last = Some(err),
+            }
+        }
+        if let Some(err) = last {
+            eprintln!("scratch vhost {} not deleted: {err}", self.name);
+        }
+    }
+}
+
+/// Makes the vhost `name` on the lab broker (one left by an interrupted run is deleted
+/// first), with every permission for the lab's broker user: the guard that deletes it, its
+/// broker settings (the lab's ops group's, in that vhost), the password. The guard's client
+/// waits up to 5 minutes for an answer: deleting a vhost deletes its queues one by one.
+pub fn scratch_vhost(
+    name: &str,
+) -> (
+    ScratchVhost,
+    roll::inventory::BrokerConfig,
+    roll::inventory::Secret,
+) {
+    use roll::broker::management::{Management, segment};
+    require_lab();
+    let inventory = roll::inventory::load(&repo(LAB_INVENTORY)).expect("inventory");
+    let ops = inventory.group("ops").expect("ops").broker.clone();
+    let password = ops.password.read().expect("password");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let admin =
+        Management::with_timeout(&ops, password.clone(), std::time::Duration::from_secs(300))
+            .expect("client");
+    let path = format!("vhosts/{}", segment(name));
+    runtime
+        .block_on(async {
+            let _ = admin.delete(&path, "delete a leftover scratch vhost").await;
+            admin.put(&path, &serde_json::json!({}), "vhost").await?;
+            admin
+                .put(
+                    &format!("permissions/{}/{}", segment(name), segment(&ops.user)),
+                    &serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
+                    "permissions",
+                )
+                .await
+        })
+        .expect("scratch vhost");
+    let mut config = ops;
+    config.vhost = name.to_string();
+    (
+        ScratchVhost {
+            admin,
+            name: name.to_string(),
+            runtime,
+        },
+        config,
+        password,
+    )
+}
+
 /// What a watcher does when `roll` prints a line (see [`run_watching`]).
 pub enum Next {
     /// Keep reading.

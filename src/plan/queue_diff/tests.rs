@@ -21,10 +21,8 @@ fn live(name: &str, messages: u64, args: &[(&str, Value)]) -> LiveQueue {
     LiveQueue {
         name: name.into(),
         settings: settings(args),
-        exclusive: false,
         messages,
-        transient: 0,
-        consumers: 0,
+        transient: Some(0),
     }
 }
 
@@ -52,9 +50,9 @@ fn week() -> QueueSettings {
 }
 
 fn verdict(diff: &QueueDiff, name: &str) -> Verdict {
-    diff.all_rows()
-        .find(|r| r.name == name)
-        .map(|r| r.verdict)
+    diff.rows()
+        .find(|r| r.name() == name)
+        .map(|r| r.verdict())
         .unwrap_or_else(|| panic!("no row {name}"))
 }
 
@@ -73,14 +71,14 @@ fn expire_release_on_half_b() {
     assert_eq!(verdict(&d, "q.pump.px1"), Verdict::Outside);
     assert_eq!(verdict(&d, "q.foreign"), Verdict::Foreign);
     assert_eq!(verdict(&d, "q.pump.px6"), Verdict::Missing);
-    let px5 = d.rows.iter().find(|r| r.name == "q.pump.px5").unwrap();
-    assert_eq!(px5.differences.len(), 1);
+    let px5 = d.rows().find(|r| r.name() == "q.pump.px5").unwrap();
+    assert_eq!(px5.differences().len(), 1);
     assert_eq!(
-        px5.differences[0].to_string(),
+        px5.differences()[0].to_string(),
         "x-expires none -> 604800000"
     );
     assert!(
-        px5.note
+        px5.note()
             .as_deref()
             .unwrap_or("")
             .contains("expires=604800000")
@@ -96,20 +94,24 @@ fn expire_release_on_half_b() {
          (shared queue q.cluster)"
     );
     assert!(
-        d.warnings
-            .iter()
+        d.warnings()
             .any(|w| w.contains("q.cluster holds 1240 messages"))
     );
     assert!(
-        d.warnings
-            .iter()
+        d.warnings()
             .any(|w| w.contains("shared queue q.cluster must be recreated"))
     );
     // recreate first, then missing, outside, foreign
-    assert_eq!(d.rows[0].verdict, Verdict::Recreate);
+    let verdicts: Vec<Verdict> = d.rows().map(|r| r.verdict()).collect();
     assert_eq!(
-        d.all_rows().last().map(|r| r.verdict),
-        Some(Verdict::Foreign)
+        verdicts,
+        [
+            Verdict::Recreate,
+            Verdict::Recreate,
+            Verdict::Missing,
+            Verdict::Outside,
+            Verdict::Foreign
+        ]
     );
 }
 
@@ -129,7 +131,8 @@ fn a_release_without_queue_changes_changes_nothing() {
     assert_eq!(d.summary.unchanged, 3);
     assert_eq!(d.summary.foreign, 1);
     assert!(d.summary.to_string().ends_with("critical window: no"));
-    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+    let warnings: Vec<String> = d.warnings().collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
 }
 
 #[test]
@@ -156,19 +159,18 @@ fn short_expiry_is_warned_about() {
         &settings(&[("x-expires", json!(120_000))]),
         Duration::from_secs(900),
     );
+    let warnings: Vec<String> = d.warnings().collect();
     assert!(
-        d.warnings
+        warnings
             .iter()
             .any(|w| w.contains("target x-expires (2m) is shorter")),
-        "{:?}",
-        d.warnings
+        "{warnings:?}"
     );
     assert!(
-        d.warnings
+        warnings
             .iter()
             .any(|w| w.contains("q.pump.px1 expires after 1m")),
-        "{:?}",
-        d.warnings
+        "{warnings:?}"
     );
 }
 
@@ -191,76 +193,147 @@ fn a_shared_pattern_makes_a_queue_shared_even_when_one_host_lists_it() {
     assert_eq!(verdict(&d, "q.pump.px1"), Verdict::Recreate);
 }
 
-#[test]
-fn the_classifier_keeps_rows_of_owned_queues_only() {
-    let c = claims();
-    let target = week();
-    let mut classifier = Classifier::new(Some(Half::B), &c, &target);
-    for i in 0..1000 {
-        classifier.push(live(
-            &format!("q.other.{i:04}"),
-            i,
-            &[("x-max-length", json!(10))],
-        ));
-    }
-    for queue in lab_queues() {
-        classifier.push(queue);
-    }
-    let d = classifier.finish("ops", Duration::from_secs(900));
-    // Owned rows only (px6's missing queue among them); foreign queues as their compact
-    // form, sorted by name.
-    assert_eq!(d.rows.len(), 4);
-    assert!(d.rows.iter().all(|r| r.verdict != Verdict::Foreign));
-    assert_eq!(d.foreign.len(), 1001);
-    assert_eq!(d.summary.foreign, 1001);
-    assert_eq!(d.foreign[0].name, "q.foreign");
-    assert_eq!(d.foreign[1].name, "q.other.0000");
-    assert_eq!(d.foreign[1001 - 1].name, "q.other.0999");
-    // The same diff as one made from the whole list.
-    let mut all = lab_queues();
-    all.extend((0..1000).map(|i| {
-        live(
-            &format!("q.other.{i:04}"),
-            i,
-            &[("x-max-length", json!(10))],
-        )
-    }));
-    let whole = diff(
+/// The diff of `queues` for the expire release on half b, with the lab's claims.
+fn expire_b(queues: Vec<LiveQueue>) -> QueueDiff {
+    diff(
         "ops",
         Some(Half::B),
-        all,
-        &c,
-        &target,
+        queues,
+        &claims(),
+        &week(),
         Duration::from_secs(900),
-    );
-    assert_eq!(whole.rows, d.rows);
-    assert_eq!(whole.foreign, d.foreign);
-    assert_eq!(whole.summary, d.summary);
+    )
+}
+
+fn binding(source: &str, key: &str) -> Binding {
+    Binding {
+        source: source.into(),
+        routing_key: key.into(),
+        arguments: BTreeMap::new(),
+    }
+}
+
+/// The lab's queues and their bindings, the two listings interleaved as they may arrive: a
+/// binding before its queue, a foreign queue's bindings, a name only a binding shows (a queue
+/// deleted between the listings), and px6's expected queue shown by a binding only.
+fn interleaved() -> Listing {
+    let mut listing = Listing::new();
+    listing.binding("q.pump.px5".into(), binding("xpublic", "v03.a.#"));
+    listing.binding("q.foreign".into(), binding("xpublic", "v03.foreign.#"));
+    let mut queues = lab_queues().into_iter();
+    listing.queue(queues.next().unwrap());
+    listing.binding("q.gone".into(), binding("xpublic", "v03.a.#"));
+    listing.binding("q.pump.px6".into(), binding("xpublic", "v03.a.#"));
+    listing.binding("q.cluster".into(), binding("xpublic", "v03.b.#"));
+    for queue in queues {
+        listing.queue(queue);
+    }
+    listing.binding("q.pump.px5".into(), binding("xother", "v03.a.#"));
+    listing.binding("q.cluster".into(), binding("xpublic", "v03.a.#"));
+    listing
 }
 
 #[test]
-fn the_json_lists_foreign_rows_after_the_owned_ones_as_whole_rows() {
-    let d = diff(
+fn two_listings_in_any_order_make_the_diff_of_the_queues_with_the_owned_bindings() {
+    let target = week();
+    let d = interleaved().finish(
+        "ops",
+        Some(Half::B),
+        &claims(),
+        &target,
+        Duration::from_secs(900),
+    );
+    let whole = diff(
         "ops",
         Some(Half::B),
         lab_queues(),
         &claims(),
-        &week(),
+        &target,
         Duration::from_secs(900),
     );
+    let rows = |d: &QueueDiff| d.rows().map(|r| r.to_row()).collect::<Vec<_>>();
+    assert_eq!(rows(&d), rows(&whole));
+    assert_eq!(d.summary, whole.summary);
+    let keys = |name: &str| {
+        let row = d.row(d.find(name).unwrap()).unwrap();
+        row.each_binding()
+            .map(|b| format!("{} {}", b.source, b.routing_key))
+            .collect::<Vec<_>>()
+    };
+    // In the binding listing's order.
+    assert_eq!(keys("q.pump.px5"), ["xpublic v03.a.#", "xother v03.a.#"]);
+    assert_eq!(keys("q.cluster"), ["xpublic v03.b.#", "xpublic v03.a.#"]);
+    assert!(keys("q.pump.px1").is_empty());
+    // Foreign queues' bindings are not kept; a queue only a binding named has no row, and
+    // an expected one is missing.
+    assert!(keys("q.foreign").is_empty());
+    assert_eq!(d.find("q.gone"), None);
+    assert_eq!(verdict(&d, "q.pump.px6"), Verdict::Missing);
+    assert!(keys("q.pump.px6").is_empty());
+    // Every distinct binding once: (xpublic v03.a.#) serves three queues.
+    assert_eq!(d.kinds.len(), 4);
+    assert_eq!(d.bindings.len(), 4);
+}
+
+#[test]
+fn shared_settings_and_owners_are_stored_once() {
+    let mut queues = lab_queues();
+    queues.extend((0..1000).map(|i| live(&format!("q.other.{i:04}"), i, &[])));
+    let d = expire_b(queues);
+    assert_eq!(d.len(), 1005);
+    assert_eq!(d.summary.foreign, 1001);
+    assert_eq!(d.shapes.len(), 1);
+    // px1, px5, shared, foreign, px6 (missing).
+    assert_eq!(d.owners.len(), 5);
+    // Owned rows first, then the foreign ones by name.
+    assert_eq!(d.owned().count(), 4);
+    let foreign: Vec<&str> = d.rows().skip(4).map(|r| r.name()).collect();
+    assert_eq!(foreign[0], "q.foreign");
+    assert_eq!(foreign[1], "q.other.0000");
+    assert_eq!(foreign[1000], "q.other.0999");
+    for (i, row) in d.rows().enumerate() {
+        assert_eq!(d.find(row.name()), Some(i));
+    }
+}
+
+#[test]
+fn only_the_queues_to_recreate_that_hold_messages_need_a_transient_count() {
+    let mut queues = lab_queues();
+    for q in &mut queues {
+        q.transient = None;
+    }
+    let mut d = expire_b(queues);
+    // q.cluster (1240 messages) only: q.pump.px5 is empty, px1's outside, the foreign one
+    // never touched.
+    let uncounted = d.uncounted();
+    assert_eq!(uncounted.len(), 1);
+    let cluster = d.find("q.cluster").unwrap();
+    assert_eq!(uncounted, [cluster]);
+    d.set_transient(cluster, 40);
+    assert!(d.uncounted().is_empty());
+    let row = |name: &str| d.row(d.find(name).unwrap()).unwrap();
+    assert_eq!(row("q.cluster").transient(), Some(40));
+    assert_eq!(row("q.pump.px5").transient(), None);
+    assert_eq!(row("q.pump.px6").transient(), Some(0));
+    let json = serde_json::to_value(row("q.foreign")).unwrap();
+    assert!(json["transient"].is_null(), "{json}");
+}
+
+#[test]
+fn the_json_lists_every_row_as_a_whole_row_the_foreign_ones_last() {
+    let mut queues = lab_queues();
+    queues[0].transient = None;
+    let d = expire_b(queues);
     let value = serde_json::to_value(&d).unwrap();
     let mut keys: Vec<&String> = value.as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(keys, ["half", "rows", "summary", "vhost", "warnings"]);
     let rows = value["rows"].as_array().unwrap();
-    assert_eq!(rows.len(), d.rows.len() + 1);
-    // Each row as a derived QueueRow serialises, the foreign one last.
+    assert_eq!(rows.len(), 5);
+    // Each row serialises as the whole QueueRow it stands for.
     let expected: Vec<Value> = d
-        .rows
-        .iter()
-        .cloned()
-        .chain(d.foreign.iter().map(ForeignQueue::row))
-        .map(|r| serde_json::to_value(r).unwrap())
+        .rows()
+        .map(|r| serde_json::to_value(r.to_row()).unwrap())
         .collect();
     assert_eq!(rows, &expected);
     let foreign = rows.last().unwrap();
@@ -272,5 +345,20 @@ fn the_json_lists_foreign_rows_after_the_owned_ones_as_whole_rows() {
     assert_eq!(foreign["differences"], json!([]));
     assert!(foreign["note"].is_null());
     assert!(foreign["current"].is_object());
+    let px6 = rows.iter().find(|r| r["name"] == "q.pump.px6").unwrap();
+    assert_eq!(px6["verdict"], "missing");
+    assert!(px6["current"].is_null());
+    assert_eq!(px6["target"]["arguments"]["x-expires"], 604_800_000);
+    assert!(
+        px6["note"]
+            .as_str()
+            .unwrap()
+            .starts_with("absent on the broker")
+    );
+    let px1 = rows.iter().find(|r| r["name"] == "q.pump.px1").unwrap();
+    assert_eq!(px1["verdict"], "outside");
+    assert_eq!(px1["note"], "changed when half a is upgraded");
+    assert!(px1["transient"].is_null());
     assert_eq!(value["summary"]["foreign"], 1);
+    assert_eq!(value["warnings"].as_array().unwrap().len(), 2);
 }
