@@ -13,10 +13,10 @@
 //! - `fill` declares each queue (durable, classic) if it is missing and publishes `--count`
 //!   persistent messages to it, pipelined with publisher confirms. Each message is what an
 //!   sr3 v03 poster sends for a file (a JSON body of about 450 bytes: pubTime, baseUrl,
-//!   relPath, integrity, size, mtime, atime, mode; content type application/json,
-//!   persistent) plus a small table of application headers (as sr3's v02 messages carry),
-//!   all a function of (`--seed`, the queue, the message's number): every fill with the same
-//!   seed publishes the same messages.
+//!   relPath, integrity, size, mtime, atime, mode, id; content type application/json, an
+//!   empty header table, persistent); `--headers` adds a small table of application headers
+//!   (as sr3's v02 messages carry). All a function of (`--seed`, the queue, the message's
+//!   number): every fill with the same seed publishes the same messages.
 //! - `move` moves every message of each source into its destination with roll's own mover
 //!   (`roll::broker::mover::move_all` for one pair, `move_many` for several: the code the
 //!   upgrade runs), on one connection, and prints what the mover reports.
@@ -83,6 +83,9 @@ enum Command {
         count: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Give every message a table of application headers (sr3 v02-like).
+        #[arg(long)]
+        headers: bool,
     },
     /// Move every message of each SRC into its DST with roll's mover.
     Move {
@@ -119,6 +122,9 @@ enum Command {
         count: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The messages were filled with --headers.
+        #[arg(long)]
+        headers: bool,
     },
 }
 
@@ -171,11 +177,16 @@ async fn run(cli: Cli) -> Result<serde_json::Value, Failure> {
     let password = roll::broker::password(&config)?;
     let broker = config.display();
     match cli.command {
-        Command::Fill { queue, count, seed } => {
+        Command::Fill {
+            queue,
+            count,
+            seed,
+            headers,
+        } => {
             let connection = amqp::connect(&config, &password, "bench fill").await?;
             let started = Instant::now();
             for q in &queue {
-                fill(&connection, q, count, seed).await?;
+                fill(&connection, q, count, seed, headers).await?;
             }
             let seconds = started.elapsed().as_secs_f64();
             amqp::close(&connection).await;
@@ -288,9 +299,10 @@ async fn run(cli: Cli) -> Result<serde_json::Value, Failure> {
             origin,
             count,
             seed,
+            headers,
         } => {
             let connection = amqp::connect(&config, &password, "bench check").await?;
-            let result = check(&connection, &queue, &origin, count, seed).await;
+            let result = check(&connection, &queue, &origin, count, seed, headers).await;
             amqp::close(&connection).await;
             result
         }
@@ -306,8 +318,9 @@ async fn timed<T>(what: &str, call: impl Future<Output = lapin::Result<T>>) -> R
     }
 }
 
-/// Message `n` of `queue`: its body and properties.
-fn message(seed: u64, queue: &str, n: u32) -> (Vec<u8>, BasicProperties) {
+/// Message `n` of `queue`: its body and properties; with `headers`, a table of application
+/// headers too (as sr3's v02 messages carry).
+fn message(seed: u64, queue: &str, n: u32, headers: bool) -> (Vec<u8>, BasicProperties) {
     let h = roll::hash::fnv1a_bytes(seed ^ 0x9e37_79b9_7f4a_7c15, queue.as_bytes());
     let h = roll::hash::fnv1a_bytes(h, &n.to_le_bytes());
     let mut digest = String::new();
@@ -341,24 +354,26 @@ fn message(seed: u64, queue: &str, n: u32) -> (Vec<u8>, BasicProperties) {
         size = 200 + h % 100_000,
         seed = seed,
     );
-    let mut headers = FieldTable::default();
-    headers.insert(
-        "from_cluster".into(),
-        AMQPValue::LongString(LongString::from("roll-lab")),
-    );
-    headers.insert(
-        "source".into(),
-        AMQPValue::LongString(LongString::from("bench")),
-    );
-    headers.insert(
-        "to_clusters".into(),
-        AMQPValue::LongString(LongString::from("ALL")),
-    );
-    headers.insert("bench_n".into(), AMQPValue::LongUInt(n));
+    // sr3 v03 (sarracenia/moth/amqp.py): an empty table unless headers are asked for.
+    let mut table = FieldTable::default();
+    if headers {
+        for (key, value) in [
+            ("from_cluster", "roll-lab"),
+            ("source", "bench"),
+            ("to_clusters", "ALL"),
+            (
+                "sum",
+                "s,2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+            ),
+        ] {
+            table.insert(key.into(), AMQPValue::LongString(LongString::from(value)));
+        }
+        table.insert("bench_n".into(), AMQPValue::LongUInt(n));
+    }
     let properties = BasicProperties::default()
         .with_content_type(ShortString::from("application/json"))
         .with_delivery_mode(2)
-        .with_headers(headers);
+        .with_headers(table);
     (body.into_bytes(), properties)
 }
 
@@ -367,7 +382,13 @@ const FILL_WINDOW: usize = 8192;
 
 type Publishing = Pin<Box<dyn Future<Output = Result<Confirmation, lapin::Error>> + Send>>;
 
-async fn fill(connection: &Connection, queue: &str, count: u32, seed: u64) -> Result<(), Failure> {
+async fn fill(
+    connection: &Connection,
+    queue: &str,
+    count: u32,
+    seed: u64,
+    headers: bool,
+) -> Result<(), Failure> {
     let channel = timed("open channel", connection.create_channel()).await?;
     let durable = QueueDeclareOptions {
         durable: true,
@@ -391,7 +412,7 @@ async fn fill(connection: &Connection, queue: &str, count: u32, seed: u64) -> Re
         }
     };
     for n in 0..count {
-        let (body, properties) = message(seed, queue, n);
+        let (body, properties) = message(seed, queue, n, headers);
         let channel = channel.clone();
         let key = ShortString::from(queue);
         let mut publishing: Publishing = Box::pin(async move {
@@ -574,12 +595,20 @@ async fn count_all(queues: &[(Counter, String)]) -> Result<Vec<(u32, u32)>, Fail
     Ok(counts)
 }
 
+/// The number of a message `fill` made for `origin`, from the id at the end of its body.
+fn number(body: &[u8], seed: u64, origin: &str) -> Option<u32> {
+    let body = std::str::from_utf8(body).ok()?;
+    let id = body.strip_suffix("\"}")?.rsplit_once("\"id\":\"")?.1;
+    id.strip_prefix(&format!("{seed}-{origin}-"))?.parse().ok()
+}
+
 async fn check(
     connection: &Connection,
     queue: &str,
     origin: &str,
     count: u32,
     seed: u64,
+    headers: bool,
 ) -> Result<serde_json::Value, Failure> {
     let started = Instant::now();
     let channel = timed("open channel", connection.create_channel()).await?;
@@ -619,20 +648,18 @@ async fn check(
             Ok(Some(Ok(delivery))) => delivery,
         };
         received += 1;
-        let n = match delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("bench_n").cloned())
-        {
-            Some(AMQPValue::LongUInt(n)) if n < count => n,
-            other => {
+        let n = match number(&delivery.data, seed, origin) {
+            Some(n) if n < count => n,
+            _ => {
                 wrong += 1;
-                first_wrong.get_or_insert(format!("no bench_n header in range: {other:?}"));
+                first_wrong.get_or_insert(format!(
+                    "not a message of {origin}: {:?}",
+                    String::from_utf8_lossy(&delivery.data)
+                ));
                 continue;
             }
         };
-        let (body, properties) = message(seed, origin, n);
+        let (body, properties) = message(seed, origin, n, headers);
         if delivery.data != body || delivery.properties != properties {
             wrong += 1;
             first_wrong.get_or_insert(format!(
