@@ -43,7 +43,7 @@ use std::process::ExitCode;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -79,13 +79,8 @@ enum Command {
     Fill {
         #[arg(long, required = true)]
         queue: Vec<String>,
-        #[arg(long)]
-        count: u32,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Give every message a table of application headers (sr3 v02-like).
-        #[arg(long)]
-        headers: bool,
+        #[command(flatten)]
+        messages: Messages,
     },
     /// Move every message of each SRC into its DST with roll's mover.
     Move {
@@ -118,14 +113,21 @@ enum Command {
         queue: String,
         #[arg(long)]
         origin: String,
-        #[arg(long)]
-        count: u32,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// The messages were filled with --headers.
-        #[arg(long)]
-        headers: bool,
+        #[command(flatten)]
+        messages: Messages,
     },
+}
+
+/// Which messages `fill` publishes (and `check` expects): COUNT per queue.
+#[derive(Args, Clone, Copy)]
+struct Messages {
+    #[arg(long)]
+    count: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Give every message a table of application headers (sr3 v02-like).
+    #[arg(long)]
+    headers: bool,
 }
 
 fn pair(text: &str) -> Result<(String, String), String> {
@@ -179,9 +181,12 @@ async fn run(cli: Cli) -> Result<serde_json::Value, Failure> {
     match cli.command {
         Command::Fill {
             queue,
-            count,
-            seed,
-            headers,
+            messages:
+                Messages {
+                    count,
+                    seed,
+                    headers,
+                },
         } => {
             let connection = amqp::connect(&config, &password, "bench fill").await?;
             let started = Instant::now();
@@ -297,9 +302,12 @@ async fn run(cli: Cli) -> Result<serde_json::Value, Failure> {
         Command::Check {
             queue,
             origin,
-            count,
-            seed,
-            headers,
+            messages:
+                Messages {
+                    count,
+                    seed,
+                    headers,
+                },
         } => {
             let connection = amqp::connect(&config, &password, "bench check").await?;
             let result = check(&connection, &queue, &origin, count, seed, headers).await;
