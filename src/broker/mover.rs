@@ -32,6 +32,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_lite::Stream;
+use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
@@ -160,8 +161,8 @@ pub struct MoveFailure {
 }
 
 /// A publish handed to lapin (its frames queued on the first poll): resolves to the confirm
-/// once the frames are written.
-type Sending = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send>>;
+/// once the frames are written, and gives the body back.
+type Sending = Pin<Box<dyn Future<Output = (lapin::Result<PublisherConfirm>, Vec<u8>)> + Send>>;
 
 /// Where a delivered message is on its way to the destination.
 enum Flight {
@@ -210,9 +211,11 @@ impl Fate {
 
 /// A delivered message, in delivery order.
 struct Entry {
-    /// Its body is in `data`.
-    delivery: Delivery,
-    data: Arc<Vec<u8>>,
+    /// Acknowledges it on the source (with `multiple`, every message delivered before too).
+    acker: Acker,
+    properties: BasicProperties,
+    /// Its body; empty while the publish holds it ([`Flight::Sending`]).
+    data: Vec<u8>,
     /// When it was published (its confirm is due within the default deadline).
     since: Instant,
     flight: Flight,
@@ -220,7 +223,7 @@ struct Entry {
 
 impl Entry {
     fn fingerprint(&self) -> u64 {
-        fingerprint(&self.data, &self.delivery.properties)
+        fingerprint(&self.data, &self.properties)
     }
 
     /// Moves the entry on as far as it goes without waiting: ready when its fate is known
@@ -231,9 +234,12 @@ impl Entry {
                 Flight::Absorbed | Flight::Done(_) => return Poll::Ready(()),
                 Flight::Sending(sending) => match sending.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(confirm)) => self.flight = Flight::Confirming(confirm),
-                    Poll::Ready(Err(e)) => {
-                        self.flight = Flight::Done(Fate::Failed(e, "basic.publish"));
+                    Poll::Ready((sent, data)) => {
+                        self.data = data;
+                        self.flight = match sent {
+                            Ok(confirm) => Flight::Confirming(confirm),
+                            Err(e) => Flight::Done(Fate::Failed(e, "basic.publish")),
+                        };
                     }
                 },
                 Flight::Confirming(confirm) => match Pin::new(confirm).poll(cx) {
@@ -326,11 +332,12 @@ struct Mover<'a> {
     to: &'a str,
     to_key: ShortString,
     channel: Arc<Channel>,
-    /// Delivered, published (or absorbed), not yet known to be stored; oldest first.
-    inflight: VecDeque<Entry>,
-    /// Stored on the destination (or absorbed), not yet acknowledged; oldest first.
-    stored: Vec<Entry>,
-    /// Messages whose acknowledgement is under way.
+    /// Every message delivered and not acknowledged, oldest first: the first `stored` are
+    /// stored on the destination (or absorbed), the rest in flight.
+    entries: VecDeque<Entry>,
+    /// How many of the oldest entries are stored on the destination.
+    stored: usize,
+    /// Messages whose acknowledgement is under way (the first of `entries`).
     acking: u64,
     /// Messages delivered by the source in this move.
     delivered: u64,
@@ -357,21 +364,42 @@ impl Mover<'_> {
 
     /// Messages delivered and not acknowledged.
     fn unacked(&self) -> u64 {
-        self.acking + (self.stored.len() + self.inflight.len()) as u64
+        self.entries.len() as u64
+    }
+
+    /// The oldest message not yet known to be stored.
+    fn front(&self) -> Option<&Entry> {
+        self.entries.get(self.stored)
+    }
+
+    /// Cut off while an acknowledgement was under way: those messages are perhaps removed
+    /// from the source, and counted so.
+    fn acknowledgement_cut_off(&mut self) {
+        let acking = std::mem::take(&mut self.acking);
+        if acking > 0 {
+            self.report.uncertain += acking;
+            self.entries.drain(..self.stored);
+            self.stored = 0;
+        }
     }
 
     /// Publishes one delivered message to the destination, without waiting for anything:
     /// its frames are queued, its confirm is awaited in turn.
-    fn forward(&mut self, mut delivery: Delivery) -> Result<(), BrokerError> {
+    fn forward(&mut self, delivery: Delivery) -> Result<(), BrokerError> {
         self.delivered += 1;
-        let data = Arc::new(std::mem::take(&mut delivery.data));
-        if delivery.redelivered {
+        let Delivery {
+            data,
+            properties,
+            redelivered,
+            acker,
+            ..
+        } = delivery;
+        if redelivered {
             self.report.redelivered += 1;
-            if !self.on_both.is_empty()
-                && self.on_both.take(fingerprint(&data, &delivery.properties))
-            {
-                self.inflight.push_back(Entry {
-                    delivery,
+            if !self.on_both.is_empty() && self.on_both.take(fingerprint(&data, &properties)) {
+                self.entries.push_back(Entry {
+                    acker,
+                    properties,
                     data,
                     since: Instant::now(),
                     flight: Flight::Absorbed,
@@ -382,10 +410,9 @@ impl Mover<'_> {
         let mut sending: Sending = {
             let channel = self.channel.clone();
             let key = self.to_key.clone();
-            let body = data.clone();
-            let properties = delivery.properties.clone();
+            let published = properties.clone();
             Box::pin(async move {
-                channel
+                let sent = channel
                     .basic_publish(
                         ShortString::from(""),
                         key,
@@ -393,26 +420,28 @@ impl Mover<'_> {
                             mandatory: true,
                             immediate: false,
                         },
-                        &body,
-                        properties,
+                        &data,
+                        published,
                     )
-                    .await
+                    .await;
+                (sent, data)
             })
         };
         // The first poll queues the frames and registers the confirm: nothing to wait for
         // here (the entry is polled again, with the move's waker, when its turn comes).
-        let flight = match sending
+        let (data, flight) = match sending
             .as_mut()
             .poll(&mut Context::from_waker(std::task::Waker::noop()))
         {
-            Poll::Pending => Flight::Sending(sending),
-            Poll::Ready(Ok(confirm)) => Flight::Confirming(confirm),
+            Poll::Pending => (Vec::new(), Flight::Sending(sending)),
+            Poll::Ready((Ok(confirm), data)) => (data, Flight::Confirming(confirm)),
             // Refused before it was queued (the channel or connection is gone): not on the
             // destination; it goes back to the source with the channel.
-            Poll::Ready(Err(e)) => return Err(self.amqp("basic.publish", e)),
+            Poll::Ready((Err(e), _)) => return Err(self.amqp("basic.publish", e)),
         };
-        self.inflight.push_back(Entry {
-            delivery,
+        self.entries.push_back(Entry {
+            acker,
+            properties,
             data,
             since: Instant::now(),
             flight,
@@ -422,8 +451,8 @@ impl Mover<'_> {
 
     /// The oldest message in flight has its answer: stored (then acknowledged in turn), or
     /// the move stops.
-    async fn front(&mut self) -> Result<(), BrokerError> {
-        let why = match self.inflight.front().map(|e| &e.flight) {
+    async fn settle_front(&mut self) -> Result<(), BrokerError> {
+        let why = match self.front().map(|e| &e.flight) {
             Some(Flight::Absorbed | Flight::Done(Fate::Stored)) => None,
             Some(Flight::Done(Fate::Returned(_))) => Some("unroutable: does the queue exist?"),
             Some(Flight::Done(Fate::Refused(_, why))) => Some(*why),
@@ -444,10 +473,8 @@ impl Mover<'_> {
                 ),
             });
         }
-        if let Some(entry) = self.inflight.pop_front() {
-            self.stored.push(entry);
-        }
-        if self.stored.len() >= ACK_EVERY {
+        self.stored += 1;
+        if self.stored >= ACK_EVERY {
             self.ack_stored().await?;
         }
         Ok(())
@@ -456,22 +483,17 @@ impl Mover<'_> {
     /// Acknowledges on the source, with one `multiple` acknowledgement, every message stored
     /// on the destination so far.
     async fn ack_stored(&mut self) -> Result<(), BrokerError> {
-        if self.stored.is_empty() {
+        if self.stored == 0 {
             return Ok(());
         }
         crate::failpoint::reach("confirmed", self.from).await;
-        let batch = std::mem::take(&mut self.stored);
-        let count = batch.len() as u64;
-        let absorbed = batch
-            .iter()
-            .filter(|e| matches!(e.flight, Flight::Absorbed))
-            .count() as u64;
-        let Some(last) = batch.last().map(|e| e.delivery.acker.clone()) else {
+        let count = self.stored;
+        let Some(last) = self.entries.get(count - 1).map(|e| e.acker.clone()) else {
             return Ok(());
         };
         // Cancelled (the move's deadline) while the acknowledgement is under way: these are
-        // perhaps removed from the source.
-        self.acking = count;
+        // perhaps removed from the source (see `acknowledgement_cut_off`).
+        self.acking = count as u64;
         let acked = if !self.channel.status().connected() {
             Ok(Ok(false))
         } else {
@@ -482,12 +504,11 @@ impl Mover<'_> {
             .await
         };
         self.acking = 0;
-        match acked {
-            Ok(Ok(true)) => {}
+        let failure = match acked {
+            Ok(Ok(true)) => None,
             // Never sent (the channel is gone): stored on the destination, never acknowledged
             // on the source, which gives them back; the caller counts them in OnBoth.
             Ok(Ok(false)) => {
-                self.stored = batch;
                 return Err(BrokerError::ConnectionLost {
                     broker: self.broker.to_string(),
                     what: format!("move ({} -> {})", self.from, self.to),
@@ -495,16 +516,19 @@ impl Mover<'_> {
                 });
             }
             // Stored on the destination, not known to be removed from the source.
-            Ok(Err(e)) => {
-                self.report.uncertain += count;
-                return Err(self.amqp("basic.ack", e));
-            }
-            Err(_) => {
-                self.report.uncertain += count;
-                return Err(self.timed_out("basic.ack"));
-            }
+            Ok(Err(e)) => Some(self.amqp("basic.ack", e)),
+            Err(_) => Some(self.timed_out("basic.ack")),
+        };
+        let batch = self.entries.drain(..count);
+        let absorbed = batch
+            .filter(|e| matches!(e.flight, Flight::Absorbed))
+            .count() as u64;
+        self.stored = 0;
+        if let Some(error) = failure {
+            self.report.uncertain += count as u64;
+            return Err(error);
         }
-        self.report.moved += count;
+        self.report.moved += count as u64;
         self.report.absorbed += absorbed;
         crate::failpoint::reach("move", self.from).await;
         Ok(())
@@ -517,7 +541,7 @@ impl Mover<'_> {
     async fn give_up(&mut self, wait: bool) {
         if wait {
             let until = tokio::time::Instant::now() + DEFAULT_TIMEOUT;
-            for entry in self.inflight.iter_mut() {
+            for entry in self.entries.iter_mut().skip(self.stored) {
                 let answer = std::future::poll_fn(|cx| entry.poll_flight(cx));
                 if tokio::time::timeout_at(until, answer).await.is_err() {
                     break;
@@ -525,20 +549,17 @@ impl Mover<'_> {
             }
         } else {
             let mut cx = Context::from_waker(std::task::Waker::noop());
-            for entry in self.inflight.iter_mut() {
+            for entry in self.entries.iter_mut().skip(self.stored) {
                 let _ = entry.poll_flight(&mut cx);
             }
         }
         // Nothing awaited from here until every entry is accounted for.
-        let last = self
-            .inflight
-            .back()
-            .or(self.stored.last())
-            .map(|e| e.delivery.acker.clone());
+        let last = self.entries.back().map(|e| e.acker.clone());
         let (mut confirmed, mut refused, mut absorbed, mut returned) =
             (vec![], vec![], vec![], vec![]);
         let mut unknown = 0;
-        for entry in self.stored.drain(..).chain(self.inflight.drain(..)) {
+        self.stored = 0;
+        for entry in self.entries.drain(..) {
             match &entry.flight {
                 Flight::Absorbed => absorbed.push(entry.fingerprint()),
                 Flight::Done(Fate::Stored) => confirmed.push(entry.fingerprint()),
@@ -592,7 +613,7 @@ impl Mover<'_> {
         tokio::pin!(timer);
         let mut events: u32 = 0;
         loop {
-            if phase == Phase::Settling && self.inflight.is_empty() {
+            if phase == Phase::Settling && self.front().is_none() {
                 return self.ack_stored().await;
             }
             if self.unacked() >= u64::from(WINDOW) {
@@ -603,10 +624,10 @@ impl Mover<'_> {
                 tokio::task::yield_now().await;
             }
             let listening = phase != Phase::Settling;
-            let flush = !self.stored.is_empty();
-            let inflight = &mut self.inflight;
+            let flush = self.stored > 0;
+            let mut front = self.entries.get_mut(self.stored);
             let event = std::future::poll_fn(|cx| {
-                if let Some(front) = inflight.front_mut()
+                if let Some(front) = front.as_deref_mut()
                     && front.poll_flight(cx).is_ready()
                 {
                     return Poll::Ready(Event::Front);
@@ -624,7 +645,7 @@ impl Mover<'_> {
             })
             .await;
             match event {
-                Event::Front => self.front().await?,
+                Event::Front => self.settle_front().await?,
                 Event::Flush => self.ack_stored().await?,
                 Event::Delivery(Some(Ok(delivery))) => {
                     quiet_since = Instant::now();
@@ -644,7 +665,7 @@ impl Mover<'_> {
                 }
                 Event::Tick => {
                     let now = Instant::now();
-                    if let Some(front) = self.inflight.front()
+                    if let Some(front) = self.front()
                         && now >= front.since + DEFAULT_TIMEOUT
                     {
                         return Err(self.timed_out(match front.flight {
@@ -687,7 +708,7 @@ impl Mover<'_> {
                     if phase != Phase::Settling {
                         next = next.min(quiet_since + limits.idle);
                     }
-                    if let Some(front) = self.inflight.front() {
+                    if let Some(front) = self.front() {
                         next = next.min(front.since + DEFAULT_TIMEOUT);
                     }
                     if phase == Phase::Consuming {
@@ -745,8 +766,8 @@ pub async fn move_all(
         to,
         to_key: ShortString::from(to),
         channel: Arc::new(channel),
-        inflight: VecDeque::new(),
-        stored: Vec::new(),
+        entries: VecDeque::new(),
+        stored: 0,
         acking: 0,
         delivered: 0,
         report: MoveReport::default(),
@@ -762,8 +783,7 @@ pub async fn move_all(
             }),
         };
     if result.is_err() {
-        // Cut off while an acknowledgement was under way: those are perhaps removed.
-        mover.report.uncertain += std::mem::take(&mut mover.acking);
+        mover.acknowledgement_cut_off();
         mover.give_up(false).await;
     }
     let _ = tokio::time::timeout(
