@@ -372,13 +372,44 @@ pub fn main() -> u8 {
     }
     let cli = Cli::parse();
     init_tracing();
-    match run(cli) {
+    let code = match run(cli) {
         Ok(code) => code,
         Err(err) => {
             crate::output::note(&format!("roll: error: {err}"));
             err.exit_code()
         }
+    };
+    log_usage();
+    code
+}
+
+/// The CPU time this process used (all its threads, user and system) and that of the
+/// children it waited for (the ssh processes that made the connections), as one line at
+/// debug level of target `roll::usage` (`RUST_LOG=roll::usage=debug`): bench/run tells roll's
+/// own work from the SSH client's with it.
+fn log_usage() {
+    if !tracing::enabled!(target: "roll::usage", tracing::Level::DEBUG) {
+        return;
     }
+    let seconds = |who| {
+        // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+            return (0.0, 0.0);
+        }
+        let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        (s(usage.ru_utime), s(usage.ru_stime))
+    };
+    let (user, sys) = seconds(libc::RUSAGE_SELF);
+    let (children_user, children_sys) = seconds(libc::RUSAGE_CHILDREN);
+    tracing::debug!(
+        target: "roll::usage",
+        user,
+        sys,
+        children_user,
+        children_sys,
+        "cpu seconds"
+    );
 }
 
 /// Runs a parsed command line.

@@ -3,6 +3,12 @@
 //! resume or a rollback needs. A torn last line (a crash in the middle of a write) is ignored
 //! when reading.
 //!
+//! Group commit: an entry is durable before [`Journal::append`] returns, or before the wait
+//! of [`Journal::write`]'s [`Pending`] does. Entries written while another one's flush runs
+//! wait for the next flush, which covers them all (one `fdatasync` makes every line written
+//! before it durable): the many hosts of a run share their flushes, and no entry is ever
+//! reported durable before a flush that began after it was written has ended.
+//!
 //! Layout under the state directory:
 //! `groups/<group>/runs/<run-id>.jsonl`, and `groups/<group>/last` naming the latest run.
 //! Every password `roll` read is replaced by `***` in each value of an entry before the entry
@@ -16,6 +22,8 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -328,6 +336,105 @@ pub struct Journal {
     len: u64,
     /// Set when a failed write could not be undone: nothing more is appended.
     broken: Option<String>,
+    /// What is on disk, shared with the entries waiting for it.
+    flushes: Arc<Flushes>,
+}
+
+/// The journal's flushes (group commit): how much of the file is written and how much is
+/// durable, and one flush at a time.
+#[derive(Debug)]
+struct Flushes {
+    path: PathBuf,
+    /// The journal's file (its own descriptor): flushed without the journal's lock, so that
+    /// entries are written while a flush runs.
+    file: File,
+    /// Bytes of whole lines written.
+    written: AtomicU64,
+    /// Bytes known to be on disk.
+    durable: AtomicU64,
+    /// Flushes made (`fdatasync` calls), for the tests.
+    #[cfg(test)]
+    made: AtomicU64,
+    /// One flush at a time; the entries written meanwhile wait here for the next one.
+    turn: tokio::sync::Mutex<()>,
+    /// A flush failed: what it covered may not be on disk, and a later flush cannot tell
+    /// (the kernel reports a writeback error once). Nothing more is reported durable.
+    failed: AtomicBool,
+}
+
+impl Flushes {
+    fn new(path: &Path, file: &File, len: u64) -> Result<Arc<Flushes>, JournalError> {
+        Ok(Arc::new(Flushes {
+            path: path.to_path_buf(),
+            file: file.try_clone().map_err(io(path))?,
+            written: AtomicU64::new(len),
+            durable: AtomicU64::new(len),
+            #[cfg(test)]
+            made: AtomicU64::new(0),
+            turn: tokio::sync::Mutex::new(()),
+            failed: AtomicBool::new(false),
+        }))
+    }
+
+    fn error(&self, why: String) -> JournalError {
+        JournalError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(why),
+        }
+    }
+
+    /// Returns once the first `upto` bytes of the file are on disk: at once when a flush
+    /// that began after they were written has ended, else after one more flush (which
+    /// covers every line written before it begins).
+    async fn reach(&self, upto: u64) -> Result<(), JournalError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.error("an earlier flush failed".into()));
+        }
+        if self.durable.load(Ordering::Acquire) >= upto {
+            return Ok(());
+        }
+        let _turn = self.turn.lock().await;
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.error("an earlier flush failed".into()));
+        }
+        if self.durable.load(Ordering::Acquire) >= upto {
+            return Ok(());
+        }
+        // Every line written before the flush begins is covered by it.
+        let target = self.written.load(Ordering::Acquire);
+        #[cfg(test)]
+        self.made.fetch_add(1, Ordering::Relaxed);
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.durable.fetch_max(target, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(source) => {
+                self.failed.store(true, Ordering::Release);
+                Err(JournalError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// An entry written to the journal's file and not yet known to be on disk:
+/// [`Pending::durable`] waits until it is.
+#[derive(Debug)]
+#[must_use = "an entry is durable only once its wait has returned"]
+pub struct Pending {
+    upto: u64,
+    flushes: Arc<Flushes>,
+}
+
+impl Pending {
+    /// Returns once the entry is on disk (sharing the flush with the entries written
+    /// meanwhile); an error when the flush failed.
+    pub async fn durable(self) -> Result<(), JournalError> {
+        self.flushes.reach(self.upto).await
+    }
 }
 
 /// The directory of a group's journals.
@@ -355,12 +462,14 @@ impl Journal {
             .map_err(io(&path))?;
         sync_dir(&dir)?;
         set_last(state_dir, group, run_id)?;
+        let flushes = Flushes::new(&path, &file, 0)?;
         Ok(Journal {
             path,
             file,
             seq: 0,
             len: 0,
             broken: None,
+            flushes,
         })
     }
 
@@ -378,12 +487,14 @@ impl Journal {
             file.set_len(complete as u64).map_err(io(path))?;
             file.sync_data().map_err(io(path))?;
         }
+        let flushes = Flushes::new(path, &file, complete as u64)?;
         Ok(Journal {
             path: path.to_path_buf(),
             file,
             seq: entries.last().map_or(0, |e| e.seq),
             len: complete as u64,
             broken: None,
+            flushes,
         })
     }
 
@@ -426,12 +537,42 @@ impl Journal {
     /// Appends an event and flushes it to disk before returning. On failure nothing of the
     /// entry stays in the file.
     pub fn append(&mut self, event: Event) -> Result<Entry, JournalError> {
+        let (entry, line) = self.line(event)?;
+        self.put(&line, true)?;
+        Ok(entry)
+    }
+
+    /// Writes an event to the file (one whole line) without waiting for the disk: the entry
+    /// is durable once the returned [`Pending`] says so, which is what a step waits for
+    /// before it acts. Many entries written by concurrent hosts share one flush. A failed
+    /// write leaves nothing of the entry in the file.
+    pub fn write(&mut self, event: Event) -> Result<Pending, JournalError> {
+        let (_, line) = self.line(event)?;
+        self.put(&line, false)?;
+        Ok(Pending {
+            upto: self.len,
+            flushes: Arc::clone(&self.flushes),
+        })
+    }
+
+    /// The next entry for `event`, and its line: every password masked (see
+    /// [`crate::redact`]), keys in order.
+    fn line(&self, event: Event) -> Result<(Entry, String), JournalError> {
         if let Some(why) = &self.broken {
             return Err(JournalError::Io {
                 path: self.path.clone(),
                 source: std::io::Error::other(format!("no longer written to: {why}")),
             });
         }
+        if self.flushes.failed.load(Ordering::Acquire) {
+            return Err(self
+                .flushes
+                .error("no longer written to: a flush failed".into()));
+        }
+        let bad = |err: serde_json::Error| JournalError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(err),
+        };
         let at_ms = clock::now_millis();
         let entry = Entry {
             seq: self.seq + 1,
@@ -439,17 +580,28 @@ impl Journal {
             at: clock::rfc3339(at_ms),
             event,
         };
-        let mut value = serde_json::to_value(&entry).map_err(|err| JournalError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(err),
-        })?;
-        crate::redact::value(&mut value);
+        let mut value = serde_json::to_value(&entry).map_err(bad)?;
         let mut line = value.to_string();
+        // Masking changes nothing unless a secret shows in the line: then the value is
+        // masked string by string and written again, and the entry is what was written.
+        let entry = if crate::redact::in_json(&line) {
+            crate::redact::value(&mut value);
+            line = value.to_string();
+            serde_json::from_value(value).map_err(bad)?
+        } else {
+            entry
+        };
         line.push('\n');
-        let written = self
-            .file
-            .write_all(line.as_bytes())
-            .and_then(|()| self.file.sync_data());
+        Ok((entry, line))
+    }
+
+    /// Writes a whole line (and flushes it when `flush`); on failure cuts the file back to
+    /// its last whole line (and, if even that fails, stops writing to it).
+    fn put(&mut self, line: &str, flush: bool) -> Result<(), JournalError> {
+        let mut written = self.file.write_all(line.as_bytes());
+        if flush {
+            written = written.and_then(|()| self.file.sync_data());
+        }
         if let Err(source) = written {
             // Cut what part of the line may have gone in, so that the file ends with a whole
             // line; if even that fails, stop writing to it.
@@ -469,11 +621,11 @@ impl Journal {
         }
         self.seq += 1;
         self.len += line.len() as u64;
-        let back: Entry = serde_json::from_value(value).map_err(|err| JournalError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(err),
-        })?;
-        Ok(back)
+        self.flushes.written.store(self.len, Ordering::Release);
+        if flush {
+            self.flushes.durable.fetch_max(self.len, Ordering::AcqRel);
+        }
+        Ok(())
     }
 }
 
@@ -713,6 +865,51 @@ mod tests {
         assert_eq!(entries[1].seq, 2);
         assert!(last_run(dir.path(), "dev").unwrap().is_none());
         assert_eq!(runs(dir.path(), "ops").unwrap(), vec![path]);
+    }
+
+    /// Entries written while no flush ran share the next one; each wait returns once its
+    /// entry is on disk, and what was written reads back in order.
+    #[tokio::test]
+    async fn entries_written_together_share_one_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), "ops", "r1").unwrap();
+        j.append(started()).unwrap();
+        let pending: Vec<Pending> = ["px1", "px2", "px3"]
+            .iter()
+            .map(|host| {
+                j.write(Event::StepStarted {
+                    host: host.to_string(),
+                    step: "stop".into(),
+                })
+                .unwrap()
+            })
+            .collect();
+        let flushes = Arc::clone(&j.flushes);
+        assert_eq!(flushes.made.load(Ordering::Relaxed), 0);
+        for p in pending.into_iter().rev() {
+            p.durable().await.unwrap();
+        }
+        assert_eq!(
+            flushes.made.load(Ordering::Relaxed),
+            1,
+            "one flush for the three"
+        );
+        assert_eq!(
+            flushes.durable.load(Ordering::Relaxed),
+            fs::metadata(j.path()).unwrap().len()
+        );
+        // Written after that flush: a flush of its own.
+        let later = j
+            .write(Event::StepStarted {
+                host: "px4".into(),
+                step: "stop".into(),
+            })
+            .unwrap();
+        later.durable().await.unwrap();
+        assert_eq!(flushes.made.load(Ordering::Relaxed), 2);
+        let entries = read(j.path()).unwrap();
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
     }
 
     #[test]

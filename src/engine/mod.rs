@@ -654,8 +654,11 @@ impl<P: Planned> Engine<P> {
         }
     }
 
+    /// Journals an event; returns once it is on disk (its flush shared with the other
+    /// hosts' entries written meanwhile).
     async fn journal_event(&self, event: Event) -> Result<(), StepError> {
-        self.journal.lock().await.append(event)?;
+        let pending = self.journal.lock().await.write(event)?;
+        pending.durable().await?;
         Ok(())
     }
 

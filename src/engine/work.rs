@@ -114,18 +114,24 @@ impl<P: Planned> Engine<P> {
     /// Journals a backup unless the journal already has it (a resume keeps the original).
     pub(super) async fn save(&self, host: &str, item: Backup) -> Result<bool, StepError> {
         let key = backup_key(&item);
-        let mut backups = self.backups.lock().await;
-        if backups
-            .iter()
-            .any(|(h, b)| h == host && backup_key(b) == key)
-        {
-            return Ok(false);
-        }
-        self.journal.lock().await.append(Event::Backup {
-            host: host.to_string(),
-            item: item.clone(),
-        })?;
-        backups.push((host.to_string(), item));
+        let pending = {
+            let mut backups = self.backups.lock().await;
+            if backups
+                .iter()
+                .any(|(h, b)| h == host && backup_key(b) == key)
+            {
+                return Ok(false);
+            }
+            let pending = self.journal.lock().await.write(Event::Backup {
+                host: host.to_string(),
+                item: item.clone(),
+            })?;
+            backups.push((host.to_string(), item));
+            pending
+        };
+        // Outside the lock, so that the hosts' backups share their flushes; a failed flush
+        // stops the run (nothing more is journaled after it).
+        pending.durable().await?;
         Ok(true)
     }
 
