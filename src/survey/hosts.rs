@@ -64,8 +64,12 @@ pub async fn versions(
     .collect()
 }
 
-/// The first line a playbook command prints on each host, over the open connections, one
-/// host after the other.
+/// How many probes run at once. Each holds a few file descriptors (its socket to the host's
+/// master connection, its pipes) while its command runs.
+pub const PROBE_CONCURRENCY: usize = 128;
+
+/// The first line a playbook command prints on each host, over the open connections, at
+/// most [`PROBE_CONCURRENCY`] hosts at a time.
 async fn first_lines(
     playbook: &Playbook,
     group: &Group,
@@ -73,23 +77,32 @@ async fn first_lines(
     hosts: &[String],
     template: &str,
 ) -> BTreeMap<String, Result<String, ProbeError>> {
-    let mut out = BTreeMap::new();
-    for name in hosts {
-        let result = async {
-            let host = group
-                .hosts
-                .iter()
-                .find(|h| &h.name == name)
-                .ok_or(ProbeError::NotInInventory)?;
-            let connection = connections.get(name).ok_or(ProbeError::NotConnected)?;
-            let command = command(playbook, group, host, template)?;
-            let timeout = playbook.commands.timeout;
-            Ok(first_line(connection, "probe", &command, timeout).await?)
-        }
-        .await;
-        out.insert(name.clone(), result);
-    }
-    out
+    use futures_util::StreamExt;
+    let by_name: BTreeMap<&str, &Host> = group.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+    futures_util::stream::iter(hosts)
+        .map(|name| async {
+            let host = by_name.get(name.as_str()).copied();
+            let result = probe(playbook, group, host, connections.get(name), template).await;
+            (name.clone(), result)
+        })
+        .buffer_unordered(PROBE_CONCURRENCY)
+        .collect()
+        .await
+}
+
+/// The first line a playbook command prints on one host.
+async fn probe(
+    playbook: &Playbook,
+    group: &Group,
+    host: Option<&Host>,
+    connection: Option<&Connection>,
+    template: &str,
+) -> Result<String, ProbeError> {
+    let host = host.ok_or(ProbeError::NotInInventory)?;
+    let connection = connection.ok_or(ProbeError::NotConnected)?;
+    let command = command(playbook, group, host, template)?;
+    let timeout = playbook.commands.timeout;
+    Ok(first_line(connection, "probe", &command, timeout).await?)
 }
 
 /// What a host's status and installed-version commands print.
