@@ -580,11 +580,14 @@ impl Journal {
             at: clock::rfc3339(at_ms),
             event,
         };
-        let mut value = serde_json::to_value(&entry).map_err(bad)?;
-        let mut line = value.to_string();
+        let mut line = match step_line(&entry) {
+            Some(line) => line,
+            None => serde_json::to_value(&entry).map_err(bad)?.to_string(),
+        };
         // Masking changes nothing unless a secret shows in the line: then the value is
         // masked string by string and written again, and the entry is what was written.
         let entry = if crate::redact::in_json(&line) {
+            let mut value = serde_json::to_value(&entry).map_err(bad)?;
             crate::redact::value(&mut value);
             line = value.to_string();
             serde_json::from_value(value).map_err(bad)?
@@ -627,6 +630,115 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+/// The line of a step's start or end (two of every step's entries) written directly, byte for
+/// byte as serde_json writes the entry's value (keys in order, strings escaped alike), without
+/// building the value; `None` for any other event.
+fn step_line(entry: &Entry) -> Option<String> {
+    use std::fmt::Write as _;
+    let quoted = |text: &str| serde_json::to_string(text).ok();
+    let mut line = String::with_capacity(256);
+    let at = quoted(&entry.at)?;
+    let (seq, at_ms) = (entry.seq, entry.at_ms);
+    match &entry.event {
+        Event::StepStarted { host, step } => {
+            let (host, step) = (quoted(host)?, quoted(&step.to_string())?);
+            write!(
+                line,
+                "{{\"at\":{at},\"at_ms\":{at_ms},\"event\":\"step-started\",\"host\":{host},\"seq\":{seq},\"step\":{step}}}"
+            )
+            .ok()?;
+        }
+        Event::StepFinished {
+            host,
+            step,
+            ok,
+            detail,
+            output,
+        } => {
+            let (host, step, detail) = (quoted(host)?, quoted(&step.to_string())?, quoted(detail)?);
+            let output = match output {
+                Some(text) => quoted(text)?,
+                None => "null".to_string(),
+            };
+            write!(
+                line,
+                "{{\"at\":{at},\"at_ms\":{at_ms},\"detail\":{detail},\"event\":\"step-finished\",\"host\":{host},\"ok\":{ok},\"output\":{output},\"seq\":{seq},\"step\":{step}}}"
+            )
+            .ok()?;
+        }
+        _ => return None,
+    }
+    Some(line)
+}
+
+/// The entry of a step's start or end (most of a journal's lines) or of a run's start (the
+/// longest line: the plan) read straight into its fields, as the general reading would read
+/// it, without the buffering serde does for an entry's flattened, tagged event; `None` for
+/// any other line (then read the general way, which also reports what is wrong with a line).
+fn direct_entry(line: &str) -> Option<Entry> {
+    #[derive(Deserialize)]
+    struct Line {
+        seq: u64,
+        at_ms: u64,
+        at: String,
+        event: String,
+        host: Option<String>,
+        step: Option<Step>,
+        ok: Option<bool>,
+        detail: Option<String>,
+        output: Option<String>,
+        run_id: Option<String>,
+        kind: Option<RunKind>,
+        group: Option<String>,
+        half: Option<Half>,
+        playbook: Option<String>,
+        playbook_path: Option<String>,
+        package: Option<String>,
+        version: Option<String>,
+        operator: Option<String>,
+        controller: Option<String>,
+        pid: Option<u32>,
+        skip_promotion_check: Option<bool>,
+        plan: Option<Value>,
+    }
+    let l: Line = serde_json::from_str(line).ok()?;
+    let event = match l.event.as_str() {
+        "step-started" => Event::StepStarted {
+            host: l.host?,
+            step: l.step?,
+        },
+        "step-finished" => Event::StepFinished {
+            host: l.host?,
+            step: l.step?,
+            ok: l.ok?,
+            detail: l.detail?,
+            output: l.output,
+        },
+        "started" => Event::Started {
+            run_id: l.run_id?,
+            kind: l.kind?,
+            group: l.group?,
+            half: l.half,
+            playbook: l.playbook?,
+            playbook_path: l.playbook_path?,
+            package: l.package?,
+            version: l.version?,
+            operator: l.operator?,
+            controller: l.controller?,
+            pid: l.pid?,
+            skip_promotion_check: l.skip_promotion_check?,
+            plan: l.plan?,
+        },
+        _ => return None,
+    };
+    Some(Entry {
+        seq: l.seq,
+        at_ms: l.at_ms,
+        at: l.at,
+        event,
+    })
 }
 
 /// Makes a directory entry durable.
@@ -816,11 +928,14 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
             tracing::warn!(journal = %path.display(), line = number, "ignoring a torn last line");
             return Ok(entries);
         }
-        let entry: Entry = serde_json::from_str(&line).map_err(|err| JournalError::Corrupt {
-            path: path.to_path_buf(),
-            line: number,
-            message: err.to_string(),
-        })?;
+        let entry = match direct_entry(&line) {
+            Some(entry) => entry,
+            None => serde_json::from_str(&line).map_err(|err| JournalError::Corrupt {
+                path: path.to_path_buf(),
+                line: number,
+                message: err.to_string(),
+            })?,
+        };
         entries.push(entry);
     }
 }
@@ -912,6 +1027,56 @@ mod tests {
         assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
     }
 
+    /// The lines of a step's start and end, written directly, are byte for byte those of
+    /// the entry's value, whatever their strings hold.
+    #[test]
+    fn step_lines_are_written_as_the_value_would_be() {
+        let odd = "q\"uo\\te\n\ttab \u{1} é 😀 </script> ' %2F";
+        let events = [
+            Event::StepStarted {
+                host: odd.into(),
+                step: Step::Recreate(odd.into()),
+            },
+            Event::StepFinished {
+                host: "px1".into(),
+                step: "verify".into(),
+                ok: false,
+                detail: odd.into(),
+                output: Some(format!("$ status\nexit: 0\n--- stdout\n{odd}\n")),
+            },
+            Event::StepFinished {
+                host: "px1".into(),
+                step: "stop".into(),
+                ok: true,
+                detail: String::new(),
+                output: None,
+            },
+        ];
+        for event in events {
+            let entry = Entry {
+                seq: 1234,
+                at_ms: 1_796_581_664_683,
+                at: clock::rfc3339(1_796_581_664_683),
+                event,
+            };
+            let direct = step_line(&entry).unwrap();
+            let valued = serde_json::to_value(&entry).unwrap().to_string();
+            assert_eq!(direct, valued);
+            let back: Entry = serde_json::from_str(&direct).unwrap();
+            assert_eq!(back, entry);
+            assert_eq!(direct_entry(&direct), Some(entry));
+        }
+        assert!(
+            step_line(&Entry {
+                seq: 1,
+                at_ms: 0,
+                at: String::new(),
+                event: started(),
+            })
+            .is_none()
+        );
+    }
+
     #[test]
     fn a_torn_last_line_is_ignored_and_appending_continues() {
         let dir = tempfile::tempdir().unwrap();
@@ -981,6 +1146,77 @@ mod tests {
         let entries = read(&path).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1].seq, 2);
+    }
+
+    /// The direct reading of a line gives what the general reading gives, or leaves the
+    /// line to it (`None`); it takes the usual lines of a step and of a run's start itself.
+    #[test]
+    fn entries_read_directly_as_the_general_reading_does() {
+        // (line, read directly)
+        let lines = [
+            (
+                r#"{"at":"x","at_ms":1,"event":"step-started","host":"px1","seq":2,"step":"stop"}"#,
+                true,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"event":"step-started","host":"px1","seq":2,"step":"stop","extra":[1]}"#,
+                true,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"event":"step-started","seq":2,"step":"stop"}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"event":"step-started","host":"px1","host":"px2","seq":2,"step":"stop"}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"detail":"d","event":"step-finished","host":"h","ok":true,"seq":3,"step":"stop"}"#,
+                true,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"detail":"d","event":"step-finished","host":"h","ok":true,"output":null,"seq":3,"step":"stop"}"#,
+                true,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"event":"step-finished","host":"h","ok":true,"output":"o","seq":3,"step":"stop"}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"detail":"d","event":"step-finished","host":"h","ok":"yes","seq":3,"step":"stop"}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"event":"measured","what":"w","seconds":1.5,"detail":"d","seq":4}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"controller":"c","event":"started","group":"ops","half":"b","kind":"upgrade","operator":"o","package":"p","pid":7,"plan":{"a":[1,2.5,null,{"b":"c"}]},"playbook":"pb","playbook_path":"pb.toml","run_id":"r","seq":1,"skip_promotion_check":false,"version":"2"}"#,
+                true,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"controller":"c","event":"started","group":"ops","half":null,"kind":"rollback","operator":"o","package":"p","pid":7,"plan":null,"playbook":"pb","playbook_path":"pb.toml","run_id":"r","seq":1,"skip_promotion_check":false,"version":""}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"controller":"c","event":"started","group":"ops","kind":"upgrade","operator":"o","package":"p","pid":7,"playbook":"pb","playbook_path":"pb.toml","run_id":"r","seq":1,"skip_promotion_check":false,"version":"2"}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"controller":"c","event":"started","group":"ops","kind":"sideways","operator":"o","package":"p","pid":7,"plan":1,"playbook":"pb","playbook_path":"pb.toml","run_id":"r","seq":1,"skip_promotion_check":false,"version":"2"}"#,
+                false,
+            ),
+        ];
+        for (line, direct) in lines {
+            let general = serde_json::from_str::<Entry>(line).ok();
+            match direct_entry(line) {
+                Some(entry) => {
+                    assert!(direct, "read directly: {line}");
+                    assert_eq!(Some(entry), general, "{line}");
+                }
+                None => assert!(!direct, "not read directly: {line}"),
+            }
+        }
     }
 
     #[test]

@@ -398,15 +398,16 @@ impl Connection {
             Ok::<Vec<u8>, std::io::Error>(out)
         };
         let read_err = async move {
-            let mut err = Vec::new();
+            // Read straight into the vector: a buffer on the stack would make every
+            // command's future (moved around whole) that much larger.
+            let mut err = Vec::with_capacity(256);
             if let Some(mut pipe) = stderr {
-                let mut chunk = [0u8; 8192];
                 loop {
-                    let n = pipe.read(&mut chunk).await?;
+                    err.reserve(256);
+                    let n = pipe.read_buf(&mut err).await?;
                     if n == 0 {
                         break;
                     }
-                    err.extend_from_slice(&chunk[..n]);
                     if let Ok(mut slot) = pid.lock()
                         && slot.is_none()
                     {
