@@ -404,10 +404,11 @@ fn raise_open_files() {
     }
 }
 
-/// The CPU time this process used (all its threads, user and system) and that of the
-/// children it waited for (the ssh processes that made the connections), as one line at
-/// debug level of target `roll::usage` (`RUST_LOG=roll::usage=debug`): bench/run tells roll's
-/// own work from the SSH client's with it.
+/// The CPU time this process used (all its threads, user and system), that of the children
+/// it waited for (the ssh processes that made the connections) and how many commands it ran
+/// on hosts, as one line at debug level of target `roll::usage`
+/// (`RUST_LOG=roll::usage=debug`): bench/run tells roll's own work from the SSH client's
+/// with it.
 fn log_usage() {
     if !tracing::enabled!(target: "roll::usage", tracing::Level::DEBUG) {
         return;
@@ -429,6 +430,7 @@ fn log_usage() {
         sys,
         children_user,
         children_sys,
+        commands = crate::remote::commands_run(),
         "cpu seconds"
     );
 }

@@ -44,6 +44,15 @@ fn strip_pid_mark(stderr: &str) -> &str {
 /// master's start-up, which OpenSSH's `ConnectTimeout` does not cover.
 const LOGIN_GRACE: Duration = Duration::from_secs(10);
 
+/// Commands run over the master connections by this process (each is a session of its own
+/// on its host's master): counted for the CPU report (see `cli`).
+static COMMANDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many commands this process has run on hosts (each a session over a master connection).
+pub fn commands_run() -> u64 {
+    COMMANDS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How many connections are opened at once. Every handshake costs the controller CPU (about
 /// 10 ms with curve25519, over 100 ms with OpenSSH 9's default post-quantum exchange), so a
 /// large fleet connected all at once starves the handshakes of CPU and they time out.
@@ -379,6 +388,7 @@ impl Connection {
             })
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped());
+        COMMANDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut child = command.spawn().await.map_err(|e| error_chain(&e))?;
         let stdin = child.stdin().take();
         let stdout = child.stdout().take();
@@ -440,6 +450,7 @@ impl Connection {
         );
         let mut command = self.session.command("sh");
         command.arg("-c").arg(&script);
+        COMMANDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match tokio::time::timeout(KILL_TIMEOUT, command.output()).await {
             Ok(Ok(out)) if String::from_utf8_lossy(&out.stdout).contains("killed") => {
                 format!("killed on the host: process group of pid {pid}")
