@@ -677,9 +677,13 @@ fn step_line(entry: &Entry) -> Option<String> {
 /// longest line: the plan) read straight into its fields, as the general reading would read
 /// it, without the buffering serde does for an entry's flattened, tagged event; `None` for
 /// any other line (then read the general way, which also reports what is wrong with a line).
-fn direct_entry(line: &str) -> Option<Entry> {
+fn direct_entry<P: serde::de::DeserializeOwned>(
+    line: &str,
+    plan: impl FnOnce(P) -> Value,
+) -> Option<Entry> {
     #[derive(Deserialize)]
-    struct Line {
+    #[serde(bound = "P: serde::de::DeserializeOwned")]
+    struct Line<P> {
         seq: u64,
         at_ms: u64,
         at: String,
@@ -701,9 +705,9 @@ fn direct_entry(line: &str) -> Option<Entry> {
         controller: Option<String>,
         pid: Option<u32>,
         skip_promotion_check: Option<bool>,
-        plan: Option<Value>,
+        plan: Option<P>,
     }
-    let l: Line = serde_json::from_str(line).ok()?;
+    let l: Line<P> = serde_json::from_str(line).ok()?;
     let event = match l.event.as_str() {
         "step-started" => Event::StepStarted {
             host: l.host?,
@@ -729,7 +733,7 @@ fn direct_entry(line: &str) -> Option<Entry> {
             controller: l.controller?,
             pid: l.pid?,
             skip_promotion_check: l.skip_promotion_check?,
-            plan: l.plan?,
+            plan: plan(l.plan?),
         },
         _ => return None,
     };
@@ -861,7 +865,7 @@ pub fn last_summary(state_dir: &Path, group: &str) -> Result<Option<LastRun>, Jo
     let Some(path) = last_run(state_dir, group)? else {
         return Ok(None);
     };
-    let entries = read(&path)?;
+    let entries = read_without_plans(&path)?;
     Ok(Some(summarise(&entries)))
 }
 
@@ -912,6 +916,17 @@ impl LastRun {
 /// Reads a journal. A last line without its newline (torn by a crash) is ignored; any other
 /// unreadable line is an error naming the line.
 pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
+    read_lines(path, true)
+}
+
+/// Reads a journal as [`read`] does, but for the plan of a run's start, left null: what
+/// happened, for the readers that need nothing of the plan (the plan is most of what a large
+/// group's journal holds, and most of the time reading it takes).
+pub fn read_without_plans(path: &Path) -> Result<Vec<Entry>, JournalError> {
+    read_lines(path, false)
+}
+
+fn read_lines(path: &Path, plans: bool) -> Result<Vec<Entry>, JournalError> {
     let file = File::open(path).map_err(io(path))?;
     let mut entries = Vec::new();
     let mut reader = BufReader::new(file);
@@ -928,7 +943,12 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
             tracing::warn!(journal = %path.display(), line = number, "ignoring a torn last line");
             return Ok(entries);
         }
-        let entry = match direct_entry(&line) {
+        let direct = if plans {
+            direct_entry(&line, |plan: Value| plan)
+        } else {
+            direct_entry(&line, |_: serde::de::IgnoredAny| Value::Null)
+        };
+        let entry = match direct {
             Some(entry) => entry,
             None => serde_json::from_str(&line).map_err(|err| JournalError::Corrupt {
                 path: path.to_path_buf(),
@@ -1064,7 +1084,7 @@ mod tests {
             assert_eq!(direct, valued);
             let back: Entry = serde_json::from_str(&direct).unwrap();
             assert_eq!(back, entry);
-            assert_eq!(direct_entry(&direct), Some(entry));
+            assert_eq!(direct_entry(&direct, |p: Value| p), Some(entry));
         }
         assert!(
             step_line(&Entry {
@@ -1209,7 +1229,7 @@ mod tests {
         ];
         for (line, direct) in lines {
             let general = serde_json::from_str::<Entry>(line).ok();
-            match direct_entry(line) {
+            match direct_entry(line, |p: Value| p) {
                 Some(entry) => {
                     assert!(direct, "read directly: {line}");
                     assert_eq!(Some(entry), general, "{line}");
@@ -1217,6 +1237,35 @@ mod tests {
                 None => assert!(!direct, "not read directly: {line}"),
             }
         }
+    }
+
+    /// Read without plans, a journal gives the same entries but for the plan of its start.
+    #[test]
+    fn a_journal_reads_without_its_plans_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), "ops", "r1").unwrap();
+        let mut start = started();
+        if let Event::Started { plan, .. } = &mut start {
+            *plan = serde_json::json!({"hosts": [{"host": "px1", "steps": ["stop", "start"]}]});
+        }
+        j.append(start).unwrap();
+        j.append(Event::StepStarted {
+            host: "px1".into(),
+            step: "stop".into(),
+        })
+        .unwrap();
+        j.append(Event::Finished {
+            status: RunStatus::Done,
+            summary: "ok".into(),
+        })
+        .unwrap();
+        let mut full = read(j.path()).unwrap();
+        let light = read_without_plans(j.path()).unwrap();
+        if let Event::Started { plan, .. } = &mut full[0].event {
+            assert!(plan.is_object());
+            *plan = Value::Null;
+        }
+        assert_eq!(light, full);
     }
 
     #[test]

@@ -106,6 +106,30 @@ impl<P: Planned> Engine<P> {
         .await
     }
 
+    /// The first lines of the status and installed-version commands, run in one session
+    /// (each fails as [`Engine::status`] and [`Engine::installed_version`] would alone).
+    pub(super) async fn status_and_version(
+        &self,
+        name: &str,
+    ) -> Result<(Result<String, StepError>, Result<String, StepError>), StepError> {
+        let commands = self.commands_of(name)?;
+        let mut ran = self
+            .commands(
+                name,
+                &[
+                    ("status", &commands.status),
+                    ("installed version", &commands.installed_version),
+                ],
+            )
+            .await?
+            .into_iter()
+            .map(|output| output.map(|o| o.first_line()));
+        let missing = || Err(StepError::from("no answer"));
+        let status = ran.next().unwrap_or_else(missing);
+        let version = ran.next().unwrap_or_else(missing);
+        Ok((status, version))
+    }
+
     /// The first line a command prints, trimmed.
     async fn first_line(&self, name: &str, label: &str, script: &str) -> Result<String, StepError> {
         Ok(self.command(name, label, script).await?.first_line())

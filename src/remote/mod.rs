@@ -40,6 +40,44 @@ fn strip_pid_mark(stderr: &str) -> &str {
     }
 }
 
+/// The mark ending each script's output when several run in one session
+/// ([`Connection::run_each`]): unlike anything a command prints, a nonce in it.
+fn end_mark() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "\u{1e}roll-end-{:x}",
+        crate::hash::fnv1a(&format!("{now} {n} {}", std::process::id()))
+    )
+}
+
+/// The parts of a stream cut by `\n{end}` marks, each with the exit code written after its
+/// mark (when `coded`): what each script printed, exactly. A part without its mark (the
+/// session ended first) is left out.
+fn split_marked(stream: &str, end: &str, coded: bool) -> Vec<(String, Option<i32>)> {
+    let mark = format!("\n{end}");
+    let mut parts = vec![];
+    let mut rest = stream;
+    while let Some(at) = rest.find(&mark) {
+        let part = &rest[..at];
+        let after = &rest[at + mark.len()..];
+        let Some((tail, next)) = after.split_once('\n') else {
+            break;
+        };
+        let code = if coded {
+            tail.trim().parse().ok()
+        } else {
+            None
+        };
+        parts.push((part.to_string(), code));
+        rest = next;
+    }
+    parts
+}
+
 /// Extra time allowed on top of the inventory's connect timeout for authentication and the
 /// master's start-up, which OpenSSH's `ConnectTimeout` does not cover.
 const LOGIN_GRACE: Duration = Duration::from_secs(10);
@@ -322,6 +360,99 @@ impl Connection {
         self.run_with_input(label, script, None, timeout).await
     }
 
+    /// Runs several scripts one after the other in one session (one round trip, one
+    /// session on the host instead of one each), each with `sh -c` of its own, as
+    /// [`Connection::run`] would: every script gets its own exit code, stdout and stderr,
+    /// and a script's failure does not stop the next. The whole takes at most `timeout` per
+    /// script; a timeout or a broken connection is every script's error.
+    pub async fn run_each(
+        &self,
+        scripts: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Vec<Result<Output, RemoteError>> {
+        let end = end_mark();
+        let mut joined = String::new();
+        for (_, script) in scripts {
+            // The script on the second line of its shell, as `run` puts it (after the pid
+            // line): the shell's messages name the same line numbers.
+            joined.push_str(&format!(
+                "sh -c {}\nprintf '\\n{end} %s\\n' \"$?\"; printf '\\n{end}\\n' >&2\n",
+                quote(&format!("\n{script}"))
+            ));
+        }
+        let mut label: Vec<&str> = scripts.iter().map(|(label, _)| *label).collect();
+        label.dedup();
+        let label = label.join(", ");
+        let times = u32::try_from(scripts.len()).unwrap_or(u32::MAX).max(1);
+        let all = self
+            .run_with_input(&label, &joined, None, timeout.saturating_mul(times))
+            .await;
+        let output = match all {
+            Ok(output) => output,
+            Err(err) => {
+                return scripts.iter().map(|_| Err(self.same_error(&err))).collect();
+            }
+        };
+        let outs = split_marked(&output.stdout, &end, true);
+        let errs = split_marked(&output.stderr, &end, false);
+        scripts
+            .iter()
+            .enumerate()
+            .map(|(i, (label, _))| match (outs.get(i), errs.get(i)) {
+                (Some((stdout, code)), Some((stderr, _))) => Ok(Output {
+                    code: *code,
+                    stdout: stdout.clone(),
+                    stderr: stderr.clone(),
+                    elapsed: output.elapsed,
+                }),
+                _ => Err(RemoteError::Command {
+                    host: self.host.clone(),
+                    label: label.to_string(),
+                    detail: format!(
+                        "its session ended before it did (exit {:?}): {}",
+                        output.code,
+                        output.stderr.lines().last().unwrap_or("")
+                    ),
+                }),
+            })
+            .collect()
+    }
+
+    /// An error of a session that ran several scripts, for each of them.
+    fn same_error(&self, err: &RemoteError) -> RemoteError {
+        match err {
+            RemoteError::Connect {
+                host,
+                target,
+                reason,
+            } => RemoteError::Connect {
+                host: host.clone(),
+                target: target.clone(),
+                reason: reason.clone(),
+            },
+            RemoteError::Timeout {
+                host,
+                label,
+                after,
+                killed,
+            } => RemoteError::Timeout {
+                host: host.clone(),
+                label: label.clone(),
+                after: *after,
+                killed: killed.clone(),
+            },
+            RemoteError::Command {
+                host,
+                label,
+                detail,
+            } => RemoteError::Command {
+                host: host.clone(),
+                label: label.clone(),
+                detail: detail.clone(),
+            },
+        }
+    }
+
     /// Like [`Connection::run`], with `input` streamed to the command's standard input (a
     /// file's content of any size: nothing of it goes into the command line).
     pub async fn run_with_input(
@@ -484,6 +615,33 @@ mod tests {
         assert_eq!(announced_pid(format!("{PID_MARK}42").as_bytes()), None);
         assert_eq!(strip_pid_mark(&err), "real error\n");
         assert_eq!(strip_pid_mark("plain"), "plain");
+    }
+
+    #[test]
+    fn marked_parts_come_back_exactly() {
+        let end = end_mark();
+        assert_ne!(end, end_mark(), "a mark of its own for every session");
+        let out = format!("running\n\n{end} 0\n2.0\n{end} 3\n\n{end} 127\n");
+        assert_eq!(
+            split_marked(&out, &end, true),
+            vec![
+                ("running\n".to_string(), Some(0)),
+                // No newline at its end, as printed.
+                ("2.0\n".to_string().trim_end().to_string(), Some(3)),
+                (String::new(), Some(127)),
+            ]
+        );
+        // The session ended in the middle of the second script: only the first is whole.
+        let cut = format!("a\n\n{end} 0\nb");
+        assert_eq!(
+            split_marked(&cut, &end, true),
+            vec![("a\n".to_string(), Some(0))]
+        );
+        let err = format!("oops\n\n{end}\n\n{end}\n");
+        assert_eq!(
+            split_marked(&err, &end, false),
+            vec![("oops\n".to_string(), None), (String::new(), None)]
+        );
     }
 
     #[test]
