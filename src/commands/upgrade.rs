@@ -277,9 +277,12 @@ async fn upgrade_in(
     session.refuse_if_frozen().await?;
     refuse_over_unfinished(session, &settings.state_dir).await?;
     session.connect().await?;
+    tracing::debug!("preflight: every host connected");
     let other_versions = untouched_healthy(session, playbook, settings.half).await?;
+    tracing::debug!("preflight: the untouched half probed");
     let group = session.group.clone();
     let report = survey::queues(playbook, &group, Some(settings.half), false).await?;
+    tracing::debug!("preflight: the queues surveyed");
     let run_id = format!(
         "{}-{}-{}",
         clock::compact(clock::now_millis()),
