@@ -159,7 +159,7 @@ impl ConnectFailure {
 }
 
 /// An SSH error, naming the host.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RemoteError {
     /// The master connection could not be made.
     #[error("{host}: cannot connect to {target}: {reason}")]
@@ -390,7 +390,7 @@ impl Connection {
         let output = match all {
             Ok(output) => output,
             Err(err) => {
-                return scripts.iter().map(|_| Err(self.same_error(&err))).collect();
+                return scripts.iter().map(|_| Err(err.clone())).collect();
             }
         };
         let outs = split_marked(&output.stdout, &end, true);
@@ -416,41 +416,6 @@ impl Connection {
                 }),
             })
             .collect()
-    }
-
-    /// An error of a session that ran several scripts, for each of them.
-    fn same_error(&self, err: &RemoteError) -> RemoteError {
-        match err {
-            RemoteError::Connect {
-                host,
-                target,
-                reason,
-            } => RemoteError::Connect {
-                host: host.clone(),
-                target: target.clone(),
-                reason: reason.clone(),
-            },
-            RemoteError::Timeout {
-                host,
-                label,
-                after,
-                killed,
-            } => RemoteError::Timeout {
-                host: host.clone(),
-                label: label.clone(),
-                after: *after,
-                killed: killed.clone(),
-            },
-            RemoteError::Command {
-                host,
-                label,
-                detail,
-            } => RemoteError::Command {
-                host: host.clone(),
-                label: label.clone(),
-                detail: detail.clone(),
-            },
-        }
     }
 
     /// Like [`Connection::run`], with `input` streamed to the command's standard input (a
@@ -626,8 +591,8 @@ mod tests {
             split_marked(&out, &end, true),
             vec![
                 ("running\n".to_string(), Some(0)),
-                // No newline at its end, as printed.
-                ("2.0\n".to_string().trim_end().to_string(), Some(3)),
+                // Printed without a newline at its end.
+                ("2.0".to_string(), Some(3)),
                 (String::new(), Some(127)),
             ]
         );

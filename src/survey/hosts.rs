@@ -53,14 +53,14 @@ pub async fn states_and_versions(
 ) -> Probed {
     use futures_util::StreamExt;
     let by_name: BTreeMap<&str, &Host> = group.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
-    let wanted: BTreeMap<&String, (bool, bool)> =
-        status_of
-            .iter()
-            .chain(version_of)
-            .fold(BTreeMap::new(), |mut wanted, name| {
-                wanted.insert(name, (status_of.contains(name), version_of.contains(name)));
-                wanted
-            });
+    // Each host once: whether its status, whether its version is asked for.
+    let mut wanted: BTreeMap<&String, (bool, bool)> = BTreeMap::new();
+    for name in status_of {
+        wanted.entry(name).or_default().0 = true;
+    }
+    for name in version_of {
+        wanted.entry(name).or_default().1 = true;
+    }
     let answers: Vec<_> = futures_util::stream::iter(wanted)
         .map(|(name, (status, version))| {
             let host = by_name.get(name.as_str()).copied();
