@@ -454,15 +454,69 @@ pub fn main() -> u8 {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    raise_open_files();
     let cli = Cli::parse();
     init_tracing();
-    match run(cli) {
+    let code = match run(cli) {
         Ok(code) => code,
         Err(err) => {
             crate::output::note(&format!("roll: error: {err}"));
             err.exit_code()
         }
+    };
+    log_usage();
+    code
+}
+
+/// Raises the soft limit of open files towards the hard one (at most 65,536): every
+/// command in flight holds a few descriptors (its socket to the host's master connection,
+/// its pipes), so that a run of a few hundred hosts at once would pass the usual soft limit
+/// of 1,024 and see its commands fail.
+fn raise_open_files() {
+    const ENOUGH: libc::rlim_t = 65_536;
+    // SAFETY: getrlimit and setrlimit read and write the struct they are given.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let wanted = limit.rlim_max.min(ENOUGH);
+        if limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
+}
+
+/// The CPU time this process used (all its threads, user and system), that of the children
+/// it waited for (the ssh processes that made the connections) and how many commands it ran
+/// on hosts, as one line at debug level of target `roll::usage`
+/// (`RUST_LOG=roll::usage=debug`): bench/run tells roll's own work from the SSH client's
+/// with it.
+fn log_usage() {
+    if !tracing::enabled!(target: "roll::usage", tracing::Level::DEBUG) {
+        return;
+    }
+    let seconds = |who| {
+        // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+            return (0.0, 0.0);
+        }
+        let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        (s(usage.ru_utime), s(usage.ru_stime))
+    };
+    let (user, sys) = seconds(libc::RUSAGE_SELF);
+    let (children_user, children_sys) = seconds(libc::RUSAGE_CHILDREN);
+    tracing::debug!(
+        target: "roll::usage",
+        user,
+        sys,
+        children_user,
+        children_sys,
+        commands = crate::remote::commands_run(),
+        "cpu seconds"
+    );
 }
 
 /// Runs a parsed command line.
@@ -666,6 +720,26 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 mod tests {
     use super::*;
     use crate::exit;
+
+    /// A soft limit of open files below what a large run holds is raised to the hard one.
+    #[test]
+    fn the_soft_limit_of_open_files_is_raised() {
+        // SAFETY: nextest runs each test in a process of its own.
+        let limit = unsafe {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            limit.rlim_cur = 64.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            limit
+        };
+        raise_open_files();
+        let now = unsafe {
+            let mut now: libc::rlimit = std::mem::zeroed();
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut now);
+            now
+        };
+        assert_eq!(now.rlim_cur, limit.rlim_max.min(65_536));
+    }
 
     #[test]
     fn the_command_line_is_consistent() {

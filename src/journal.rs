@@ -3,6 +3,12 @@
 //! resume or a rollback needs. A torn last line (a crash in the middle of a write) is ignored
 //! when reading.
 //!
+//! Group commit: an entry is durable before [`Journal::append`] returns, or before the wait
+//! of [`Journal::write`]'s [`Pending`] does. Entries written while another one's flush runs
+//! wait for the next flush, which covers them all (one `fdatasync` makes every line written
+//! before it durable): the many hosts of a run share their flushes, and no entry is ever
+//! reported durable before a flush that began after it was written has ended.
+//!
 //! Layout under the state directory:
 //! `groups/<group>/runs/<run-id>.jsonl`, and `groups/<group>/last` naming the latest run.
 //! Every password `roll` read is replaced by `***` in each value of an entry before the entry
@@ -16,6 +22,8 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -328,6 +336,105 @@ pub struct Journal {
     len: u64,
     /// Set when a failed write could not be undone: nothing more is appended.
     broken: Option<String>,
+    /// What is on disk, shared with the entries waiting for it.
+    flushes: Arc<Flushes>,
+}
+
+/// The journal's flushes (group commit): how much of the file is written and how much is
+/// durable, and one flush at a time.
+#[derive(Debug)]
+struct Flushes {
+    path: PathBuf,
+    /// The journal's file (its own descriptor): flushed without the journal's lock, so that
+    /// entries are written while a flush runs.
+    file: File,
+    /// Bytes of whole lines written.
+    written: AtomicU64,
+    /// Bytes known to be on disk.
+    durable: AtomicU64,
+    /// Flushes made (`fdatasync` calls), for the tests.
+    #[cfg(test)]
+    made: AtomicU64,
+    /// One flush at a time; the entries written meanwhile wait here for the next one.
+    turn: tokio::sync::Mutex<()>,
+    /// A flush failed: what it covered may not be on disk, and a later flush cannot tell
+    /// (the kernel reports a writeback error once). Nothing more is reported durable.
+    failed: AtomicBool,
+}
+
+impl Flushes {
+    fn new(path: &Path, file: &File, len: u64) -> Result<Arc<Flushes>, JournalError> {
+        Ok(Arc::new(Flushes {
+            path: path.to_path_buf(),
+            file: file.try_clone().map_err(io(path))?,
+            written: AtomicU64::new(len),
+            durable: AtomicU64::new(len),
+            #[cfg(test)]
+            made: AtomicU64::new(0),
+            turn: tokio::sync::Mutex::new(()),
+            failed: AtomicBool::new(false),
+        }))
+    }
+
+    fn error(&self, why: String) -> JournalError {
+        JournalError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(why),
+        }
+    }
+
+    /// Returns once the first `upto` bytes of the file are on disk: at once when a flush
+    /// that began after they were written has ended, else after one more flush (which
+    /// covers every line written before it begins).
+    async fn reach(&self, upto: u64) -> Result<(), JournalError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.error("an earlier flush failed".into()));
+        }
+        if self.durable.load(Ordering::Acquire) >= upto {
+            return Ok(());
+        }
+        let _turn = self.turn.lock().await;
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.error("an earlier flush failed".into()));
+        }
+        if self.durable.load(Ordering::Acquire) >= upto {
+            return Ok(());
+        }
+        // Every line written before the flush begins is covered by it.
+        let target = self.written.load(Ordering::Acquire);
+        #[cfg(test)]
+        self.made.fetch_add(1, Ordering::Relaxed);
+        match self.file.sync_data() {
+            Ok(()) => {
+                self.durable.fetch_max(target, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(source) => {
+                self.failed.store(true, Ordering::Release);
+                Err(JournalError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// An entry written to the journal's file and not yet known to be on disk:
+/// [`Pending::durable`] waits until it is.
+#[derive(Debug)]
+#[must_use = "an entry is durable only once its wait has returned"]
+pub struct Pending {
+    upto: u64,
+    flushes: Arc<Flushes>,
+}
+
+impl Pending {
+    /// Returns once the entry is on disk (sharing the flush with the entries written
+    /// meanwhile); an error when the flush failed.
+    pub async fn durable(self) -> Result<(), JournalError> {
+        self.flushes.reach(self.upto).await
+    }
 }
 
 /// The directory of a group's journals.
@@ -355,12 +462,14 @@ impl Journal {
             .map_err(io(&path))?;
         sync_dir(&dir)?;
         set_last(state_dir, group, run_id)?;
+        let flushes = Flushes::new(&path, &file, 0)?;
         Ok(Journal {
             path,
             file,
             seq: 0,
             len: 0,
             broken: None,
+            flushes,
         })
     }
 
@@ -378,12 +487,14 @@ impl Journal {
             file.set_len(complete as u64).map_err(io(path))?;
             file.sync_data().map_err(io(path))?;
         }
+        let flushes = Flushes::new(path, &file, complete as u64)?;
         Ok(Journal {
             path: path.to_path_buf(),
             file,
             seq: entries.last().map_or(0, |e| e.seq),
             len: complete as u64,
             broken: None,
+            flushes,
         })
     }
 
@@ -426,12 +537,42 @@ impl Journal {
     /// Appends an event and flushes it to disk before returning. On failure nothing of the
     /// entry stays in the file.
     pub fn append(&mut self, event: Event) -> Result<Entry, JournalError> {
+        let (entry, line) = self.line(event)?;
+        self.put(&line, true)?;
+        Ok(entry)
+    }
+
+    /// Writes an event to the file (one whole line) without waiting for the disk: the entry
+    /// is durable once the returned [`Pending`] says so, which is what a step waits for
+    /// before it acts. Many entries written by concurrent hosts share one flush. A failed
+    /// write leaves nothing of the entry in the file.
+    pub fn write(&mut self, event: Event) -> Result<Pending, JournalError> {
+        let (_, line) = self.line(event)?;
+        self.put(&line, false)?;
+        Ok(Pending {
+            upto: self.len,
+            flushes: Arc::clone(&self.flushes),
+        })
+    }
+
+    /// The next entry for `event`, and its line: every password masked (see
+    /// [`crate::redact`]), keys in order.
+    fn line(&self, event: Event) -> Result<(Entry, String), JournalError> {
         if let Some(why) = &self.broken {
             return Err(JournalError::Io {
                 path: self.path.clone(),
                 source: std::io::Error::other(format!("no longer written to: {why}")),
             });
         }
+        if self.flushes.failed.load(Ordering::Acquire) {
+            return Err(self
+                .flushes
+                .error("no longer written to: a flush failed".into()));
+        }
+        let bad = |err: serde_json::Error| JournalError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(err),
+        };
         let at_ms = clock::now_millis();
         let entry = Entry {
             seq: self.seq + 1,
@@ -439,17 +580,31 @@ impl Journal {
             at: clock::rfc3339(at_ms),
             event,
         };
-        let mut value = serde_json::to_value(&entry).map_err(|err| JournalError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(err),
-        })?;
-        crate::redact::value(&mut value);
-        let mut line = value.to_string();
+        let mut line = match step_line(&entry) {
+            Some(line) => line,
+            None => serde_json::to_value(&entry).map_err(bad)?.to_string(),
+        };
+        // Masking changes nothing unless a secret shows in the line: then the value is
+        // masked string by string and written again, and the entry is what was written.
+        let entry = if crate::redact::in_json(&line) {
+            let mut value = serde_json::to_value(&entry).map_err(bad)?;
+            crate::redact::value(&mut value);
+            line = value.to_string();
+            serde_json::from_value(value).map_err(bad)?
+        } else {
+            entry
+        };
         line.push('\n');
-        let written = self
-            .file
-            .write_all(line.as_bytes())
-            .and_then(|()| self.file.sync_data());
+        Ok((entry, line))
+    }
+
+    /// Writes a whole line (and flushes it when `flush`); on failure cuts the file back to
+    /// its last whole line (and, if even that fails, stops writing to it).
+    fn put(&mut self, line: &str, flush: bool) -> Result<(), JournalError> {
+        let mut written = self.file.write_all(line.as_bytes());
+        if flush {
+            written = written.and_then(|()| self.file.sync_data());
+        }
         if let Err(source) = written {
             // Cut what part of the line may have gone in, so that the file ends with a whole
             // line; if even that fails, stop writing to it.
@@ -469,12 +624,125 @@ impl Journal {
         }
         self.seq += 1;
         self.len += line.len() as u64;
-        let back: Entry = serde_json::from_value(value).map_err(|err| JournalError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(err),
-        })?;
-        Ok(back)
+        self.flushes.written.store(self.len, Ordering::Release);
+        if flush {
+            self.flushes.durable.fetch_max(self.len, Ordering::AcqRel);
+        }
+        Ok(())
     }
+}
+
+/// The line of a step's start or end (two of every step's entries) written directly, byte for
+/// byte as serde_json writes the entry's value (keys in order, strings escaped alike), without
+/// building the value; `None` for any other event.
+fn step_line(entry: &Entry) -> Option<String> {
+    use std::fmt::Write as _;
+    let quoted = |text: &str| serde_json::to_string(text).ok();
+    let mut line = String::with_capacity(256);
+    let at = quoted(&entry.at)?;
+    let (seq, at_ms) = (entry.seq, entry.at_ms);
+    match &entry.event {
+        Event::StepStarted { host, step } => {
+            let (host, step) = (quoted(host)?, quoted(&step.to_string())?);
+            write!(
+                line,
+                "{{\"at\":{at},\"at_ms\":{at_ms},\"event\":\"step-started\",\"host\":{host},\"seq\":{seq},\"step\":{step}}}"
+            )
+            .ok()?;
+        }
+        Event::StepFinished {
+            host,
+            step,
+            ok,
+            detail,
+            output,
+        } => {
+            let (host, step, detail) = (quoted(host)?, quoted(&step.to_string())?, quoted(detail)?);
+            let output = match output {
+                Some(text) => quoted(text)?,
+                None => "null".to_string(),
+            };
+            write!(
+                line,
+                "{{\"at\":{at},\"at_ms\":{at_ms},\"detail\":{detail},\"event\":\"step-finished\",\"host\":{host},\"ok\":{ok},\"output\":{output},\"seq\":{seq},\"step\":{step}}}"
+            )
+            .ok()?;
+        }
+        _ => return None,
+    }
+    Some(line)
+}
+
+/// The entry of a step's start or end (most of a journal's lines) or of a run's start (the
+/// longest line: the plan) read straight into its fields, as the general reading would read
+/// it, without the buffering serde does for an entry's flattened, tagged event; `None` for
+/// any other line (then read the general way, which also reports what is wrong with a line).
+fn direct_entry<P: serde::de::DeserializeOwned>(
+    line: &str,
+    plan: impl FnOnce(P) -> Value,
+) -> Option<Entry> {
+    #[derive(Deserialize)]
+    #[serde(bound = "P: serde::de::DeserializeOwned")]
+    struct Line<P> {
+        seq: u64,
+        at_ms: u64,
+        at: String,
+        event: String,
+        host: Option<String>,
+        step: Option<Step>,
+        ok: Option<bool>,
+        detail: Option<String>,
+        output: Option<String>,
+        run_id: Option<String>,
+        kind: Option<RunKind>,
+        group: Option<String>,
+        half: Option<Half>,
+        playbook: Option<String>,
+        playbook_path: Option<String>,
+        package: Option<String>,
+        version: Option<String>,
+        operator: Option<String>,
+        controller: Option<String>,
+        pid: Option<u32>,
+        skip_promotion_check: Option<bool>,
+        plan: Option<P>,
+    }
+    let l: Line<P> = serde_json::from_str(line).ok()?;
+    let event = match l.event.as_str() {
+        "step-started" => Event::StepStarted {
+            host: l.host?,
+            step: l.step?,
+        },
+        "step-finished" => Event::StepFinished {
+            host: l.host?,
+            step: l.step?,
+            ok: l.ok?,
+            detail: l.detail?,
+            output: l.output,
+        },
+        "started" => Event::Started {
+            run_id: l.run_id?,
+            kind: l.kind?,
+            group: l.group?,
+            half: l.half,
+            playbook: l.playbook?,
+            playbook_path: l.playbook_path?,
+            package: l.package?,
+            version: l.version?,
+            operator: l.operator?,
+            controller: l.controller?,
+            pid: l.pid?,
+            skip_promotion_check: l.skip_promotion_check?,
+            plan: plan(l.plan?),
+        },
+        _ => return None,
+    };
+    Some(Entry {
+        seq: l.seq,
+        at_ms: l.at_ms,
+        at: l.at,
+        event,
+    })
 }
 
 /// Makes a directory entry durable.
@@ -597,7 +865,7 @@ pub fn last_summary(state_dir: &Path, group: &str) -> Result<Option<LastRun>, Jo
     let Some(path) = last_run(state_dir, group)? else {
         return Ok(None);
     };
-    let entries = read(&path)?;
+    let entries = read_without_plans(&path)?;
     Ok(Some(summarise(&entries)))
 }
 
@@ -648,6 +916,17 @@ impl LastRun {
 /// Reads a journal. A last line without its newline (torn by a crash) is ignored; any other
 /// unreadable line is an error naming the line.
 pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
+    read_lines(path, true)
+}
+
+/// Reads a journal as [`read`] does, but for the plan of a run's start, left null: what
+/// happened, for the readers that need nothing of the plan (the plan is most of what a large
+/// group's journal holds, and most of the time reading it takes).
+pub fn read_without_plans(path: &Path) -> Result<Vec<Entry>, JournalError> {
+    read_lines(path, false)
+}
+
+fn read_lines(path: &Path, plans: bool) -> Result<Vec<Entry>, JournalError> {
     let file = File::open(path).map_err(io(path))?;
     let mut entries = Vec::new();
     let mut reader = BufReader::new(file);
@@ -664,11 +943,19 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, JournalError> {
             tracing::warn!(journal = %path.display(), line = number, "ignoring a torn last line");
             return Ok(entries);
         }
-        let entry: Entry = serde_json::from_str(&line).map_err(|err| JournalError::Corrupt {
-            path: path.to_path_buf(),
-            line: number,
-            message: err.to_string(),
-        })?;
+        let direct = if plans {
+            direct_entry(&line, |plan: Value| plan)
+        } else {
+            direct_entry(&line, |_: serde::de::IgnoredAny| Value::Null)
+        };
+        let entry = match direct {
+            Some(entry) => entry,
+            None => serde_json::from_str(&line).map_err(|err| JournalError::Corrupt {
+                path: path.to_path_buf(),
+                line: number,
+                message: err.to_string(),
+            })?,
+        };
         entries.push(entry);
     }
 }
@@ -713,6 +1000,101 @@ mod tests {
         assert_eq!(entries[1].seq, 2);
         assert!(last_run(dir.path(), "dev").unwrap().is_none());
         assert_eq!(runs(dir.path(), "ops").unwrap(), vec![path]);
+    }
+
+    /// Entries written while no flush ran share the next one; each wait returns once its
+    /// entry is on disk, and what was written reads back in order.
+    #[tokio::test]
+    async fn entries_written_together_share_one_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), "ops", "r1").unwrap();
+        j.append(started()).unwrap();
+        let pending: Vec<Pending> = ["px1", "px2", "px3"]
+            .iter()
+            .map(|host| {
+                j.write(Event::StepStarted {
+                    host: host.to_string(),
+                    step: "stop".into(),
+                })
+                .unwrap()
+            })
+            .collect();
+        let flushes = Arc::clone(&j.flushes);
+        assert_eq!(flushes.made.load(Ordering::Relaxed), 0);
+        for p in pending.into_iter().rev() {
+            p.durable().await.unwrap();
+        }
+        assert_eq!(
+            flushes.made.load(Ordering::Relaxed),
+            1,
+            "one flush for the three"
+        );
+        assert_eq!(
+            flushes.durable.load(Ordering::Relaxed),
+            fs::metadata(j.path()).unwrap().len()
+        );
+        // Written after that flush: a flush of its own.
+        let later = j
+            .write(Event::StepStarted {
+                host: "px4".into(),
+                step: "stop".into(),
+            })
+            .unwrap();
+        later.durable().await.unwrap();
+        assert_eq!(flushes.made.load(Ordering::Relaxed), 2);
+        let entries = read(j.path()).unwrap();
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    }
+
+    /// The lines of a step's start and end, written directly, are byte for byte those of
+    /// the entry's value, whatever their strings hold.
+    #[test]
+    fn step_lines_are_written_as_the_value_would_be() {
+        let odd = "q\"uo\\te\n\ttab \u{1} é 😀 </script> ' %2F";
+        let events = [
+            Event::StepStarted {
+                host: odd.into(),
+                step: Step::Recreate(odd.into()),
+            },
+            Event::StepFinished {
+                host: "px1".into(),
+                step: "verify".into(),
+                ok: false,
+                detail: odd.into(),
+                output: Some(format!("$ status\nexit: 0\n--- stdout\n{odd}\n")),
+            },
+            Event::StepFinished {
+                host: "px1".into(),
+                step: "stop".into(),
+                ok: true,
+                detail: String::new(),
+                output: None,
+            },
+        ];
+        for event in events {
+            let entry = Entry {
+                seq: 1234,
+                at_ms: 1_796_581_664_683,
+                at: clock::rfc3339(1_796_581_664_683),
+                event,
+            };
+            let direct = step_line(&entry).unwrap();
+            let valued = serde_json::to_value(&entry).unwrap().to_string();
+            assert_eq!(direct, valued);
+            let back: Entry = serde_json::from_str(&direct).unwrap();
+            assert_eq!(back, entry);
+            assert_eq!(direct_entry(&direct, |p: Value| p), Some(entry));
+        }
+        assert!(
+            step_line(&Entry {
+                seq: 1,
+                at_ms: 0,
+                at: String::new(),
+                event: started(),
+            })
+            .is_none()
+        );
     }
 
     #[test]
@@ -784,6 +1166,106 @@ mod tests {
         let entries = read(&path).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1].seq, 2);
+    }
+
+    /// The direct reading of a line gives what the general reading gives, or leaves the
+    /// line to it (`None`); it takes the usual lines of a step and of a run's start itself.
+    #[test]
+    fn entries_read_directly_as_the_general_reading_does() {
+        // (line, read directly)
+        let lines = [
+            (
+                r#"{"at":"x","at_ms":1,"event":"step-started","host":"px1","seq":2,"step":"stop"}"#,
+                true,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"event":"step-started","host":"px1","seq":2,"step":"stop","extra":[1]}"#,
+                true,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"event":"step-started","seq":2,"step":"stop"}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"event":"step-started","host":"px1","host":"px2","seq":2,"step":"stop"}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"detail":"d","event":"step-finished","host":"h","ok":true,"seq":3,"step":"stop"}"#,
+                true,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"detail":"d","event":"step-finished","host":"h","ok":true,"output":null,"seq":3,"step":"stop"}"#,
+                true,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"event":"step-finished","host":"h","ok":true,"output":"o","seq":3,"step":"stop"}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"detail":"d","event":"step-finished","host":"h","ok":"yes","seq":3,"step":"stop"}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"event":"measured","what":"w","seconds":1.5,"detail":"d","seq":4}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"controller":"c","event":"started","group":"ops","half":"b","kind":"upgrade","operator":"o","package":"p","pid":7,"plan":{"a":[1,2.5,null,{"b":"c"}]},"playbook":"pb","playbook_path":"pb.toml","run_id":"r","seq":1,"skip_promotion_check":false,"version":"2"}"#,
+                true,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"controller":"c","event":"started","group":"ops","half":null,"kind":"rollback","operator":"o","package":"p","pid":7,"plan":null,"playbook":"pb","playbook_path":"pb.toml","run_id":"r","seq":1,"skip_promotion_check":false,"version":""}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"controller":"c","event":"started","group":"ops","kind":"upgrade","operator":"o","package":"p","pid":7,"playbook":"pb","playbook_path":"pb.toml","run_id":"r","seq":1,"skip_promotion_check":false,"version":"2"}"#,
+                false,
+            ),
+            (
+                r#"{"at":"x","at_ms":1,"controller":"c","event":"started","group":"ops","kind":"sideways","operator":"o","package":"p","pid":7,"plan":1,"playbook":"pb","playbook_path":"pb.toml","run_id":"r","seq":1,"skip_promotion_check":false,"version":"2"}"#,
+                false,
+            ),
+        ];
+        for (line, direct) in lines {
+            let general = serde_json::from_str::<Entry>(line).ok();
+            match direct_entry(line, |p: Value| p) {
+                Some(entry) => {
+                    assert!(direct, "read directly: {line}");
+                    assert_eq!(Some(entry), general, "{line}");
+                }
+                None => assert!(!direct, "not read directly: {line}"),
+            }
+        }
+    }
+
+    /// Read without plans, a journal gives the same entries but for the plan of its start.
+    #[test]
+    fn a_journal_reads_without_its_plans_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path(), "ops", "r1").unwrap();
+        let mut start = started();
+        if let Event::Started { plan, .. } = &mut start {
+            *plan = serde_json::json!({"hosts": [{"host": "px1", "steps": ["stop", "start"]}]});
+        }
+        j.append(start).unwrap();
+        j.append(Event::StepStarted {
+            host: "px1".into(),
+            step: "stop".into(),
+        })
+        .unwrap();
+        j.append(Event::Finished {
+            status: RunStatus::Done,
+            summary: "ok".into(),
+        })
+        .unwrap();
+        let mut full = read(j.path()).unwrap();
+        let light = read_without_plans(j.path()).unwrap();
+        if let Event::Started { plan, .. } = &mut full[0].event {
+            assert!(plan.is_object());
+            *plan = Value::Null;
+        }
+        assert_eq!(light, full);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! arguments, where a second `roll` reads it to name the holder.
 //!
 //! The lock is a lease: a task watches its connection, and the run confirms it still holds
-//! the lock ([`Lock::confirm`]) before every step that changes a host or the broker. When the
-//! connection goes:
+//! the lock ([`Lock::confirm`]) before every step that changes a host or the broker (steps
+//! confirmed at the same time share one check of the lock queue, sent after each of them
+//! asked). When the connection goes:
 //! - the watcher takes the lock again as soon as the broker lets it (so that no other `roll`
 //!   gets in while the run winds down to its next step boundary), unless another process
 //!   holds it by then;
@@ -104,7 +105,13 @@ pub struct Lock {
     pub holder: String,
     state: Arc<Mutex<State>>,
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The last check of the lock queue: when it was sent, and what it found. Confirms made
+    /// at the same time (the hosts of a wave) share one check.
+    last_check: tokio::sync::Mutex<Option<(Instant, Checked)>>,
 }
+
+/// What a check of the lock queue found (see [`Lock::check`]).
+type Checked = Result<(), Option<String>>;
 
 impl std::fmt::Debug for Lock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -241,6 +248,7 @@ pub async fn acquire(
                 holder,
                 state: Arc::new(Mutex::new(State::default())),
                 watcher: Mutex::new(None),
+                last_check: tokio::sync::Mutex::new(None),
             };
             lock.install(Arc::new(connection), channel);
             Ok(lock)
@@ -305,6 +313,7 @@ impl Lock {
     pub async fn confirm(&self) -> Result<Lease, LockError> {
         let deadline = Instant::now() + self.broker.reconnect_deadline + DEFAULT_TIMEOUT;
         loop {
+            let asked = Instant::now();
             let (channel, waiting) = {
                 let state = self.state.lock().map_err(|_| self.lost("lock state"))?;
                 if let Some(reason) = &state.gone {
@@ -320,7 +329,7 @@ impl Lock {
                 continue;
             }
             let Some(channel) = channel else { continue };
-            match self.check(&channel).await {
+            match self.check_since(&channel, asked).await {
                 Ok(()) => {}
                 Err(Some(reason)) => {
                     self.revoke(reason);
@@ -347,10 +356,27 @@ impl Lock {
         }
     }
 
+    /// What a check of the lock queue sent at `asked` or later found: the last one's answer
+    /// when it was sent since, else a new check's. Confirms waiting here while a check is
+    /// on its way take the next one's answer together, so that a wave of hosts starting
+    /// their steps costs the broker one or two passive declares, not one each.
+    async fn check_since(&self, channel: &lapin::Channel, asked: Instant) -> Checked {
+        let mut last = self.last_check.lock().await;
+        if let Some((sent, found)) = &*last
+            && *sent >= asked
+        {
+            return found.clone();
+        }
+        let sent = Instant::now();
+        let found = self.check(channel).await;
+        *last = Some((sent, found.clone()));
+        found
+    }
+
     /// A passive declare of the lock queue on its own channel: `Err(Some(why))` when it is
     /// gone while the connection lives (deleted by someone), `Err(None)` when the connection
     /// broke.
-    async fn check(&self, channel: &lapin::Channel) -> Result<(), Option<String>> {
+    async fn check(&self, channel: &lapin::Channel) -> Checked {
         let passive = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()

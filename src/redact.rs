@@ -19,6 +19,9 @@ pub const MASK: &str = "***";
 /// Every form of every registered secret, longest first.
 static FORMS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
+/// Each of [`FORMS`] as it shows inside a JSON string (escaped).
+static JSON_FORMS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
 /// Characters a URL may leave unencoded (RFC 3986 unreserved).
 const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -90,6 +93,29 @@ pub fn register(secret: &str) {
         }
     }
     all.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    if let Ok(mut escaped) = JSON_FORMS.write() {
+        *escaped = all.iter().map(|f| json_escaped(f)).collect();
+    }
+}
+
+/// A text as it shows between the quotes of a JSON string.
+fn json_escaped(text: &str) -> String {
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(&quoted)
+        .to_string()
+}
+
+/// False when no registered secret shows, in any of its forms, in `json` (a serialised
+/// value): then [`value`] would change nothing in that value. JSON escapes each character on
+/// its own, so a string holding a form holds its escaped spelling once serialised.
+pub fn in_json(json: &str) -> bool {
+    let Ok(escaped) = JSON_FORMS.read() else {
+        return true;
+    };
+    escaped.iter().any(|form| json.contains(form.as_str()))
 }
 
 /// `text` with every registered secret masked.
@@ -183,6 +209,18 @@ mod tests {
             masked(&format!("echo '{}'", NASTY.replace('\'', r"'\''"))),
             "echo '***'"
         );
+    }
+
+    #[test]
+    fn a_json_text_is_said_to_hold_a_secret_in_every_form_a_string_can_hold_it() {
+        // Registered for the whole test process: a password no other test uses.
+        let nasty = "q\"u\\o%t e'd\u{7}";
+        register(nasty);
+        for form in forms(nasty) {
+            let line = serde_json::json!({"detail": format!("a {form} b")}).to_string();
+            assert!(in_json(&line), "{form:?} in {line}");
+        }
+        assert!(!in_json(r#"{"detail":"nothing to see"}"#));
     }
 
     #[test]

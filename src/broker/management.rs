@@ -34,6 +34,42 @@ fn named(broker: &str, name: &str) -> Result<String, BrokerError> {
     Ok(segment(name))
 }
 
+/// The HTTP client of a management URL: one per process for each kind (TLS or not) and
+/// timeout, since building one is costly (a TLS client reads every certificate of the
+/// system's store). A plain `http://` client is built without TLS roots and follows no
+/// redirect to `https://`: the inventory names the URL to use.
+fn client(tls: bool, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    type Built = Vec<((bool, Duration), reqwest::Client)>;
+    static BUILT: std::sync::Mutex<Built> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, client)) = built.iter().find(|(key, _)| *key == (tls, timeout)) {
+        return Ok(client.clone());
+    }
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    if !tls {
+        builder =
+            builder
+                .tls_certs_only(std::iter::empty())
+                .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                    if attempt.url().scheme() != "http" {
+                        let to = attempt.url().to_string();
+                        attempt.error(format!(
+                            "the management API redirects to {to}: give that URL in the inventory"
+                        ))
+                    } else if attempt.previous().len() >= 10 {
+                        attempt.error("too many redirects")
+                    } else {
+                        attempt.follow()
+                    }
+                }));
+    }
+    let client = builder.build()?;
+    built.push(((tls, timeout), client.clone()));
+    Ok(client)
+}
+
 /// A management API client for one broker and vhost.
 #[derive(Clone)]
 pub struct Management {
@@ -81,15 +117,6 @@ impl Management {
         timeout: Duration,
     ) -> Result<Management, BrokerError> {
         let name = config.display();
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .build()
-            .map_err(|err| BrokerError::BadUrl {
-                broker: name.clone(),
-                url: config.management_url.clone(),
-                detail: err.to_string(),
-            })?;
         let base = config.management_url.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(BrokerError::BadUrl {
@@ -98,6 +125,12 @@ impl Management {
                 detail: "the management URL must start with http:// or https://".into(),
             });
         }
+        let http =
+            client(base.starts_with("https://"), timeout).map_err(|err| BrokerError::BadUrl {
+                broker: name.clone(),
+                url: config.management_url.clone(),
+                detail: err.to_string(),
+            })?;
         Ok(Management {
             http,
             base,
@@ -1054,6 +1087,61 @@ mod tests {
         assert!(named("b", "..").is_err());
         assert_eq!(named("b", "...").unwrap(), "...");
         assert_eq!(named("b", "q.a").unwrap(), "q.a");
+    }
+
+    /// A broker behind `url` answering every request with `answer` (a whole HTTP response).
+    async fn fake_broker(answer: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn config(url: String) -> BrokerConfig {
+        BrokerConfig {
+            management_url: url,
+            amqp_url: "amqp://127.0.0.1:1".into(),
+            vhost: "ops".into(),
+            user: "u".into(),
+            password: crate::inventory::SecretRef::Env("ROLL_TEST_UNUSED".into()),
+            reconnect_deadline: Duration::from_secs(1),
+            listing_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// A plain http:// client (built without TLS roots) talks to its broker, and a redirect
+    /// to https:// is refused with the URL to give instead, never followed.
+    #[tokio::test]
+    async fn an_http_client_answers_and_refuses_a_redirect_to_https() {
+        let body = r#"{"rabbitmq_version":"3.10.8","cluster_name":"c"}"#;
+        let ok: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let url = fake_broker(ok).await;
+        let m = Management::new(&config(url), Secret::new("pw")).unwrap();
+        assert_eq!(m.overview().await.unwrap().rabbitmq_version, "3.10.8");
+
+        let url = fake_broker(
+            "HTTP/1.1 301 Moved\r\nlocation: https://127.0.0.1:1/api/overview\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        let m = Management::new(&config(url), Secret::new("pw")).unwrap();
+        let err = m.overview().await.unwrap_err().to_string();
+        assert!(
+            err.contains("redirects to https://127.0.0.1:1/api/overview"),
+            "{err}"
+        );
     }
 
     #[test]

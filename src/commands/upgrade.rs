@@ -4,7 +4,7 @@
 //! then the plan, the approval, the journal, and the engine executing exactly the approved
 //! plan.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
@@ -233,20 +233,25 @@ async fn refuse_over_unfinished(session: &Session, state_dir: &Path) -> Result<(
     Ok(())
 }
 
-/// The untouched half's service runs (but its passive hosts).
+/// The untouched half's service runs (but its passive hosts), and the version each of its
+/// hosts runs: one probe of each host (its status and version commands in one session).
 async fn untouched_healthy(
     session: &Session,
     playbook: &Playbook,
     half: Half,
-) -> Result<(), Error> {
+) -> Result<BTreeMap<String, String>, Error> {
     let group = &session.group;
     let untouched: Vec<String> = group
         .half(half.other())
         .filter(|h| h.role != Some(Role::Passive))
         .map(|h| h.name.clone())
         .collect();
-    let health = survey::states(playbook, group, session.connections(), &untouched).await;
-    let unhealthy: Vec<String> = health
+    let others: Vec<String> = group.half(half.other()).map(|h| h.name.clone()).collect();
+    let probed =
+        survey::states_and_versions(playbook, group, session.connections(), &untouched, &others)
+            .await;
+    let unhealthy: Vec<String> = probed
+        .states
         .iter()
         .filter_map(|(h, s)| match s {
             Ok(state) if state == "running" => None,
@@ -255,7 +260,7 @@ async fn untouched_healthy(
         })
         .collect();
     if unhealthy.is_empty() {
-        return Ok(());
+        return Ok(probed.versions);
     }
     Err(Error::Preflight(format!(
         "the untouched half {} is not healthy: {} not running",
@@ -272,13 +277,10 @@ async fn upgrade_in(
     session.refuse_if_frozen().await?;
     refuse_over_unfinished(session, &settings.state_dir).await?;
     session.connect().await?;
-    untouched_healthy(session, playbook, settings.half).await?;
+    tracing::debug!("preflight: every host connected");
+    let other_versions = untouched_healthy(session, playbook, settings.half).await?;
+    tracing::debug!("preflight: the untouched half probed");
     let group = session.group.clone();
-    let others: Vec<String> = group
-        .half(settings.half.other())
-        .map(|h| h.name.clone())
-        .collect();
-    let other_versions = survey::versions(playbook, &group, session.connections(), &others).await;
     let report = survey::queues(
         playbook,
         &group,
@@ -286,6 +288,7 @@ async fn upgrade_in(
         survey::Reading::default(),
     )
     .await?;
+    tracing::debug!("preflight: the queues surveyed");
     let run_id = format!(
         "{}-{}-{}",
         clock::compact(clock::now_millis()),

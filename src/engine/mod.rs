@@ -423,21 +423,26 @@ impl<P: Planned> Engine<P> {
         script: &str,
     ) -> Result<remote::Output, StepError> {
         let output = self.command_any_exit(host, label, script).await?;
-        if output.success() {
-            Ok(output)
-        } else {
-            Err(StepError {
-                cause: Cause::Check,
-                detail: format!(
-                    "`{label}` exited with {}: {}",
-                    output
-                        .code
-                        .map_or("a signal".to_string(), |c| c.to_string()),
-                    last_line(&output)
-                ),
-                output: Some(record(label, &output)),
-            })
-        }
+        succeeded(label, output)
+    }
+
+    /// Runs several of the release's commands on a host in one session, one after the
+    /// other, each as [`Engine::command`] would run it alone (a non-zero exit is its
+    /// failure, and does not stop the next).
+    async fn commands(
+        &self,
+        host: &str,
+        scripts: &[(&str, &str)],
+    ) -> Result<Vec<Result<remote::Output, StepError>>, StepError> {
+        let ran = self
+            .connection(host)?
+            .run_each(scripts, self.plan.rendered().command_timeout)
+            .await;
+        Ok(scripts
+            .iter()
+            .zip(ran)
+            .map(|((label, _), output)| succeeded(label, output?))
+            .collect())
     }
 
     /// Runs one of the release's commands on a host whatever its exit code.
@@ -654,8 +659,11 @@ impl<P: Planned> Engine<P> {
         }
     }
 
+    /// Journals an event; returns once it is on disk (its flush shared with the other
+    /// hosts' entries written meanwhile).
     async fn journal_event(&self, event: Event) -> Result<(), StepError> {
-        self.journal.lock().await.append(event)?;
+        let pending = self.journal.lock().await.write(event)?;
+        pending.durable().await?;
         Ok(())
     }
 
@@ -677,7 +685,7 @@ impl<P: Planned> Engine<P> {
     /// The stops and starts of this run so far, from its journal.
     async fn timing(&self, stops: &[Step], starts: &[Step]) -> timing::Timing {
         let path = self.journal.lock().await.path().to_path_buf();
-        let mut timing = match crate::journal::read(&path) {
+        let mut timing = match crate::journal::read_without_plans(&path) {
             Ok(entries) => timing::timing(timing::since_restored(&entries), stops, starts),
             Err(_) => timing::Timing::default(),
         };
@@ -820,6 +828,24 @@ fn failure(host: &str, step: &Step, err: StepError) -> Failure {
         detail: err.detail,
         output: err.output,
     }
+}
+
+/// A command's output when it exited with 0, else the failure that says how it ended.
+fn succeeded(label: &str, output: remote::Output) -> Result<remote::Output, StepError> {
+    if output.success() {
+        return Ok(output);
+    }
+    Err(StepError {
+        cause: Cause::Check,
+        detail: format!(
+            "`{label}` exited with {}: {}",
+            output
+                .code
+                .map_or("a signal".to_string(), |c| c.to_string()),
+            last_line(&output)
+        ),
+        output: Some(record(label, &output)),
+    })
 }
 
 /// A command and what it printed, for the journal.

@@ -120,7 +120,7 @@ pub fn measured_stops(state_dir: &std::path::Path, group: &str) -> BTreeMap<Stri
     let mut measured = BTreeMap::new();
     let runs = crate::journal::runs(state_dir, group).unwrap_or_default();
     for path in runs.iter().rev().take(RUNS_READ) {
-        let Ok(entries) = crate::journal::read(path) else {
+        let Ok(entries) = crate::journal::read_without_plans(path) else {
             continue;
         };
         let t = timing(&entries, &stops, &starts);

@@ -179,11 +179,13 @@ impl Engine<UpgradePlan> {
         let name = host.host.as_str();
         wait_for(self.plan.rendered().verify.timeout, || async {
             self.fail_on_log_errors(name).await?;
-            let state = self.status(name).await?;
+            // Both in one session; the version counts only once the service runs.
+            let (state, version) = self.status_and_version(name).await?;
+            let state = state?;
             if state != "running" {
                 return Ok(Err(format!("status says {state:?}")));
             }
-            let version = self.installed_version(name).await?;
+            let version = version?;
             if version != self.plan.version {
                 return Ok(Err(format!(
                     "installed version is {version:?}, not {:?}",

@@ -106,6 +106,30 @@ impl<P: Planned> Engine<P> {
         .await
     }
 
+    /// The first lines of the status and installed-version commands, run in one session
+    /// (each fails as [`Engine::status`] and [`Engine::installed_version`] would alone).
+    pub(super) async fn status_and_version(
+        &self,
+        name: &str,
+    ) -> Result<(Result<String, StepError>, Result<String, StepError>), StepError> {
+        let commands = self.commands_of(name)?;
+        let mut ran = self
+            .commands(
+                name,
+                &[
+                    ("status", &commands.status),
+                    ("installed version", &commands.installed_version),
+                ],
+            )
+            .await?
+            .into_iter()
+            .map(|output| output.map(|o| o.first_line()));
+        let missing = || Err(StepError::from("no answer"));
+        let status = ran.next().unwrap_or_else(missing);
+        let version = ran.next().unwrap_or_else(missing);
+        Ok((status, version))
+    }
+
     /// The first line a command prints, trimmed.
     async fn first_line(&self, name: &str, label: &str, script: &str) -> Result<String, StepError> {
         Ok(self.command(name, label, script).await?.first_line())
@@ -114,18 +138,24 @@ impl<P: Planned> Engine<P> {
     /// Journals a backup unless the journal already has it (a resume keeps the original).
     pub(super) async fn save(&self, host: &str, item: Backup) -> Result<bool, StepError> {
         let key = backup_key(&item);
-        let mut backups = self.backups.lock().await;
-        if backups
-            .iter()
-            .any(|(h, b)| h == host && backup_key(b) == key)
-        {
-            return Ok(false);
-        }
-        self.journal.lock().await.append(Event::Backup {
-            host: host.to_string(),
-            item: item.clone(),
-        })?;
-        backups.push((host.to_string(), item));
+        let pending = {
+            let mut backups = self.backups.lock().await;
+            if backups
+                .iter()
+                .any(|(h, b)| h == host && backup_key(b) == key)
+            {
+                return Ok(false);
+            }
+            let pending = self.journal.lock().await.write(Event::Backup {
+                host: host.to_string(),
+                item: item.clone(),
+            })?;
+            backups.push((host.to_string(), item));
+            pending
+        };
+        // Outside the lock, so that the hosts' backups share their flushes; a failed flush
+        // stops the run (nothing more is journaled after it).
+        pending.durable().await?;
         Ok(true)
     }
 

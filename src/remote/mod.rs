@@ -40,9 +40,56 @@ fn strip_pid_mark(stderr: &str) -> &str {
     }
 }
 
+/// The mark ending each script's output when several run in one session
+/// ([`Connection::run_each`]): unlike anything a command prints, a nonce in it.
+fn end_mark() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "\u{1e}roll-end-{:x}",
+        crate::hash::fnv1a(&format!("{now} {n} {}", std::process::id()))
+    )
+}
+
+/// The parts of a stream cut by `\n{end}` marks, each with the exit code written after its
+/// mark (when `coded`): what each script printed, exactly. A part without its mark (the
+/// session ended first) is left out.
+fn split_marked(stream: &str, end: &str, coded: bool) -> Vec<(String, Option<i32>)> {
+    let mark = format!("\n{end}");
+    let mut parts = vec![];
+    let mut rest = stream;
+    while let Some(at) = rest.find(&mark) {
+        let part = &rest[..at];
+        let after = &rest[at + mark.len()..];
+        let Some((tail, next)) = after.split_once('\n') else {
+            break;
+        };
+        let code = if coded {
+            tail.trim().parse().ok()
+        } else {
+            None
+        };
+        parts.push((part.to_string(), code));
+        rest = next;
+    }
+    parts
+}
+
 /// Extra time allowed on top of the inventory's connect timeout for authentication and the
 /// master's start-up, which OpenSSH's `ConnectTimeout` does not cover.
 const LOGIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Commands run over the master connections by this process (each is a session of its own
+/// on its host's master): counted for the CPU report (see `cli`).
+static COMMANDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many commands this process has run on hosts (each a session over a master connection).
+pub fn commands_run() -> u64 {
+    COMMANDS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// How many connections are opened at once. Every handshake costs the controller CPU (about
 /// 10 ms with curve25519, over 100 ms with OpenSSH 9's default post-quantum exchange), so a
@@ -112,7 +159,7 @@ impl ConnectFailure {
 }
 
 /// An SSH error, naming the host.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RemoteError {
     /// The master connection could not be made.
     #[error("{host}: cannot connect to {target}: {reason}")]
@@ -313,6 +360,64 @@ impl Connection {
         self.run_with_input(label, script, None, timeout).await
     }
 
+    /// Runs several scripts one after the other in one session (one round trip, one
+    /// session on the host instead of one each), each with `sh -c` of its own, as
+    /// [`Connection::run`] would: every script gets its own exit code, stdout and stderr,
+    /// and a script's failure does not stop the next. The whole takes at most `timeout` per
+    /// script; a timeout or a broken connection is every script's error.
+    pub async fn run_each(
+        &self,
+        scripts: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Vec<Result<Output, RemoteError>> {
+        let end = end_mark();
+        let mut joined = String::new();
+        for (_, script) in scripts {
+            // The script on the second line of its shell, as `run` puts it (after the pid
+            // line): the shell's messages name the same line numbers.
+            joined.push_str(&format!(
+                "sh -c {}\nprintf '\\n{end} %s\\n' \"$?\"; printf '\\n{end}\\n' >&2\n",
+                quote(&format!("\n{script}"))
+            ));
+        }
+        let mut label: Vec<&str> = scripts.iter().map(|(label, _)| *label).collect();
+        label.dedup();
+        let label = label.join(", ");
+        let times = u32::try_from(scripts.len()).unwrap_or(u32::MAX).max(1);
+        let all = self
+            .run_with_input(&label, &joined, None, timeout.saturating_mul(times))
+            .await;
+        let output = match all {
+            Ok(output) => output,
+            Err(err) => {
+                return scripts.iter().map(|_| Err(err.clone())).collect();
+            }
+        };
+        let outs = split_marked(&output.stdout, &end, true);
+        let errs = split_marked(&output.stderr, &end, false);
+        scripts
+            .iter()
+            .enumerate()
+            .map(|(i, (label, _))| match (outs.get(i), errs.get(i)) {
+                (Some((stdout, code)), Some((stderr, _))) => Ok(Output {
+                    code: *code,
+                    stdout: stdout.clone(),
+                    stderr: stderr.clone(),
+                    elapsed: output.elapsed,
+                }),
+                _ => Err(RemoteError::Command {
+                    host: self.host.clone(),
+                    label: label.to_string(),
+                    detail: format!(
+                        "its session ended before it did (exit {:?}): {}",
+                        output.code,
+                        output.stderr.lines().last().unwrap_or("")
+                    ),
+                }),
+            })
+            .collect()
+    }
+
     /// Like [`Connection::run`], with `input` streamed to the command's standard input (a
     /// file's content of any size: nothing of it goes into the command line).
     pub async fn run_with_input(
@@ -379,6 +484,7 @@ impl Connection {
             })
             .stdout(openssh::Stdio::piped())
             .stderr(openssh::Stdio::piped());
+        COMMANDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut child = command.spawn().await.map_err(|e| error_chain(&e))?;
         let stdin = child.stdin().take();
         let stdout = child.stdout().take();
@@ -398,15 +504,16 @@ impl Connection {
             Ok::<Vec<u8>, std::io::Error>(out)
         };
         let read_err = async move {
-            let mut err = Vec::new();
+            // Read straight into the vector: a buffer on the stack would make every
+            // command's future (moved around whole) that much larger.
+            let mut err = Vec::with_capacity(256);
             if let Some(mut pipe) = stderr {
-                let mut chunk = [0u8; 8192];
                 loop {
-                    let n = pipe.read(&mut chunk).await?;
+                    err.reserve(256);
+                    let n = pipe.read_buf(&mut err).await?;
                     if n == 0 {
                         break;
                     }
-                    err.extend_from_slice(&chunk[..n]);
                     if let Ok(mut slot) = pid.lock()
                         && slot.is_none()
                     {
@@ -439,6 +546,7 @@ impl Connection {
         );
         let mut command = self.session.command("sh");
         command.arg("-c").arg(&script);
+        COMMANDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match tokio::time::timeout(KILL_TIMEOUT, command.output()).await {
             Ok(Ok(out)) if String::from_utf8_lossy(&out.stdout).contains("killed") => {
                 format!("killed on the host: process group of pid {pid}")
@@ -472,6 +580,33 @@ mod tests {
         assert_eq!(announced_pid(format!("{PID_MARK}42").as_bytes()), None);
         assert_eq!(strip_pid_mark(&err), "real error\n");
         assert_eq!(strip_pid_mark("plain"), "plain");
+    }
+
+    #[test]
+    fn marked_parts_come_back_exactly() {
+        let end = end_mark();
+        assert_ne!(end, end_mark(), "a mark of its own for every session");
+        let out = format!("running\n\n{end} 0\n2.0\n{end} 3\n\n{end} 127\n");
+        assert_eq!(
+            split_marked(&out, &end, true),
+            vec![
+                ("running\n".to_string(), Some(0)),
+                // Printed without a newline at its end.
+                ("2.0".to_string(), Some(3)),
+                (String::new(), Some(127)),
+            ]
+        );
+        // The session ended in the middle of the second script: only the first is whole.
+        let cut = format!("a\n\n{end} 0\nb");
+        assert_eq!(
+            split_marked(&cut, &end, true),
+            vec![("a\n".to_string(), Some(0))]
+        );
+        let err = format!("oops\n\n{end}\n\n{end}\n");
+        assert_eq!(
+            split_marked(&err, &end, false),
+            vec![("oops\n".to_string(), None), (String::new(), None)]
+        );
     }
 
     #[test]

@@ -27,69 +27,125 @@ pub enum ProbeError {
     Remote(#[from] RemoteError),
 }
 
-/// The service state of each host, by its playbook status command (first word).
-pub async fn states(
-    playbook: &Playbook,
-    group: &Group,
-    connections: &BTreeMap<String, Connection>,
-    hosts: &[String],
-) -> BTreeMap<String, Result<String, ProbeError>> {
-    first_lines(
-        playbook,
-        group,
-        connections,
-        hosts,
-        &playbook.commands.status,
-    )
-    .await
+/// What the probes of some hosts found: the service state (the status command's first
+/// line) of the hosts asked for it, and the installed version of those asked for it that
+/// answered.
+#[derive(Debug, Default)]
+pub struct Probed {
+    pub states: BTreeMap<String, Result<String, ProbeError>>,
+    pub versions: BTreeMap<String, String>,
 }
 
-/// The installed version of each host that answers.
-pub async fn versions(
-    playbook: &Playbook,
-    group: &Group,
-    connections: &BTreeMap<String, Connection>,
-    hosts: &[String],
-) -> BTreeMap<String, String> {
-    first_lines(
-        playbook,
-        group,
-        connections,
-        hosts,
-        &playbook.commands.installed_version,
-    )
-    .await
-    .into_iter()
-    .filter_map(|(h, v)| v.ok().map(|v| (h, v)))
-    .collect()
-}
+/// How many hosts are probed at once. Each probe holds a few file descriptors (its socket to
+/// the host's master connection, its pipes) while its commands run.
+pub const PROBE_CONCURRENCY: usize = 128;
 
-/// The first line a playbook command prints on each host, over the open connections, one
-/// host after the other.
-async fn first_lines(
+/// Probes hosts over the open connections, at most [`PROBE_CONCURRENCY`] at a time: the
+/// status command on the hosts of `status_of`, the installed-version command on those of
+/// `version_of`; a host asked for both runs them in one session (one after the other, each
+/// as it would run alone).
+pub async fn states_and_versions(
     playbook: &Playbook,
     group: &Group,
     connections: &BTreeMap<String, Connection>,
-    hosts: &[String],
-    template: &str,
-) -> BTreeMap<String, Result<String, ProbeError>> {
-    let mut out = BTreeMap::new();
-    for name in hosts {
-        let result = async {
-            let host = group
-                .hosts
-                .iter()
-                .find(|h| &h.name == name)
-                .ok_or(ProbeError::NotInInventory)?;
-            let connection = connections.get(name).ok_or(ProbeError::NotConnected)?;
-            let command = command(playbook, group, host, template)?;
-            let timeout = playbook.commands.timeout;
-            Ok(first_line(connection, "probe", &command, timeout).await?)
-        }
-        .await;
-        out.insert(name.clone(), result);
+    status_of: &[String],
+    version_of: &[String],
+) -> Probed {
+    use futures_util::StreamExt;
+    let by_name: BTreeMap<&str, &Host> = group.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+    // Each host once: whether its status, whether its version is asked for.
+    let mut wanted: BTreeMap<&String, (bool, bool)> = BTreeMap::new();
+    for name in status_of {
+        wanted.entry(name).or_default().0 = true;
     }
-    out
+    for name in version_of {
+        wanted.entry(name).or_default().1 = true;
+    }
+    let answers: Vec<_> = futures_util::stream::iter(wanted)
+        .map(|(name, (status, version))| {
+            let host = by_name.get(name.as_str()).copied();
+            let connection = connections.get(name);
+            async move {
+                let found = probe(playbook, group, host, connection, status, version).await;
+                (name.clone(), found)
+            }
+        })
+        .buffer_unordered(PROBE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut probed = Probed::default();
+    for (name, (state, version)) in answers {
+        if let Some(state) = state {
+            probed.states.insert(name.clone(), state);
+        }
+        if let Some(Ok(version)) = version {
+            probed.versions.insert(name, version);
+        }
+    }
+    probed
+}
+
+/// The first lines of the status command (when `status`) and of the installed-version
+/// command (when `version`) on one host, in one session.
+async fn probe(
+    playbook: &Playbook,
+    group: &Group,
+    host: Option<&Host>,
+    connection: Option<&Connection>,
+    status: bool,
+    version: bool,
+) -> (
+    Option<Result<String, ProbeError>>,
+    Option<Result<String, ProbeError>>,
+) {
+    let commands = &playbook.commands;
+    let templates: Vec<&str> = [
+        (status, &commands.status),
+        (version, &commands.installed_version),
+    ]
+    .into_iter()
+    .filter(|(wanted, _)| *wanted)
+    .map(|(_, template)| template.as_str())
+    .collect();
+    let mut found: Vec<Result<String, ProbeError>> = match (host, connection) {
+        (None, _) => templates
+            .iter()
+            .map(|_| Err(ProbeError::NotInInventory))
+            .collect(),
+        (_, None) => templates
+            .iter()
+            .map(|_| Err(ProbeError::NotConnected))
+            .collect(),
+        (Some(host), Some(connection)) => {
+            let scripts: Vec<Result<String, ProbeError>> = templates
+                .iter()
+                .map(|template| command(playbook, group, host, template))
+                .collect();
+            let runnable: Vec<(&str, &str)> = scripts
+                .iter()
+                .filter_map(|s| s.as_ref().ok())
+                .map(|s| ("probe", s.as_str()))
+                .collect();
+            let mut ran = connection
+                .run_each(&runnable, commands.timeout)
+                .await
+                .into_iter();
+            scripts
+                .into_iter()
+                .map(|script| match script {
+                    Err(err) => Err(err),
+                    Ok(_) => match ran.next() {
+                        Some(Ok(output)) => Ok(output.first_line()),
+                        Some(Err(err)) => Err(ProbeError::Remote(err)),
+                        None => Err(ProbeError::NotConnected),
+                    },
+                })
+                .collect()
+        }
+    };
+    let version = if version { found.pop() } else { None };
+    let status = if status { found.pop() } else { None };
+    (status, version)
 }
 
 /// What a host's status and installed-version commands print.

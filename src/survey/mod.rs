@@ -7,5 +7,5 @@
 mod hosts;
 mod queues;
 
-pub use hosts::{HostState, ProbeError, host_states, states, versions};
+pub use hosts::{HostState, ProbeError, Probed, host_states, states_and_versions};
 pub use queues::{ClientCount, QueueSurvey, Reading, queues};

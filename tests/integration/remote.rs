@@ -61,6 +61,38 @@ fn a_large_input_is_streamed_and_a_timed_out_command_is_killed_on_the_host() {
     });
 }
 
+/// Scripts run together in one session come back each as it would alone: its own exit code,
+/// stdout and stderr, byte for byte, whatever the one before it did.
+#[test]
+fn scripts_run_in_one_session_come_back_as_each_would_alone() {
+    require_lab();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let connection = roll::remote::connect(&dev1()).await.expect("ssh");
+        let scripts = [
+            ("first", "printf 'a\\n\\nb\\n'; echo oops >&2; exit 3"),
+            ("no newline", "printf 'x y'; printf 'e' >&2"),
+            ("syntax", "if then fi (("),
+            ("quotes", "echo \"it's $((1 + 1))\"; echo '\\n'"),
+            ("ends the shell", "exit 0"),
+            ("after", "pwd"),
+        ];
+        let timeout = Duration::from_secs(30);
+        let together = connection.run_each(&scripts, timeout).await;
+        assert_eq!(together.len(), scripts.len());
+        for ((label, script), joined) in scripts.iter().zip(together) {
+            let alone = connection.run(label, script, timeout).await.expect("runs");
+            let joined = joined.expect("runs");
+            assert_eq!(
+                (&joined.code, &joined.stdout, &joined.stderr),
+                (&alone.code, &alone.stdout, &alone.stderr),
+                "{label}"
+            );
+        }
+        connection.close().await;
+    });
+}
+
 /// The `ssh -M` masters (and their control directories) a killed `roll` leaves behind are
 /// ended by the next command that connects.
 #[test]
