@@ -3,6 +3,10 @@
 //! which writes lines on stderr; the unit tests: none).
 
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a step that takes long says that it still runs, and what it waits for.
+pub const STILL_RUNNING_EVERY: Duration = Duration::from_secs(10);
 
 /// One thing that happened to a step (or to the run) on a host, or on the broker.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +22,22 @@ pub struct Progress {
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
+    /// It began; `deadline` is how long it may take, when the step has one.
+    Started { deadline: Option<Duration> },
+    /// It is still running after `seconds` (said every [`STILL_RUNNING_EVERY`]).
+    Running {
+        seconds: f64,
+        deadline: Option<Duration>,
+    },
+    /// The host is through with this run (`ok`: every step of it done).
+    HostFinished { ok: bool },
+    /// A move's count so far (`done`: it ended).
+    Moved {
+        moved: u64,
+        from: String,
+        to: String,
+        done: bool,
+    },
     /// The journal shows it done: not done again.
     Skipped,
     /// It could not begin (the lock, the journal).

@@ -4,6 +4,7 @@
 
 mod artifacts;
 mod freeze;
+pub mod live;
 mod plan;
 pub mod progress;
 pub mod report;

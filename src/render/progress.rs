@@ -2,19 +2,36 @@
 
 use crate::engine::{Progress, Sink, State};
 
-/// The line for one piece of progress.
-pub fn line(p: &Progress) -> String {
-    format!(
+/// The line for one piece of progress; `None` for what plain lines leave out (a step's
+/// start, a move's count before its end, a host's end: the lines of its steps say it).
+pub fn line(p: &Progress) -> Option<String> {
+    Some(format!(
         "[{:>6.1}s] {:<10} {:<18} {}",
         p.elapsed,
         p.host,
         p.step,
-        state(&p.state)
-    )
+        state(&p.state)?
+    ))
 }
 
-fn state(state: &State) -> String {
-    match state {
+fn state(state: &State) -> Option<String> {
+    Some(match state {
+        State::Started { .. } | State::HostFinished { .. } => return None,
+        State::Moved { done: false, .. } => return None,
+        State::Moved {
+            moved, from, to, ..
+        } => format!("{moved} messages moved {from} -> {to}"),
+        State::Running {
+            seconds,
+            deadline: Some(deadline),
+        } => format!(
+            "still running after {seconds:.0}s (deadline {})",
+            crate::units::format_duration(*deadline)
+        ),
+        State::Running {
+            seconds,
+            deadline: None,
+        } => format!("still running after {seconds:.0}s"),
         State::Skipped => "done before, skipped".into(),
         State::NotStarted { why } => format!("not started: {why}"),
         State::Done { seconds, detail } if detail.is_empty() => format!("ok ({seconds:.1}s)"),
@@ -32,12 +49,18 @@ fn state(state: &State) -> String {
         }
         State::Moving { messages, from, to } => format!("{messages} messages {from} -> {to}"),
         State::Note(text) => text.clone(),
-    }
+    })
 }
 
-/// The sink the commands give the engine: each piece of progress as a line on stderr.
+/// The sink the commands give the engine, as the process's mode shows progress (see
+/// [`super::live`]); `hosts`: the hosts of the run, for the overall bar.
+pub fn to_stderr_for(hosts: usize) -> Sink {
+    super::live::sink(hosts)
+}
+
+/// [`to_stderr_for`] when the number of hosts is not known.
 pub fn to_stderr() -> Sink {
-    std::sync::Arc::new(|p: &Progress| crate::output::note(&line(p)))
+    super::live::sink(0)
 }
 
 #[cfg(test)]
@@ -45,6 +68,10 @@ mod tests {
     use super::*;
 
     fn at(state: State) -> String {
+        line_of(state).expect("a line")
+    }
+
+    fn line_of(state: State) -> Option<String> {
         line(&Progress {
             elapsed: 12.34,
             host: "px5".into(),
@@ -70,5 +97,13 @@ mod tests {
             "[  12.3s] px5        recreate q.a       FAILED (0.5s): exit 1"
         );
         assert!(at(State::Skipped).ends_with("done before, skipped"));
+        assert_eq!(line_of(State::Started { deadline: None }), None);
+        assert!(
+            at(State::Running {
+                seconds: 20.2,
+                deadline: Some(std::time::Duration::from_secs(600))
+            })
+            .ends_with("recreate q.a       still running after 20s (deadline 10m)")
+        );
     }
 }
