@@ -481,7 +481,22 @@ impl<P: Planned> Engine<P> {
                 return Err(failure(host, step, err));
             }
             let began = Instant::now();
-            let result = work().await;
+            let deadline = self.deadline_of(host, step);
+            self.progress(host, step, State::Started { deadline });
+            // A long step says every so often that it still runs, and its deadline.
+            let work = work();
+            tokio::pin!(work);
+            let every = progress::STILL_RUNNING_EVERY;
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let result = loop {
+                tokio::select! {
+                    result = &mut work => break result,
+                    _ = tick.tick() => {
+                        let seconds = began.elapsed().as_secs_f64();
+                        self.progress(host, step, State::Running { seconds, deadline });
+                    }
+                }
+            };
             let seconds = began.elapsed().as_secs_f64();
             let err = match result {
                 Ok(done) => return self.step_done(host, step, done, seconds).await,
@@ -497,6 +512,19 @@ impl<P: Planned> Engine<P> {
             }
             let since = *first_outage.get_or_insert_with(Instant::now);
             self.wait_out(host, step, err, since).await?;
+        }
+    }
+
+    /// How long a step may take, as far as the plan says: a verification waits up to the
+    /// release's verify timeout, a host's other steps run commands that each have its command
+    /// timeout; a gate and the broker's steps have deadlines of their own calls.
+    fn deadline_of(&self, host: &str, step: &Step) -> Option<std::time::Duration> {
+        let rendered = self.plan.rendered();
+        match step {
+            _ if host == BROKER => None,
+            Step::Gate => None,
+            Step::Verify | Step::VerifyAgain => Some(rendered.verify.timeout),
+            _ => Some(rendered.command_timeout),
         }
     }
 
