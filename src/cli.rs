@@ -36,6 +36,16 @@ pub struct Cli {
     #[arg(long, env = "ROLL_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
 
+    /// No live progress on a terminal: plain lines on stderr, one per host and step, as when
+    /// stderr is not a terminal or TERM is dumb.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
+    /// Only the result (the summary, the table) and errors: no progress, no notes. A plan is
+    /// still shown when it is to be approved.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -456,11 +466,21 @@ pub fn main() -> u8 {
     }
     raise_open_files();
     let cli = Cli::parse();
+    let term = std::env::var("TERM").ok();
+    crate::terminal::set_mode(crate::terminal::Mode::choose(
+        cli.quiet,
+        cli.no_progress,
+        std::io::stderr().is_terminal(),
+        term.as_deref(),
+    ));
     init_tracing();
-    let code = match run(cli) {
+    let result = run(cli);
+    // Whatever is still drawn goes before the error, and before the process ends.
+    crate::terminal::clear();
+    let code = match result {
         Ok(code) => code,
         Err(err) => {
-            crate::output::note(&format!("roll: error: {err}"));
+            crate::output::error(&format!("roll: error: {err}"));
             err.exit_code()
         }
     };

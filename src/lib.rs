@@ -18,6 +18,8 @@
 //! - [`history`]: what each run of a group did, read back from its journal;
 //! - [`lock`] and [`freeze`]: the group's lock and its change freeze, held on its broker;
 //! - [`output`]: tables and JSON;
+//! - [`terminal`]: stderr: live progress, plain lines or quiet, and every line printed above
+//!   the live display;
 //! - [`redact`]: every password masked, in every form, in all that roll writes;
 //! - [`failpoint`]: pauses at chosen stages, for the fault tests;
 //! - [`exit`] and [`error`]: exit codes and the errors that decide them.
@@ -47,5 +49,6 @@ pub mod source;
 pub mod step;
 pub mod survey;
 pub mod template;
+pub mod terminal;
 pub mod undo;
 pub mod units;

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use serde::Serialize;
 use unicode_width::UnicodeWidthStr;
 
-use crate::redact;
+use crate::{redact, terminal};
 use tabled::settings::Style;
 use tabled::{Table, Tabled};
 
@@ -37,6 +37,7 @@ pub fn print_rows<T: Tabled + Serialize>(
     format: OutputFormat,
     summary: Option<&str>,
 ) -> std::io::Result<()> {
+    terminal::clear();
     let stdout = std::io::stdout();
     let terminal = stdout.is_terminal();
     let mut out = stdout.lock();
@@ -168,6 +169,7 @@ pub fn stdout_is_terminal() -> bool {
 
 /// Prints any serialisable value as pretty JSON.
 pub fn print_json<T: Serialize>(value: &T) -> std::io::Result<()> {
+    terminal::clear();
     let mut value = serde_json::to_value(value).map_err(std::io::Error::other)?;
     redact::value(&mut value);
     let mut out = std::io::stdout().lock();
@@ -178,6 +180,7 @@ pub fn print_json<T: Serialize>(value: &T) -> std::io::Result<()> {
 
 /// Writes bytes as they are (a completion script, a manual page).
 pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    terminal::clear();
     let mut out = std::io::stdout().lock();
     out.write_all(bytes)?;
     out.flush()
@@ -185,16 +188,21 @@ pub fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
 
 /// Prints text and a newline.
 pub fn print_text(text: &str) -> std::io::Result<()> {
+    terminal::clear();
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", redact::text(text))?;
     out.flush()
 }
 
-/// A line for the operator on stderr (progress, notes, errors): never the result, which
-/// goes to stdout. Secrets are masked.
+/// A line for the operator on stderr (progress, notes): never the result, which goes to
+/// stdout; above the live display when one is drawn; not with `--quiet`. Secrets are masked.
 pub fn note(text: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{}", redact::text(text));
+    terminal::note(&redact::text(text));
+}
+
+/// An error on stderr, whatever the mode (`--quiet` too). Secrets are masked.
+pub fn error(text: &str) {
+    terminal::error(&redact::text(text));
 }
 
 /// Formats an optional value for a table cell: `-` when absent.

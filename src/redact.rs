@@ -169,13 +169,14 @@ fn walk(value: &mut Value, forms: &[String]) {
     }
 }
 
-/// A writer for log lines that masks secrets (each write is one formatted line).
+/// A writer for log lines that masks secrets (each write is one formatted line), printed
+/// above the live display when one is drawn, in every mode (`RUST_LOG` chooses what).
 pub struct Stderr;
 
 impl std::io::Write for Stderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let line = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(text(&line).as_bytes())?;
+        crate::terminal::error(&text(&line));
         Ok(buf.len())
     }
 

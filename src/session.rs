@@ -138,6 +138,7 @@ impl Session {
     where
         World: Actions<P>,
     {
+        let (what, hosts) = plan.shown();
         let parts = Parts {
             group: self.group.clone(),
             plan,
@@ -149,7 +150,7 @@ impl Session {
         let engine = Engine::new(parts, earlier)
             .with_actions(Arc::new(World))
             .with_lock(self.lock.clone())
-            .with_progress(crate::render::progress::to_stderr());
+            .with_progress(crate::render::progress::to_stderr(&what, hosts));
         Arc::new(engine)
     }
 

@@ -58,6 +58,13 @@ const YIELD_EVERY: u32 = 1024;
 /// How long the source may stay silent before its message count is checked.
 pub const IDLE: Duration = Duration::from_millis(50);
 
+/// How often a move tells its count ([`move_all_telling`]), at most: the count is looked at
+/// once per acknowledgement (up to [`ACK_EVERY`] messages), never per message.
+pub const TELL_EVERY: Duration = Duration::from_millis(100);
+
+/// Told the number of messages a move has moved so far.
+pub type Tell<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
 /// What a move did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MoveReport {
@@ -343,6 +350,8 @@ struct Mover<'a> {
     delivered: u64,
     report: MoveReport,
     on_both: &'a mut OnBoth,
+    /// Told the count as it grows, and when it was last told.
+    tell: Option<(Tell<'a>, Instant)>,
 }
 
 impl Mover<'_> {
@@ -530,6 +539,12 @@ impl Mover<'_> {
         }
         self.report.moved += count as u64;
         self.report.absorbed += absorbed;
+        if let Some((tell, told)) = &mut self.tell
+            && told.elapsed() >= TELL_EVERY
+        {
+            *told = Instant::now();
+            tell(self.report.moved);
+        }
         crate::failpoint::reach("move", self.from).await;
         Ok(())
     }
@@ -739,6 +754,20 @@ pub async fn move_all(
     limits: Limits,
     on_both: &mut OnBoth,
 ) -> Result<MoveReport, MoveFailure> {
+    move_all_telling(connection, broker, from, to, limits, on_both, None).await
+}
+
+/// [`move_all`], telling `tell` the count of messages moved as it grows, at most every
+/// [`TELL_EVERY`].
+pub async fn move_all_telling(
+    connection: &Connection,
+    broker: &str,
+    from: &str,
+    to: &str,
+    limits: Limits,
+    on_both: &mut OnBoth,
+    tell: Option<Tell<'_>>,
+) -> Result<MoveReport, MoveFailure> {
     let started = Instant::now();
     let failed = |error: BrokerError| MoveFailure {
         report: MoveReport::default(),
@@ -772,6 +801,7 @@ pub async fn move_all(
         delivered: 0,
         report: MoveReport::default(),
         on_both,
+        tell: tell.map(|t| (t, started)),
     };
     let result =
         match tokio::time::timeout(limits.deadline, run(&mut mover, connection, limits)).await {

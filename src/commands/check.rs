@@ -18,6 +18,7 @@ use crate::freeze::{self, Seen};
 use crate::inventory::{Group, Host, Inventory};
 use crate::output::{self, OutputFormat};
 use crate::remote;
+use crate::render::live::Tally;
 
 /// Time allowed for the test command once connected.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
@@ -121,23 +122,26 @@ pub async fn check_broker(group: &Group) -> CheckRow {
 /// Checks the hosts and brokers of the chosen groups; rows in inventory order.
 pub async fn check(groups: &[&Group]) -> Vec<CheckRow> {
     let hosts: Vec<Host> = select_hosts(groups, None).into_iter().cloned().collect();
+    let tally = Arc::new(Tally::new("checking", hosts.len() + groups.len()));
     let limit = Arc::new(Semaphore::new(remote::CONNECT_CONCURRENCY));
     let mut tasks = JoinSet::new();
     for (index, host) in hosts.into_iter().enumerate() {
         let limit = Arc::clone(&limit);
+        let tally = Arc::clone(&tally);
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let row = check_host(&host).await;
-            progress(&row);
+            progress(&tally, &row);
             (index, row)
         });
     }
     let offset = tasks.len();
     for (index, group) in groups.iter().enumerate() {
         let group = (*group).clone();
+        let tally = Arc::clone(&tally);
         tasks.spawn(async move {
             let row = check_broker(&group).await;
-            progress(&row);
+            progress(&tally, &row);
             (offset + index, row)
         });
     }
@@ -152,13 +156,15 @@ pub async fn check(groups: &[&Group]) -> Vec<CheckRow> {
     rows.into_iter().map(|(_, row)| row).collect()
 }
 
-/// One line on stderr per finished check, so that a slow host shows up as it happens.
-fn progress(row: &CheckRow) {
+/// Each finished check as it happens, so that a slow host shows up: a line on stderr in
+/// plain mode; on a terminal, a bar that leaves nothing behind (the table says each once).
+fn progress(tally: &Tally, row: &CheckRow) {
     let state = if row.reachable { "ok" } else { "FAILED" };
-    crate::output::note(&format!(
+    let line = format!(
         "check {} {}: {state} ({:.2}s)",
         row.kind, row.name, row.seconds
-    ));
+    );
+    tally.one(&row.name, &line);
 }
 
 /// Runs `roll check`: exit 0 when everything is reachable, 1 otherwise.

@@ -119,7 +119,13 @@ pub async fn freeze(inventory: &Inventory, settings: FreezeSettings) -> Result<u
     let freeze = Some(freeze_at(&settings, clock::now_millis()));
     let mut report = planned("freeze", &group, settings.dry_run, freeze, replaces);
     let text = render::freeze_plan(&report);
-    render::show_plan(&text, &report, settings.output, settings.dry_run)?;
+    render::show_plan(
+        &text,
+        &report,
+        settings.output,
+        settings.dry_run,
+        !settings.yes,
+    )?;
     if settings.dry_run {
         return Ok(exit::SUCCESS);
     }
@@ -150,7 +156,13 @@ pub async fn unfreeze(inventory: &Inventory, settings: UnfreezeSettings) -> Resu
         return Ok(exit::SUCCESS);
     }
     let text = render::unfreeze_plan(&report);
-    render::show_plan(&text, &report, settings.output, settings.dry_run)?;
+    render::show_plan(
+        &text,
+        &report,
+        settings.output,
+        settings.dry_run,
+        !settings.yes,
+    )?;
     if settings.dry_run {
         return Ok(exit::SUCCESS);
     }

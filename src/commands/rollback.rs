@@ -175,7 +175,13 @@ async fn rollback_in(
         outcome: None,
     };
     let text = render::rollback_plan(&plan);
-    render::show_plan(&text, &dry_run, settings.output, settings.dry_run)?;
+    render::show_plan(
+        &text,
+        &dry_run,
+        settings.output,
+        settings.dry_run,
+        !settings.yes,
+    )?;
     if settings.dry_run {
         return Ok(exit::SUCCESS);
     }

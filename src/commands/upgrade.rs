@@ -317,7 +317,13 @@ async fn upgrade_in(
         rollback: None,
     };
     let text = render::upgrade_plan(&plan);
-    render::show_plan(&text, &dry_run, settings.output, settings.dry_run)?;
+    render::show_plan(
+        &text,
+        &dry_run,
+        settings.output,
+        settings.dry_run,
+        !settings.yes,
+    )?;
     if settings.dry_run {
         return Ok(exit::SUCCESS);
     }

@@ -493,7 +493,8 @@ impl<P: Planned> Engine<P> {
                     result = &mut work => break result,
                     _ = tick.tick() => {
                         let seconds = began.elapsed().as_secs_f64();
-                        self.progress(host, step, State::Running { seconds, deadline });
+                        let running = State::Running { seconds, deadline, doing: None };
+                        self.progress(host, step, running);
                     }
                 }
             };
@@ -515,17 +516,33 @@ impl<P: Planned> Engine<P> {
         }
     }
 
-    /// How long a step may take, as far as the plan says: a verification waits up to the
-    /// release's verify timeout, a host's other steps run commands that each have its command
-    /// timeout; a gate and the broker's steps have deadlines of their own calls.
-    fn deadline_of(&self, host: &str, step: &Step) -> Option<std::time::Duration> {
+    /// How long a step may take, as far as the plan says: a gate or a soak its own time; a
+    /// verification (of a host, of a stop, of a queue) waits up to the release's verify
+    /// timeout; a host's other steps run commands that each have the command timeout. A step
+    /// that moves messages has none of its own (each move says its deadline as it goes), nor
+    /// has a broker's step made of calls that each have theirs.
+    fn deadline_of(&self, host: &str, step: &Step) -> Option<Duration> {
         let rendered = self.plan.rendered();
+        if let Some(own) = self.plan.deadline(step) {
+            return Some(own);
+        }
         match step {
+            _ if step.moved_queue().is_some() => None,
+            Step::Verify
+            | Step::VerifyAgain
+            | Step::VerifyStopped
+            | Step::VerifyStoppedFailover
+            | Step::RollbackVerifyStopped
+            | Step::VerifyQueue(_) => Some(rendered.verify.timeout),
             _ if host == BROKER => None,
-            Step::Gate => None,
-            Step::Verify | Step::VerifyAgain => Some(rendered.verify.timeout),
             _ => Some(rendered.command_timeout),
         }
+    }
+
+    /// Says that `host` is through with this run (every step of it done, or one failed).
+    fn host_end(&self, host: &str, result: &Result<(), Failure>) {
+        let ok = result.is_ok();
+        self.progress(host, "", State::HostFinished { ok });
     }
 
     /// Confirms the lease, then journals that a step begins.
@@ -669,9 +686,20 @@ impl<P: Planned> Engine<P> {
     async fn await_broker(&self, since: Instant) -> Result<(), StepError> {
         let limit = self.group.broker.reconnect_deadline;
         let deadline = since + limit;
+        let waiting = Instant::now();
+        let mut said = waiting;
         loop {
             if self.actions.broker_up(self).await {
                 return Ok(());
+            }
+            if said.elapsed() >= progress::STILL_RUNNING_EVERY {
+                said = Instant::now();
+                let running = State::Running {
+                    seconds: waiting.elapsed().as_secs_f64(),
+                    deadline: Some(limit),
+                    doing: Some("waiting for the broker (reconnect_deadline)".into()),
+                };
+                self.progress(BROKER, "broker", running);
             }
             if Instant::now() >= deadline {
                 return Err(StepError::new(
@@ -774,6 +802,13 @@ pub trait Planned: Send + Sync + 'static {
     /// A queue holding at least this many messages when it is held has them moved while its
     /// consumers still run.
     fn hold_while_running_at(&self) -> u64;
+    /// How long a step of its own kind may take (a gate, a soak), when the plan says.
+    fn deadline(&self, _step: &Step) -> Option<Duration> {
+        None
+    }
+    /// What the run is, for people (`upgrade ops half b`), and how many hosts it is through
+    /// with at its end.
+    fn shown(&self) -> (String, usize);
 }
 
 impl Planned for UpgradePlan {
@@ -790,6 +825,17 @@ impl Planned for UpgradePlan {
     fn hold_while_running_at(&self) -> u64 {
         self.hold_while_running_at
     }
+    fn deadline(&self, step: &Step) -> Option<Duration> {
+        match step {
+            Step::Gate => Some(self.gates.timeout.0),
+            Step::Soak(_) => self.gates.min_healthy.map(|d| d.0),
+            _ => None,
+        }
+    }
+    fn shown(&self) -> (String, usize) {
+        let what = format!("upgrade {} half {}", self.group, self.half);
+        (what, self.hosts.len())
+    }
 }
 
 impl Planned for RollbackPlan {
@@ -805,6 +851,10 @@ impl Planned for RollbackPlan {
     }
     fn hold_while_running_at(&self) -> u64 {
         self.hold_while_running_at
+    }
+    fn shown(&self) -> (String, usize) {
+        let what = format!("rollback {} half {}", self.group, self.half);
+        (what, self.repair.len())
     }
 }
 

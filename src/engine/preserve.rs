@@ -22,6 +22,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -439,7 +441,17 @@ impl<P: Planned> Engine<P> {
         let key = (from.to_string(), to.to_string());
         let mut on_both = self.on_both.lock().await.remove(&key).unwrap_or_default();
         let before_on_both = on_both.len();
-        let moved = mover::move_all(&connection, &broker, from, to, limits, &mut on_both).await;
+        let tell = self.telling(from, to, before, limits.deadline);
+        let moved = mover::move_all_telling(
+            &connection,
+            &broker,
+            from,
+            to,
+            limits,
+            &mut on_both,
+            Some(&tell),
+        )
+        .await;
         let after_on_both = on_both.len();
         if !on_both.is_empty() {
             self.on_both.lock().await.insert(key, on_both);
@@ -448,6 +460,13 @@ impl<P: Planned> Engine<P> {
             Ok(report) => (report, None),
             Err(failure) => (failure.report, Some(failure.error)),
         };
+        let ended = super::State::Moved {
+            moved: report.moved,
+            from: from.to_string(),
+            to: to.to_string(),
+            done: true,
+        };
+        self.progress(BROKER, "moving", ended);
         let added = (after_on_both + report.absorbed).saturating_sub(before_on_both);
         let record = MoveRecord {
             by: self.purpose(),
@@ -468,6 +487,40 @@ impl<P: Planned> Engine<P> {
         match failed {
             Some(error) => Err(error.into()),
             None => Ok(report),
+        }
+    }
+
+    /// What a move tells as its count grows: the count (for a live display), and every
+    /// [`super::progress::STILL_RUNNING_EVERY`] a line saying how far it got of the `before`
+    /// messages it began with, and its deadline.
+    fn telling<'a>(
+        &'a self,
+        from: &'a str,
+        to: &'a str,
+        before: u64,
+        deadline: Duration,
+    ) -> impl Fn(u64) + Send + Sync + 'a {
+        let began = Instant::now();
+        let said = AtomicU64::new(0);
+        let every = super::progress::STILL_RUNNING_EVERY.as_secs().max(1);
+        move |moved: u64| {
+            let count = super::State::Moved {
+                moved,
+                from: from.to_string(),
+                to: to.to_string(),
+                done: false,
+            };
+            self.progress(BROKER, "moving", count);
+            let seconds = began.elapsed().as_secs();
+            if seconds / every > said.load(Ordering::Relaxed) {
+                said.store(seconds / every, Ordering::Relaxed);
+                let running = super::State::Running {
+                    seconds: began.elapsed().as_secs_f64(),
+                    deadline: Some(deadline),
+                    doing: Some(format!("{moved} of {before} messages moved {from} -> {to}")),
+                };
+                self.progress(BROKER, "moving", running);
+            }
         }
     }
 

@@ -24,14 +24,18 @@ pub struct Progress {
 pub enum State {
     /// It began; `deadline` is how long it may take, when the step has one.
     Started { deadline: Option<Duration> },
-    /// It is still running after `seconds` (said every [`STILL_RUNNING_EVERY`]).
+    /// It is still running after `seconds` (said every [`STILL_RUNNING_EVERY`]), within
+    /// `deadline` when it has one; `doing` says what it waits for when the step does not
+    /// (a move's count, the broker).
     Running {
         seconds: f64,
         deadline: Option<Duration>,
+        doing: Option<String>,
     },
     /// The host is through with this run (`ok`: every step of it done).
     HostFinished { ok: bool },
-    /// A move's count so far (`done`: it ended).
+    /// A move's count so far (said at most every [`crate::broker::mover::TELL_EVERY`];
+    /// `done`: it ended).
     Moved {
         moved: u64,
         from: String,

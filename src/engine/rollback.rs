@@ -148,10 +148,15 @@ impl Engine<RollbackPlan> {
             repairs,
             parallel,
             |engine, repair: Repair| async move {
-                for step in &repair.steps {
-                    engine.one(&repair.host, step).await?;
+                let result = async {
+                    for step in &repair.steps {
+                        engine.one(&repair.host, step).await?;
+                    }
+                    Ok(())
                 }
-                Ok(())
+                .await;
+                engine.host_end(&repair.host, &result);
+                result
             },
         )
         .await

@@ -367,26 +367,41 @@ impl Engine<UpgradePlan> {
         (first, hosts)
     }
 
-    /// Every step of a host.
+    /// Every step of a host; then the host is through.
     pub(super) async fn full(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
-        self.steps(&host.host, &host.ready).await?;
-        self.steps(&host.host, &host.stopped).await?;
-        self.steps(&host.host, &host.started).await
+        let result = async {
+            self.steps(&host.host, &host.ready).await?;
+            self.steps(&host.host, &host.stopped).await?;
+            self.steps(&host.host, &host.started).await
+        }
+        .await;
+        self.host_end(&host.host, &result);
+        result
     }
 
-    /// While the service still runs.
+    /// While the service still runs (a failure: the host is through).
     async fn ready(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
-        self.steps(&host.host, &host.ready).await
+        let result = self.steps(&host.host, &host.ready).await;
+        if result.is_err() {
+            self.host_end(&host.host, &result);
+        }
+        result
     }
 
-    /// The service stopped.
+    /// The service stopped (a failure: the host is through).
     async fn window(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
-        self.steps(&host.host, &host.stopped).await
+        let result = self.steps(&host.host, &host.stopped).await;
+        if result.is_err() {
+            self.host_end(&host.host, &result);
+        }
+        result
     }
 
-    /// From the start on.
+    /// From the start on; then the host is through.
     async fn finish(self: Arc<Self>, host: HostPlan) -> Result<(), Failure> {
-        self.steps(&host.host, &host.started).await
+        let result = self.steps(&host.host, &host.started).await;
+        self.host_end(&host.host, &result);
+        result
     }
 
     /// What a step of an upgrade does.

@@ -1,133 +1,118 @@
-//! How progress is shown: live on a terminal (a line per host of the running wave with its
-//! step and time, an overall bar, a bar with a rate for every message move, the critical
-//! window's clock), plain lines elsewhere (one per host and step, as [`super::progress::line`]
-//! writes them), or nothing but the summary and errors (`--quiet`).
+//! Progress as the process's mode shows it ([`crate::terminal::Mode`]): live on a terminal
+//! (a line per host of the running wave with its step and time, an overall bar of the hosts
+//! through, a bar with a rate for every message move, the critical window's clock while it
+//! is open), plain lines elsewhere (one per host and step, as [`super::progress::line`]
+//! writes them), or nothing (`--quiet`: the summary says how it ended).
 //!
-//! The mode is decided once per process ([`set_mode`]); everything roll writes on stderr
-//! (notes, log lines, progress) goes through [`note`], which prints above the live display
-//! without tearing it.
+//! Whatever else is written meanwhile (notes, log lines) goes above the live display
+//! ([`crate::terminal`]), which is cleared before the summary is printed.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::engine::{Progress, Sink, State};
+use crate::broker::holding;
+use crate::engine::{BROKER, Progress, Sink, State};
+use crate::terminal::{self, Mode};
 
-/// How progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Bars and per-host lines redrawn in place (stderr is a terminal).
-    Live,
-    /// One line per host and step.
-    Plain,
-    /// Only the summary and errors.
-    Quiet,
-}
+/// How often the live lines are redrawn when nothing happens (their clocks).
+const TICK: Duration = Duration::from_millis(200);
 
-impl Mode {
-    /// The mode for this process: `--quiet` wins; then `--no-progress`, a stderr that is not a
-    /// terminal or `TERM=dumb` (or unset) give plain lines; else live.
-    pub fn choose(quiet: bool, no_progress: bool) -> Mode {
-        let dumb = std::env::var("TERM").map_or(true, |t| t.is_empty() || t == "dumb");
-        if quiet {
-            Mode::Quiet
-        } else if no_progress || dumb || !std::io::stderr().is_terminal() {
-            Mode::Plain
-        } else {
-            Mode::Live
+/// The longest queue name a move's bar shows (the middle of a longer one is left out).
+const QUEUE_WIDTH: usize = 48;
+
+/// The sink for a run: `what` it is (`upgrade ops half b`) and how many `hosts` it goes
+/// through (the overall bar's length).
+pub fn sink(what: &str, hosts: usize) -> Sink {
+    match (terminal::mode(), terminal::display()) {
+        (Mode::Quiet, _) => Arc::new(|_: &Progress| {}),
+        (Mode::Live, Some(multi)) => {
+            let display = Mutex::new(Display::new(multi, what, hosts));
+            Arc::new(move |p: &Progress| {
+                display.lock().unwrap_or_else(|e| e.into_inner()).show(p);
+            })
         }
-    }
-}
-
-static MODE: OnceLock<Mode> = OnceLock::new();
-static LIVE: OnceLock<MultiProgress> = OnceLock::new();
-
-/// Sets the process's mode (once; later calls are ignored).
-pub fn set_mode(mode: Mode) {
-    let _ = MODE.set(mode);
-}
-
-/// The process's mode (plain when never set: the library's callers and the tests).
-pub fn mode() -> Mode {
-    MODE.get().copied().unwrap_or(Mode::Plain)
-}
-
-/// The live display, once one is drawn.
-fn live() -> Option<&'static MultiProgress> {
-    LIVE.get()
-}
-
-/// Writes a line on stderr: above the live display when there is one. Secrets are masked
-/// by the caller ([`crate::output::note`]).
-pub fn note(text: &str) {
-    match live() {
-        Some(multi) => {
-            let _ = multi.println(text);
-        }
-        None => {
-            use std::io::Write;
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{text}");
-        }
-    }
-}
-
-/// The sink a command gives the engine, for `hosts` hosts (the overall bar's length).
-pub fn sink(hosts: usize) -> Sink {
-    match mode() {
-        Mode::Quiet => Arc::new(|_: &Progress| {}),
-        Mode::Plain => Arc::new(|p: &Progress| {
+        _ => Arc::new(|p: &Progress| {
             if let Some(line) = super::progress::line(p) {
                 crate::output::note(&line);
             }
         }),
-        Mode::Live => {
-            let display = Arc::new(Mutex::new(Display::new(hosts)));
-            Arc::new(move |p: &Progress| {
-                if let Ok(mut d) = display.lock() {
-                    d.show(p);
-                }
-            })
+    }
+}
+
+/// Things done of a known number (the checks of `roll check`): a bar on a terminal, which
+/// leaves nothing behind (the table that follows says each); a line for each in plain mode;
+/// nothing with `--quiet`.
+pub struct Tally {
+    bar: Option<ProgressBar>,
+}
+
+impl Tally {
+    /// A tally of `total` things, `what` they are (`checks`).
+    pub fn new(what: &str, total: usize) -> Tally {
+        let bar = terminal::display().map(|multi| {
+            let bar = multi.add(ProgressBar::new(total as u64));
+            bar.set_style(style(
+                "{spinner} {prefix} [{bar:30.cyan/blue}] {pos}/{len} {elapsed}  {wide_msg}",
+            ));
+            bar.set_prefix(what.to_string());
+            bar.enable_steady_tick(TICK);
+            bar
+        });
+        Tally { bar }
+    }
+
+    /// One more done: `name` on the bar, or `line` in plain mode.
+    pub fn one(&self, name: &str, line: &str) {
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.set_message(format!("last: {name}"));
+            }
+            None => crate::output::note(line),
         }
     }
 }
 
-/// Clears the live display (before the summary is printed).
-pub fn finish() {
-    if let Some(multi) = live() {
-        let _ = multi.clear();
+impl Drop for Tally {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
-/// The live display's state.
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
+}
+
+/// The live display of a run.
 struct Display {
     multi: MultiProgress,
+    /// Hosts through, of the run's.
     overall: ProgressBar,
+    /// A line per host busy with the run (and the broker's while one of its steps runs).
     hosts: BTreeMap<String, ProgressBar>,
-    /// Hosts whose last step so far failed or which finished.
+    /// Hosts through, and how.
     finished: BTreeMap<String, bool>,
-    moves: BTreeMap<String, ProgressBar>,
+    /// A bar per move under way, by its two queues.
+    moves: BTreeMap<(String, String), ProgressBar>,
+    /// The critical window's clock, while it is open.
     window: Option<ProgressBar>,
 }
 
-fn style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
-}
-
 impl Display {
-    fn new(hosts: usize) -> Display {
-        let multi = LIVE
-            .get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
-            .clone();
+    fn new(multi: MultiProgress, what: &str, hosts: usize) -> Display {
         let overall = multi.add(ProgressBar::new(hosts as u64));
         overall.set_style(style(
-            "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} hosts  {elapsed}  {msg}",
+            "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} hosts through  {elapsed_precise}  {msg}",
         ));
-        overall.set_prefix("upgrade");
-        overall.enable_steady_tick(Duration::from_millis(200));
+        overall.set_prefix(what.to_string());
+        overall.enable_steady_tick(TICK);
         Display {
             multi,
             overall,
@@ -138,35 +123,57 @@ impl Display {
         }
     }
 
-    fn host(&mut self, name: &str) -> &ProgressBar {
+    /// The line of a host, made when it first shows.
+    fn host(&mut self, name: &str) -> ProgressBar {
         let multi = &self.multi;
-        self.hosts.entry(name.to_string()).or_insert_with(|| {
-            let bar = multi.add(ProgressBar::new_spinner());
-            bar.set_style(style("  {spinner} {prefix:<10} {msg} ({elapsed})"));
-            bar.set_prefix(name.to_string());
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        })
+        self.hosts
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(style("  {spinner:.green} {prefix:<10} {msg} ({elapsed})"));
+                bar.set_prefix(name.to_string());
+                bar.enable_steady_tick(TICK);
+                bar
+            })
+            .clone()
+    }
+
+    /// Writes a line above the display.
+    fn say(&self, p: &Progress) {
+        if let Some(line) = super::progress::line(p) {
+            let _ = self.multi.println(crate::redact::text(&line));
+        }
     }
 
     fn show(&mut self, p: &Progress) {
         match &p.state {
             State::Started { deadline } => {
                 let text = match deadline {
-                    Some(d) => format!("{} (deadline {})", p.step, crate::units::format_duration(*d)),
+                    Some(d) => format!(
+                        "{} (deadline {})",
+                        p.step,
+                        crate::units::format_duration(*d)
+                    ),
                     None => p.step.clone(),
                 };
-                let bar = self.host(&p.host).clone();
+                let bar = self.host(&p.host);
                 bar.reset_elapsed();
-                bar.set_message(text);
+                bar.set_message(crate::redact::text(&text).into_owned());
                 if is_stop(&p.step) && self.window.is_none() {
                     self.open_window();
                 }
             }
+            // The host's line has its clock; a move has its bar.
             State::Running { .. } => {}
             State::Done { seconds, .. } => {
-                let bar = self.host(&p.host).clone();
-                bar.set_message(format!("{} ok ({seconds:.1}s)", p.step));
+                if p.host == BROKER {
+                    if let Some(bar) = self.hosts.remove(BROKER) {
+                        bar.finish_and_clear();
+                    }
+                } else {
+                    let bar = self.host(&p.host);
+                    bar.set_message(format!("{} ok ({seconds:.1}s)", p.step));
+                }
                 if is_start(&p.step) {
                     self.close_window(&p.host);
                 }
@@ -176,72 +183,138 @@ impl Display {
                     self.overall.inc(1);
                 }
                 if let Some(bar) = self.hosts.remove(&p.host) {
-                    let verdict = if *ok { "done" } else { "FAILED" };
                     bar.finish_and_clear();
-                    let _ = self.multi.println(format!("  {:<10} {verdict}", p.host));
                 }
+                let verdict = if *ok { "through" } else { "FAILED" };
+                let _ = self.multi.println(format!("  {:<10} {verdict}", p.host));
             }
             State::Moving { messages, from, to } => {
                 let bar = self.multi.add(ProgressBar::new(*messages));
                 bar.set_style(style(
-                    "  {prefix} [{bar:25.green/white}] {pos}/{len} messages, {per_sec}",
+                    "  {prefix} [{bar:25.green/white}] {pos}/{len} messages, {per_sec} ({elapsed})",
                 ));
-                bar.set_prefix(format!("{from} -> {to}"));
-                self.moves.insert(format!("{from}\u{0}{to}"), bar);
+                bar.set_prefix(format!("moving {} -> {}", shown(from), shown(to)));
+                bar.enable_steady_tick(TICK);
+                let key = (from.clone(), to.clone());
+                if let Some(old) = self.moves.insert(key, bar) {
+                    old.finish_and_clear();
+                }
             }
-            State::Moved { moved, from, to, done } => {
-                let key = format!("{from}\u{0}{to}");
+            State::Moved {
+                moved,
+                from,
+                to,
+                done,
+            } => {
+                let key = (from.clone(), to.clone());
                 if let Some(bar) = self.moves.get(&key) {
-                    bar.set_position(*moved);
-                    if *done {
-                        bar.finish_and_clear();
-                        self.moves.remove(&key);
+                    if bar.length().is_some_and(|len| *moved > len) {
+                        bar.set_length(*moved);
                     }
+                    bar.set_position(*moved);
+                }
+                if *done && let Some(bar) = self.moves.remove(&key) {
+                    bar.finish_and_clear();
                 }
             }
             State::Failed { .. } | State::NotStarted { .. } => {
-                if let Some(line) = super::progress::line(p) {
-                    let _ = self.multi.println(line);
-                }
-                let bar = self.host(&p.host).clone();
-                bar.set_message(format!("{} FAILED", p.step));
-            }
-            _ => {
-                if let Some(line) = super::progress::line(p) {
-                    let _ = self.multi.println(line);
+                self.say(p);
+                if p.host != BROKER || self.hosts.contains_key(BROKER) {
+                    let bar = self.host(&p.host);
+                    bar.set_message(format!("{} FAILED", p.step));
                 }
             }
+            _ => self.say(p),
         }
     }
 
     fn open_window(&mut self) {
-        let bar = self.multi.insert(1, ProgressBar::new_spinner());
-        bar.set_style(style("  critical window open: {elapsed_precise} {msg}"));
-        bar.enable_steady_tick(Duration::from_millis(100));
+        let bar = self
+            .multi
+            .insert_after(&self.overall, ProgressBar::new_spinner());
+        bar.set_style(style(
+            "  {spinner:.red} critical window open: {elapsed_precise}",
+        ));
+        bar.enable_steady_tick(TICK);
         self.window = Some(bar);
         self.overall.set_message("critical window open");
     }
 
     fn close_window(&mut self, by: &str) {
-        if let Some(bar) = &self.window
-            && !bar.is_finished()
-        {
+        if let Some(bar) = self.window.take() {
             let seconds = bar.elapsed().as_secs_f64();
             bar.finish_and_clear();
-            let _ = self
-                .multi
-                .println(format!("  critical window closed by {by}'s start after {seconds:.1}s"));
+            let _ = self.multi.println(format!(
+                "  critical window closed by {by}'s start after {seconds:.1}s"
+            ));
             self.overall.set_message("");
         }
     }
 }
 
-/// A step that stops a host's service (the critical window opens with the first).
-fn is_stop(step: &str) -> bool {
-    step == "stop" || step == "stop (failover)"
+impl Drop for Display {
+    /// The run is over: nothing of it stays drawn.
+    fn drop(&mut self) {
+        let bars = self.hosts.values().chain(self.moves.values());
+        for bar in bars.chain(&self.window).chain([&self.overall]) {
+            bar.finish_and_clear();
+        }
+    }
 }
 
-/// A step that starts a host's service on the new release.
+/// A queue's name as a move's bar shows it: `holding` for roll's holding queues, the middle
+/// of a long name left out.
+fn shown(queue: &str) -> String {
+    if holding::is_holding(queue) {
+        return "holding".to_string();
+    }
+    let chars: Vec<char> = queue.chars().collect();
+    if chars.len() <= QUEUE_WIDTH {
+        return queue.to_string();
+    }
+    let head: String = chars[..QUEUE_WIDTH / 3].iter().collect();
+    let tail: String = chars[chars.len() - (QUEUE_WIDTH - QUEUE_WIDTH / 3 - 1)..]
+        .iter()
+        .collect();
+    format!("{head}…{tail}")
+}
+
+/// A step that stops a service: the critical window opens with the first.
+fn is_stop(step: &str) -> bool {
+    matches!(step, "stop" | "stop (failover)" | "rollback stop")
+}
+
+/// A step that starts a service on the release that serves: the window closes with it.
 fn is_start(step: &str) -> bool {
-    step == "start"
+    matches!(step, "start" | "failover start" | "start again")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_queue_name_keeps_its_ends() {
+        assert_eq!(shown("q.short"), "q.short");
+        assert_eq!(shown("roll.hold.20261206T1-ops-1.q.a"), "holding");
+        let long = "q_roll-lab.subscribe.pump.rl-px5_rl-px5_12345678_with_more_words";
+        let short = shown(long);
+        assert_eq!(short.chars().count(), QUEUE_WIDTH);
+        assert!(short.starts_with("q_roll-lab.subsc"), "{short}");
+        assert!(short.ends_with("12345678_with_more_words"), "{short}");
+    }
+
+    /// Without a terminal (the tests), the sink writes plain lines and draws nothing.
+    #[test]
+    fn without_a_terminal_there_is_no_display() {
+        assert!(Tally::new("checks", 3).bar.is_none());
+        let sink = sink("upgrade ops half b", 5);
+        sink(&Progress {
+            elapsed: 1.0,
+            host: "px5".into(),
+            step: "stop".into(),
+            state: State::Started { deadline: None },
+        });
+        assert!(terminal::display().is_none());
+    }
 }

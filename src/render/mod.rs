@@ -19,14 +19,17 @@ use serde::Serialize;
 use crate::output::{self, OutputFormat};
 
 /// Shows a plan before it is approved: its text on a table's output; for a dry run, then its
-/// JSON twin (`dry_run` report) or the line saying nothing was changed.
+/// JSON twin (`dry_run` report) or the line saying nothing was changed. With `--quiet`, the
+/// text only when it is the result (a dry run) or is to be approved (`asks`).
 pub fn show_plan(
     text: &str,
     dry_run_report: &impl Serialize,
     format: OutputFormat,
     dry_run: bool,
+    asks: bool,
 ) -> std::io::Result<()> {
-    if format == OutputFormat::Table {
+    let wanted = dry_run || asks || crate::terminal::mode() != crate::terminal::Mode::Quiet;
+    if format == OutputFormat::Table && wanted {
         output::print_text(text)?;
     }
     if !dry_run {

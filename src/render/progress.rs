@@ -3,7 +3,7 @@
 use crate::engine::{Progress, Sink, State};
 
 /// The line for one piece of progress; `None` for what plain lines leave out (a step's
-/// start, a move's count before its end, a host's end: the lines of its steps say it).
+/// start, a move's count, a host's end: the lines of its steps say them).
 pub fn line(p: &Progress) -> Option<String> {
     Some(format!(
         "[{:>6.1}s] {:<10} {:<18} {}",
@@ -16,22 +16,22 @@ pub fn line(p: &Progress) -> Option<String> {
 
 fn state(state: &State) -> Option<String> {
     Some(match state {
-        State::Started { .. } | State::HostFinished { .. } => return None,
-        State::Moved { done: false, .. } => return None,
-        State::Moved {
-            moved, from, to, ..
-        } => format!("{moved} messages moved {from} -> {to}"),
+        State::Started { .. } | State::HostFinished { .. } | State::Moved { .. } => return None,
         State::Running {
             seconds,
-            deadline: Some(deadline),
-        } => format!(
-            "still running after {seconds:.0}s (deadline {})",
-            crate::units::format_duration(*deadline)
-        ),
-        State::Running {
-            seconds,
-            deadline: None,
-        } => format!("still running after {seconds:.0}s"),
+            deadline,
+            doing,
+        } => {
+            let mut text = format!("still running after {seconds:.0}s");
+            if let Some(deadline) = deadline {
+                let deadline = crate::units::format_duration(*deadline);
+                text.push_str(&format!(" (deadline {deadline})"));
+            }
+            if let Some(doing) = doing {
+                text.push_str(&format!(": {doing}"));
+            }
+            text
+        }
         State::Skipped => "done before, skipped".into(),
         State::NotStarted { why } => format!("not started: {why}"),
         State::Done { seconds, detail } if detail.is_empty() => format!("ok ({seconds:.1}s)"),
@@ -53,14 +53,9 @@ fn state(state: &State) -> Option<String> {
 }
 
 /// The sink the commands give the engine, as the process's mode shows progress (see
-/// [`super::live`]); `hosts`: the hosts of the run, for the overall bar.
-pub fn to_stderr_for(hosts: usize) -> Sink {
-    super::live::sink(hosts)
-}
-
-/// [`to_stderr_for`] when the number of hosts is not known.
-pub fn to_stderr() -> Sink {
-    super::live::sink(0)
+/// [`super::live`]): `what` the run is and how many `hosts` it goes through (the overall bar).
+pub fn to_stderr(what: &str, hosts: usize) -> Sink {
+    super::live::sink(what, hosts)
 }
 
 #[cfg(test)]
@@ -98,12 +93,39 @@ mod tests {
         );
         assert!(at(State::Skipped).ends_with("done before, skipped"));
         assert_eq!(line_of(State::Started { deadline: None }), None);
+        assert_eq!(line_of(State::HostFinished { ok: true }), None);
+        let moved = State::Moved {
+            moved: 5,
+            from: "q.a".into(),
+            to: "h".into(),
+            done: true,
+        };
+        assert_eq!(line_of(moved), None);
         assert!(
             at(State::Running {
                 seconds: 20.2,
-                deadline: Some(std::time::Duration::from_secs(600))
+                deadline: Some(std::time::Duration::from_secs(600)),
+                doing: None,
             })
             .ends_with("recreate q.a       still running after 20s (deadline 10m)")
+        );
+        assert!(
+            at(State::Running {
+                seconds: 30.0,
+                deadline: Some(std::time::Duration::from_secs(80)),
+                doing: Some("12000 of 20000 messages moved q.a -> h".into()),
+            })
+            .ends_with(
+                "still running after 30s (deadline 80s): 12000 of 20000 messages moved q.a -> h"
+            )
+        );
+        assert!(
+            at(State::Running {
+                seconds: 10.0,
+                deadline: None,
+                doing: None,
+            })
+            .ends_with("recreate q.a       still running after 10s")
         );
     }
 }
