@@ -255,6 +255,9 @@ pub struct Engine<P> {
     sink: Sink,
     /// Failures the run went past (`--max-failures`).
     tolerated: std::sync::Mutex<Vec<Failure>>,
+    /// How often a long step, a move or a wait for the broker says that it still runs
+    /// ([`progress::STILL_RUNNING_EVERY`]; shorter in the unit tests).
+    still_running_every: Duration,
 }
 
 /// What an engine is made of: the group, the approved plan and its release, the broker,
@@ -369,6 +372,7 @@ impl<P: Planned> Engine<P> {
             actions: Arc::new(actions::Idle),
             sink: progress::silent(),
             tolerated: std::sync::Mutex::new(vec![]),
+            still_running_every: progress::STILL_RUNNING_EVERY,
         }
     }
 
@@ -486,7 +490,7 @@ impl<P: Planned> Engine<P> {
             // A long step says every so often that it still runs, and its deadline.
             let work = work();
             tokio::pin!(work);
-            let every = progress::STILL_RUNNING_EVERY;
+            let every = self.still_running_every;
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             let result = loop {
                 tokio::select! {
@@ -588,7 +592,7 @@ impl<P: Planned> Engine<P> {
         let waiting = Instant::now();
         let why = err.detail.clone();
         self.progress(host, step, State::WaitingForBroker { why });
-        if let Err(why) = self.await_broker(since).await {
+        if let Err(why) = self.await_broker(host, step, since).await {
             let failed = State::Failed {
                 seconds: None,
                 why: why.detail.clone(),
@@ -682,8 +686,9 @@ impl<P: Planned> Engine<P> {
 
     /// Waits until the broker answers again (its management API and AMQP), at most until
     /// `since` (the step's first failure for want of it) plus the broker's
-    /// `reconnect_deadline`.
-    async fn await_broker(&self, since: Instant) -> Result<(), StepError> {
+    /// `reconnect_deadline`; says every so often, on the step (`host`, `step`) that waits,
+    /// what it waits for and its deadline.
+    async fn await_broker(&self, host: &str, step: &Step, since: Instant) -> Result<(), StepError> {
         let limit = self.group.broker.reconnect_deadline;
         let deadline = since + limit;
         let waiting = Instant::now();
@@ -692,14 +697,17 @@ impl<P: Planned> Engine<P> {
             if self.actions.broker_up(self).await {
                 return Ok(());
             }
-            if said.elapsed() >= progress::STILL_RUNNING_EVERY {
+            if said.elapsed() >= self.still_running_every {
                 said = Instant::now();
+                let left = deadline.saturating_duration_since(Instant::now()).as_secs();
                 let running = State::Running {
                     seconds: waiting.elapsed().as_secs_f64(),
                     deadline: Some(limit),
-                    doing: Some("waiting for the broker (reconnect_deadline)".into()),
+                    doing: Some(format!(
+                        "waiting for the broker to answer again (reconnect_deadline, {left}s left)"
+                    )),
                 };
-                self.progress(BROKER, "broker", running);
+                self.progress(host, step, running);
             }
             if Instant::now() >= deadline {
                 return Err(StepError::new(

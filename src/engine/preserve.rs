@@ -502,7 +502,7 @@ impl<P: Planned> Engine<P> {
     ) -> impl Fn(u64) + Send + Sync + 'a {
         let began = Instant::now();
         let said = AtomicU64::new(0);
-        let every = super::progress::STILL_RUNNING_EVERY.as_secs().max(1);
+        let every = self.still_running_every.as_millis().max(1);
         move |moved: u64| {
             let count = super::State::Moved {
                 moved,
@@ -511,9 +511,9 @@ impl<P: Planned> Engine<P> {
                 done: false,
             };
             self.progress(BROKER, "moving", count);
-            let seconds = began.elapsed().as_secs();
-            if seconds / every > said.load(Ordering::Relaxed) {
-                said.store(seconds / every, Ordering::Relaxed);
+            let times = (began.elapsed().as_millis() / every) as u64;
+            if times > said.load(Ordering::Relaxed) {
+                said.store(times, Ordering::Relaxed);
                 let running = super::State::Running {
                     seconds: began.elapsed().as_secs_f64(),
                     deadline: Some(deadline),

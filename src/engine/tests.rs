@@ -17,6 +17,10 @@ use crate::plan::upgrade::{self as upgrade_plan, Options};
 struct Fake {
     calls: Mutex<Vec<(String, Step)>>,
     failures: Mutex<Vec<(String, Step, Cause)>>,
+    /// Steps that take this long.
+    slow: Mutex<Vec<(String, Step, Duration)>>,
+    /// How many times the broker is found down when waited for.
+    down: std::sync::atomic::AtomicUsize,
 }
 
 impl Fake {
@@ -67,6 +71,15 @@ impl Fake {
             .push((host.to_string(), step.clone()));
         // Let the hosts in flight interleave, as real work does.
         tokio::task::yield_now().await;
+        let slow = self
+            .slow
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|(h, s, d)| (h == host && s == step).then_some(*d));
+        if let Some(time) = slow {
+            tokio::time::sleep(time).await;
+        }
         match self.planted(host, step) {
             Some(cause) => Err(StepError::new(cause, format!("planted at {host} {step}"))),
             None => Ok(()),
@@ -103,7 +116,12 @@ impl Actions<UpgradePlan> for Fake {
     }
 
     fn broker_up<'a>(&'a self, _: &'a Engine<UpgradePlan>) -> Up<'a> {
-        Box::pin(async { true })
+        use std::sync::atomic::Ordering::SeqCst;
+        let down = self
+            .down
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        Box::pin(async move { !down })
     }
 }
 
@@ -175,6 +193,19 @@ fn engine<P: Planned + Clone>(
 where
     Fake: Actions<P>,
 {
+    Arc::new(bare_engine(plan, fake, journal, earlier))
+}
+
+/// [`engine`], not shared yet (to be given a sink).
+fn bare_engine<P: Planned + Clone>(
+    plan: &P,
+    fake: &Arc<Fake>,
+    journal: Journal,
+    earlier: &[Entry],
+) -> Engine<P>
+where
+    Fake: Actions<P>,
+{
     let (inventory, _) = fixture();
     let group = inventory.group("ops").unwrap().clone();
     let parts = Parts {
@@ -186,7 +217,32 @@ where
         connections: BTreeMap::new(),
     };
     let actions: Arc<dyn Actions<P>> = fake.clone();
-    Arc::new(Engine::new(parts, earlier).with_actions(actions))
+    Engine::new(parts, earlier).with_actions(actions)
+}
+
+/// A sink that keeps everything the engine says.
+fn recorder() -> (Sink, Arc<Mutex<Vec<Progress>>>) {
+    let said = Arc::new(Mutex::new(vec![]));
+    let keep = said.clone();
+    let sink: Sink = Arc::new(move |p: &Progress| keep.lock().unwrap().push(p.clone()));
+    (sink, said)
+}
+
+/// An upgrade whose progress is kept, a long step saying so every `every`.
+fn watched_upgrade(
+    plan: &UpgradePlan,
+    fake: &Arc<Fake>,
+    dir: &std::path::Path,
+    every: Duration,
+) -> (Outcome, Vec<Progress>) {
+    let mut journal = Journal::create(dir, "ops", &plan.run_id).unwrap();
+    journal.append(started(plan)).unwrap();
+    let (sink, said) = recorder();
+    let mut engine = bare_engine(plan, fake, journal, &[]).with_progress(sink);
+    engine.still_running_every = every;
+    let outcome = tokio_test(Arc::new(engine).run());
+    let said = said.lock().unwrap().clone();
+    (outcome, said)
 }
 
 /// The journal's first entry, as `roll upgrade` writes it.
@@ -488,6 +544,34 @@ fn a_step_that_failed_for_want_of_the_broker_is_done_again_once_it_answers() {
     assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
     let stops = fake.of("px1").iter().filter(|s| **s == Step::Stop).count();
     assert_eq!(stops, 2);
+}
+
+/// While the run waits for the broker, the step that waits says so every so often, with
+/// the deadline (the broker's `reconnect_deadline`).
+#[test]
+fn a_wait_for_the_broker_says_what_it_waits_for_and_its_deadline() {
+    let plan = plan(Half::A, false, 1);
+    let fake = Fake::failing("px1", Step::Stop, Cause::BrokerUnavailable);
+    // Found down four times, a quarter of a second apart.
+    fake.down.store(4, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let (outcome, said) = watched_upgrade(&plan, &fake, dir.path(), Duration::from_millis(200));
+    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+    let (inventory, _) = fixture();
+    let limit = inventory.group("ops").unwrap().broker.reconnect_deadline;
+    let waits: Vec<&State> = said
+        .iter()
+        .filter(|p| p.host == "px1" && p.step == "stop")
+        .map(|p| &p.state)
+        .filter(|s| matches!(s, State::Running { doing: Some(d), .. } if d.contains("waiting for the broker")))
+        .collect();
+    assert!(waits.len() >= 2, "{said:#?}");
+    for wait in waits {
+        assert!(
+            matches!(wait, State::Running { deadline: Some(d), .. } if *d == limit),
+            "{wait:?}"
+        );
+    }
 }
 
 /// What a rollback planned, did and swapped.
@@ -792,4 +876,91 @@ fn an_artifact_failing_on_one_host_stops_the_run_before_anything_changed() {
         done_first.iter().all(|h| !copied_again.contains(h)),
         "{done_first:?} {copied_again:?}"
     );
+}
+
+#[test]
+fn a_long_step_says_every_so_often_what_it_waits_for_and_its_deadline() {
+    let plan = plan(Half::A, false, 1);
+    let fake = Arc::new(Fake::default());
+    fake.slow
+        .lock()
+        .unwrap()
+        .push(("px1".into(), Step::Verify, Duration::from_millis(450)));
+    let dir = tempfile::tempdir().unwrap();
+    let every = Duration::from_millis(100);
+    let (outcome, said) = watched_upgrade(&plan, &fake, dir.path(), every);
+    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+    let of = |host: &str, step: &Step| -> Vec<State> {
+        let step = step.to_string();
+        said.iter()
+            .filter(|p| p.host == host && p.step == step)
+            .map(|p| p.state.clone())
+            .collect()
+    };
+    let verify = plan.rendered.verify.timeout;
+    let states = of("px1", &Step::Verify);
+    assert_eq!(
+        states.first(),
+        Some(&State::Started {
+            deadline: Some(verify)
+        }),
+        "{states:?}"
+    );
+    let running: Vec<&State> = states
+        .iter()
+        .filter(|s| matches!(s, State::Running { .. }))
+        .collect();
+    assert!(running.len() >= 3, "{states:?}");
+    for state in running {
+        let State::Running {
+            seconds,
+            deadline,
+            doing,
+        } = state
+        else {
+            unreachable!()
+        };
+        assert!(*seconds >= 0.09, "{state:?}");
+        assert_eq!((*deadline, doing), (Some(verify), &None), "{state:?}");
+    }
+    // A step that is quick says nothing between its start and its end; a command's deadline
+    // is the release's command timeout.
+    let stop = of("px1", &Step::Stop);
+    assert!(
+        matches!(stop.as_slice(), [State::Started { deadline: Some(d) }, State::Done { .. }] if *d == plan.rendered.command_timeout),
+        "{stop:?}"
+    );
+}
+
+#[test]
+fn each_host_says_once_that_it_is_through_and_whether_it_is_done() {
+    let through = |said: &[Progress]| -> Vec<(String, bool)> {
+        let mut hosts: Vec<(String, bool)> = said
+            .iter()
+            .filter_map(|p| match p.state {
+                State::HostFinished { ok } => Some((p.host.clone(), ok)),
+                _ => None,
+            })
+            .collect();
+        hosts.sort();
+        hosts
+    };
+    let every = Duration::from_secs(10);
+    for (half, expire) in [(Half::A, false), (Half::B, true)] {
+        let plan = plan(half, expire, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Arc::new(Fake::default());
+        let (outcome, said) = watched_upgrade(&plan, &fake, dir.path(), every);
+        assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+        let mut all: Vec<(String, bool)> = hosts_of(&plan).into_iter().map(|h| (h, true)).collect();
+        all.sort();
+        assert_eq!(through(&said), all, "half {half}");
+    }
+    // A canary that fails: it is through, failed; no other host began.
+    let plan = plan(Half::A, false, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::failing("px1", Step::Start, Cause::Check);
+    let (outcome, said) = watched_upgrade(&plan, &fake, dir.path(), every);
+    assert_eq!(outcome.status, RunStatus::Failed);
+    assert_eq!(through(&said), [("px1".to_string(), false)]);
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressState, ProgressStyle};
 
 use crate::broker::holding;
 use crate::engine::{BROKER, Progress, Sink, State};
@@ -93,11 +93,11 @@ fn style(template: &str) -> ProgressStyle {
 /// The live display of a run.
 struct Display {
     multi: MultiProgress,
-    /// Hosts through, of the run's.
+    /// Hosts done (or failed), of the run's.
     overall: ProgressBar,
     /// A line per host busy with the run (and the broker's while one of its steps runs).
     hosts: BTreeMap<String, ProgressBar>,
-    /// Hosts through, and how.
+    /// Hosts through with the run, and whether they are done (else failed).
     finished: BTreeMap<String, bool>,
     /// A bar per move under way, by its two queues.
     moves: BTreeMap<(String, String), ProgressBar>,
@@ -109,7 +109,7 @@ impl Display {
     fn new(multi: MultiProgress, what: &str, hosts: usize) -> Display {
         let overall = multi.add(ProgressBar::new(hosts as u64));
         overall.set_style(style(
-            "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} hosts through  {elapsed_precise}  {msg}",
+            "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} hosts done  {elapsed_precise}  {msg}",
         ));
         overall.set_prefix(what.to_string());
         overall.enable_steady_tick(TICK);
@@ -185,14 +185,19 @@ impl Display {
                 if let Some(bar) = self.hosts.remove(&p.host) {
                     bar.finish_and_clear();
                 }
-                let verdict = if *ok { "through" } else { "FAILED" };
+                let verdict = if *ok { "done" } else { "FAILED" };
                 let _ = self.multi.println(format!("  {:<10} {verdict}", p.host));
+                self.refresh();
             }
             State::Moving { messages, from, to } => {
                 let bar = self.multi.add(ProgressBar::new(*messages));
-                bar.set_style(style(
-                    "  {prefix} [{bar:25.green/white}] {pos}/{len} messages, {per_sec} ({elapsed})",
-                ));
+                let rate = |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} messages/s", state.per_sec());
+                };
+                bar.set_style(
+                    style("  {prefix} [{bar:25.green/white}] {pos}/{len} messages, {rate} ({elapsed})")
+                        .with_key("rate", rate),
+                );
                 bar.set_prefix(format!("moving {} -> {}", shown(from), shown(to)));
                 bar.enable_steady_tick(TICK);
                 let key = (from.clone(), to.clone());
@@ -237,7 +242,20 @@ impl Display {
         ));
         bar.enable_steady_tick(TICK);
         self.window = Some(bar);
-        self.overall.set_message("critical window open");
+        self.refresh();
+    }
+
+    /// The overall bar's words: the window open, hosts failed.
+    fn refresh(&self) {
+        let mut words = vec![];
+        if self.window.is_some() {
+            words.push("critical window open".to_string());
+        }
+        match self.finished.values().filter(|ok| !**ok).count() {
+            0 => {}
+            failed => words.push(format!("{failed} failed")),
+        }
+        self.overall.set_message(words.join(", "));
     }
 
     fn close_window(&mut self, by: &str) {
@@ -247,7 +265,7 @@ impl Display {
             let _ = self.multi.println(format!(
                 "  critical window closed by {by}'s start after {seconds:.1}s"
             ));
-            self.overall.set_message("");
+            self.refresh();
         }
     }
 }

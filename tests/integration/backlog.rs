@@ -12,7 +12,7 @@ use crate::support::{
 
 /// Messages published straight into the queue `queue` (the default exchange), as fast as the
 /// broker takes them; their ids go to `ids`.
-fn publish_into(queue: &str, count: u32, ids: &Path) {
+pub fn publish_into(queue: &str, count: u32, ids: &Path) {
     let out = Command::new(repo("tests/lab/publish"))
         .args(["--exchange", "", "--topic", queue, "--rate", "20000"])
         .args(["--count", &count.to_string(), "--quiet", "--ids-file"])

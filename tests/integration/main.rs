@@ -11,6 +11,7 @@ mod faults;
 mod freeze;
 mod inventory_cli;
 mod lab;
+mod live;
 mod mover;
 mod queue_diff;
 mod remote;

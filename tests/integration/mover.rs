@@ -412,3 +412,59 @@ fn several_queues_move_at_once_on_one_connection() {
     });
     drop(scratch);
 }
+
+/// A move tells its count as it grows: never more often than every `TELL_EVERY`, never
+/// going back, never more than it moved in the end.
+#[test]
+fn a_move_tells_its_count_as_it_grows() {
+    let (scratch, config, password) = scratch("telling");
+    scratch.runtime.block_on(async {
+        const COUNT: u32 = 20_000;
+        let (connection, channel) = classic_pair(&config, &password).await;
+        let mut confirms = vec![];
+        for i in 0..COUNT {
+            confirms.push(publish_n(&channel, "src", i, BasicProperties::default()).await);
+        }
+        for confirm in confirms {
+            assert!(confirm.await.expect("confirm").is_ack());
+        }
+        let told = std::sync::Mutex::new(vec![]);
+        let tell = |moved: u64| {
+            told.lock()
+                .expect("tells")
+                .push((std::time::Instant::now(), moved));
+        };
+        let report = mover::move_all_telling(
+            &connection,
+            "lab",
+            "src",
+            "dst",
+            mover::Limits::for_backlog(u64::from(COUNT)),
+            &mut Default::default(),
+            Some(&tell),
+        )
+        .await
+        .expect("move");
+        assert_eq!(report.moved, u64::from(COUNT), "{report:?}");
+        let told = told.into_inner().expect("tells");
+        let seconds = report.seconds;
+        assert!(!told.is_empty() || seconds < 0.2, "{seconds}s, never told");
+        for pair in told.windows(2) {
+            let ((at, before), (next, after)) = (pair[0], pair[1]);
+            assert!(before <= after, "{told:?}");
+            let gap = next - at;
+            assert!(
+                gap >= mover::TELL_EVERY - std::time::Duration::from_millis(5),
+                "{gap:?}"
+            );
+        }
+        let last = told.last().map_or(0, |(_, moved)| *moved);
+        assert!(last <= report.moved, "{last} {report:?}");
+        // No more tells than the move had periods of TELL_EVERY.
+        let most = (seconds / mover::TELL_EVERY.as_secs_f64()).ceil() as usize + 1;
+        assert!(told.len() <= most, "{} tells in {seconds}s", told.len());
+        eprintln!("{} tells in {seconds:.2}s", told.len());
+        amqp::close(&connection).await;
+    });
+    drop(scratch);
+}
