@@ -119,13 +119,8 @@ pub async fn freeze(inventory: &Inventory, settings: FreezeSettings) -> Result<u
     let freeze = Some(freeze_at(&settings, clock::now_millis()));
     let mut report = planned("freeze", &group, settings.dry_run, freeze, replaces);
     let text = render::freeze_plan(&report);
-    render::show_plan(
-        &text,
-        &report,
-        settings.output,
-        settings.dry_run,
-        !settings.yes,
-    )?;
+    let then = render::Then::of(settings.dry_run, settings.yes);
+    render::show_plan(&text, &report, settings.output, then)?;
     if settings.dry_run {
         return Ok(exit::SUCCESS);
     }
@@ -156,13 +151,8 @@ pub async fn unfreeze(inventory: &Inventory, settings: UnfreezeSettings) -> Resu
         return Ok(exit::SUCCESS);
     }
     let text = render::unfreeze_plan(&report);
-    render::show_plan(
-        &text,
-        &report,
-        settings.output,
-        settings.dry_run,
-        !settings.yes,
-    )?;
+    let then = render::Then::of(settings.dry_run, settings.yes);
+    render::show_plan(&text, &report, settings.output, then)?;
     if settings.dry_run {
         return Ok(exit::SUCCESS);
     }

@@ -175,13 +175,8 @@ async fn rollback_in(
         outcome: None,
     };
     let text = render::rollback_plan(&plan);
-    render::show_plan(
-        &text,
-        &dry_run,
-        settings.output,
-        settings.dry_run,
-        !settings.yes,
-    )?;
+    let then = render::Then::of(settings.dry_run, settings.yes);
+    render::show_plan(&text, &dry_run, settings.output, then)?;
     if settings.dry_run {
         return Ok(exit::SUCCESS);
     }

@@ -317,13 +317,8 @@ async fn upgrade_in(
         rollback: None,
     };
     let text = render::upgrade_plan(&plan);
-    render::show_plan(
-        &text,
-        &dry_run,
-        settings.output,
-        settings.dry_run,
-        !settings.yes,
-    )?;
+    let then = render::Then::of(settings.dry_run, settings.yes);
+    render::show_plan(&text, &dry_run, settings.output, then)?;
     if settings.dry_run {
         return Ok(exit::SUCCESS);
     }

@@ -22,6 +22,38 @@ pub fn publish_into(queue: &str, count: u32, ids: &Path) {
     assert!(out.status.success(), "publish into {queue}: {out:?}");
 }
 
+/// The name of px5's own queue on the lab's ops vhost.
+pub fn px5_queue() -> String {
+    let px5 = host_queue_part("px5");
+    crate::upgrade::ops_queues()
+        .iter()
+        .filter_map(|q| q["name"].as_str().map(str::to_string))
+        .find(|n| n.contains(".pump.") && n.contains(&px5))
+        .expect("px5's own queue")
+}
+
+/// Waits until the management API shows at least `messages` in `queue`. Its counts are
+/// sampled (every 5 s on the lab): a plan sees a backlog once they show it, as it would a
+/// backlog of any age.
+pub fn until_shown(queue: &str, messages: u64) {
+    let (management, runtime) = crate::support::lab_management("ops");
+    let shown = || {
+        runtime
+            .block_on(management.queue(queue))
+            .expect("lookup")
+            .and_then(|q| q.messages)
+            .unwrap_or(0)
+    };
+    let since = std::time::Instant::now();
+    while shown() < messages {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(30),
+            "the broker never showed the backlog of {queue}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// The finished, successful step `step` of `host` in a journal: its detail.
 fn detail_of(journal: &str, host: &str, step: &str) -> String {
     std::fs::read_to_string(journal)
@@ -58,32 +90,11 @@ fn serial_a_backlog_is_held_while_its_consumer_runs_and_none_is_lost_or_twice() 
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().display().to_string();
     let px5 = host_queue_part("px5");
-    let queue = crate::upgrade::ops_queues()
-        .iter()
-        .filter_map(|q| q["name"].as_str().map(str::to_string))
-        .find(|n| n.contains(".pump.") && n.contains(&px5))
-        .expect("px5's own queue");
+    let queue = px5_queue();
     let traffic = Traffic::start(dir.path(), "backlog", 100);
     let backlog_ids = dir.path().join("backlog-into-px5.ids");
     publish_into(&queue, 10_000, &backlog_ids);
-    // The management API's counts are sampled (every 5 s on the lab): the plan sees the
-    // backlog once they show it, as they would a backlog of any age.
-    let (management, runtime) = crate::support::lab_management("ops");
-    let shown = || {
-        runtime
-            .block_on(management.queue(&queue))
-            .expect("lookup")
-            .and_then(|q| q.messages)
-            .unwrap_or(0)
-    };
-    let since = std::time::Instant::now();
-    while shown() < 5_000 {
-        assert!(
-            since.elapsed() < std::time::Duration::from_secs(30),
-            "the broker never showed px5's backlog"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    until_shown(&queue, 5_000);
 
     let run = Roll::upgrade("ops", "b")
         .state(&state)

@@ -6,8 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    EXPIRE, ResetOnDrop, Roll, Traffic, host_queue_part, lab, ops_b, require_lab, reset_lab, root,
-    says,
+    EXPIRE, ResetOnDrop, Roll, Traffic, lab, ops_b, require_lab, reset_lab, root, says,
 };
 
 /// `roll` running in a terminal of its own: a tmux server of the test's (its socket in a
@@ -208,30 +207,11 @@ fn check_on_a_terminal_shows_each_host_once() {
 /// Ops' traffic (100 messages a second) and 20,000 messages waiting in px5's own queue,
 /// shown by the broker: the upgrade's hold of it moves them while its subscriber runs.
 fn traffic_and_backlog(dir: &Path, prefix: &str) -> Traffic {
-    let px5 = host_queue_part("px5");
-    let queue = crate::upgrade::ops_queues()
-        .iter()
-        .filter_map(|q| q["name"].as_str().map(str::to_string))
-        .find(|n| n.contains(".pump.") && n.contains(&px5))
-        .expect("px5's own queue");
+    let queue = crate::backlog::px5_queue();
     let traffic = Traffic::start(dir, prefix, 100);
     let ids = dir.join(format!("{prefix}-backlog.ids"));
     crate::backlog::publish_into(&queue, 20_000, &ids);
-    let (management, runtime) = crate::support::lab_management("ops");
-    let since = Instant::now();
-    while runtime
-        .block_on(management.queue(&queue))
-        .expect("lookup")
-        .and_then(|q| q.messages)
-        .unwrap_or(0)
-        < 10_000
-    {
-        assert!(
-            since.elapsed() < Duration::from_secs(30),
-            "the broker never showed px5's backlog"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    crate::backlog::until_shown(&queue, 10_000);
     traffic
 }
 
