@@ -74,13 +74,15 @@ impl Terminal {
         tmux
     }
 
-    /// The text of the screen now (`all`: with every line that scrolled off it), wrapped
-    /// lines joined, without colours.
+    /// The text of the screen now, row by row, without colours; `all`: with every line that
+    /// scrolled off it, a line wrapped over several rows joined. (Not on the live screen:
+    /// a live display fills each of its rows to the last column and goes on to the next
+    /// without a newline, as a wrapped line would.)
     fn capture(&self, all: bool) -> String {
         let mut tmux = self.tmux();
-        tmux.args(["capture-pane", "-p", "-J"]);
+        tmux.args(["capture-pane", "-p"]);
         if all {
-            tmux.args(["-S", "-", "-E", "-"]);
+            tmux.args(["-J", "-S", "-", "-E", "-"]);
         }
         let out = tmux.output().expect("tmux capture-pane");
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -133,6 +135,19 @@ struct Watched {
 }
 
 impl Watched {
+    /// Every line any screen showed, once, in the order first seen (for failure messages).
+    fn lines(&self) -> String {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = String::new();
+        for line in self.screens.iter().flat_map(|s| s.lines()) {
+            if !line.trim().is_empty() && seen.insert(line) {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// The lines of any screen that `is` says yes to.
     fn seen(&self, is: impl Fn(&str) -> bool) -> Vec<String> {
         let lines = self.screens.iter().flat_map(|s| s.lines());
@@ -254,9 +269,15 @@ fn serial_live_progress_on_a_terminal_plain_lines_piped_the_summary_alone_when_q
         .iter()
         .filter_map(|l| l.split_whitespace().nth(1))
         .collect();
-    assert_eq!(shown.len(), hosts.len(), "{shown:?}: {host_lines:#?}");
+    assert_eq!(
+        shown.len(),
+        hosts.len(),
+        "{shown:?}:\n{}\nin the end:\n{}",
+        live.lines(),
+        live.end
+    );
     let moves = live.seen(move_line);
-    assert!(!moves.is_empty(), "no move's bar in {:#?}", live.screens);
+    assert!(!moves.is_empty(), "no move's bar in:\n{}", live.lines());
     let overall = live.seen(|l| l.starts_with("upgrade ops half b [") && l.contains("hosts done"));
     assert!(
         overall
