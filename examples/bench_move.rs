@@ -95,7 +95,9 @@ enum Command {
         /// How often the queues are counted.
         #[arg(long, default_value_t = 10)]
         interval_ms: u64,
-        /// The shovels' names: PREFIX-1, PREFIX-2, ...
+        /// The shovels' names: PREFIX-PID-1, PREFIX-PID-2, ... (this process's id: a shovel of
+        /// an earlier run that deletes itself once done can never take a new one's definition
+        /// with it).
         #[arg(long, default_value = "bench-move")]
         name: String,
         /// The whole move, at most.
@@ -262,6 +264,7 @@ async fn run(cli: Cli) -> Result<serde_json::Value, Failure> {
             name,
             timeout_s,
         } => {
+            let name = format!("{name}-{}", std::process::id());
             let management = Management::new(&config, password.clone())?;
             let connection = amqp::connect(&config, &password, "bench shovel watch").await?;
             let result = shovel(
