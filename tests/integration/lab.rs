@@ -7,7 +7,7 @@ use std::time::Duration;
 use roll::broker::management::Management;
 use roll::inventory::Role;
 
-use crate::support::{LAB_INVENTORY, MINOR, repo, require_lab};
+use crate::support::{LAB_INVENTORY, MINOR, repo, require_lab, scratch_vhost};
 
 #[test]
 fn sr3_runs_on_every_lab_host_but_the_passive_one_and_the_queues_exist() {
@@ -70,4 +70,45 @@ fn sr3_runs_on_every_lab_host_but_the_passive_one_and_the_queues_exist() {
             );
         }
     });
+}
+
+/// A test or a benchmark killed before its guard ran leaves its scratch vhost on the broker,
+/// whose queues a restarting node must recover before it answers (a benchmark's 99,683 queues
+/// made the CI's node miss up's start deadline). `tests/lab/up` deletes such vhosts.
+#[test]
+fn serial_lab_up_deletes_a_scratch_vhost_a_killed_run_left() {
+    let (guard, config, password) = scratch_vhost(&format!(
+        "roll-test-left-by-a-killed-run-{}",
+        std::process::id()
+    ));
+    let path = format!("vhosts/{}", roll::broker::management::segment(&guard.name));
+    let management = Management::new(&config, password).expect("client");
+    let exists = |management: &Management| match guard
+        .runtime
+        .block_on(management.get::<serde_json::Value>(&path, &[], "vhost"))
+    {
+        Ok(_) => true,
+        Err(roll::broker::BrokerError::Http { status: 404, .. }) => false,
+        Err(err) => panic!("reading vhost {}: {err}", guard.name),
+    };
+    assert!(exists(&management), "the scratch vhost was not made");
+    let up = std::process::Command::new(repo("tests/lab/up"))
+        .output()
+        .expect("tests/lab/up runs");
+    let said = String::from_utf8_lossy(&up.stdout);
+    assert!(
+        up.status.success(),
+        "tests/lab/up failed: {said}{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert!(
+        !exists(&management),
+        "tests/lab/up left the scratch vhost {}: {said}",
+        guard.name
+    );
+    assert!(
+        said.contains(&format!("deleting scratch vhost {}", guard.name)),
+        "up did not say it deleted {}: {said}",
+        guard.name
+    );
 }
