@@ -150,7 +150,7 @@ impl Session {
         let engine = Engine::new(parts, earlier)
             .with_actions(Arc::new(World))
             .with_lock(self.lock.clone())
-            .with_progress(crate::render::progress::to_stderr(&what, hosts));
+            .with_progress(crate::render::live::sink(&what, hosts));
         Arc::new(engine)
     }
 

@@ -1,6 +1,6 @@
 //! The engine's progress as lines on stderr: one per host and step.
 
-use crate::engine::{Progress, Sink, State};
+use crate::engine::{Progress, State};
 
 /// The line for one piece of progress; `None` for what plain lines leave out (a step's
 /// start, a move's count, a host's end: the lines of its steps say them).
@@ -50,12 +50,6 @@ fn state(state: &State) -> Option<String> {
         State::Moving { messages, from, to } => format!("{messages} messages {from} -> {to}"),
         State::Note(text) => text.clone(),
     })
-}
-
-/// The sink the commands give the engine, as the process's mode shows progress (see
-/// [`super::live`]): `what` the run is and how many `hosts` it goes through (the overall bar).
-pub fn to_stderr(what: &str, hosts: usize) -> Sink {
-    super::live::sink(what, hosts)
 }
 
 #[cfg(test)]
