@@ -3,7 +3,9 @@
 //! `{name}` is replaced by a variable; `{{` and `}}` stand for literal braces; `${NAME}` (a
 //! shell or sr3 variable) is left as it is. An unknown `{name}` is an error, so that a typo
 //! is caught when the playbook is read, not on a host. `{artifact.NAME}` is the destination
-//! of the playbook's artifact NAME on the host (see [`artifact_word`]).
+//! of the playbook's artifact NAME on the host (see [`artifact_word`]); `{var.NAME}` is the
+//! host's inventory variable NAME (`vars = { ... }`), checked when the plan is made: a host
+//! without it makes the plan fail, before anything changes.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +16,9 @@ pub type Vars = BTreeMap<String, String>;
 
 /// The prefix of the placeholders naming an artifact's destination: `{artifact.NAME}`.
 pub const ARTIFACT: &str = "artifact.";
+
+/// The prefix of the placeholders naming a host's inventory variable: `{var.NAME}`.
+pub const VAR: &str = "var.";
 
 /// Every placeholder a playbook may use.
 pub const PLACEHOLDERS: [&str; 8] = [
@@ -88,11 +93,26 @@ pub fn check_with(template: &str, artifacts: &[String]) -> Result<(), (usize, St
             }
             continue;
         }
+        if let Some(var) = name.strip_prefix(VAR) {
+            if var.is_empty()
+                || !var
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err((
+                    at,
+                    format!(
+                        "bad variable name {{{name}}}: letters, digits, `_` and `-` after `var.`"
+                    ),
+                ));
+            }
+            continue;
+        }
         if !PLACEHOLDERS.contains(&name) {
             return Err((
                 at,
                 format!(
-                    "unknown placeholder {{{name}}} (known: {})",
+                    "unknown placeholder {{{name}}} (known: {}, {{var.NAME}} for a host's inventory variable)",
                     PLACEHOLDERS
                         .iter()
                         .map(|p| format!("{{{p}}}"))
@@ -154,9 +174,10 @@ pub fn render(template: &str, vars: &Vars, escape: Escape) -> Result<String, Str
     let mut last = 0;
     for (start, end, name) in found {
         out.push_str(&unescape(&template[last..start]));
-        let value = vars
-            .get(name)
-            .ok_or_else(|| format!("no value for placeholder {{{name}}}"))?;
+        let value = vars.get(name).ok_or_else(|| match name.strip_prefix(VAR) {
+            Some(var) => format!("the host has no inventory variable `{var}` (for {{{name}}})"),
+            None => format!("no value for placeholder {{{name}}}"),
+        })?;
         match escape {
             Escape::None => out.push_str(value),
             Escape::Shell if name.starts_with(ARTIFACT) => out.push_str(&artifact_word(value)),
@@ -253,6 +274,22 @@ mod tests {
             "{message}"
         );
         assert!(check("echo {").is_err());
+    }
+
+    #[test]
+    fn host_variables_are_accepted_by_name_and_filled_from_the_vars() {
+        assert!(check_command("sr3 --port {var.broker_port}").is_ok());
+        let (at, message) = check("x {var.} y").unwrap_err();
+        assert_eq!(at, 2);
+        assert!(message.contains("bad variable name"), "{message}");
+        let mut v = vars();
+        v.insert("var.broker_port".into(), "5682".into());
+        assert_eq!(
+            render("amqp://127.0.0.1:{var.broker_port}/", &v, Escape::None).unwrap(),
+            "amqp://127.0.0.1:5682/"
+        );
+        let err = render("{var.missing}", &v, Escape::None).unwrap_err();
+        assert!(err.contains("no inventory variable `missing`"), "{err}");
     }
 
     #[test]

@@ -246,6 +246,38 @@ mod tests {
     }
 
     #[test]
+    fn a_host_variable_fills_var_placeholders_and_a_host_without_it_is_named() {
+        let (inventory, mut playbook) = fixture();
+        let mut ops = inventory.group("ops").unwrap().clone();
+        for (i, host) in ops.hosts.iter_mut().enumerate() {
+            host.vars
+                .insert("broker_port".into(), format!("568{}", i % 3 + 1));
+        }
+        playbook.commands.start = "start --port {var.broker_port}".into();
+        let rendered = render(&playbook, &ops).unwrap();
+        let first = &ops.hosts[0].name;
+        assert_eq!(rendered.hosts[first].start, "start --port 5681");
+        assert_eq!(
+            rendered.hosts[&ops.hosts[1].name].start,
+            "start --port 5682"
+        );
+        // One host lacks it: the plan fails, naming that host, the command and the variable.
+        let last = ops.hosts.last_mut().unwrap();
+        last.vars.remove("broker_port");
+        let last = last.name.clone();
+        let err = render(&playbook, &ops).unwrap_err();
+        assert_eq!(
+            (err.host.as_str(), err.what.as_str()),
+            (last.as_str(), "start")
+        );
+        assert!(
+            err.to_string()
+                .contains("no inventory variable `broker_port`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn artifacts_are_rendered_per_host_and_named_in_commands() {
         let (inventory, mut playbook) = fixture();
         let ops = inventory.group("ops").unwrap();

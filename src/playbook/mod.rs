@@ -471,7 +471,8 @@ fn argument_value(name: &str, value: &toml::Value) -> Result<Value, String> {
 }
 
 impl Playbook {
-    /// The variables of a host for this playbook (with `{artifact.NAME}` for its artifacts).
+    /// The variables of a host for this playbook (with `{artifact.NAME}` for its artifacts and
+    /// `{var.NAME}` for the host's inventory variables).
     pub fn vars(&self, host: &Host, broker: &BrokerConfig) -> Vars {
         let user = host.ssh.user.clone().unwrap_or_else(|| host.name.clone());
         let mut vars: Vars = [
@@ -487,6 +488,11 @@ impl Playbook {
         .into_iter()
         .map(|(name, value)| (name.to_string(), value))
         .collect();
+        vars.extend(
+            host.vars
+                .iter()
+                .map(|(name, value)| (format!("{}{name}", template::VAR), value.clone())),
+        );
         self.add_artifact_vars(&mut vars);
         vars
     }
