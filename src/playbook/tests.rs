@@ -52,6 +52,13 @@ fn checked_in_playbooks_load() {
     assert!(expire.files[1].only_if_present);
     assert_eq!(expire.queues.owned[0].owner, PatternOwner::Host);
     assert_eq!(expire.queues.owned[1].owner, PatternOwner::Shared);
+    let quorum = load(&repo("playbooks/sr3-quorum.toml")).expect("sr3-quorum loads");
+    assert_eq!(
+        quorum.queues.target.arguments.get("x-queue-type"),
+        Some(&json!("quorum"))
+    );
+    assert!(quorum.files[0].content.contains("queueType quorum"));
+    assert!(quorum.files[0].content.contains("{var.broker_port}"));
 }
 
 #[test]
