@@ -622,7 +622,11 @@ const QUEUE_COLUMNS: &str =
 /// The columns of a queue listing: what a queue's equivalence and message count need. The
 /// listing is asked without the broker's message statistics (see
 /// [`Management::stream_queues`]), which leaves `messages_persistent` and `consumers` out.
-const LISTING_COLUMNS: &str = "name,type,durable,auto_delete,exclusive,arguments,messages";
+/// Also where each queue lives (a classic queue's `node`, a quorum queue's `leader`,
+/// `members` and `online`) and its user `policy`, which RabbitMQ 3.10 gives without
+/// statistics too (not `effective_policy_definition` nor `operator_policy`).
+const LISTING_COLUMNS: &str = "name,type,durable,auto_delete,exclusive,arguments,messages,\
+                               node,leader,members,online,policy,state";
 /// The columns of a queue listing with statistics, for the persistent messages.
 const STATISTICS_COLUMNS: &str = "name,type,messages,messages_persistent";
 /// The columns `roll` reads of a binding.
@@ -649,6 +653,23 @@ pub struct QueueInfo {
     /// `classic`, `quorum` or `stream` (absent before RabbitMQ 3.8: classic).
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
+    /// A classic queue's node.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// A quorum queue's (or stream's) leader.
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// A quorum queue's (or stream's) members, and those of them online.
+    #[serde(default)]
+    pub members: Option<Vec<String>>,
+    #[serde(default)]
+    pub online: Option<Vec<String>>,
+    /// The user policy that applies to it.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// `running`, `down`, ... (a classic queue whose node is down is listed `down`).
+    #[serde(default)]
+    pub state: Option<String>,
     /// Rates of deliveries and gets (only in [`Management::queue_with_rates`]).
     #[serde(default)]
     pub message_stats: Option<MessageStats>,

@@ -41,6 +41,7 @@ pub(crate) mod fixtures {
             settings: QueueSettings::new(true, false, Default::default()),
             messages,
             transient: Some(0),
+            place: Default::default(),
         }
     }
 
