@@ -425,4 +425,21 @@ mod tests {
         // The plan to roll back is read from the journal first: an empty one has none.
         assert!(crate::plan::journaled::upgrade(&[]).is_err());
     }
+
+    #[test]
+    fn a_rollback_holds_in_queues_of_the_upgrades_type() {
+        let mut upgrade = upgrade_plan();
+        upgrade.holding_type = Some(crate::broker::equivalence::QueueType::Quorum);
+        let rollback = plan("rb9", &ops(), &upgrade, &journal(), options(true, false)).unwrap();
+        assert_eq!(rollback.holding_type, upgrade.holding_type);
+        let old = plan(
+            "rb9",
+            &ops(),
+            &upgrade_plan(),
+            &journal(),
+            options(true, false),
+        )
+        .unwrap();
+        assert_eq!(old.holding_type, None);
+    }
 }
