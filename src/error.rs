@@ -114,6 +114,7 @@ impl From<crate::plan::upgrade::PlanError> for Error {
         match err {
             crate::plan::upgrade::PlanError::Render(e) => Error::Render(e),
             crate::plan::upgrade::PlanError::Rollout(e) => Error::Rollout(e),
+            crate::plan::upgrade::PlanError::Queues(e) => Error::Usage(e),
         }
     }
 }

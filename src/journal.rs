@@ -111,6 +111,9 @@ pub enum Event {
         holding: String,
         exchange: String,
         alternate: String,
+        /// The holding queue's type (absent in journals of older versions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<crate::broker::equivalence::QueueType>,
     },
     /// A step done before must be done again: what it did was undone (the failover stopped a
     /// host it started, put back a queue it recreated). Written before the undoing begins.

@@ -622,7 +622,11 @@ const QUEUE_COLUMNS: &str =
 /// The columns of a queue listing: what a queue's equivalence and message count need. The
 /// listing is asked without the broker's message statistics (see
 /// [`Management::stream_queues`]), which leaves `messages_persistent` and `consumers` out.
-const LISTING_COLUMNS: &str = "name,type,durable,auto_delete,exclusive,arguments,messages";
+/// Also where each queue lives (a classic queue's `node`, a quorum queue's `leader`,
+/// `members` and `online`) and its user `policy`, which RabbitMQ 3.10 gives without
+/// statistics too (not `effective_policy_definition` nor `operator_policy`).
+const LISTING_COLUMNS: &str = "name,type,durable,auto_delete,exclusive,arguments,messages,\
+                               node,leader,members,online,policy,state";
 /// The columns of a queue listing with statistics, for the persistent messages.
 const STATISTICS_COLUMNS: &str = "name,type,messages,messages_persistent";
 /// The columns `roll` reads of a binding.
@@ -636,7 +640,8 @@ pub struct QueueInfo {
     pub durable: bool,
     #[serde(default)]
     pub auto_delete: bool,
-    #[serde(default)]
+    /// RabbitMQ 3.10 lists a quorum queue's as `null` (it has no exclusive owner).
+    #[serde(default, deserialize_with = "null_is_false")]
     pub exclusive: bool,
     #[serde(default)]
     pub arguments: std::collections::BTreeMap<String, serde_json::Value>,
@@ -649,9 +654,31 @@ pub struct QueueInfo {
     /// `classic`, `quorum` or `stream` (absent before RabbitMQ 3.8: classic).
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
+    /// A classic queue's node.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// A quorum queue's (or stream's) leader.
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// A quorum queue's (or stream's) members, and those of them online.
+    #[serde(default)]
+    pub members: Option<Vec<String>>,
+    #[serde(default)]
+    pub online: Option<Vec<String>>,
+    /// The user policy that applies to it.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// `running`, `down`, ... (a classic queue whose node is down is listed `down`).
+    #[serde(default)]
+    pub state: Option<String>,
     /// Rates of deliveries and gets (only in [`Management::queue_with_rates`]).
     #[serde(default)]
     pub message_stats: Option<MessageStats>,
+}
+
+/// A boolean that the broker may give as `null` (false).
+fn null_is_false<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Ok(<Option<bool> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or(false))
 }
 
 /// A queue's message rates, as the broker last sampled them.
@@ -1058,6 +1085,24 @@ mod tests {
         assert_eq!(quorum.transient(), Some(0));
         let down = info(serde_json::json!({"name": "q"}));
         assert_eq!(down.transient(), Some(0));
+    }
+
+    /// RabbitMQ 3.10.8's queue listing (without statistics, with totals) as it gives a
+    /// quorum queue: `exclusive` is `null`.
+    #[test]
+    fn a_quorum_queue_of_the_listing_decodes() {
+        let listed: QueueInfo = serde_json::from_str(
+            r#"{"arguments":{"x-expires":600000,"x-queue-type":"quorum"},"auto_delete":false,
+                "durable":true,"exclusive":null,"leader":"roll-c2@vm",
+                "members":["roll-c2@vm","roll-c3@vm","roll-c1@vm"],"messages":0,"name":"qq",
+                "online":["roll-c2@vm","roll-c3@vm"],"policy":"pexp","state":"running",
+                "type":"quorum"}"#,
+        )
+        .expect("decodes");
+        assert!(!listed.exclusive && listed.is_quorum());
+        assert_eq!(listed.leader.as_deref(), Some("roll-c2@vm"));
+        assert_eq!(listed.online.as_ref().map(Vec::len), Some(2));
+        assert_eq!(listed.policy.as_deref(), Some("pexp"));
     }
 
     #[test]

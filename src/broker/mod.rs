@@ -2,6 +2,7 @@
 //! call and errors that name the broker and what failed.
 
 pub mod amqp;
+pub mod cluster;
 pub mod equivalence;
 pub mod holding;
 pub mod json_array;

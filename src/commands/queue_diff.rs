@@ -25,8 +25,9 @@ use crate::survey::{self, QueueSurvey};
 use crate::{exit, playbook, redact};
 
 /// The table's columns.
-const HEADERS: [&str; 8] = [
-    "queue", "owner", "messages", "bindings", "current", "target", "verdict", "changes",
+const HEADERS: [&str; 10] = [
+    "queue", "owner", "type", "node", "messages", "bindings", "current", "target", "verdict",
+    "changes",
 ];
 
 /// Puts a row's cells (in [`HEADERS`]' order) into `cells`, which are empty.
@@ -34,6 +35,8 @@ fn cells(row: RowRef<'_>, probe: Option<&ProbeResult>, cells: &mut [String]) {
     let [
         queue,
         owner,
+        kind,
+        node,
         messages,
         bindings,
         current,
@@ -46,6 +49,13 @@ fn cells(row: RowRef<'_>, probe: Option<&ProbeResult>, cells: &mut [String]) {
     };
     queue.push_str(row.name());
     let _ = write!(owner, "{}", row.owner());
+    kind.push_str(row.kind().as_str());
+    node.push_str(match (row.current(), row.node()) {
+        (None, _) => "-",
+        (Some(_), Some(node)) => node,
+        // A quorum queue without a leader.
+        (Some(_), None) => "none",
+    });
     let _ = write!(messages, "{}", row.messages());
     let _ = write!(bindings, "{}", row.bindings().len());
     match row.current() {
@@ -145,6 +155,17 @@ fn write_text(
         ),
     )?;
     let diff = &survey.diff;
+    if !survey.nodes.is_empty() {
+        let nodes: Vec<String> = survey
+            .nodes
+            .iter()
+            .map(|n| format!("{}{}", n.name, if n.running { "" } else { " (down)" }))
+            .collect();
+        line(
+            out,
+            &format!("RabbitMQ {}; nodes: {}", survey.version, nodes.join(", ")),
+        )?;
+    }
     output::write_table(
         out,
         &HEADERS,
@@ -193,8 +214,10 @@ fn probe_verdict(disagreements: &[String]) -> String {
 }
 
 /// The survey as JSON: `bindings` (each owned queue's, by queue name), `clients`, `group`,
-/// `half`, `playbook`, `probe`, `probe_disagreements`, `rows` (every row, the foreign ones
-/// last), `summary`, `vhost` and `warnings`, in that order. Written part by part, each
+/// `half`, `nodes` (the cluster's, with `running`), `playbook`, `probe`,
+/// `probe_disagreements`, `rows` (every row, the foreign ones last; each with its `type`,
+/// `node` and `policy`), `summary`, `version` (the broker's), `vhost` and `warnings`, in
+/// that order. Written part by part, each
 /// masked on its own: one row, one queue's bindings at a time.
 struct Json<'a>(&'a QueueSurvey);
 
@@ -202,16 +225,18 @@ impl Serialize for Json<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let survey = self.0;
         let diff = &survey.diff;
-        let mut map = serializer.serialize_map(Some(11))?;
+        let mut map = serializer.serialize_map(Some(13))?;
         map.serialize_entry("bindings", &Bindings(survey))?;
         map.serialize_entry("clients", &Masked(&survey.clients))?;
         map.serialize_entry("group", &Masked(&survey.group))?;
         map.serialize_entry("half", &Masked(diff.half))?;
+        map.serialize_entry("nodes", &Masked(diff.nodes()))?;
         map.serialize_entry("playbook", &Masked(&survey.playbook))?;
         map.serialize_entry("probe", &Masked(&survey.probe))?;
         map.serialize_entry("probe_disagreements", &Masked(&survey.probe_disagreements))?;
         map.serialize_entry("rows", &Rows(survey))?;
         map.serialize_entry("summary", &Masked(&diff.summary))?;
+        map.serialize_entry("version", &Masked(&survey.version))?;
         map.serialize_entry("vhost", &Masked(&diff.vhost))?;
         map.serialize_entry("warnings", &Warnings(survey))?;
         map.end()

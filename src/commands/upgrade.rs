@@ -300,6 +300,7 @@ async fn upgrade_in(
         preserve_messages: !settings.allow_message_loss,
         rollout: settings.rollout.clone(),
         measured: crate::engine::measured_stops(&settings.state_dir, &group.name),
+        holding: report.holding_type(),
     };
     let plan = upgrade::plan(
         &run_id,

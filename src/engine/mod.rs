@@ -805,6 +805,8 @@ pub trait Planned: Send + Sync + 'static {
     fn rendered(&self) -> &Rendered;
     /// The run whose holding queues its steps use (a rollback's are its upgrade's).
     fn holding_run(&self) -> &str;
+    /// The type of its holding queues, as planned (`None`: a plan of an older version).
+    fn holding_type(&self) -> Option<crate::broker::equivalence::QueueType>;
     /// Recreated and restored queues keep their messages.
     fn preserves_messages(&self) -> bool;
     /// A queue holding at least this many messages when it is held has them moved while its
@@ -826,6 +828,9 @@ impl Planned for UpgradePlan {
     }
     fn holding_run(&self) -> &str {
         &self.run_id
+    }
+    fn holding_type(&self) -> Option<crate::broker::equivalence::QueueType> {
+        self.holding_type
     }
     fn preserves_messages(&self) -> bool {
         self.preserve_messages
@@ -853,6 +858,9 @@ impl Planned for RollbackPlan {
     }
     fn holding_run(&self) -> &str {
         &self.rolls_back
+    }
+    fn holding_type(&self) -> Option<crate::broker::equivalence::QueueType> {
+        self.holding_type
     }
     fn preserves_messages(&self) -> bool {
         self.preserve_messages

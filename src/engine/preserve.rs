@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{BROKER, Done, Engine, Planned, StepError};
-use crate::broker::equivalence::QueueSettings;
+use crate::broker::equivalence::{QueueSettings, QueueType};
 use crate::broker::holding::{Holding, is_holding};
 use crate::broker::management::BindingInfo;
 use crate::broker::{BrokerError, amqp, mover};
@@ -135,12 +135,12 @@ fn union(mut a: Vec<BindingInfo>, b: Vec<BindingInfo>) -> Vec<BindingInfo> {
     a
 }
 
-/// The settings of a holding queue: durable; a quorum queue for a quorum source.
-fn holding_queue(quorum: bool) -> QueueSettings {
+/// The settings of a holding queue of this type: durable, not auto-delete, not exclusive
+/// (declared through the management API, which makes no exclusive queue), and no argument
+/// but its type: nothing a quorum queue refuses.
+fn holding_queue(kind: QueueType) -> QueueSettings {
     let mut arguments = BTreeMap::new();
-    if quorum {
-        arguments.insert("x-queue-type".to_string(), Value::from("quorum"));
-    }
+    arguments.insert("x-queue-type".to_string(), Value::from(kind.as_str()));
     QueueSettings::new(true, false, arguments)
 }
 
@@ -198,10 +198,14 @@ impl<P: Planned> Engine<P> {
         }
     }
 
-    /// The holding queue of `queue`: durable, and of the same kind where the kind makes it
-    /// safer (a quorum queue's messages, transient ones too, survive a broker restart: they
-    /// are held in a quorum queue).
-    async fn holding_settings(&self, queue: &str) -> Result<QueueSettings, StepError> {
+    /// The type of the holding queue of `queue`: the plan's (quorum on a cluster, classic on
+    /// one node, decided at plan time). A plan of an older version has none: then a quorum
+    /// queue is held in a quorum queue (its messages, transient ones too, survive a broker
+    /// restart), any other in a classic one.
+    async fn holding_type(&self, queue: &str) -> Result<QueueType, StepError> {
+        if let Some(kind) = self.plan.holding_type() {
+            return Ok(kind);
+        }
         let backed_up = match self.queue_backup(queue).await {
             Some(Backup::Queue { arguments, .. }) => arguments
                 .get("x-queue-type")
@@ -217,7 +221,11 @@ impl<P: Planned> Engine<P> {
                 .await?
                 .is_some_and(|q| q.is_quorum()),
         };
-        Ok(holding_queue(quorum))
+        Ok(if quorum {
+            QueueType::Quorum
+        } else {
+            QueueType::Classic
+        })
     }
 
     /// Stage 1: the holding topology made, the queue's bindings routed through it. With
@@ -226,18 +234,19 @@ impl<P: Planned> Engine<P> {
     /// backlog of at least the plan's `hold_while_running_at` is moved while the consumers run.
     pub(super) async fn hold(&self, queue: &str, idle: bool) -> Result<Done, StepError> {
         let h = self.holding_of(queue);
+        let kind = self.holding_type(queue).await?;
         self.journal_event(Event::Hold {
             queue: queue.to_string(),
             holding: h.holding.clone(),
             exchange: h.exchange.clone(),
             alternate: h.alternate.clone(),
+            kind: Some(kind),
         })
         .await?;
         let m = &self.management;
         let none = BTreeMap::new();
         m.declare_exchange(&h.alternate, "fanout", &none).await?;
-        m.declare_queue(&h.holding, &self.holding_settings(queue).await?)
-            .await?;
+        m.declare_queue(&h.holding, &holding_queue(kind)).await?;
         m.bind(&binding(&h.alternate, &h.holding, "queue", ""))
             .await?;
         let mut arguments = BTreeMap::new();
@@ -677,15 +686,19 @@ mod tests {
     }
 
     #[test]
-    fn a_quorum_source_is_held_in_a_quorum_queue() {
-        let quorum = holding_queue(true);
+    fn holding_queues_have_nothing_a_quorum_queue_refuses() {
+        let quorum = holding_queue(QueueType::Quorum);
         assert!(quorum.durable && !quorum.auto_delete);
         assert_eq!(
             quorum.arguments.get("x-queue-type"),
             Some(&Value::from("quorum"))
         );
-        let classic = holding_queue(false);
+        assert_eq!(quorum.arguments.len(), 1);
+        let rules = crate::broker::equivalence::Rules::of_version("3.10.8");
+        assert!(rules.refusals(&quorum).is_empty());
+        let classic = holding_queue(QueueType::Classic);
         assert!(classic.durable && classic.arguments.is_empty());
+        assert_eq!(classic.queue_type(), QueueType::Classic);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub(crate) mod fixtures {
             settings: QueueSettings::new(true, false, Default::default()),
             messages,
             transient: Some(0),
+            place: Default::default(),
         }
     }
 
@@ -159,6 +160,7 @@ pub(crate) mod fixtures {
             messages_at_risk: 0,
             preserve_messages: true,
             hold_while_running_at: upgrade::HOLD_WHILE_RUNNING_AT,
+            holding_type: None,
             broker: Default::default(),
             critical_steps: vec![],
             queue_summary: String::new(),

@@ -8,6 +8,7 @@
 //! ([`RowRef::to_row`]), and rows serialise without being made ([`RowRef`]). The diff is
 //! gathered from the broker's listings by a [`Listing`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -16,7 +17,9 @@ use serde::ser::SerializeStruct;
 use serde_json::Value;
 
 use super::ownership::{Claims, Owner};
-use crate::broker::equivalence::{Difference, QueueSettings, policy_key, show};
+use crate::broker::equivalence::{
+    Difference, QueueSettings, QueueType, Rules, policy_key_for, show,
+};
 use crate::inventory::Half;
 use crate::units::format_duration;
 
@@ -95,6 +98,34 @@ pub struct LiveQueue {
     /// Messages that do not survive a broker restart (not persistent, in a classic queue);
     /// `None` when the listing did not count them (see [`QueueDiff::uncounted`]).
     pub transient: Option<u64>,
+    /// Where it lives and which policy applies to it.
+    pub place: Placement,
+}
+
+/// Where a queue lives in the cluster, and the policy that applies to it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Placement {
+    /// A classic queue's node, a quorum queue's (or stream's) leader; `None` when the broker
+    /// gave none (a quorum queue without a leader).
+    pub node: Option<String>,
+    /// A quorum queue's (or stream's) members, and those of them online.
+    pub replicas: Option<Replicas>,
+    /// The user policy that applies to it (its name).
+    pub policy: Option<String>,
+}
+
+/// The members of a replicated queue, and those of them online.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Replicas {
+    pub members: Vec<String>,
+    pub online: Vec<String>,
+}
+
+/// A node of the cluster as `/api/nodes` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeState {
+    pub name: String,
+    pub running: bool,
 }
 
 /// One row of the diff, as people and scripts read it (made by [`RowRef::to_row`]; a
@@ -103,6 +134,13 @@ pub struct LiveQueue {
 pub struct QueueRow {
     pub name: String,
     pub owner: Owner,
+    /// Its type now (the target's when missing).
+    #[serde(rename = "type")]
+    pub kind: QueueType,
+    /// A classic queue's node, a quorum queue's leader; `None` when missing or leaderless.
+    pub node: Option<String>,
+    /// The user policy that applies to it.
+    pub policy: Option<String>,
     pub verdict: Verdict,
     /// Messages in the queue now (0 when missing).
     pub messages: u64,
@@ -138,6 +176,12 @@ struct Row {
     first_binding: u32,
     binding_count: u32,
     verdict: Verdict,
+    /// Its node (or leader) in [`QueueDiff::names`]; [`NONE`] when none.
+    node: u32,
+    /// Its members in [`QueueDiff::replicas`]; [`NONE`] for a classic queue.
+    replicas: u32,
+    /// Its policy in [`QueueDiff::names`]; [`NONE`] when none.
+    policy: u32,
 }
 
 impl Row {
@@ -151,6 +195,9 @@ impl Row {
             first_binding: 0,
             binding_count: 0,
             verdict: Verdict::Foreign,
+            node: NONE,
+            replicas: NONE,
+            policy: NONE,
         }
     }
 }
@@ -180,6 +227,17 @@ pub struct QueueDiff {
     /// Every distinct binding (source, key, arguments).
     kinds: Vec<Binding>,
     stop_window: Duration,
+    /// Node and policy names, stored once.
+    names: Vec<Box<str>>,
+    /// Every distinct set of members (and those online) of the replicated queues.
+    replicas: Vec<Replicas>,
+    /// The broker's rules (its version).
+    rules: Rules,
+    /// The cluster's nodes, when read ([`QueueDiff::set_nodes`]).
+    nodes: Vec<NodeState>,
+    /// The definitions of the vhost's user policies, by name, when read
+    /// ([`QueueDiff::set_policies`]).
+    policies: BTreeMap<String, serde_json::Map<String, Value>>,
     pub summary: Summary,
 }
 
@@ -291,7 +349,154 @@ impl QueueDiff {
                     r.name()
                 )
             });
-        holds.chain(target).chain(short).chain(shared)
+        holds
+            .chain(target)
+            .chain(short)
+            .chain(shared)
+            .chain(self.node_warnings())
+            .chain(self.policy_warnings())
+    }
+
+    /// The broker's rules this diff was made with.
+    pub fn rules(&self) -> Rules {
+        self.rules
+    }
+
+    /// The cluster's nodes (`/api/nodes`): queues on a node that is down are warned about.
+    pub fn set_nodes(&mut self, nodes: Vec<NodeState>) {
+        self.nodes = nodes;
+    }
+
+    /// The cluster's nodes, as set.
+    pub fn nodes(&self) -> &[NodeState] {
+        &self.nodes
+    }
+
+    /// The definitions of the vhost's user policies, by name: the arguments they override
+    /// are warned about.
+    pub fn set_policies(&mut self, policies: BTreeMap<String, serde_json::Map<String, Value>>) {
+        self.policies = policies;
+    }
+
+    /// True when the node is listed and not running (an unlisted node is not known down).
+    fn down(&self, node: &str) -> bool {
+        self.nodes.iter().any(|n| n.name == node && !n.running)
+    }
+
+    /// The fleet's queues on a node that is down: a classic queue whose node is not
+    /// running (its messages are unavailable), a quorum queue without a leader, whose
+    /// leader is down, or with members not online.
+    fn node_warnings(&self) -> impl Iterator<Item = String> + '_ {
+        self.owned().filter_map(move |r| {
+            let current = r.current()?;
+            let kind = current.queue_type();
+            let node = r.node();
+            match (kind, r.replicas()) {
+                (QueueType::Classic, _) => {
+                    let node = node?;
+                    self.down(node).then(|| {
+                        format!(
+                            "classic queue {} is on node {node}, which is down: its messages are \
+                             unavailable and it cannot be recreated until the node is back",
+                            r.name()
+                        )
+                    })
+                }
+                (_, replicas) => {
+                    let offline: Vec<&str> = replicas
+                        .map(|x| {
+                            x.members
+                                .iter()
+                                .filter(|m| !x.online.contains(m) || self.down(m))
+                                .map(String::as_str)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let leader = match node {
+                        None => Some("has no leader".to_string()),
+                        Some(n) if self.down(n) => {
+                            Some(format!("has its leader on {n}, which is down"))
+                        }
+                        Some(_) => None,
+                    };
+                    if leader.is_none() && offline.is_empty() {
+                        return None;
+                    }
+                    let mut parts: Vec<String> = leader.into_iter().collect();
+                    if let Some(x) = replicas.filter(|_| !offline.is_empty()) {
+                        parts.push(format!(
+                            "members not online: {} ({} of {} online)",
+                            offline.join(", "),
+                            x.members.len() - offline.len(),
+                            x.members.len()
+                        ));
+                    }
+                    Some(format!("{kind} queue {} {}", r.name(), parts.join("; ")))
+                }
+            }
+        })
+    }
+
+    /// The fleet's queues whose own (or target) arguments a policy also sets: which value is
+    /// in effect.
+    fn policy_warnings(&self) -> impl Iterator<Item = String> + '_ {
+        let rules = self.rules;
+        self.owned().flat_map(move |r| {
+            let mut out = Vec::new();
+            let (Some(policy), Some(current)) = (r.policy(), r.current()) else {
+                return out;
+            };
+            let Some(definition) = self.policies.get(policy) else {
+                return out;
+            };
+            let kind = current.queue_type();
+            let target = r.target();
+            let keys = current
+                .arguments
+                .keys()
+                .chain(target.into_iter().flat_map(|t| t.arguments.keys()));
+            let mut seen = std::collections::BTreeSet::new();
+            for argument in keys {
+                if !seen.insert(argument) {
+                    continue;
+                }
+                let Some(key) = policy_key_for(kind, argument) else {
+                    continue;
+                };
+                let Some(by_policy) = definition.get(key) else {
+                    continue;
+                };
+                let mut said = Vec::new();
+                if let Some(value) = current.arguments.get(argument) {
+                    let (effect, why) = rules.in_effect(kind, key, value, by_policy);
+                    said.push(format!(
+                        "its {argument} is {}: {} in effect ({why} on a {kind} queue)",
+                        show(Some(value)),
+                        show(Some(&effect))
+                    ));
+                }
+                let target_value = target.and_then(|t| t.arguments.get(argument));
+                if let Some(value) =
+                    target_value.filter(|v| Some(*v) != current.arguments.get(argument))
+                {
+                    let kind = target.map_or(kind, QueueSettings::queue_type);
+                    let (effect, why) = rules.in_effect(kind, key, value, by_policy);
+                    said.push(format!(
+                        "the target's {argument} is {}: {} would be in effect ({why} on a {kind} \
+                         queue)",
+                        show(Some(value)),
+                        show(Some(&effect))
+                    ));
+                }
+                out.push(format!(
+                    "{}: policy {policy} sets {key}={}; {}",
+                    r.name(),
+                    show(Some(by_policy)),
+                    said.join("; ")
+                ));
+            }
+            out
+        })
     }
 }
 
@@ -342,6 +547,33 @@ impl<'a> RowRef<'a> {
         self.row.verdict
     }
 
+    /// Its type now; a missing queue's is the target's.
+    pub fn kind(&self) -> QueueType {
+        self.current()
+            .or(self.target())
+            .map(QueueSettings::queue_type)
+            .unwrap_or_default()
+    }
+
+    fn name_at(&self, i: u32) -> Option<&'a str> {
+        self.diff.names.get(i as usize).map(|n| &**n)
+    }
+
+    /// A classic queue's node, a quorum queue's leader.
+    pub fn node(&self) -> Option<&'a str> {
+        self.name_at(self.row.node)
+    }
+
+    /// A replicated queue's members, and those online.
+    pub fn replicas(&self) -> Option<&'a Replicas> {
+        self.diff.replicas.get(self.row.replicas as usize)
+    }
+
+    /// The user policy that applies to it.
+    pub fn policy(&self) -> Option<&'a str> {
+        self.name_at(self.row.policy)
+    }
+
     /// Messages in the queue now (0 when missing).
     pub fn messages(&self) -> u64 {
         self.row.messages
@@ -388,7 +620,9 @@ impl<'a> RowRef<'a> {
                     _ => "the other half".to_string(),
                 }
             )),
-            Verdict::Recreate | Verdict::IgnoredByBroker => policy_note(self.differences()),
+            Verdict::Recreate | Verdict::IgnoredByBroker => {
+                policy_note(self.kind(), self.differences())
+            }
             _ => None,
         }
     }
@@ -415,6 +649,9 @@ impl<'a> RowRef<'a> {
         QueueRow {
             name: self.name().to_string(),
             owner: self.owner().clone(),
+            kind: self.kind(),
+            node: self.node().map(str::to_string),
+            policy: self.policy().map(str::to_string),
             verdict: self.verdict(),
             messages: self.messages(),
             transient: self.transient(),
@@ -429,9 +666,12 @@ impl<'a> RowRef<'a> {
 impl Serialize for RowRef<'_> {
     /// As [`QueueRow`] serialises, field by field, without making it.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("QueueRow", 9)?;
+        let mut s = serializer.serialize_struct("QueueRow", 12)?;
         s.serialize_field("name", self.name())?;
         s.serialize_field("owner", self.owner())?;
+        s.serialize_field("type", &self.kind())?;
+        s.serialize_field("node", &self.node())?;
+        s.serialize_field("policy", &self.policy())?;
         s.serialize_field("verdict", &self.verdict())?;
         s.serialize_field("messages", &self.messages())?;
         s.serialize_field("transient", &self.transient())?;
@@ -540,11 +780,11 @@ fn verdict(owner: &Owner, half: Option<Half>, differences: &[Difference]) -> Ver
 }
 
 /// When every difference is an argument a policy can set, say so.
-fn policy_note(differences: &[Difference]) -> Option<String> {
+fn policy_note(kind: QueueType, differences: &[Difference]) -> Option<String> {
     let keys: Option<Vec<String>> = differences
         .iter()
         .map(|d| {
-            let key = policy_key(&d.setting)?;
+            let key = policy_key_for(kind, &d.setting)?;
             let value = d.target.as_ref()?;
             Some(format!("{key}={}", show(Some(value))))
         })

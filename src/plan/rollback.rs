@@ -88,6 +88,9 @@ pub struct RollbackPlan {
     /// held while its consumers still run (see the upgrade plan's).
     #[serde(default = "super::upgrade::hold_while_running_at")]
     pub hold_while_running_at: u64,
+    /// The type of the holding queues: the upgrade's (its holding queues are used).
+    #[serde(default)]
+    pub holding_type: Option<crate::broker::equivalence::QueueType>,
     /// Hosts repaired at the same time (the upgrade's `--parallel`).
     pub parallel: usize,
     /// The hosts that consume each queue restored: its owner, or for a queue of the half or
@@ -303,6 +306,7 @@ pub fn plan(
         keep_upgraded_stopped: options.keep_upgraded_stopped,
         preserve_messages: options.preserve_messages,
         hold_while_running_at: super::upgrade::HOLD_WHILE_RUNNING_AT,
+        holding_type: upgrade.holding_type,
         parallel: upgrade.parallel,
         consumers,
         owners,
@@ -420,5 +424,22 @@ mod tests {
     fn a_journal_without_a_plan_has_nothing_to_roll_back() {
         // The plan to roll back is read from the journal first: an empty one has none.
         assert!(crate::plan::journaled::upgrade(&[]).is_err());
+    }
+
+    #[test]
+    fn a_rollback_holds_in_queues_of_the_upgrades_type() {
+        let mut upgrade = upgrade_plan();
+        upgrade.holding_type = Some(crate::broker::equivalence::QueueType::Quorum);
+        let rollback = plan("rb9", &ops(), &upgrade, &journal(), options(true, false)).unwrap();
+        assert_eq!(rollback.holding_type, upgrade.holding_type);
+        let old = plan(
+            "rb9",
+            &ops(),
+            &upgrade_plan(),
+            &journal(),
+            options(true, false),
+        )
+        .unwrap();
+        assert_eq!(old.holding_type, None);
     }
 }

@@ -9,6 +9,7 @@ use super::ownership::Owner;
 use super::queue_diff::{QueueDiff, RowRef};
 use super::rendered::{RenderError, Rendered};
 use super::rollout::{self, Asked, FailurePolicy, Gates, RolloutError, Wave};
+use crate::broker::equivalence::QueueType;
 use crate::inventory::{Group, Half, Role};
 use crate::step::Step;
 
@@ -115,6 +116,11 @@ pub struct UpgradePlan {
     /// [`HOLD_WHILE_RUNNING_AT`]). `held_while_running` is this applied to the plan's counts.
     #[serde(default = "hold_while_running_at")]
     pub hold_while_running_at: u64,
+    /// The type of its holding queues, decided once at plan time (quorum on a cluster,
+    /// classic on one node): a resume and a rollback use the same. `None` in plans of older
+    /// versions: each holding queue of the type of the queue it holds.
+    #[serde(default)]
+    pub holding_type: Option<QueueType>,
     /// The steps on the broker for `group_queues`.
     pub broker: BrokerSteps,
     /// The steps of each host of `critical_stops`.
@@ -147,6 +153,10 @@ pub enum PlanError {
     Render(#[from] RenderError),
     #[error(transparent)]
     Rollout(#[from] RolloutError),
+    /// The broker would refuse to declare the target queues (a quorum queue that is not
+    /// durable, ...), or the queues are of a type `roll` cannot recreate (streams).
+    #[error("{0}")]
+    Queues(String),
 }
 
 /// How the operator asked the run to go.
@@ -160,6 +170,9 @@ pub struct Options {
     pub rollout: Asked,
     /// Each host's stop plus start, in seconds, as its last run measured them.
     pub measured: BTreeMap<String, f64>,
+    /// The type of the holding queues: quorum on a cluster, classic on one node (see
+    /// [`crate::broker::cluster::holding_type`]).
+    pub holding: QueueType,
 }
 
 impl Options {
@@ -169,6 +182,7 @@ impl Options {
             preserve_messages,
             rollout: Asked::default(),
             measured: BTreeMap::new(),
+            holding: QueueType::Classic,
         }
     }
 }
@@ -370,6 +384,7 @@ pub fn plan(
     options: &Options,
     other_versions: &BTreeMap<String, String>,
 ) -> Result<UpgradePlan, PlanError> {
+    refuse_queues(diff, &playbook.queues.target)?;
     let (mut group_queues, critical_window) = recreated(diff, half);
     let two_phase = !group_queues.is_empty();
     let rules = &playbook.rollout;
@@ -432,6 +447,7 @@ pub fn plan(
             .collect(),
         preserve_messages: options.preserve_messages,
         hold_while_running_at: HOLD_WHILE_RUNNING_AT,
+        holding_type: Some(options.holding),
         queue_summary: diff.summary.to_string(),
         release: playbook.clone(),
         rendered: super::rendered::render(playbook, group)?,
@@ -440,6 +456,58 @@ pub fn plan(
         gates,
         policy,
     })
+}
+
+/// Refuses a release whose queues the broker would not declare, or that `roll` cannot
+/// recreate, naming them: the target is a quorum queue (or stream) that is not durable or is
+/// auto-delete, or has an argument of another queue type; the target or a queue to recreate
+/// is a stream (its messages are not consumed away: `roll` cannot move them).
+fn refuse_queues(
+    diff: &QueueDiff,
+    target: &crate::broker::equivalence::QueueSettings,
+) -> Result<(), PlanError> {
+    let declared: Vec<RowRef<'_>> = diff
+        .owned()
+        .filter(|r| matches!(r.verdict(), v if v.is_change()))
+        .collect();
+    if declared.is_empty() {
+        return Ok(());
+    }
+    let names = |rows: &[RowRef<'_>]| {
+        let mut all: Vec<&str> = rows.iter().take(5).map(|r| r.name()).collect();
+        if rows.len() > 5 {
+            all.push("...");
+        }
+        all.join(", ")
+    };
+    let mut why = diff.rules().refusals(target);
+    if target.queue_type() == QueueType::Stream {
+        why.push("roll does not recreate streams (their messages cannot be moved)".into());
+    }
+    if !why.is_empty() {
+        return Err(PlanError::Queues(format!(
+            "the broker would refuse to declare queue{} {} with the playbook's [queues.target]: {}",
+            if declared.len() == 1 { "" } else { "s" },
+            names(&declared),
+            why.join("; ")
+        )));
+    }
+    let streams: Vec<RowRef<'_>> = declared
+        .iter()
+        .copied()
+        .filter(|r| {
+            r.verdict().recreates()
+                && r.current().map(|c| c.queue_type()) == Some(QueueType::Stream)
+        })
+        .collect();
+    if !streams.is_empty() {
+        return Err(PlanError::Queues(format!(
+            "stream{} {} cannot be recreated: roll does not move a stream's messages",
+            if streams.len() == 1 { "" } else { "s" },
+            names(&streams)
+        )));
+    }
+    Ok(())
 }
 
 /// Each queue's expected time without a consumer, and whether its backlog is held while its
@@ -651,5 +719,71 @@ mod tests {
         assert_eq!(p.queue_count(), 0);
         assert!(p.hosts.iter().all(|h| !h.reset_queue_state));
         assert_eq!(p.hosts[0].verify_queues, ["q.pump.px1"]);
+    }
+
+    fn plan_with(target: QueueSettings, options: &Options) -> Result<UpgradePlan, PlanError> {
+        let (inventory, mut playbook) = fixture();
+        playbook.queues.target = target.clone();
+        let ops = inventory.group("ops").unwrap();
+        let d = ops_diff(&target);
+        plan("r9", ops, Half::B, &d, &playbook, options, &BTreeMap::new())
+    }
+
+    fn quorum(durable: bool, auto_delete: bool) -> QueueSettings {
+        let arguments = [("x-queue-type".to_string(), json!("quorum"))]
+            .into_iter()
+            .collect();
+        QueueSettings::new(durable, auto_delete, arguments)
+    }
+
+    #[test]
+    fn a_quorum_target_that_is_not_durable_is_refused_naming_the_queues() {
+        let options = Options::new(2, true);
+        let err = plan_with(quorum(false, false), &options)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("q.cluster"), "{err}");
+        assert!(err.contains("q.pump.px5"), "{err}");
+        assert!(err.contains("a quorum queue must be durable"), "{err}");
+        let err = plan_with(quorum(true, true), &options)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot be auto-delete"), "{err}");
+        let mut stream = quorum(true, false);
+        stream
+            .arguments
+            .insert("x-queue-type".into(), json!("stream"));
+        let err = plan_with(stream, &options).unwrap_err().to_string();
+        assert!(err.contains("does not recreate streams"), "{err}");
+        // A durable quorum target: every queue of half b recreated (classic -> quorum).
+        let ok = plan_with(quorum(true, false), &options).unwrap();
+        assert!(ok.group_queues.iter().any(|q| q.name == "q.cluster"));
+        assert!(
+            ok.group_queues[0]
+                .changes
+                .iter()
+                .any(|c| c == "x-queue-type none -> quorum"),
+            "{:?}",
+            ok.group_queues[0].changes
+        );
+    }
+
+    #[test]
+    fn the_plan_records_the_holding_queues_type() {
+        let mut options = Options::new(2, true);
+        let classic = plan_with(quorum(true, false), &options).unwrap();
+        assert_eq!(classic.holding_type, Some(QueueType::Classic));
+        options.holding = QueueType::Quorum;
+        let on_cluster = plan_with(quorum(true, false), &options).unwrap();
+        assert_eq!(on_cluster.holding_type, Some(QueueType::Quorum));
+        // Read back from the journal as written; a plan of an older version has none.
+        let json = serde_json::to_value(&on_cluster).unwrap();
+        assert_eq!(json["holding_type"], "quorum");
+        let back: UpgradePlan = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back.holding_type, Some(QueueType::Quorum));
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("holding_type");
+        let old: UpgradePlan = serde_json::from_value(old).unwrap();
+        assert_eq!(old.holding_type, None);
     }
 }

@@ -10,12 +10,15 @@ use tokio::task::JoinSet;
 
 use crate::broker::BrokerError;
 use crate::broker::amqp::{self, ProbeResult};
-use crate::broker::equivalence::QueueSettings;
+use crate::broker::cluster::Node;
+use crate::broker::equivalence::{QueueSettings, QueueType, Rules};
 use crate::broker::management::{Management, QueueInfo};
 use crate::error::Error;
 use crate::inventory::{Group, Half, Secret};
 use crate::plan::ownership::{Claims, RenderedPattern};
-use crate::plan::queue_diff::{Binding, Listing, LiveQueue, QueueDiff};
+use crate::plan::queue_diff::{
+    Binding, Listing, LiveQueue, NodeState, Placement, QueueDiff, Replicas,
+};
 use crate::playbook::{PatternOwner, Playbook};
 use crate::remote;
 use crate::template::{self, Escape};
@@ -50,6 +53,18 @@ pub struct QueueSurvey {
     pub probe: Option<BTreeMap<String, ProbeResult>>,
     /// With `--probe`: queues where the broker disagreed with the report.
     pub probe_disagreements: Vec<String>,
+    /// The broker's version (`rabbitmq_version`), as the management API gave it.
+    pub version: String,
+    /// The cluster's nodes (one for a single broker); empty when our user may not list them.
+    pub nodes: Vec<Node>,
+}
+
+impl QueueSurvey {
+    /// The type of the holding queues a run on this broker uses (see
+    /// [`crate::broker::cluster::holding_type`]).
+    pub fn holding_type(&self) -> QueueType {
+        crate::broker::cluster::holding_type(&self.nodes)
+    }
 }
 
 /// How many connections one client version has.
@@ -128,7 +143,7 @@ pub async fn queues(
         answered.notify_one();
         listed
     };
-    let (claims, listed, bound, clients) = tokio::join!(
+    let (claims, listed, bound, clients, broker) = tokio::join!(
         discovery,
         queues,
         async {
@@ -156,12 +171,16 @@ pub async fn queues(
                 .await
         },
         clients(&management),
+        broker(&management),
     );
     let claims = claims?;
     listed?;
     bound?;
     let clients = clients?;
-    let mut diff = listing.into_inner().finish(
+    let (version, nodes, policies) = broker?;
+    let mut listing = listing.into_inner();
+    listing.set_rules(Rules::of_version(&version));
+    let mut diff = listing.finish(
         &config.vhost,
         half,
         &claims,
@@ -169,6 +188,16 @@ pub async fn queues(
         playbook.queues.expected_stop_window,
     );
     drop(claims);
+    diff.set_nodes(
+        nodes
+            .iter()
+            .map(|n| NodeState {
+                name: n.name.clone(),
+                running: n.running,
+            })
+            .collect(),
+    );
+    diff.set_policies(policies);
     count_transient(&management, &mut diff).await?;
     let (probe, probe_disagreements) = if reading.probe {
         let (results, disagreements) = run_probe(group, &password, &diff).await?;
@@ -183,16 +212,77 @@ pub async fn queues(
         clients,
         probe,
         probe_disagreements,
+        version,
+        nodes,
     })
 }
 
+/// The broker's version, its nodes and the vhost's user policies, read once. A user who
+/// may not list the nodes or policies (no `monitoring` or `policymaker` tag) gets none.
+async fn broker(
+    management: &Management,
+) -> Result<
+    (
+        String,
+        Vec<Node>,
+        BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    ),
+    Error,
+> {
+    let (overview, nodes, policies) = tokio::join!(
+        management.overview(),
+        management.nodes(),
+        management.policies()
+    );
+    let refused = |err: &BrokerError| {
+        matches!(
+            err,
+            BrokerError::Unauthorized { .. } | BrokerError::Http { status: 403, .. }
+        )
+    };
+    let nodes = match nodes {
+        Ok(nodes) => nodes,
+        Err(err) if refused(&err) => vec![],
+        Err(err) => return Err(err.into()),
+    };
+    let policies = match policies {
+        Ok(policies) => policies,
+        Err(err) if refused(&err) => BTreeMap::new(),
+        Err(err) => return Err(err.into()),
+    };
+    Ok((overview?.rabbitmq_version, nodes, policies))
+}
+
 /// A listed queue as the diff reads it.
+///
+/// A quorum queue or stream declared without `x-queue-type` (a vhost's default queue type
+/// made it one) gets it from its listed type: its settings say what it is.
 fn live_queue(q: QueueInfo) -> LiveQueue {
+    let transient = q.transient();
+    let kind = q
+        .kind
+        .as_deref()
+        .and_then(QueueType::parse)
+        .unwrap_or_default();
+    let mut arguments = q.arguments;
+    if kind != QueueType::Classic && !arguments.contains_key("x-queue-type") {
+        arguments.insert("x-queue-type".into(), kind.as_str().into());
+    }
+    let replicated = kind != QueueType::Classic;
+    let place = Placement {
+        node: if replicated { q.leader } else { q.node }.filter(|n| !n.is_empty()),
+        replicas: replicated.then(|| Replicas {
+            members: q.members.unwrap_or_default(),
+            online: q.online.unwrap_or_default(),
+        }),
+        policy: q.policy.filter(|p| !p.is_empty()),
+    };
     LiveQueue {
-        transient: q.transient(),
-        settings: QueueSettings::new(q.durable, q.auto_delete, q.arguments),
+        transient,
+        settings: QueueSettings::new(q.durable, q.auto_delete, arguments),
         name: q.name,
         messages: q.messages.unwrap_or(0),
+        place,
     }
 }
 

@@ -14,6 +14,7 @@ mod lab;
 mod live;
 mod mover;
 mod queue_diff;
+mod quorum;
 mod remote;
 mod report;
 mod rollback;

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{LiveQueue, NONE, QueueDiff, Row, Shape, Verdict, summarise, verdict};
-use crate::broker::equivalence::{QueueSettings, differences};
+use super::{LiveQueue, NONE, QueueDiff, Replicas, Row, Shape, Verdict, summarise, verdict};
+use crate::broker::equivalence::{QueueSettings, Rules};
 use crate::inventory::Half;
 use crate::plan::ownership::{Claims, Owner};
 
@@ -93,11 +93,28 @@ pub struct Listing {
     bindings: Vec<(u32, u32)>,
     kinds: Interner<Binding>,
     shapes: Interner<QueueSettings>,
+    /// Node and policy names.
+    names: Interner<Box<str>>,
+    replicas: Interner<Replicas>,
+    rules: Rules,
 }
 
 impl Listing {
     pub fn new() -> Listing {
         Listing::default()
+    }
+
+    /// A listing whose queues are compared as a broker of these rules (its version) does.
+    pub fn with_rules(rules: Rules) -> Listing {
+        Listing {
+            rules,
+            ..Listing::default()
+        }
+    }
+
+    /// Compares the queues as a broker of these rules (its version) does.
+    pub fn set_rules(&mut self, rules: Rules) {
+        self.rules = rules;
     }
 
     /// The row of a name, made when it is new.
@@ -114,9 +131,20 @@ impl Listing {
     /// A queue of the queue listing.
     pub fn queue(&mut self, queue: LiveQueue) {
         let shape = self.shapes.intern(queue.settings);
+        let place = queue.place;
+        let node = place
+            .node
+            .map_or(NONE, |n| self.names.intern(n.into_boxed_str()));
+        let policy = place
+            .policy
+            .map_or(NONE, |p| self.names.intern(p.into_boxed_str()));
+        let replicas = place.replicas.map_or(NONE, |r| self.replicas.intern(r));
         let i = self.row(queue.name);
         let row = &mut self.rows[i];
         row.shape = shape;
+        row.node = node;
+        row.policy = policy;
+        row.replicas = replicas;
         row.messages = queue.messages;
         row.transient = queue.transient.unwrap_or(super::UNCOUNTED);
     }
@@ -144,6 +172,9 @@ impl Listing {
             mut bindings,
             kinds,
             shapes,
+            names,
+            replicas,
+            rules,
         } = self;
         let mut owners = Owners::default();
         let mut missing = Vec::new();
@@ -172,7 +203,7 @@ impl Listing {
             .values
             .into_iter()
             .map(|settings| Shape {
-                differences: differences(&settings, target),
+                differences: rules.differences(&settings, target),
                 settings,
             })
             .collect();
@@ -213,6 +244,11 @@ impl Listing {
             bindings: kept,
             kinds: kinds.values,
             stop_window,
+            names: names.values,
+            replicas: replicas.values,
+            rules,
+            nodes: Vec::new(),
+            policies: Default::default(),
             summary,
         }
     }

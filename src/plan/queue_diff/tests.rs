@@ -4,6 +4,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
+use crate::broker::equivalence::{QueueType, Rules};
 use crate::plan::ownership::RenderedPattern;
 use crate::playbook::PatternOwner;
 
@@ -23,6 +24,7 @@ fn live(name: &str, messages: u64, args: &[(&str, Value)]) -> LiveQueue {
         settings: settings(args),
         messages,
         transient: Some(0),
+        place: Default::default(),
     }
 }
 
@@ -361,4 +363,181 @@ fn the_json_lists_every_row_as_a_whole_row_the_foreign_ones_last() {
     assert!(px1["transient"].is_null());
     assert_eq!(value["summary"]["foreign"], 1);
     assert_eq!(value["warnings"].as_array().unwrap().len(), 2);
+}
+
+/// A quorum queue led by `leader`, with these members and those online.
+fn quorum_on(name: &str, leader: Option<&str>, members: &[&str], online: &[&str]) -> LiveQueue {
+    let mut q = live(name, 0, &[("x-queue-type", json!("quorum"))]);
+    q.place = Placement {
+        node: leader.map(str::to_string),
+        replicas: Some(Replicas {
+            members: members.iter().map(|m| m.to_string()).collect(),
+            online: online.iter().map(|m| m.to_string()).collect(),
+        }),
+        policy: None,
+    };
+    q
+}
+
+fn classic_on(name: &str, node: &str) -> LiveQueue {
+    let mut q = live(name, 0, &[]);
+    q.place.node = Some(node.into());
+    q
+}
+
+/// A diff of `queues` against `target` on a 3.10.8 broker.
+fn on_3_10(queues: Vec<LiveQueue>, target: &QueueSettings) -> QueueDiff {
+    let mut listing = Listing::with_rules(Rules::of_version("3.10.8"));
+    for q in queues {
+        listing.queue(q);
+    }
+    listing.finish("quorum", None, &claims(), target, Duration::from_secs(900))
+}
+
+#[test]
+fn a_classic_queue_to_quorum_is_a_recreate_and_rows_show_type_and_node() {
+    let target = settings(&[("x-queue-type", json!("quorum"))]);
+    let d = on_3_10(
+        vec![
+            classic_on("q.pump.px1", "roll-c2@h"),
+            quorum_on(
+                "q.pump.px5",
+                Some("roll-c3@h"),
+                &["roll-c3@h"],
+                &["roll-c3@h"],
+            ),
+        ],
+        &target,
+    );
+    assert_eq!(verdict(&d, "q.pump.px1"), Verdict::Recreate);
+    assert_eq!(verdict(&d, "q.pump.px5"), Verdict::Unchanged);
+    let px1 = d.row(d.find("q.pump.px1").unwrap()).unwrap();
+    assert_eq!(px1.kind(), QueueType::Classic);
+    assert_eq!(px1.node(), Some("roll-c2@h"));
+    let json = serde_json::to_value(px1).unwrap();
+    assert_eq!(json["type"], "classic");
+    assert_eq!(json["node"], "roll-c2@h");
+    assert_eq!(serde_json::to_value(px1.to_row()).unwrap(), json);
+    let px5 = d.row(d.find("q.pump.px5").unwrap()).unwrap();
+    assert_eq!(
+        (px5.kind(), px5.node()),
+        (QueueType::Quorum, Some("roll-c3@h"))
+    );
+    // Back to classic (no x-queue-type) is a recreate too.
+    let back = on_3_10(
+        vec![quorum_on("q.pump.px5", Some("c3"), &["c3"], &["c3"])],
+        &settings(&[]),
+    );
+    assert_eq!(verdict(&back, "q.pump.px5"), Verdict::Recreate);
+    // A missing queue's type is the target's.
+    let px6 = d.row(d.find("q.pump.px6").unwrap()).unwrap();
+    assert_eq!((px6.kind(), px6.node()), (QueueType::Quorum, None));
+}
+
+#[test]
+fn a_quorum_queue_lets_a_classic_only_argument_pass_unapplied() {
+    let target = settings(&[
+        ("x-queue-type", json!("quorum")),
+        ("x-max-priority", json!(5)),
+    ]);
+    let d = on_3_10(
+        vec![quorum_on("q.pump.px1", Some("c1"), &["c1"], &["c1"])],
+        &target,
+    );
+    assert_eq!(verdict(&d, "q.pump.px1"), Verdict::IgnoredByBroker);
+    // With the version unknown, it is taken as checked.
+    let unknown = diff(
+        "quorum",
+        None,
+        vec![quorum_on("q.pump.px1", Some("c1"), &["c1"], &["c1"])],
+        &claims(),
+        &target,
+        Duration::from_secs(900),
+    );
+    assert_eq!(verdict(&unknown, "q.pump.px1"), Verdict::Recreate);
+}
+
+#[test]
+fn queues_on_a_node_that_is_down_are_warned_about() {
+    let all = ["c1", "c2", "c3"];
+    let mut d = on_3_10(
+        vec![
+            classic_on("q.pump.px1", "c2"),
+            quorum_on("q.pump.px5", Some("c1"), &all, &["c1", "c2"]),
+            quorum_on("q.cluster", None, &all, &["c1"]),
+            classic_on("q.foreign", "c2"),
+        ],
+        &settings(&[]),
+    );
+    // Without the nodes: only what the queues themselves say.
+    let warnings: Vec<String> = d.warnings().collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("quorum queue q.cluster has no leader")),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("q.pump.px1")),
+        "{warnings:?}"
+    );
+    let node = |name: &str, running| NodeState {
+        name: name.into(),
+        running,
+    };
+    d.set_nodes(vec![node("c1", true), node("c2", false), node("c3", false)]);
+    let warnings: Vec<String> = d.warnings().collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("classic queue q.pump.px1 is on node c2, which is down")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w == "quorum queue q.pump.px5 members not online: c2, c3 (1 of 3 online)"),
+        "{warnings:?}"
+    );
+    // Foreign queues are not the fleet's: no warning.
+    assert!(
+        !warnings.iter().any(|w| w.contains("q.foreign")),
+        "{warnings:?}"
+    );
+    d.set_nodes(vec![node("c1", true), node("c2", true), node("c3", true)]);
+    let warnings: Vec<String> = d.warnings().collect();
+    assert!(
+        !warnings.iter().any(|w| w.contains("q.pump.px1")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_policy_over_an_argument_says_which_value_is_in_effect() {
+    let mut px1 = live("q.pump.px1", 0, &[("x-expires", json!(600_000))]);
+    px1.place.policy = Some("short".into());
+    let mut px5 = quorum_on("q.pump.px5", Some("c1"), &["c1"], &["c1"]);
+    px5.place.policy = Some("short".into());
+    let target = settings(&[("x-expires", json!(900_000))]);
+    let mut d = on_3_10(vec![px1, px5], &target);
+    assert!(!d.warnings().any(|w| w.contains("policy short")));
+    let mut definition = serde_json::Map::new();
+    definition.insert("expires".into(), json!(300_000));
+    definition.insert("ha-mode".into(), json!("all"));
+    d.set_policies([("short".to_string(), definition)].into_iter().collect());
+    let warnings: Vec<String> = d.warnings().filter(|w| w.contains("policy")).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(
+        warnings[0],
+        "q.pump.px1: policy short sets expires=300000; its x-expires is 600000: 300000 in \
+         effect (the lower value wins on a classic queue); the target's x-expires is 900000: \
+         300000 would be in effect (the lower value wins on a classic queue)"
+    );
+    // The quorum queue has no x-expires; the (classic) target's would be overridden.
+    assert!(
+        warnings[1].starts_with("q.pump.px5: policy short sets expires=300000; the target's"),
+        "{warnings:?}"
+    );
+    let row = d.row(d.find("q.pump.px1").unwrap()).unwrap();
+    assert_eq!(row.policy(), Some("short"));
 }
