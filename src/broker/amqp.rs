@@ -12,9 +12,9 @@ use crate::inventory::{BrokerConfig, Secret};
 /// Builds the connection URI from the inventory's AMQP URL, user, vhost and password.
 /// The result holds the password: never log or print it.
 pub fn uri(config: &BrokerConfig, password: &Secret) -> Result<AMQPUri, BrokerError> {
-    let mut uri = AMQPUri::from_str(&config.amqp_url).map_err(|detail| BrokerError::BadUrl {
+    let mut uri = AMQPUri::from_str(config.amqp_url()).map_err(|detail| BrokerError::BadUrl {
         broker: config.display(),
-        url: config.amqp_url.clone(),
+        url: config.amqp_url().to_string(),
         detail,
     })?;
     uri.authority.userinfo.username = config.user.clone();
@@ -73,7 +73,7 @@ fn classify(config: &BrokerConfig, err: &lapin::Error) -> BrokerError {
     } else if lower.contains("io error") || lower.contains("connection refused") {
         BrokerError::Unreachable {
             broker: config.display(),
-            url: config.amqp_url.clone(),
+            url: config.amqp_url().to_string(),
             detail,
         }
     } else {

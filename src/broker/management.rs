@@ -117,18 +117,18 @@ impl Management {
         timeout: Duration,
     ) -> Result<Management, BrokerError> {
         let name = config.display();
-        let base = config.management_url.trim_end_matches('/').to_string();
+        let base = config.management_url().trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(BrokerError::BadUrl {
                 broker: name,
-                url: config.management_url.clone(),
+                url: config.management_url().to_string(),
                 detail: "the management URL must start with http:// or https://".into(),
             });
         }
         let http =
             client(base.starts_with("https://"), timeout).map_err(|err| BrokerError::BadUrl {
                 broker: name.clone(),
-                url: config.management_url.clone(),
+                url: config.management_url().to_string(),
                 detail: err.to_string(),
             })?;
         Ok(Management {
@@ -1106,8 +1106,8 @@ mod tests {
 
     fn config(url: String) -> BrokerConfig {
         BrokerConfig {
-            management_url: url,
-            amqp_url: "amqp://127.0.0.1:1".into(),
+            management_urls: vec![url],
+            amqp_urls: vec!["amqp://127.0.0.1:1".into()],
             vhost: "ops".into(),
             user: "u".into(),
             password: crate::inventory::SecretRef::Env("ROLL_TEST_UNUSED".into()),

@@ -111,7 +111,11 @@ pub async fn check_broker(group: &Group) -> CheckRow {
         kind: "broker".into(),
         name: config.display(),
         group: group.name.clone(),
-        target: format!("{} + {}", config.management_url, config.amqp_url),
+        target: format!(
+            "{} + {}",
+            config.management_urls.join(","),
+            config.amqp_urls.join(",")
+        ),
         reachable: result.is_ok(),
         seconds: started.elapsed().as_secs_f64(),
         reason: result.err().map(|err| err.to_string()),
