@@ -481,6 +481,7 @@ impl Watch {
             state.retaking = true;
         }
         tracing::warn!(group = %self.group, %reason, "lock connection lost; taking the lock again");
+        crate::failpoint::reach_lock(&self.group).await;
         let deadline = since + self.broker.reconnect_deadline;
         loop {
             match take(&self.group, &self.broker, &self.password, &self.holder).await {
