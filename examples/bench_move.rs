@@ -170,8 +170,8 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<serde_json::Value, Failure> {
     let config = BrokerConfig {
-        management_url: cli.management_url.clone(),
-        amqp_url: cli.amqp_url.clone(),
+        management_urls: vec![cli.management_url.clone()],
+        amqp_urls: vec![cli.amqp_url.clone()],
         vhost: cli.vhost.clone(),
         user: cli.user.clone(),
         password: SecretRef::File(cli.password_file.clone()),

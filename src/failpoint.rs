@@ -7,7 +7,8 @@
 //! more in flight behind them) and `release` of a queue whose name contains `word`. The first time a run reaches one, it
 //! prints `failpoint STAGE=WORD QUEUE: waiting for FILE` on stderr and waits until the file
 //! `$ROLL_FAILPOINT_DIR/STAGE=WORD` exists (it removes it and goes on). `gate=HOST` pauses
-//! before that host's gate. Without the variable
+//! before that host's gate, `lock=GROUP` before the lock's watcher takes a lost lock again.
+//! Without the variable
 //! nothing ever waits. Nothing of it is a fake: the broker, the hosts and the run are real;
 //! only the moment is chosen.
 
@@ -31,6 +32,13 @@ pub fn pauses() -> Vec<(u64, u64)> {
 /// Pauses if `stage` of `queue` is a failpoint of this run (see the module).
 pub async fn reach(stage: &str, queue: &str) {
     wait(stage, queue, true).await;
+}
+
+/// Pauses if `lock=GROUP` is a failpoint of this run: the lock's watcher, its connection
+/// lost, waits there before it takes the lock again (a test lets another process take it
+/// first). Not counted with the broker's unavailability.
+pub async fn reach_lock(group: &str) {
+    wait("lock", group, false).await;
 }
 
 /// Pauses if the `gate` of `host` is a failpoint of this run (`gate=px6`): a test changes a

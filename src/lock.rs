@@ -16,6 +16,16 @@
 //! - when the broker closed the connection for another reason (an operator's
 //!   `rabbitmqctl close_connection`, the lock queue deleted), the lock is lost: `confirm`
 //!   fails from then on, and the run stops.
+//!
+//! On a cluster the lock queue lives on the node of the lock's connection (a classic,
+//! exclusive queue). When that node stops, the connection ends with it (a `shutdown` close or
+//! a broken socket: the lock may be taken again) and the cluster deletes the queue with its
+//! owner. The watcher takes the lock again through the next node that answers (the
+//! inventory's AMQP URLs, in order), but only if nobody else took it in between: a holder
+//! named by the broker ends the run at its next step; a queue still there without a holder
+//! the broker names, or still ours on a node not yet known to be gone, is tried again until
+//! `reconnect_deadline`. The lock is never taken over from anyone, and a lock taken again is
+//! only used once the journal shows that no other run touched the group meanwhile.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -154,8 +164,8 @@ pub fn controller() -> String {
 /// The outcome of one attempt to declare the lock queue.
 enum Taken {
     Yes(Box<(lapin::Connection, lapin::Channel)>),
-    /// Someone holds it: who (the queue's recorded holder).
-    HeldBy(String),
+    /// Someone holds it: who (the queue's recorded holder), when the broker says.
+    HeldBy(Option<String>),
 }
 
 /// Connects and declares the exclusive lock queue once.
@@ -207,10 +217,7 @@ async fn take(
         Ok(Err(err)) => {
             amqp::close(&connection).await;
             if amqp::soft_code(&err) == Some(405) {
-                let holder = holder_of(group, broker, password)
-                    .await
-                    .unwrap_or_else(|| "another process (holder unknown)".into());
-                Ok(Taken::HeldBy(holder))
+                Ok(Taken::HeldBy(holder_of(group, broker, password).await))
             } else {
                 Err(amqp::error(&broker.display(), what, &err))
             }
@@ -237,7 +244,7 @@ pub async fn acquire(
     match take(group, broker, password, &holder).await? {
         Taken::HeldBy(holder) => Err(LockError::Held {
             group: group.to_string(),
-            holder,
+            holder: holder.unwrap_or_else(|| "another process (holder unknown)".into()),
         }),
         Taken::Yes(taken) => {
             let (connection, channel) = *taken;
@@ -474,6 +481,7 @@ impl Watch {
             state.retaking = true;
         }
         tracing::warn!(group = %self.group, %reason, "lock connection lost; taking the lock again");
+        crate::failpoint::reach_lock(&self.group).await;
         let deadline = since + self.broker.reconnect_deadline;
         loop {
             match take(&self.group, &self.broker, &self.password, &self.holder).await {
@@ -492,12 +500,14 @@ impl Watch {
                     tracing::warn!(group = %self.group, "lock taken again after {:?}", since.elapsed());
                     return Some(next);
                 }
-                Ok(Taken::HeldBy(holder)) if holder != self.holder => {
+                Ok(Taken::HeldBy(Some(holder))) if holder != self.holder => {
                     self.give_up(format!("{reason}; {holder} took the lock meanwhile"));
                     return None;
                 }
-                // Still ours on a connection the broker has not closed yet, or the broker
-                // is not back: try again until the deadline.
+                // Still ours on a connection the broker has not closed yet (on a cluster:
+                // the node that held it is not yet known to be gone), held by someone the
+                // broker does not name yet, or the broker is not back: try again until the
+                // deadline. The lock is never taken over from anyone.
                 Ok(Taken::HeldBy(_)) | Err(_) => {}
             }
             if Instant::now() > deadline {

@@ -6,15 +6,16 @@ use std::time::Duration;
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 
+use super::nodes::{Nodes, node_down};
 use super::{BrokerError, DEFAULT_TIMEOUT};
 use crate::inventory::{BrokerConfig, Secret};
 
-/// Builds the connection URI from the inventory's AMQP URL, user, vhost and password.
-/// The result holds the password: never log or print it.
-pub fn uri(config: &BrokerConfig, password: &Secret) -> Result<AMQPUri, BrokerError> {
-    let mut uri = AMQPUri::from_str(&config.amqp_url).map_err(|detail| BrokerError::BadUrl {
+/// Builds the connection URI of the node at `url` (one of the inventory's AMQP URLs) with the
+/// broker's user, vhost and password. The result holds the password: never log or print it.
+pub fn uri(config: &BrokerConfig, url: &str, password: &Secret) -> Result<AMQPUri, BrokerError> {
+    let mut uri = AMQPUri::from_str(url).map_err(|detail| BrokerError::BadUrl {
         broker: config.display(),
-        url: config.amqp_url.clone(),
+        url: url.to_string(),
         detail,
     })?;
     uri.authority.userinfo.username = config.user.clone();
@@ -33,29 +34,67 @@ pub async fn connect(
     connect_with_timeout(config, password, purpose, DEFAULT_TIMEOUT).await
 }
 
-/// Like [`connect`] with another timeout.
+/// Like [`connect`] with another timeout. A cluster's nodes (the inventory's AMQP URLs) are
+/// tried in order from the one that answered last, each within `timeout`, while a node cannot
+/// be reached (see [`super::nodes`]); a refusal (the login, the vhost) ends the search.
 pub async fn connect_with_timeout(
     config: &BrokerConfig,
     password: &Secret,
     purpose: &str,
     timeout: Duration,
 ) -> Result<Connection, BrokerError> {
-    let uri = uri(config, password)?;
+    let nodes = Nodes::of(&config.amqp_urls);
+    let mut failed = Vec::new();
+    for index in nodes.order() {
+        let url = &nodes.urls()[index];
+        match connect_to(config, url, password, purpose, timeout).await {
+            Err(err) if node_down(&err) => failed.push((index, err)),
+            answer => {
+                nodes.answered(index, &failed);
+                return answer;
+            }
+        }
+    }
+    if failed.is_empty() {
+        return Err(BrokerError::BadUrl {
+            broker: config.display(),
+            url: String::new(),
+            detail: "no AMQP URL".into(),
+        });
+    }
+    Err(nodes.none_answered(failed))
+}
+
+/// The AMQP URL in use for `config`: the node that answered last (the first one until then).
+pub fn current_url(config: &BrokerConfig) -> String {
+    Nodes::of(&config.amqp_urls).current().to_string()
+}
+
+/// Connects to the node at `url`.
+async fn connect_to(
+    config: &BrokerConfig,
+    url: &str,
+    password: &Secret,
+    purpose: &str,
+    timeout: Duration,
+) -> Result<Connection, BrokerError> {
+    let uri = uri(config, url, password)?;
     let properties = ConnectionProperties::default()
         .with_connection_name(format!("roll {purpose} (pid {})", std::process::id()).into());
     match tokio::time::timeout(timeout, Connection::connect_uri(uri, properties)).await {
         Err(_) => Err(BrokerError::Timeout {
             broker: config.display(),
-            what: "AMQP connect".into(),
+            what: format!("AMQP connect to {url}"),
             after: timeout,
         }),
-        Ok(Err(err)) => Err(classify(config, &err)),
+        Ok(Err(err)) => Err(classify(config, url, &err)),
         Ok(Ok(connection)) => Ok(connection),
     }
 }
 
-/// Turns a lapin connect error into a typed one.
-fn classify(config: &BrokerConfig, err: &lapin::Error) -> BrokerError {
+/// Turns a lapin connect error into a typed one. A node that is shutting down (it closes the
+/// connection with CONNECTION_FORCED) counts as unreachable: another node may answer.
+fn classify(config: &BrokerConfig, url: &str, err: &lapin::Error) -> BrokerError {
     let detail = err.to_string();
     let lower = detail.to_lowercase();
     if lower.contains("access_refused") || lower.contains("authentication") {
@@ -70,10 +109,14 @@ fn classify(config: &BrokerConfig, err: &lapin::Error) -> BrokerError {
             vhost: config.vhost.clone(),
             user: config.user.clone(),
         }
-    } else if lower.contains("io error") || lower.contains("connection refused") {
+    } else if lower.contains("io error")
+        || lower.contains("connection refused")
+        || lower.contains("connection_forced")
+        || lower.contains("shutdown")
+    {
         BrokerError::Unreachable {
             broker: config.display(),
-            url: config.amqp_url.clone(),
+            url: url.to_string(),
             detail,
         }
     } else {
@@ -283,5 +326,70 @@ pub async fn queue_counts(
                 Err(error(broker, format!("passive declare of {name}"), &err))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An AMQP URL where nothing listens (a port just given back).
+    fn nobody() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        format!("amqp://127.0.0.1:{port}")
+    }
+
+    fn cluster(urls: Vec<String>) -> BrokerConfig {
+        BrokerConfig {
+            management_urls: vec!["http://127.0.0.1:1".into()],
+            amqp_urls: urls,
+            vhost: "v".into(),
+            user: "u".into(),
+            password: crate::inventory::SecretRef::Env("ROLL_TEST_UNUSED".into()),
+            reconnect_deadline: Duration::from_secs(1),
+            listing_timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// Every node is tried, in order, each within the timeout: one that accepts the
+    /// connection and never answers, then one where nothing listens; the error names both
+    /// and is transient (a run waits for the broker), with no password in it.
+    #[tokio::test]
+    async fn every_node_is_tried_and_the_error_names_each() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent = format!("amqp://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let down = nobody();
+        let config = cluster(vec![silent.clone(), down.clone()]);
+        let started = std::time::Instant::now();
+        let err = connect_with_timeout(
+            &config,
+            &Secret::new("s3cret"),
+            "test",
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(err.is_transient(), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("every one of its 2 nodes"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "{silent}: AMQP connect to {silent} did not answer"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{down}: ")), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        // Neither answered: the first is still the one tried first.
+        assert_eq!(current_url(&config), silent);
     }
 }

@@ -6,6 +6,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 
+use super::nodes::{Nodes, node_down};
 use super::{BrokerError, DEFAULT_TIMEOUT};
 use crate::inventory::{BrokerConfig, Secret};
 
@@ -70,11 +71,13 @@ fn client(tls: bool, timeout: Duration) -> Result<reqwest::Client, reqwest::Erro
     Ok(client)
 }
 
-/// A management API client for one broker and vhost.
+/// A management API client for one broker and vhost. A cluster's nodes (the inventory's
+/// URLs) are tried in order, see [`super::nodes`]: a node that cannot be reached is left for
+/// the next, each try with the per-call timeout (a listing: within its one deadline).
 #[derive(Clone)]
 pub struct Management {
     http: reqwest::Client,
-    base: String,
+    nodes: Nodes,
     user: String,
     password: Secret,
     vhost: String,
@@ -88,7 +91,7 @@ pub struct Management {
 impl std::fmt::Debug for Management {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Management")
-            .field("base", &self.base)
+            .field("nodes", &self.nodes.urls())
             .field("user", &self.user)
             .field("vhost", &self.vhost)
             .finish()
@@ -117,23 +120,27 @@ impl Management {
         timeout: Duration,
     ) -> Result<Management, BrokerError> {
         let name = config.display();
-        let base = config.management_url.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(BrokerError::BadUrl {
-                broker: name,
-                url: config.management_url.clone(),
-                detail: "the management URL must start with http:// or https://".into(),
-            });
+        let urls = &config.management_urls;
+        let bad = |url: &str, detail: String| BrokerError::BadUrl {
+            broker: name.clone(),
+            url: url.to_string(),
+            detail,
+        };
+        if urls.is_empty() {
+            return Err(bad("", "no management URL".into()));
         }
-        let http =
-            client(base.starts_with("https://"), timeout).map_err(|err| BrokerError::BadUrl {
-                broker: name.clone(),
-                url: config.management_url.clone(),
-                detail: err.to_string(),
-            })?;
+        if let Some(url) = urls
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            let detail = "the management URL must start with http:// or https://";
+            return Err(bad(url, detail.into()));
+        }
+        let tls = urls.iter().any(|u| u.starts_with("https://"));
+        let http = client(tls, timeout).map_err(|err| bad(&urls[0], err.to_string()))?;
         Ok(Management {
             http,
-            base,
+            nodes: Nodes::of(urls),
             user: config.user.clone(),
             password,
             vhost: config.vhost.clone(),
@@ -148,8 +155,41 @@ impl Management {
         &self.vhost
     }
 
+    /// The management URL in use: the node that answered last.
+    pub fn url(&self) -> &str {
+        self.nodes.current()
+    }
+
+    /// The base of node `index`'s URLs (without a trailing `/`).
+    fn base(&self, index: usize) -> &str {
+        self.nodes.urls()[index].trim_end_matches('/')
+    }
+
+    /// Runs `attempt` on the node in use, and on the next ones while a node cannot be
+    /// reached (see [`super::nodes`]); the first answer (a refusal too) is the result.
+    async fn on_nodes<T, Fut>(
+        &self,
+        mut attempt: impl FnMut(usize) -> Fut,
+    ) -> Result<T, BrokerError>
+    where
+        Fut: std::future::Future<Output = Result<T, BrokerError>>,
+    {
+        let mut failed = Vec::new();
+        for index in self.nodes.order() {
+            match attempt(index).await {
+                Err(err) if node_down(&err) => failed.push((index, err)),
+                answer => {
+                    self.nodes.answered(index, &failed);
+                    return answer;
+                }
+            }
+        }
+        Err(self.nodes.none_answered(failed))
+    }
+
     /// Sends a request to a path under `/api`; returns the body of a 2xx answer, and a typed
-    /// error for anything else. `what` names the request in errors.
+    /// error for anything else. `what` names the request in errors. Every request roll makes
+    /// is safe to send again, to another node too.
     async fn send(
         &self,
         method: reqwest::Method,
@@ -158,7 +198,22 @@ impl Management {
         body: Option<&serde_json::Value>,
         what: &str,
     ) -> Result<String, BrokerError> {
-        let url = format!("{}/api/{}", self.base, path);
+        self.on_nodes(|index| self.send_to(index, method.clone(), path, query, body, what))
+            .await
+    }
+
+    /// [`Management::send`] to node `index`, within the per-call timeout.
+    async fn send_to(
+        &self,
+        index: usize,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+        what: &str,
+    ) -> Result<String, BrokerError> {
+        let base = self.base(index);
+        let url = format!("{base}/api/{path}");
         let mut request = self
             .http
             .request(method, &url)
@@ -170,13 +225,13 @@ impl Management {
         let response = match tokio::time::timeout(self.timeout, request.send()).await {
             Err(_) => return Err(self.timeout_error(what)),
             Ok(Err(err)) if err.is_timeout() => return Err(self.timeout_error(what)),
-            Ok(Err(err)) => return Err(self.unreachable(&err)),
+            Ok(Err(err)) => return Err(self.unreachable(base, &err)),
             Ok(Ok(response)) => response,
         };
         let status = response.status();
         let body = match tokio::time::timeout(self.timeout, response.text()).await {
             Err(_) => return Err(self.timeout_error(what)),
-            Ok(Err(err)) => return Err(self.unreachable(&err)),
+            Ok(Err(err)) => return Err(self.unreachable(base, &err)),
             Ok(Ok(body)) => body,
         };
         if status.is_success() {
@@ -203,10 +258,19 @@ impl Management {
         }
     }
 
-    fn unreachable(&self, err: &reqwest::Error) -> BrokerError {
+    /// A request to `base` that got no answer; a redirect refused (see [`client`]) is the
+    /// URL's fault, not the node's.
+    fn unreachable(&self, base: &str, err: &reqwest::Error) -> BrokerError {
+        if err.is_redirect() {
+            return BrokerError::BadUrl {
+                broker: self.name.clone(),
+                url: base.to_string(),
+                detail: reqwest_detail(err),
+            };
+        }
         BrokerError::Unreachable {
             broker: self.name.clone(),
-            url: self.base.clone(),
+            url: base.to_string(),
             detail: reqwest_detail(err),
         }
     }
@@ -234,36 +298,44 @@ impl Management {
             what: what.to_string(),
             after: deadline,
         };
-        let url = format!("{}/api/{}", self.base, path);
-        let request = self
-            .http
-            .get(&url)
-            .basic_auth(&self.user, Some(self.password.expose()))
-            .query(query)
-            // Overrides the client's per-call timeout, for this request only.
-            .timeout(deadline);
-        let mut response = match tokio::time::timeout_at(until, request.send()).await {
-            Err(_) => return Err(over()),
-            Ok(Err(err)) if err.is_timeout() => return Err(over()),
-            Ok(Err(err)) if cut_off(started.elapsed(), err.is_connect()) => {
-                return Err(BrokerError::CutOff {
-                    broker: self.name.clone(),
-                    what: what.to_string(),
-                    after: started.elapsed(),
-                });
-            }
-            Ok(Err(err)) => return Err(self.unreachable(&err)),
-            Ok(Ok(response)) => response,
-        };
-        let status = response.status();
-        if !status.is_success() {
-            let body = match tokio::time::timeout_at(until, response.text()).await {
-                Err(_) => return Err(over()),
-                Ok(Err(err)) => return Err(self.unreachable(&err)),
-                Ok(Ok(body)) => body,
-            };
-            return Err(self.refusal(status, &body, what));
-        }
+        // The answer's head from the first node that gives one, within the deadline; once
+        // items are handed to `each`, the listing is not asked again of another node.
+        let (base, mut response) = self
+            .on_nodes(|index| async move {
+                let base = self.base(index);
+                let url = format!("{base}/api/{path}");
+                let request = self
+                    .http
+                    .get(&url)
+                    .basic_auth(&self.user, Some(self.password.expose()))
+                    .query(query)
+                    // Overrides the client's per-call timeout, for this request only.
+                    .timeout(until.saturating_duration_since(tokio::time::Instant::now()));
+                let response = match tokio::time::timeout_at(until, request.send()).await {
+                    Err(_) => return Err(over()),
+                    Ok(Err(err)) if err.is_timeout() => return Err(over()),
+                    Ok(Err(err)) if cut_off(started.elapsed(), err.is_connect()) => {
+                        return Err(BrokerError::CutOff {
+                            broker: self.name.clone(),
+                            what: what.to_string(),
+                            after: started.elapsed(),
+                        });
+                    }
+                    Ok(Err(err)) => return Err(self.unreachable(base, &err)),
+                    Ok(Ok(response)) => response,
+                };
+                let status = response.status();
+                if !status.is_success() {
+                    let body = match tokio::time::timeout_at(until, response.text()).await {
+                        Err(_) => return Err(over()),
+                        Ok(Err(err)) => return Err(self.unreachable(base, &err)),
+                        Ok(Ok(body)) => body,
+                    };
+                    return Err(self.refusal(status, &body, what));
+                }
+                Ok((base, response))
+            })
+            .await?;
         let mut array = super::json_array::JsonArray::new();
         let mut first_byte = None;
         let decode = |err: super::json_array::JsonArrayError| BrokerError::Decode {
@@ -283,7 +355,7 @@ impl Management {
                     });
                 }
                 Ok(Err(err)) if err.is_timeout() => return Err(over()),
-                Ok(Err(err)) => return Err(self.unreachable(&err)),
+                Ok(Err(err)) => return Err(self.unreachable(base, &err)),
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => chunk,
             };
@@ -1151,8 +1223,8 @@ mod tests {
 
     fn config(url: String) -> BrokerConfig {
         BrokerConfig {
-            management_url: url,
-            amqp_url: "amqp://127.0.0.1:1".into(),
+            management_urls: vec![url],
+            amqp_urls: vec!["amqp://127.0.0.1:1".into()],
             vhost: "ops".into(),
             user: "u".into(),
             password: crate::inventory::SecretRef::Env("ROLL_TEST_UNUSED".into()),
@@ -1187,6 +1259,151 @@ mod tests {
             err.contains("redirects to https://127.0.0.1:1/api/overview"),
             "{err}"
         );
+    }
+
+    /// A whole HTTP answer of `status` with a JSON `body`.
+    fn answer(status: &str, body: &str) -> &'static str {
+        Box::leak(
+            format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        )
+    }
+
+    /// A broker answering every request with `answer`, and how many requests it got.
+    async fn counting_broker(
+        answer: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        (format!("http://127.0.0.1:{port}"), count)
+    }
+
+    /// A URL where nothing listens (a port just given back).
+    fn nobody() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        format!("http://127.0.0.1:{port}/")
+    }
+
+    /// A node that accepts connections and never answers.
+    async fn silent() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        format!("http://127.0.0.1:{port}")
+    }
+
+    fn cluster(urls: Vec<String>) -> BrokerConfig {
+        BrokerConfig {
+            management_urls: urls,
+            ..config(String::new())
+        }
+    }
+
+    const OVERVIEW: &str = r#"{"rabbitmq_version":"3.10.8","cluster_name":"c"}"#;
+
+    /// A node that refuses connections is left for the next one, which is then used by every
+    /// later call (of this client and of a new one) without trying the first again.
+    #[tokio::test]
+    async fn a_node_that_refuses_connections_is_left_for_the_next_and_remembered() {
+        use std::sync::atomic::Ordering;
+        let (c2, asked) = counting_broker(answer("200 OK", OVERVIEW)).await;
+        let (c3, never) = counting_broker(answer("200 OK", OVERVIEW)).await;
+        let down = nobody();
+        let config = cluster(vec![down.clone(), c2.clone(), c3]);
+        let m = Management::new(&config, Secret::new("pw")).unwrap();
+        assert_eq!(m.url(), down);
+        assert_eq!(m.overview().await.unwrap().rabbitmq_version, "3.10.8");
+        assert_eq!(m.url(), c2);
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        let again = Management::new(&config, Secret::new("pw")).unwrap();
+        assert_eq!(again.url(), c2);
+        again.overview().await.unwrap();
+        m.overview().await.unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 3);
+        assert_eq!(never.load(Ordering::SeqCst), 0);
+    }
+
+    /// An HTTP error is an answer: the node is up, and the error is the call's.
+    #[tokio::test]
+    async fn an_http_error_is_an_answer_and_does_not_move_to_the_next_node() {
+        use std::sync::atomic::Ordering;
+        let (c1, _) = counting_broker(answer("503 Service Unavailable", "{}")).await;
+        let (c2, asked) = counting_broker(answer("200 OK", OVERVIEW)).await;
+        let m = Management::new(&cluster(vec![c1.clone(), c2]), Secret::new("pw")).unwrap();
+        let err = m.overview().await.unwrap_err();
+        assert!(
+            matches!(err, BrokerError::Http { status: 503, .. }),
+            "{err}"
+        );
+        assert_eq!(m.url(), c1);
+        assert_eq!(asked.load(Ordering::SeqCst), 0);
+    }
+
+    /// A node that does not answer within the per-call timeout is left for the next; the next
+    /// has its own timeout.
+    #[tokio::test]
+    async fn a_node_that_does_not_answer_in_time_is_left_for_the_next() {
+        let c1 = silent().await;
+        let (c2, _) = counting_broker(answer("200 OK", OVERVIEW)).await;
+        let config = cluster(vec![c1, c2.clone()]);
+        let m = Management::with_timeout(&config, Secret::new("pw"), Duration::from_millis(300))
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(m.overview().await.unwrap().cluster_name, "c");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(m.url(), c2);
+    }
+
+    /// A listing goes to the next node too, within its one deadline.
+    #[tokio::test]
+    async fn a_listing_moves_to_the_next_node_before_it_streams() {
+        let (c2, _) = counting_broker(answer("200 OK", r#"[{"name":"q1"},{"name":"q2"}]"#)).await;
+        let m = Management::new(&cluster(vec![nobody(), c2.clone()]), Secret::new("pw")).unwrap();
+        let names: Vec<String> = m
+            .list_queues()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|q| q.name)
+            .collect();
+        assert_eq!(names, ["q1", "q2"]);
+        assert_eq!(m.url(), c2);
+    }
+
+    /// When no node answers, the error is still typed (transient: the run waits for the
+    /// broker) and names every node and what each did.
+    #[tokio::test]
+    async fn when_no_node_answers_the_error_names_each_node() {
+        let (a, b) = (nobody(), nobody());
+        let m = Management::new(&cluster(vec![a.clone(), b.clone()]), Secret::new("pw")).unwrap();
+        let err = m.check_vhost().await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("every one of its 2 nodes"), "{text}");
+        assert!(text.contains(&a) && text.contains(&b), "{text}");
+        assert!(!text.contains("pw"), "{text}");
     }
 
     #[test]

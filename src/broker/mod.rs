@@ -8,6 +8,7 @@ pub mod holding;
 pub mod json_array;
 pub mod management;
 pub mod mover;
+pub mod nodes;
 
 use std::time::Duration;
 
@@ -123,6 +124,36 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// The broker the error is about, as its messages name it.
+    pub fn broker(&self) -> &str {
+        match self {
+            BrokerError::Secret { broker, .. }
+            | BrokerError::BadUrl { broker, .. }
+            | BrokerError::Unreachable { broker, .. }
+            | BrokerError::Timeout { broker, .. }
+            | BrokerError::Unauthorized { broker, .. }
+            | BrokerError::NoVhost { broker, .. }
+            | BrokerError::Http { broker, .. }
+            | BrokerError::Decode { broker, .. }
+            | BrokerError::Amqp { broker, .. }
+            | BrokerError::ConnectionLost { broker, .. }
+            | BrokerError::Unaddressable { broker, .. }
+            | BrokerError::CutOff { broker, .. }
+            | BrokerError::Blocked { broker, .. } => broker,
+        }
+    }
+
+    /// What went wrong, without the broker's name (and without the URL of an unreachable
+    /// node): for a message that names them already.
+    pub fn reason(&self) -> String {
+        if let BrokerError::Unreachable { detail, .. } = self {
+            return detail.clone();
+        }
+        let text = self.to_string();
+        let prefix = format!("broker {}: ", self.broker());
+        text.strip_prefix(&prefix).unwrap_or(&text).to_string()
+    }
+
     /// True when the broker may answer again by itself (a restart, a network cut, an
     /// overload): what failed may be tried again once it does. False for refusals.
     pub fn is_transient(&self) -> bool {

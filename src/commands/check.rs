@@ -92,6 +92,12 @@ pub async fn check_host(host: &Host) -> CheckRow {
 pub async fn check_broker(group: &Group) -> CheckRow {
     let started = Instant::now();
     let config = &group.broker;
+    // The nodes that answered (a cluster's first ones that did), else every one listed.
+    let mut target = format!(
+        "{} + {}",
+        config.management_urls.join(","),
+        config.amqp_urls.join(",")
+    );
     let result: Result<Option<Seen>, BrokerError> = async {
         let password = crate::broker::password(config)?;
         let management = Management::new(config, password.clone())?;
@@ -99,6 +105,7 @@ pub async fn check_broker(group: &Group) -> CheckRow {
         management.check_vhost().await?;
         let connection = amqp::connect(config, &password, "check").await?;
         amqp::close(&connection).await;
+        target = format!("{} + {}", management.url(), amqp::current_url(config));
         let freeze = freeze::read(&management, &group.name).await?;
         Ok(freeze.map(freeze::Freeze::seen_now))
     }
@@ -111,7 +118,7 @@ pub async fn check_broker(group: &Group) -> CheckRow {
         kind: "broker".into(),
         name: config.display(),
         group: group.name.clone(),
-        target: format!("{} + {}", config.management_url, config.amqp_url),
+        target,
         reachable: result.is_ok(),
         seconds: started.elapsed().as_secs_f64(),
         reason: result.err().map(|err| err.to_string()),

@@ -601,15 +601,33 @@ impl<P: Planned> Engine<P> {
             let detail = format!("{}; {}", err.detail, why.detail);
             return Err(failure(host, step, StepError { detail, ..why }));
         }
+        let through = self.nodes_in_use();
+        let detail = match &through {
+            Some(nodes) => format!("{host} {step}: {}; answers through {nodes}", err.detail),
+            None => format!("{host} {step}: {}", err.detail),
+        };
         let _ = self
             .journal_event(Event::Measured {
                 what: timing::BROKER_UNAVAILABLE.into(),
                 seconds: waiting.elapsed().as_secs_f64(),
-                detail: format!("{host} {step}: {}", err.detail),
+                detail,
             })
             .await;
-        self.progress(host, step, State::BrokerBack);
+        self.progress(host, step, State::BrokerBack { through });
         Ok(())
+    }
+
+    /// On a cluster (the inventory gives several URLs), the nodes in use: the management
+    /// API's and AMQP's that answered last.
+    fn nodes_in_use(&self) -> Option<String> {
+        let broker = &self.group.broker;
+        (broker.management_urls.len() > 1 || broker.amqp_urls.len() > 1).then(|| {
+            format!(
+                "{} and {}",
+                self.management.url(),
+                crate::broker::amqp::current_url(broker)
+            )
+        })
     }
 
     /// Journals a step's success and reports it.

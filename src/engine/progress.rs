@@ -54,8 +54,9 @@ pub enum State {
     Failed { seconds: Option<f64>, why: String },
     /// It failed for want of the broker: the run waits for it.
     WaitingForBroker { why: String },
-    /// The broker answers again: the step runs again.
-    BrokerBack,
+    /// The broker answers again: the step runs again. On a cluster, `through` names the
+    /// nodes that answer (management API and AMQP).
+    BrokerBack { through: Option<String> },
     /// The group's lock was taken again after a broker restart.
     LockRetaken { seconds: f64, reason: String },
     /// Messages are being moved between two queues.

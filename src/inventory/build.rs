@@ -9,7 +9,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::source::Positions;
 
-use super::raw::{RawBroker, RawGroup, RawHost, RawInventory, RawSsh, VarValue};
+use super::raw::{RawBroker, RawGroup, RawHost, RawInventory, RawSsh, RawUrls, VarValue};
 use super::{
     BrokerConfig, Group, Half, Host, Inventory, InventoryError, NAME_PLACEHOLDER, Role, SecretRef,
     SshSettings, expand_range,
@@ -100,8 +100,8 @@ fn find_password_in_value(
 /// Broker settings of one table, checked but not yet complete.
 #[derive(Debug, Clone, Default)]
 struct PartialBroker {
-    management_url: Option<String>,
-    amqp_url: Option<String>,
+    management_url: Option<Vec<String>>,
+    amqp_url: Option<Vec<String>>,
     vhost: Option<String>,
     user: Option<String>,
     password: Option<SecretRef>,
@@ -144,8 +144,8 @@ impl PartialBroker {
                 listing_timeout,
                 ..
             } => Ok(BrokerConfig {
-                management_url,
-                amqp_url,
+                management_urls: management_url,
+                amqp_urls: amqp_url,
                 vhost,
                 user,
                 password,
@@ -859,10 +859,10 @@ impl<'a> Checker<'a> {
         let mut partial = PartialBroker {
             management_url: raw
                 .management_url
-                .and_then(|url| self.url(url, "management_url", &["http", "https"])),
+                .and_then(|urls| self.urls(urls, "management_url", &["http", "https"])),
             amqp_url: raw
                 .amqp_url
-                .and_then(|url| self.url(url, "amqp_url", &["amqp", "amqps"])),
+                .and_then(|urls| self.urls(urls, "amqp_url", &["amqp", "amqps"])),
             vhost: raw
                 .vhost
                 .and_then(|vhost| self.plain_text(vhost, "broker vhost")),
@@ -920,17 +920,57 @@ impl<'a> Checker<'a> {
         Some(value.into_inner())
     }
 
-    /// A URL with one of `schemes`, a host, and no credentials. The URL itself is never quoted
-    /// in messages, in case it holds a password.
-    fn url(&mut self, value: Spanned<String>, what: &str, schemes: &[&str]) -> Option<String> {
+    /// One URL or a non-empty array of them (a cluster's nodes, tried in order), each with one
+    /// of `schemes`, a host, and no credentials; each error at the item it is about. A URL is
+    /// never quoted in messages, in case it holds a password.
+    fn urls(
+        &mut self,
+        value: Spanned<RawUrls>,
+        what: &str,
+        schemes: &[&str],
+    ) -> Option<Vec<String>> {
         let at = value.span().start;
-        match check_url(value.get_ref(), what, schemes) {
-            Ok(()) => Some(value.into_inner()),
-            Err(message) => {
+        let items = match value.into_inner() {
+            RawUrls::One(url) => vec![(at, url, what.to_string())],
+            RawUrls::Many(urls) if urls.is_empty() => {
+                self.error(
+                    at,
+                    format!(
+                        "{what} is an empty array: give one URL, or one per node of the cluster"
+                    ),
+                );
+                return None;
+            }
+            RawUrls::Many(urls) => urls
+                .into_iter()
+                .enumerate()
+                .map(|(i, url)| {
+                    let at = url.span().start;
+                    (at, url.into_inner(), format!("{what} (item {})", i + 1))
+                })
+                .collect(),
+        };
+        let same = |a: &str, b: &str| {
+            a.trim_end_matches('/')
+                .eq_ignore_ascii_case(b.trim_end_matches('/'))
+        };
+        let mut valid: Vec<(usize, String)> = Vec::with_capacity(items.len());
+        let mut errors = 0;
+        for (i, (at, url, what_item)) in items.into_iter().enumerate() {
+            if let Err(message) = check_url(&url, &what_item, schemes) {
                 self.error(at, message);
-                None
+                errors += 1;
+            } else if let Some((first, _)) = valid.iter().find(|(_, u)| same(u, &url)) {
+                self.error(
+                    at,
+                    format!("{what_item} repeats item {} of the array", first + 1),
+                );
+                errors += 1;
+            } else {
+                valid.push((i, url));
             }
         }
+        (errors == 0).then(|| valid.into_iter().map(|(_, url)| url).collect())
     }
 }
 

@@ -385,10 +385,12 @@ fn serialize_optional_duration<S: serde::Serializer>(
 /// A group's broker: `defaults.broker` merged with `groups.NAME.broker`, all fields present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BrokerConfig {
-    /// The management API, `http://` or `https://`.
-    pub management_url: String,
-    /// The AMQP endpoint, `amqp://` or `amqps://`, without credentials or vhost.
-    pub amqp_url: String,
+    /// The management API, `http://` or `https://`: one URL, or one per node of a cluster,
+    /// tried in order (never empty).
+    pub management_urls: Vec<String>,
+    /// The AMQP endpoint, `amqp://` or `amqps://`, without credentials or vhost: one URL, or
+    /// one per node of a cluster, tried in order (never empty).
+    pub amqp_urls: Vec<String>,
     /// The virtual host.
     pub vhost: String,
     /// The broker user.
@@ -413,23 +415,37 @@ pub const DEFAULT_LISTING_TIMEOUT: std::time::Duration = std::time::Duration::fr
 
 impl BrokerConfig {
     /// `user@host:port/vhost` of the management API for messages, e.g.
-    /// `roll-lab@127.0.0.1:15672/ops`; a `/` in the vhost shows as `%2F`. Never a secret.
+    /// `roll-lab@127.0.0.1:15672/ops`; a cluster's nodes are separated by commas
+    /// (`roll-lab@127.0.0.1:15681,127.0.0.1:15682/quorum`); a `/` in the vhost shows as `%2F`.
+    /// Never a secret.
     pub fn display(&self) -> String {
-        let after_scheme = self
-            .management_url
-            .split_once("://")
-            .map_or(self.management_url.as_str(), |(_, rest)| rest);
-        let authority = after_scheme
-            .split(['/', '?', '#'])
-            .next()
-            .unwrap_or(after_scheme);
+        let nodes: Vec<&str> = self.management_urls.iter().map(|u| authority(u)).collect();
         format!(
             "{}@{}/{}",
             self.user,
-            authority,
+            nodes.join(","),
             self.vhost.replace('/', "%2F")
         )
     }
+
+    /// The first management URL: the one the inventory names first.
+    pub fn management_url(&self) -> &str {
+        self.management_urls.first().map_or("", String::as_str)
+    }
+
+    /// The first AMQP URL: the one the inventory names first.
+    pub fn amqp_url(&self) -> &str {
+        self.amqp_urls.first().map_or("", String::as_str)
+    }
+}
+
+/// The `host:port` of a URL (what follows the scheme, up to the path), for messages.
+pub fn authority(url: &str) -> &str {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or(after_scheme)
 }
 
 #[cfg(test)]

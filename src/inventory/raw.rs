@@ -112,14 +112,50 @@ impl From<RawHostSsh> for RawSsh {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBroker {
-    pub management_url: Option<Spanned<String>>,
-    pub amqp_url: Option<Spanned<String>>,
+    pub management_url: Option<Spanned<RawUrls>>,
+    pub amqp_url: Option<Spanned<RawUrls>>,
     pub vhost: Option<Spanned<String>>,
     pub user: Option<Spanned<String>>,
     pub password_file: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
     pub reconnect_deadline: Option<Spanned<HumanDuration>>,
     pub listing_timeout: Option<Spanned<HumanDuration>>,
+}
+
+/// A broker URL as written: one string, or an array of them (the nodes of a cluster, tried
+/// in order), each item with its own span.
+#[derive(Debug)]
+pub(super) enum RawUrls {
+    One(String),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawUrls {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UrlsVisitor;
+
+        impl<'de> Visitor<'de> for UrlsVisitor {
+            type Value = RawUrls;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a URL, or an array of URLs (one per node of a cluster)")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawUrls, E> {
+                Ok(RawUrls::One(v.to_string()))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawUrls, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(url) = seq.next_element::<Spanned<String>>()? {
+                    urls.push(url);
+                }
+                Ok(RawUrls::Many(urls))
+            }
+        }
+
+        deserializer.deserialize_any(UrlsVisitor)
+    }
 }
 
 /// One entry of `hosts = [...]`.

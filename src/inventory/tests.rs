@@ -101,8 +101,8 @@ fn lab_inventory_loads() {
     assert_eq!(
         ops.broker,
         BrokerConfig {
-            management_url: "http://127.0.0.1:15672".into(),
-            amqp_url: "amqp://127.0.0.1:5672".into(),
+            management_urls: vec!["http://127.0.0.1:15672".into()],
+            amqp_urls: vec!["amqp://127.0.0.1:5672".into()],
             vhost: "ops".into(),
             user: "roll-lab".into(),
             password: SecretRef::File("/var/lib/roll-lab/broker-password".into()),
@@ -185,7 +185,7 @@ fn example_ops_has_its_broker_ssh_settings_and_vars() {
         ops.broker.display(),
         "sarra-admin@ddsr.cmc.example:15671/%2F"
     );
-    assert_eq!(ops.broker.amqp_url, "amqps://ddsr.cmc.example:5671");
+    assert_eq!(ops.broker.amqp_urls, ["amqps://ddsr.cmc.example:5671"]);
     assert_eq!(ops.broker.vhost, "/");
     assert_eq!(
         ops.broker.password,
@@ -889,4 +889,131 @@ hosts = [{{ name = "a2", half = "a" }}, {{ name = "b2", half = "b" }}]
     assert_eq!(kept.ssh.persist, Some(Duration::from_secs(120)));
     let closed = inventory.host("a2").expect("a2");
     assert_eq!(closed.ssh.persist, None);
+}
+
+/// A cluster's broker: one URL per node, in the order they are tried.
+const CLUSTER: &str = r#"[defaults.broker]
+management_url = ["http://127.0.0.1:15681", "http://127.0.0.1:15682/", "http://127.0.0.1:15683"]
+amqp_url = ["amqp://127.0.0.1:5681", "amqp://127.0.0.1:5682", "amqp://127.0.0.1:5683"]
+vhost = "quorum"
+user = "roll"
+password_env = "ROLL_BROKER_PASSWORD"
+"#;
+
+const TWO_HOSTS: &str =
+    "hosts = [{ name = \"a\", half = \"a\" }, { name = \"b\", half = \"b\" }]\n";
+
+#[test]
+fn broker_urls_are_one_string_or_an_array_kept_in_order() {
+    let text = format!(
+        "{CLUSTER}\n[groups.quorum]\n{TWO_HOSTS}\n[groups.single]\nbroker.management_url = \"http://10.0.0.1:15672\"\nbroker.amqp_url = [\"amqps://10.0.0.1:5671\"]\nhosts = [{{ name = \"c\", half = \"a\" }}, {{ name = \"d\", half = \"b\" }}]\n"
+    );
+    let inventory = parse_ok(&text);
+    let quorum = &inventory.group("quorum").expect("quorum").broker;
+    assert_eq!(
+        quorum.management_urls,
+        [
+            "http://127.0.0.1:15681",
+            "http://127.0.0.1:15682/",
+            "http://127.0.0.1:15683"
+        ]
+    );
+    assert_eq!(
+        quorum.amqp_urls,
+        [
+            "amqp://127.0.0.1:5681",
+            "amqp://127.0.0.1:5682",
+            "amqp://127.0.0.1:5683"
+        ]
+    );
+    assert_eq!(quorum.management_url(), "http://127.0.0.1:15681");
+    assert_eq!(quorum.amqp_url(), "amqp://127.0.0.1:5681");
+    assert_eq!(
+        quorum.display(),
+        "roll@127.0.0.1:15681,127.0.0.1:15682,127.0.0.1:15683/quorum"
+    );
+    // A group's own value replaces the whole list; a one-item array is a single URL.
+    let single = &inventory.group("single").expect("single").broker;
+    assert_eq!(single.management_urls, ["http://10.0.0.1:15672"]);
+    assert_eq!(single.amqp_urls, ["amqps://10.0.0.1:5671"]);
+    assert_eq!(single.display(), "roll@10.0.0.1:15672/quorum");
+}
+
+#[test]
+fn broker_url_arrays_are_checked_item_by_item_on_their_line() {
+    let with = |management: &str, amqp: &str| {
+        format!(
+            "[defaults.broker]\nmanagement_url = {management}\namqp_url = {amqp}\nvhost = \"q\"\nuser = \"roll\"\npassword_env = \"P\"\n\n[groups.ops]\n{TWO_HOSTS}"
+        )
+    };
+    let good_amqp = "[\"amqp://h1:5672\", \"amqp://h2:5672\"]";
+    assert_eq!(
+        error(&with("[]", good_amqp)),
+        "inv.toml:2:18: management_url is an empty array: give one URL, or one per node of \
+         the cluster"
+    );
+    assert_eq!(
+        error(&with("[\"http://h1:15672\", \"h2:15672\"]", good_amqp)),
+        "inv.toml:2:38: invalid management_url (item 2): expected a URL such as https://host:port"
+    );
+    // An item on a line of its own is reported on that line.
+    assert_eq!(
+        error(&with(
+            "[\n  \"http://h1:15672\",\n  \"http://h2:15672\",\n  \"http://h3:0\",\n]",
+            good_amqp
+        )),
+        "inv.toml:5:3: invalid management_url (item 3): the port must be between 1 and 65535"
+    );
+    let secret = error(&with(
+        "\"http://h1:15672\"",
+        "[\"amqp://h1:5672\", \"amqp://roll:hunter2@h2:5672\"]",
+    ));
+    assert_eq!(
+        secret,
+        "inv.toml:3:31: inline broker passwords are refused: use password_file or password_env \
+         (found in amqp_url (item 2))"
+    );
+    assert!(!secret.contains("hunter2"));
+    assert_eq!(
+        error(&with(
+            "\"http://h1:15672\"",
+            "[\"amqp://h1:5672\", \"amqp://h2:5672/q\"]"
+        )),
+        "inv.toml:3:31: invalid amqp_url (item 2): it must not name a vhost; set the broker's \
+         vhost instead"
+    );
+    assert_eq!(
+        error(&with(
+            "[\"http://h1:15672\", \"HTTP://h1:15672/\"]",
+            good_amqp
+        )),
+        "inv.toml:2:38: management_url (item 2) repeats item 1 of the array"
+    );
+    let wrong_type = error(&with("15672", good_amqp));
+    assert!(wrong_type.starts_with("inv.toml:2:18: "), "{wrong_type}");
+    assert!(
+        wrong_type.contains("a URL, or an array of URLs"),
+        "{wrong_type}"
+    );
+    let wrong_item = error(&with("[\"http://h1:15672\", 2]", good_amqp));
+    assert!(wrong_item.starts_with("inv.toml:2:"), "{wrong_item}");
+    // Every bad item is reported, not only the first.
+    let errors: Vec<String> = match parse_all(
+        &with(
+            "[\"ftp://h1\", \"http://h2:15672\", \"http://\"]",
+            good_amqp,
+        ),
+        Path::new("inv.toml"),
+    ) {
+        Ok(_) => panic!("should fail"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    };
+    assert_eq!(
+        errors,
+        [
+            "inv.toml:2:19: invalid management_url (item 1): the scheme must be http or https",
+            "inv.toml:2:50: invalid management_url (item 3): no host (expected e.g. \
+             https://host:port)",
+        ]
+    );
 }

@@ -43,7 +43,10 @@ fn state(state: &State) -> Option<String> {
         } => format!("FAILED ({seconds:.1}s): {why}"),
         State::Failed { seconds: None, why } => format!("FAILED: {why}"),
         State::WaitingForBroker { why } => format!("broker unavailable ({why}): waiting for it"),
-        State::BrokerBack => "the broker answers again: trying again".into(),
+        State::BrokerBack { through: None } => "the broker answers again: trying again".into(),
+        State::BrokerBack {
+            through: Some(nodes),
+        } => format!("the broker answers again through {nodes}: trying again"),
         State::LockRetaken { seconds, reason } => {
             format!("taken again after {seconds:.1}s ({reason})")
         }

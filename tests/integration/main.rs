@@ -7,6 +7,7 @@
 mod backlog;
 mod check;
 mod docs;
+mod failover;
 mod faults;
 mod freeze;
 mod inventory_cli;
