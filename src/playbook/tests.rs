@@ -59,6 +59,25 @@ fn checked_in_playbooks_load() {
     );
     assert!(quorum.files[0].content.contains("queueType quorum"));
     assert!(quorum.files[0].content.contains("{var.broker_port}"));
+    let celery = load(&repo("playbooks/celery-quorum.toml")).expect("celery-quorum loads");
+    assert_eq!(
+        celery.queues.target.arguments.get("x-queue-type"),
+        Some(&json!("quorum"))
+    );
+    assert_eq!(celery.queues.owned[0].owner, PatternOwner::Shared);
+    // The Python file is a template: its braces are doubled, and render as Python's.
+    let vars = Default::default();
+    let config = crate::template::render(
+        &celery.files[0].content,
+        &vars,
+        crate::template::Escape::None,
+    )
+    .expect("celeryconfig renders");
+    assert!(
+        config.contains(r#"queue_arguments={"x-queue-type": QUEUE_TYPE}"#),
+        "{config}"
+    );
+    assert!(config.contains(r#"QUEUE_TYPE = "quorum""#), "{config}");
 }
 
 #[test]
