@@ -5,6 +5,7 @@
 //! (see `.config/nextest.toml`); every other test here only reads.
 
 mod backlog;
+mod celery;
 mod check;
 mod docs;
 mod failover;

@@ -1266,3 +1266,35 @@ fn the_lab_facts_are_read_from_the_lab_inventory() {
     assert_eq!(lab.broker.management_url, "http://127.0.0.1:15672");
     assert_eq!(lab.broker.amqp_url, "amqp://127.0.0.1:5672");
 }
+
+/// `GET` of the lab cluster's management API (through c2, then c3: c1 may be stopped by a
+/// test), as JSON. The password goes to curl on stdin, never in its arguments.
+pub fn cluster_get(path: &str) -> serde_json::Value {
+    use std::io::Write;
+    let password = std::fs::read_to_string(lab().broker.password_file.as_path())
+        .expect("the lab's broker password");
+    for port in [15682, 15683, 15681] {
+        let mut curl = Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "20", "-K", "-"])
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("curl runs");
+        if let Some(mut stdin) = curl.stdin.take() {
+            let _ = writeln!(stdin, "user = \"roll-lab:{}\"", password.trim());
+        }
+        let out = curl.wait_with_output().expect("curl ends");
+        if out.status.success()
+            && let Ok(value) = serde_json::from_slice(&out.stdout)
+        {
+            return value;
+        }
+        eprintln!(
+            "cluster GET {path} on {port}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    panic!("no cluster node answered GET {path}");
+}

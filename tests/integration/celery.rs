@@ -1,0 +1,268 @@
+//! The Celery fleet on the lab's cluster (group `celery`): its release from Celery 5.4.0 with a
+//! classic queue `tasks` to 5.5.3 with a quorum queue, half a then half b, under a steady task
+//! load, with a rollback between; every published task executed once, the cluster's listeners
+//! never suspended.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::support::{Roll, json, lab, repo, require_lab};
+
+const CELERY: &str = "playbooks/celery-quorum.toml";
+
+/// Puts the cluster's groups back as `tests/lab/up` made them, when dropped.
+struct ClusterResetOnDrop;
+
+impl Drop for ClusterResetOnDrop {
+    fn drop(&mut self) {
+        let status = Command::new(repo("tests/lab/reset"))
+            .arg("--cluster")
+            .stdout(Stdio::null())
+            .status()
+            .expect("tests/lab/reset runs");
+        assert!(status.success(), "tests/lab/reset --cluster failed");
+    }
+}
+
+/// A lab script run in the background until [`Background::stop`] (SIGTERM: it waits for its
+/// last confirms and writes what it recorded).
+struct Background {
+    child: Child,
+    name: &'static str,
+}
+
+impl Background {
+    fn start(name: &'static str, script: &str, args: &[String]) -> Background {
+        let child = Command::new(repo(script))
+            .args(args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{script} starts: {e}"));
+        Background { child, name }
+    }
+
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(killed.is_ok_and(|s| s.success()), "cannot signal {}", self.name);
+        let status = self.child.wait().expect("it ends");
+        eprintln!("{} ended with {status}", self.name);
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Steady Celery tasks, `rate` a second, through c2 and c3 (never c1 first); confirmed ids
+/// in `ids`.
+fn task_load(ids: &Path, rate: u32) -> Background {
+    Background::start(
+        "celery_publish",
+        "tests/lab/celery_publish",
+        &[
+            "--ids-file".into(),
+            ids.display().to_string(),
+            "--rate".into(),
+            rate.to_string(),
+            "--quiet".into(),
+        ],
+    )
+}
+
+/// Steady messages to the cluster's vhost `steady`, which no run touches, with their confirms
+/// counted per second in `per_second`.
+fn steady_load(dir: &Path, per_second: &Path) -> Background {
+    Background::start(
+        "publish (steady)",
+        "tests/lab/publish",
+        &[
+            "--vhost".into(),
+            "steady".into(),
+            "--host".into(),
+            "127.0.0.1:5682,127.0.0.1:5683,127.0.0.1:5681".into(),
+            "--rate".into(),
+            "20".into(),
+            "--until-stopped".into(),
+            "--ids-file".into(),
+            dir.join("steady.ids").display().to_string(),
+            "--per-second".into(),
+            per_second.display().to_string(),
+            "--reconnect".into(),
+            "120".into(),
+            "--quiet".into(),
+        ],
+    )
+}
+
+/// The longest run of whole seconds without a confirm in a `--per-second` file, and the
+/// number of seconds it covers.
+fn longest_silence(per_second: &Path) -> (u64, usize) {
+    let text = std::fs::read_to_string(per_second).expect("per-second file");
+    let counts: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    let mut longest = 0;
+    let mut run = 0;
+    for c in &counts {
+        run = if *c == 0 { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    (longest, counts.len())
+}
+
+/// `tests/lab/celery_audit` of the ids in `ids` (JSON).
+fn celery_audit(ids: &Path) -> Value {
+    let output = Command::new(repo("tests/lab/celery_audit"))
+        .args(["--ids-file", &ids.display().to_string(), "--json"])
+        .args(["--timeout", "180"])
+        .output()
+        .expect("tests/lab/celery_audit runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "celery_audit printed no JSON ({e}): {text}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// The queue `tasks` of vhost celery, as the cluster's c2 shows it.
+fn tasks_queue() -> Value {
+    crate::support::cluster_get("/api/queues/celery/tasks")
+}
+
+fn queue_type(queue: &Value) -> &str {
+    queue["type"].as_str().unwrap_or("?")
+}
+
+/// `roll status` of the celery group, as rows by host.
+fn celery_status(state: &str) -> std::collections::BTreeMap<String, Value> {
+    let run = Roll::status("celery")
+        .state(state)
+        .playbook(CELERY)
+        .json()
+        .run();
+    assert_eq!(run.code, 0, "{run:#?}");
+    json(&run)
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r["host"].as_str().unwrap_or("?").to_string(), r.clone()))
+        .collect()
+}
+
+fn assert_half(state: &str, half: &str, version: &str, service: &str) {
+    let rows = celery_status(state);
+    for host in lab().half("celery", half) {
+        let row = &rows[&host];
+        assert_eq!(row["version"], version, "{host}: {row}");
+        assert_eq!(row["service"], service, "{host}: {row}");
+    }
+}
+
+/// One run of the celery group; its JSON report.
+fn run(state: &str, roll: Roll) -> Value {
+    let run = roll.state(state).playbook(CELERY).yes().json().run();
+    assert_eq!(run.code, 0, "{run:#?}");
+    json(&run)
+}
+
+#[test]
+fn serial_celery_moves_its_queue_to_quorum_half_a_then_b_under_load_with_a_rollback_between() {
+    require_lab();
+    let _reset = ClusterResetOnDrop;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+    assert_eq!(queue_type(&tasks_queue()), "classic");
+    assert_half(&state, "a", "5.4.0", "running");
+    assert_half(&state, "b", "5.4.0", "running");
+
+    let ids: PathBuf = dir.path().join("tasks.ids");
+    let per_second = dir.path().join("steady.per-second");
+    let load = task_load(&ids, 20);
+    let steady = steady_load(dir.path(), &per_second);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+
+    // Half a: the shared queue is recreated as a quorum queue in a critical window; half b
+    // stays stopped on 5.4 as the failover.
+    let report = run(&state, Roll::upgrade("celery", "a"));
+    let outcome = &report["outcome"];
+    let window = outcome["critical_window_seconds"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no critical window in {outcome:#}"));
+    assert!(window > 0.0, "{outcome:#}");
+    eprintln!("celery half a: critical window {window:.1} s");
+    for account in outcome["queues"].as_array().expect("queue accounts") {
+        assert_eq!(account["lost"], 0, "{account}");
+    }
+    let queue = tasks_queue();
+    assert_eq!(queue_type(&queue), "quorum", "{queue:#}");
+    assert_eq!(queue["arguments"]["x-queue-type"], "quorum", "{queue:#}");
+    assert_half(&state, "a", "5.5.3", "running");
+    assert_half(&state, "b", "5.4.0", "stopped");
+
+    // The rollback of half a's run: the queue is classic again, with its messages; half a
+    // is back on 5.4.
+    let report = run(&state, Roll::rollback("celery"));
+    for account in report["outcome"]["queues"].as_array().into_iter().flatten() {
+        assert_eq!(account["lost"], 0, "{account}");
+    }
+    let queue = tasks_queue();
+    assert_eq!(queue_type(&queue), "classic", "{queue:#}");
+    assert_half(&state, "a", "5.4.0", "running");
+
+    // Then the release for good: half a, then half b (the queue is quorum already: its hosts
+    // are upgraded one by one, the others consuming).
+    let report = run(&state, Roll::upgrade("celery", "a"));
+    assert!(
+        report["outcome"]["critical_window_seconds"].as_f64() > Some(0.0),
+        "{report:#}"
+    );
+    let report = run(&state, Roll::upgrade("celery", "b"));
+    assert!(
+        report["outcome"]["queues"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "half b recreated a queue: {report:#}"
+    );
+    assert_half(&state, "a", "5.5.3", "running");
+    assert_half(&state, "b", "5.5.3", "running");
+    let queue = tasks_queue();
+    assert_eq!(queue_type(&queue), "quorum", "{queue:#}");
+    let everything = crate::support::cluster_get("/api/queues/celery?columns=name,type");
+    for q in everything.as_array().expect("queues") {
+        let name = q["name"].as_str().unwrap_or_default();
+        if !name.ends_with(".pidbox") && !name.starts_with("celeryev") {
+            assert_eq!(q["type"], "quorum", "{q}");
+        }
+    }
+
+    load.stop();
+    steady.stop();
+    let audit = celery_audit(&ids);
+    eprintln!("celery audit: {audit:#}");
+    assert!(audit["published"].as_u64() > Some(500), "{audit:#}");
+    assert_eq!(audit["lost"], 0, "{audit:#}");
+    assert_eq!(audit["executed_twice"], 0, "{audit:#}");
+    assert_eq!(audit["returned"], 0, "{audit:#}");
+    assert_eq!(audit["ok"], true, "{audit:#}");
+    let versions = &audit["executions_by_version"];
+    assert!(
+        versions["5.4.0"].as_u64() > Some(0) && versions["5.5.3"].as_u64() > Some(0),
+        "{audit:#}"
+    );
+    // The listeners were never suspended: vhost steady kept getting confirms all along.
+    let (silence, seconds) = longest_silence(&per_second);
+    assert!(seconds > 30, "only {seconds} s of steady publishing");
+    assert!(
+        silence < 5,
+        "the steady vhost had {silence} s without a confirm (of {seconds} s)"
+    );
+}
