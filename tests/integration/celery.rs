@@ -46,7 +46,11 @@ impl Background {
     fn stop(mut self) {
         let pid = self.child.id().to_string();
         let killed = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(killed.is_ok_and(|s| s.success()), "cannot signal {}", self.name);
+        assert!(
+            killed.is_ok_and(|s| s.success()),
+            "cannot signal {}",
+            self.name
+        );
         let status = self.child.wait().expect("it ends");
         eprintln!("{} ended with {status}", self.name);
     }

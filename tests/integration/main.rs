@@ -20,6 +20,7 @@ mod quorum;
 mod remote;
 mod report;
 mod rollback;
+mod sr3_quorum;
 mod support;
 mod upgrade;
 mod waves;
