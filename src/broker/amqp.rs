@@ -141,6 +141,14 @@ pub fn error(broker: &str, what: impl Into<String>, err: &lapin::Error) -> Broke
         _ => err.is_amqp_hard_error(),
     };
     let (broker, what, detail) = (broker.to_string(), what.into(), err.to_string());
+    if let Some(node) = super::nodes::home_node_down(&detail) {
+        return BrokerError::NodeDown {
+            broker,
+            what,
+            node,
+            detail,
+        };
+    }
     if lost {
         BrokerError::ConnectionLost {
             broker,
@@ -163,6 +171,12 @@ pub fn soft_code(err: &lapin::Error) -> Option<u16> {
         lapin::ErrorKind::ProtocolError(e) if err.is_amqp_soft_error() => Some(e.get_id()),
         _ => None,
     }
+}
+
+/// True when `err` says the queue does not exist: a 404 that is not about the queue's home
+/// node being down (a queue on a stopped node of a cluster is there, unreachable for now).
+pub fn absent(err: &lapin::Error) -> bool {
+    soft_code(err) == Some(404) && super::nodes::home_node_down(&err.to_string()).is_none()
 }
 
 /// Closes a channel, giving it 5 s (a broker that no longer answers does not hold us).
@@ -265,7 +279,7 @@ pub async fn probe(
     let (channel, exists) =
         declare_on_new_channel(connection, broker, name, passive, Default::default()).await?;
     if let Err(err) = exists {
-        if soft_code(&err) == Some(404) {
+        if absent(&err) {
             return Ok(ProbeResult::Absent);
         }
         return Err(amqp_error("passive declare of", err));
@@ -320,7 +334,7 @@ pub async fn queue_counts(
             Ok(Some((queue.message_count(), queue.consumer_count())))
         }
         Err(err) => {
-            if soft_code(&err) == Some(404) {
+            if absent(&err) {
                 Ok(None)
             } else {
                 Err(error(broker, format!("passive declare of {name}"), &err))

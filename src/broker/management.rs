@@ -243,6 +243,16 @@ impl Management {
 
     /// The error of an answer that is not a 2xx.
     fn refusal(&self, status: StatusCode, body: &str, what: &str) -> BrokerError {
+        if status == StatusCode::NOT_FOUND
+            && let Some(node) = super::nodes::home_node_down(body)
+        {
+            return BrokerError::NodeDown {
+                broker: self.name.clone(),
+                what: what.to_string(),
+                node,
+                detail: short(body),
+            };
+        }
         match status {
             StatusCode::UNAUTHORIZED => BrokerError::Unauthorized {
                 broker: self.name.clone(),
@@ -1081,6 +1091,25 @@ impl Management {
         Ok(all.into_iter().filter(|c| c.vhost == self.vhost).collect())
     }
 
+    /// True when the cluster node `node` (`rabbit@c1`) runs, as the node that answers sees it;
+    /// false when it is down or unknown.
+    pub async fn node_running(&self, node: &str) -> Result<bool, BrokerError> {
+        #[derive(serde::Deserialize)]
+        struct Node {
+            #[serde(default)]
+            running: bool,
+        }
+        let path = format!("nodes/{}", segment(node));
+        match self
+            .get::<Node>(&path, &[("columns", "running".into())], "node lookup")
+            .await
+        {
+            Ok(found) => Ok(found.running),
+            Err(BrokerError::Http { status: 404, .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
     /// A 404 on a vhost path means the vhost does not exist.
     fn vhost_error(&self, err: BrokerError) -> BrokerError {
         match err {
@@ -1404,6 +1433,22 @@ mod tests {
         assert!(text.contains("every one of its 2 nodes"), "{text}");
         assert!(text.contains(&a) && text.contains(&b), "{text}");
         assert!(!text.contains("pw"), "{text}");
+    }
+
+    /// A queue whose home node is down is neither there nor absent: a transient error naming
+    /// the node, never the 404 that callers read as "gone".
+    #[tokio::test]
+    async fn a_queue_on_a_stopped_node_is_down_not_absent() {
+        let body = r#"{"error":"not_found","reason":"home node 'roll-c1@vm' of durable queue 'q' in vhost 'ops' is down or inaccessible"}"#;
+        let (url, _) = counting_broker(answer("404 Not Found", body)).await;
+        let m = Management::new(&cluster(vec![url]), Secret::new("pw")).unwrap();
+        let err = m.delete_queue("q", true).await.unwrap_err();
+        match &err {
+            BrokerError::NodeDown { node, .. } => assert_eq!(node, "roll-c1@vm"),
+            other => panic!("{other:?}"),
+        }
+        assert!(err.is_transient());
+        assert!(m.queue("q").await.is_err());
     }
 
     #[test]

@@ -96,6 +96,16 @@ pub enum BrokerError {
         what: String,
         detail: String,
     },
+    /// The queue's home node is down (a classic queue on a cluster node that stopped): the
+    /// queue is neither usable nor absent; it is back with its messages when the node is.
+    #[error("broker {broker}: {what}: {detail}")]
+    NodeDown {
+        broker: String,
+        what: String,
+        /// The node, as the broker names it (`rabbit@c1`).
+        node: String,
+        detail: String,
+    },
     /// A queue or exchange named `.` or `..`: the management API cannot address it.
     #[error(
         "broker {broker}: the name {name:?} cannot be used through the management API (it reads \
@@ -137,6 +147,7 @@ impl BrokerError {
             | BrokerError::Decode { broker, .. }
             | BrokerError::Amqp { broker, .. }
             | BrokerError::ConnectionLost { broker, .. }
+            | BrokerError::NodeDown { broker, .. }
             | BrokerError::Unaddressable { broker, .. }
             | BrokerError::CutOff { broker, .. }
             | BrokerError::Blocked { broker, .. } => broker,
@@ -161,6 +172,7 @@ impl BrokerError {
             BrokerError::Unreachable { .. }
             | BrokerError::Timeout { .. }
             | BrokerError::ConnectionLost { .. }
+            | BrokerError::NodeDown { .. }
             | BrokerError::Blocked { .. } => true,
             BrokerError::Http { status, .. } => matches!(status, 500 | 502 | 503 | 504),
             BrokerError::Secret { .. }

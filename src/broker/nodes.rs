@@ -132,6 +132,17 @@ pub fn node_down(err: &BrokerError) -> bool {
     )
 }
 
+/// The node a broker's refusal says is down: a classic queue's home node that stopped
+/// (`home node 'rabbit@c1' of durable queue 'q' in vhost 'v' is down or inaccessible`, as
+/// RabbitMQ says it to a declare, over AMQP and the management API alike).
+pub fn home_node_down(text: &str) -> Option<String> {
+    let (_, rest) = text.split_once("home node '")?;
+    let (node, rest) = rest.split_once('\'')?;
+    rest.contains("is down")
+        .then(|| node.to_string())
+        .filter(|n| !n.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +182,19 @@ mod tests {
         assert_eq!(other.order(), [0, 1]);
         again.answered(0, &[]);
         assert_eq!(nodes.order(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn the_home_node_of_a_queue_on_a_stopped_node_is_read_from_the_refusal() {
+        let http = r#"{"error":"not_found","reason":"home node 'roll-c1@vm' of durable queue 'q' in vhost 'v' is down or inaccessible"}"#;
+        assert_eq!(home_node_down(http).as_deref(), Some("roll-c1@vm"));
+        let amqp = "protocol error: AMQP soft error: NOT-FOUND: NOT_FOUND - home node 'rabbit@c1' of durable queue 'q' in vhost '/' is down or inaccessible";
+        assert_eq!(home_node_down(amqp).as_deref(), Some("rabbit@c1"));
+        assert_eq!(
+            home_node_down("NOT_FOUND - no queue 'q' in vhost '/'"),
+            None
+        );
+        assert_eq!(home_node_down("home node '' is down"), None);
     }
 
     #[test]

@@ -24,6 +24,11 @@ pub trait Actions<P>: Send + Sync {
 
     /// True once the broker answers (its management API and AMQP).
     fn broker_up<'a>(&'a self, engine: &'a Engine<P>) -> Up<'a>;
+
+    /// True once the cluster node `node` runs again (a queue's home node that stopped).
+    fn node_up<'a>(&'a self, _engine: &'a Engine<P>, _node: &'a str) -> Up<'a> {
+        Box::pin(async { true })
+    }
 }
 
 /// Does nothing and fails every step: what an engine has until it is given actions.
@@ -70,6 +75,10 @@ where
 
     fn broker_up<'a>(&'a self, engine: &'a Engine<P>) -> Up<'a> {
         Box::pin(engine.broker_answers())
+    }
+
+    fn node_up<'a>(&'a self, engine: &'a Engine<P>, node: &'a str) -> Up<'a> {
+        Box::pin(async move { engine.management.node_running(node).await.unwrap_or(false) })
     }
 }
 

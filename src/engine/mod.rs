@@ -592,7 +592,10 @@ impl<P: Planned> Engine<P> {
         let waiting = Instant::now();
         let why = err.detail.clone();
         self.progress(host, step, State::WaitingForBroker { why });
-        if let Err(why) = self.await_broker(host, step, since).await {
+        // A queue on a cluster node that stopped: the other nodes answer at once, the queue
+        // only once that node is back.
+        let node = crate::broker::nodes::home_node_down(&err.detail);
+        if let Err(why) = self.await_broker(host, step, since, node.as_deref()).await {
             let failed = State::Failed {
                 seconds: None,
                 why: why.detail.clone(),
@@ -702,17 +705,32 @@ impl<P: Planned> Engine<P> {
         }
     }
 
-    /// Waits until the broker answers again (its management API and AMQP), at most until
-    /// `since` (the step's first failure for want of it) plus the broker's
-    /// `reconnect_deadline`; says every so often, on the step (`host`, `step`) that waits,
-    /// what it waits for and its deadline.
-    async fn await_broker(&self, host: &str, step: &Step, since: Instant) -> Result<(), StepError> {
+    /// Waits until the broker answers again (its management API and AMQP), and `node` runs
+    /// again when a queue's home node was down, at most until `since` (the step's first
+    /// failure for want of it) plus the broker's `reconnect_deadline`; says every so often,
+    /// on the step (`host`, `step`) that waits, what it waits for and its deadline.
+    async fn await_broker(
+        &self,
+        host: &str,
+        step: &Step,
+        since: Instant,
+        node: Option<&str>,
+    ) -> Result<(), StepError> {
         let limit = self.group.broker.reconnect_deadline;
         let deadline = since + limit;
         let waiting = Instant::now();
         let mut said = waiting;
+        let awaited = match node {
+            Some(node) => format!("the broker's node {node} to run again"),
+            None => "the broker to answer again".to_string(),
+        };
         loop {
-            if self.actions.broker_up(self).await {
+            if self.actions.broker_up(self).await
+                && match node {
+                    Some(node) => self.actions.node_up(self, node).await,
+                    None => true,
+                }
+            {
                 return Ok(());
             }
             if said.elapsed() >= self.still_running_every {
@@ -722,7 +740,7 @@ impl<P: Planned> Engine<P> {
                     seconds: waiting.elapsed().as_secs_f64(),
                     deadline: Some(limit),
                     doing: Some(format!(
-                        "waiting for the broker to answer again (reconnect_deadline, {left}s left)"
+                        "waiting for {awaited} (reconnect_deadline, {left}s left)"
                     )),
                 };
                 self.progress(host, step, running);
@@ -730,10 +748,17 @@ impl<P: Planned> Engine<P> {
             if Instant::now() >= deadline {
                 return Err(StepError::new(
                     Cause::BrokerUnavailable,
-                    format!(
-                        "the broker did not answer again within {}s (reconnect_deadline)",
-                        limit.as_secs()
-                    ),
+                    match node {
+                        Some(node) => format!(
+                            "the broker's node {node} did not run again within {}s \
+                             (reconnect_deadline)",
+                            limit.as_secs()
+                        ),
+                        None => format!(
+                            "the broker did not answer again within {}s (reconnect_deadline)",
+                            limit.as_secs()
+                        ),
+                    },
                 ));
             }
             // Often: every second the run waits once the broker is back is in the window.

@@ -21,6 +21,11 @@ struct Fake {
     slow: Mutex<Vec<(String, Step, Duration)>>,
     /// How many times the broker is found down when waited for.
     down: std::sync::atomic::AtomicUsize,
+    /// What a planted failure says (else `planted at HOST STEP`).
+    detail: Mutex<Option<String>>,
+    /// How many times a cluster node is found down when waited for, and how often asked.
+    node_down: std::sync::atomic::AtomicUsize,
+    node_asked: Mutex<Vec<String>>,
 }
 
 impl Fake {
@@ -80,8 +85,12 @@ impl Fake {
         if let Some(time) = slow {
             tokio::time::sleep(time).await;
         }
+        let detail = self.detail.lock().unwrap().clone();
         match self.planted(host, step) {
-            Some(cause) => Err(StepError::new(cause, format!("planted at {host} {step}"))),
+            Some(cause) => Err(StepError::new(
+                cause,
+                detail.unwrap_or_else(|| format!("planted at {host} {step}")),
+            )),
             None => Ok(()),
         }
     }
@@ -119,6 +128,16 @@ impl Actions<UpgradePlan> for Fake {
         use std::sync::atomic::Ordering::SeqCst;
         let down = self
             .down
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        Box::pin(async move { !down })
+    }
+
+    fn node_up<'a>(&'a self, _: &'a Engine<UpgradePlan>, node: &'a str) -> Up<'a> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.node_asked.lock().unwrap().push(node.to_string());
+        let down = self
+            .node_down
             .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
             .is_ok();
         Box::pin(async move { !down })
@@ -572,6 +591,63 @@ fn a_wait_for_the_broker_says_what_it_waits_for_and_its_deadline() {
             "{wait:?}"
         );
     }
+}
+
+/// A step that failed because a queue's home node is down (a cluster node stopped) is done
+/// again only once that node runs again, not as soon as the other nodes answer: the wait
+/// says which node it waits for.
+#[test]
+fn a_step_that_failed_on_a_stopped_node_is_done_again_once_that_node_runs() {
+    let plan = plan(Half::A, false, 1);
+    let fake = Fake::failing("px1", Step::Stop, Cause::BrokerUnavailable);
+    *fake.detail.lock().unwrap() = Some(
+        "broker b: declare of queue q failed with HTTP 404: {\"error\":\"not_found\",\
+         \"reason\":\"home node 'rabbit@c1' of durable queue 'q' in vhost 'ops' is down or \
+         inaccessible\"}"
+            .into(),
+    );
+    fake.node_down.store(4, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let (outcome, said) = watched_upgrade(&plan, &fake, dir.path(), Duration::from_millis(200));
+    assert_eq!(outcome.status, RunStatus::Done, "{:?}", outcome.failure);
+    let stops = fake.of("px1").iter().filter(|s| **s == Step::Stop).count();
+    assert_eq!(stops, 2);
+    let asked = fake.node_asked.lock().unwrap().clone();
+    assert_eq!(asked, ["rabbit@c1"; 5]);
+    assert!(
+        said.iter().any(|p| matches!(&p.state,
+            State::Running { doing: Some(d), .. } if d.contains("waiting for the broker's node rabbit@c1 to run again"))),
+        "{said:#?}"
+    );
+}
+
+/// A node that does not run again within the broker's `reconnect_deadline` stops the run at
+/// that step, saying which node.
+#[test]
+fn a_stopped_node_that_stays_down_stops_the_run_at_the_step() {
+    let plan = plan(Half::A, false, 1);
+    let fake = Fake::failing("px1", Step::Stop, Cause::BrokerUnavailable);
+    *fake.detail.lock().unwrap() =
+        Some("home node 'rabbit@c1' of durable queue 'q' in vhost 'ops' is down".into());
+    fake.node_down
+        .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::create(dir.path(), "ops", &plan.run_id).unwrap();
+    journal.append(started(&plan)).unwrap();
+    let mut engine = bare_engine(&plan, &fake, journal, &[]);
+    engine.group.broker.reconnect_deadline = Duration::from_millis(800);
+    let outcome = tokio_test(Arc::new(engine).run());
+    let failure = outcome.failure.expect("the run stopped");
+    assert_eq!(
+        (failure.host.as_str(), failure.cause),
+        ("px1", Cause::BrokerUnavailable)
+    );
+    assert!(
+        failure
+            .detail
+            .contains("the broker's node rabbit@c1 did not run again within"),
+        "{failure:?}"
+    );
 }
 
 /// What a rollback planned, did and swapped.
