@@ -22,9 +22,12 @@ LAB_HOSTS=(
   stage1:stage stage2:stage
   px1:ops px2:ops px3:ops px4:ops px5:ops px6:ops px7:ops px8:ops
   pxatx1:ops pxatx2:ops
+  q1:quorum q2:quorum q3:quorum q4:quorum
 )
 LAB_PASSIVE=pxatx2                                   # configured, never started
 LAB_CLUSTER_QUEUE=q_roll-lab.subscribe.cluster.ops   # shared by every ops host
+# Groups whose hosts also share one queue (config cluster.conf): q_roll-lab.subscribe.cluster.<vhost>
+LAB_SHARED_VHOSTS=(ops quorum)
 LAB_FOREIGN_QUEUE=q_anonymous.subscribe.ddi-cmc.ddi1_cmc_20260101
 LAB_FOREIGN_KEY='v03.foreign.#'
 LAB_SR3_VERSION=3.2.0.post1
@@ -280,3 +283,21 @@ cluster_node_start() {
   if ! cluster_beam_alive "$i"; then cluster_node_launch "$i"; fi
   cluster_node_await "$i" && cluster_node_await_joined "$i"
 }
+
+# ------------------------------------------------ where a group's services connect
+is_cluster_vhost() { [[ " ${LAB_CLUSTER_VHOSTS[*]} " == *" $1 "* ]]; }
+is_shared_vhost() { [[ " ${LAB_SHARED_VHOSTS[*]} " == *" $1 "* ]]; }
+shared_queue_of() { printf 'q_roll-lab.subscribe.cluster.%s' "$1"; }   # vhost -> its shared queue
+# host vhost -> the AMQP port its services use: the single node's, or on the cluster c2 for an
+# odd host number and c3 for an even one (each half has both; never c1, which roll uses first).
+host_amqp_port() {
+  local n
+  if is_cluster_vhost "$2"; then
+    n=${1//[!0-9]/}
+    if ((10#${n:-0} % 2)); then cluster_amqp_port 2; else cluster_amqp_port 3; fi
+  else
+    printf '5672'
+  fi
+}
+# vhost -> the management API that shows its queues (the single node, or the cluster's c1)
+vhost_mgmt_url() { if is_cluster_vhost "$1"; then cluster_mgmt_url 1; else printf '%s' "$LAB_MGMT"; fi; }
