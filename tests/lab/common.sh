@@ -24,6 +24,17 @@ LAB_HOSTS=(
   pxatx1:ops pxatx2:ops
   q1:quorum q2:quorum q3:quorum q4:quorum
 )
+# Celery worker hosts on the cluster (vhost celery): OS users rl-cw1..4, Celery in ~/venv, the
+# app files of playbooks/files/celery in ~/app, one worker each. No sr3.
+LAB_CELERY_HOSTS=(cw1:celery cw2:celery cw3:celery cw4:celery)
+LAB_ALL_HOSTS=("${LAB_HOSTS[@]}" "${LAB_CELERY_HOSTS[@]}")
+LAB_CELERY_VERSION=5.4.0
+LAB_CELERY_SPEC=("celery==5.4.0" "kombu>=5.3,<5.4")     # what a celery host's venv gets
+LAB_CELERY_TARGET_SPEC=("celery==5.5.3")                 # the next release (its own kombu 5.5)
+LAB_CELERY_WHEELS=$LAB_CACHE/celery-wheels
+LAB_CELERY_FILES=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../playbooks/files/celery" 2>/dev/null && pwd)
+LAB_CELERY_QUEUE=tasks
+is_celery_host() { [[ " ${LAB_CELERY_HOSTS[*]} " == *" $1:"* ]]; }
 LAB_PASSIVE=pxatx2                                   # configured, never started
 LAB_CLUSTER_QUEUE=q_roll-lab.subscribe.cluster.ops   # shared by every ops host
 # Groups whose hosts also share one queue (config cluster.conf): q_roll-lab.subscribe.cluster.<vhost>
