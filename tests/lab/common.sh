@@ -165,6 +165,11 @@ LAB_CLUSTER_MGMT_PORTS=(15681 15682 15683)
 LAB_CLUSTER_DIST_PORTS=(25681 25682 25683)
 LAB_CLUSTER_DIR=$LAB_STATE/cluster
 LAB_CLUSTER_VHOSTS=(celery quorum steady)
+# vhost steady: a quorum queue `steady` bound to xpublic (#), bounded (the oldest dropped), for
+# a steady publisher (tests/lab/publish --vhost steady --until-stopped --per-second F)
+LAB_STEADY_VHOST=steady
+LAB_STEADY_QUEUE=steady
+LAB_STEADY_MAX_LENGTH=100000
 # Cheap nodes on a 2-core machine: one scheduler each, no busy waiting.
 LAB_CLUSTER_ERL_ARGS="+S 1:1 +SDcpu 1:1 +SDio 4 +sbwt none +sbwtdcpu none +sbwtdio none"
 
