@@ -6,6 +6,7 @@
 
 mod backlog;
 mod check;
+mod cluster;
 mod docs;
 mod faults;
 mod freeze;

@@ -231,6 +231,12 @@ cluster_node_launch() {
   local i=$1 d=$LAB_CLUSTER_DIR/c$1
   cluster_node_files "$i"
   ( cd /var/lib/rabbitmq && ulimit -n "$(ulimit -Hn)" 2>/dev/null
+    # The node must not inherit our open files (a caller's `flock` on a lock file would be
+    # held by the node for its whole life).
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+    done
     runuser -u rabbitmq -- env -i HOME=/var/lib/rabbitmq LANG=C.UTF-8 \
       PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
       RABBITMQ_NODENAME="$(cluster_node "$i")" \
