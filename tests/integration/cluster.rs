@@ -197,3 +197,51 @@ fn serial_cluster_stop_and_start_one_node() {
     let report = publish_and_audit(dir.path(), 10);
     assert_eq!(report["executed"], 10, "{report:#}");
 }
+
+/// The steady publisher of vhost `steady` (tests/lab/publish --until-stopped --per-second):
+/// a line for every second, each with confirms, while the cluster runs.
+#[test]
+fn the_steady_publisher_records_its_confirms_every_second() {
+    require_lab();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (stop, per_second) = (dir.path().join("stop"), dir.path().join("per-second"));
+    let mut child = Command::new(repo("tests/lab/publish"))
+        .args([
+            "--vhost",
+            "steady",
+            "--host",
+            "127.0.0.1:5682,127.0.0.1:5683",
+        ])
+        .args([
+            "--until-stopped",
+            "--rate",
+            "50",
+            "--quiet",
+            "--reconnect",
+            "30",
+        ])
+        .args(["--stop-file", &stop.display().to_string()])
+        .args(["--per-second", &per_second.display().to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("tests/lab/publish starts");
+    std::thread::sleep(Duration::from_secs(4));
+    std::fs::write(&stop, "").expect("stop file");
+    let status = child.wait().expect("the publisher ends");
+    assert!(status.success(), "{status}");
+    let lines = std::fs::read_to_string(&per_second).expect("per-second file");
+    let counts: Vec<u64> = lines
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("a line `second count`: {l:?}"))
+        })
+        .collect();
+    assert!(counts.len() >= 4, "{lines}");
+    // every whole second between the first and the last had confirms
+    let inner = &counts[1..counts.len() - 1];
+    assert!(inner.iter().all(|&n| n > 0), "{lines}");
+    assert!(counts.iter().sum::<u64>() >= 150, "{lines}");
+}
