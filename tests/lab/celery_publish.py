@@ -28,7 +28,8 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from publish import Confirms, PerSecond, connect_any, hosts_of, positive_float, pump, wait_confirms  # noqa: E402
+from publish import (Confirms, PerSecond, close_quietly, confirm_channel, connect_any,  # noqa: E402
+                     hosts_of, positive_float, pump, wait_confirms)
 
 try:
     import amqp
@@ -121,18 +122,7 @@ def main() -> int:
     conn = None
 
     def connect_to(host):
-        c = amqp.Connection(host=host, userid=a.user, password=password, virtual_host=a.vhost,
-                            confirm_publish=False, connect_timeout=a.timeout,
-                            read_timeout=a.timeout, write_timeout=a.timeout,
-                            client_properties={"connection_name": "roll-lab celery_publish",
-                                               "product": "roll-lab celery_publish"})
-        c.connect()
-        ch = c.channel()
-        ch.events["basic_return"].add(cf.on_return)
-        ch.events["basic_ack"].add(cf.on_ack)
-        ch.events["basic_nack"].add(cf.on_nack)
-        ch.confirm_select()
-        return c, ch
+        return confirm_channel(host, a, password, cf, "roll-lab celery_publish")
 
     def connect():
         host_at[0], cc = connect_any(a.host, host_at[0], connect_to)
@@ -146,10 +136,7 @@ def main() -> int:
         lost = len(cf.pending)
         cf.pending.clear()
         cf.next_tag = 1
-        try:
-            conn.close()
-        except Exception:
-            pass
+        close_quietly(conn)
         conn = None
         print(f"celery_publish: connection to {a.host[host_at[0]]} lost ({type(err).__name__}: "
               f"{err}); {lost} in flight; reconnecting", file=sys.stderr, flush=True)
@@ -212,11 +199,7 @@ def main() -> int:
             f.close()
         if per_second is not None:
             per_second.write()
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        close_quietly(conn)
     dt = time.monotonic() - t_start
     if cf.nacked:
         failures.append(f"{len(cf.nacked)} tasks nacked")

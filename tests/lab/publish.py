@@ -163,6 +163,31 @@ def connect_any(hosts, start, make):
     raise err
 
 
+def confirm_channel(host, a, password, cf, name):
+    """A connection to `host` (as a.user, vhost a.vhost, a.timeout for everything) and a
+    channel in confirm mode whose acks, nacks and returns go to `cf` (a Confirms)."""
+    c = amqp.Connection(
+        host=host, userid=a.user, password=password, virtual_host=a.vhost,
+        confirm_publish=False, connect_timeout=a.timeout, read_timeout=a.timeout,
+        write_timeout=a.timeout, client_properties={"connection_name": name, "product": name})
+    c.connect()
+    ch = c.channel()
+    ch.events["basic_return"].add(cf.on_return)
+    ch.events["basic_ack"].add(cf.on_ack)
+    ch.events["basic_nack"].add(cf.on_nack)
+    ch.confirm_select()
+    return c, ch
+
+
+def close_quietly(conn):
+    """Closes a connection that may be broken already."""
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
 def pump(conn, timeout):
     """Handle what the broker sends (confirms, returns) for `timeout` seconds;
     with 0, only what is already there. py-amqp keeps a partly read frame in
@@ -261,19 +286,7 @@ def main() -> int:
         return cc
 
     def connect_to(host):
-        c = amqp.Connection(
-            host=host, userid=a.user, password=password, virtual_host=a.vhost,
-            confirm_publish=False, connect_timeout=a.timeout, read_timeout=a.timeout,
-            write_timeout=a.timeout,
-            client_properties={"connection_name": "roll-lab publish",
-                               "product": "roll-lab publish"})
-        c.connect()
-        ch = c.channel()
-        ch.events["basic_return"].add(cf.on_return)
-        ch.events["basic_ack"].add(cf.on_ack)
-        ch.events["basic_nack"].add(cf.on_nack)
-        ch.confirm_select()
-        return c, ch
+        return confirm_channel(host, a, password, cf, "roll-lab publish")
 
     def reconnect(err):
         """After a lost connection (--reconnect): the messages in flight are not confirmed
@@ -282,10 +295,7 @@ def main() -> int:
         nonlocal conn
         cf.pending.clear()
         cf.next_tag = 1
-        try:
-            conn.close()
-        except Exception:
-            pass
+        close_quietly(conn)
         conn = None
         host_at[0] = (host_at[0] + 1) % len(a.host)  # the next host first
         t0 = time.monotonic()
@@ -363,11 +373,7 @@ def main() -> int:
             ids_out.close()
         if per_second is not None:
             per_second.write()
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        close_quietly(conn)
     if outages:
         print(f"publish: {len(outages)} connection losses, reconnected after "
               f"{', '.join(f'{s:.1f}s' for s, _ in outages)}; "
