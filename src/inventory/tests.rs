@@ -45,8 +45,8 @@ fn names<'a>(hosts: impl Iterator<Item = &'a Host>) -> Vec<&'a str> {
 fn lab_inventory_loads() {
     let inventory = load_ok("inventory/lab.toml");
     let groups: Vec<_> = inventory.groups.iter().map(|g| g.name.as_str()).collect();
-    assert_eq!(groups, ["dev", "stage", "ops"]);
-    assert_eq!(inventory.hosts().count(), 14);
+    assert_eq!(groups, ["dev", "stage", "ops", "quorum", "celery"]);
+    assert_eq!(inventory.hosts().count(), 22);
 
     let dev = inventory.group("dev").expect("dev");
     assert_eq!(dev.requires, None);
@@ -56,6 +56,16 @@ fn lab_inventory_loads() {
         inventory.group("stage").and_then(|g| g.requires.as_deref()),
         None
     );
+
+    // the cluster's groups: c1's API and AMQP, each half on both of c2 and c3's hosts
+    for (group, a, b) in [
+        ("quorum", ["q1", "q2"], ["q3", "q4"]),
+        ("celery", ["cw1", "cw2"], ["cw3", "cw4"]),
+    ] {
+        let g = inventory.group(group).expect(group);
+        assert_eq!(names(g.half(Half::A)), a, "{group}");
+        assert_eq!(names(g.half(Half::B)), b, "{group}");
+    }
 
     let ops = inventory.group("ops").expect("ops");
     assert_eq!(ops.requires.as_deref(), Some("stage"));

@@ -7,6 +7,7 @@
 mod backlog;
 mod celery;
 mod check;
+mod cluster;
 mod docs;
 mod failover;
 mod faults;

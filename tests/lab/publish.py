@@ -71,13 +71,14 @@ def some(ids) -> str:
 class Confirms:
     """Publisher-confirm bookkeeping of one channel: delivery tag -> id."""
 
-    def __init__(self, ids_out):
+    def __init__(self, ids_out, per_second=None):
         self.pending = OrderedDict()  # tag -> id, tags ascending
         self.next_tag = 1
         self.confirmed = 0
         self.nacked = []
         self.returned = []
         self.ids_out = ids_out
+        self.per_second = per_second  # a PerSecond, or None
 
     def sent(self, mid):
         self.pending[self.next_tag] = mid
@@ -96,10 +97,13 @@ class Confirms:
         return done
 
     def on_ack(self, tag, multiple):
-        for mid in self._settle(tag, multiple):
+        done = self._settle(tag, multiple)
+        for mid in done:
             self.confirmed += 1
             if self.ids_out:
                 self.ids_out.write(mid + "\n")
+        if self.per_second is not None and done:
+            self.per_second.add(len(done))
 
     def on_nack(self, tag, multiple):
         self.nacked.extend(self._settle(tag, multiple))
@@ -109,6 +113,79 @@ class Confirms:
             self.returned.append(json.loads(message.body).get("id", "?"))
         except ValueError:
             self.returned.append("?")
+
+
+class PerSecond:
+    """Confirms received per wall-clock second, written as `<unix second> <confirms>` lines
+    (every second from the first to the last, 0 included, so that a gap shows)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.counts = {}
+        self.first = int(time.time())
+
+    def add(self, n):
+        sec = int(time.time())
+        self.counts[sec] = self.counts.get(sec, 0) + n
+
+    def write(self):
+        last = max([int(time.time())] + list(self.counts))
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            for sec in range(self.first, last + 1):
+                f.write(f"{sec} {self.counts.get(sec, 0)}\n")
+        os.replace(tmp, self.path)
+
+    def longest_gap(self):
+        """The longest run of seconds without a confirm, between the first and the last."""
+        secs = sorted(s for s, n in self.counts.items() if n)
+        return max((b - a - 1 for a, b in zip(secs, secs[1:])), default=0)
+
+
+def hosts_of(spec):
+    """`h:p[,h:p...]` -> the list, tried in order when connecting."""
+    hosts = [h.strip() for h in spec.split(",") if h.strip()]
+    if not hosts:
+        raise argparse.ArgumentTypeError("no host")
+    return hosts
+
+
+def connect_any(hosts, start, make):
+    """make(host) for the hosts from index `start` on, wrapping: (index, result) of the
+    first that works; raises the last error when none does."""
+    err = None
+    for k in range(len(hosts)):
+        idx = (start + k) % len(hosts)
+        try:
+            return idx, make(hosts[idx])
+        except Exception as e:  # the next host
+            err = e
+    raise err
+
+
+def confirm_channel(host, a, password, cf, name):
+    """A connection to `host` (as a.user, vhost a.vhost, a.timeout for everything) and a
+    channel in confirm mode whose acks, nacks and returns go to `cf` (a Confirms)."""
+    c = amqp.Connection(
+        host=host, userid=a.user, password=password, virtual_host=a.vhost,
+        confirm_publish=False, connect_timeout=a.timeout, read_timeout=a.timeout,
+        write_timeout=a.timeout, client_properties={"connection_name": name, "product": name})
+    c.connect()
+    ch = c.channel()
+    ch.events["basic_return"].add(cf.on_return)
+    ch.events["basic_ack"].add(cf.on_ack)
+    ch.events["basic_nack"].add(cf.on_nack)
+    ch.confirm_select()
+    return c, ch
+
+
+def close_quietly(conn):
+    """Closes a connection that may be broken already."""
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:
+            pass
 
 
 def pump(conn, timeout):
@@ -140,7 +217,14 @@ def wait_confirms(conn, cf, limit, timeout):
 def main() -> int:
     ap = argparse.ArgumentParser(prog="publish", description=__doc__.split("\n")[0])
     ap.add_argument("--rate", type=positive_float, required=True, help="messages per second")
-    ap.add_argument("--count", type=nonneg_int, required=True, help="number of messages")
+    ap.add_argument("--count", type=nonneg_int, help="number of messages (required unless "
+                    "--until-stopped)")
+    ap.add_argument("--until-stopped", action="store_true",
+                    help="publish until SIGTERM/SIGINT or --stop-file (a steady load)")
+    ap.add_argument("--stop-file", help="stop (cleanly, as on SIGTERM) once this file exists")
+    ap.add_argument("--per-second", metavar="FILE",
+                    help="write `<unix second> <confirms>` lines there (every second, 0 "
+                         "included: a gap in the broker's confirms shows)")
     ap.add_argument("--vhost", default="ops")
     ap.add_argument("--exchange", default="xpublic")
     ap.add_argument("--topic", default="v03.lab.pub",
@@ -148,7 +232,9 @@ def main() -> int:
                          "first word, then the id")
     ap.add_argument("--ids-file", help="write the published ids there, one a line")
     ap.add_argument("--id-prefix", help="ids are PREFIX-000001...; default lab-<UTC time>-<random>")
-    ap.add_argument("--host", default="127.0.0.1:5672", help="AMQP host:port")
+    ap.add_argument("--host", default="127.0.0.1:5672", type=hosts_of,
+                    help="AMQP host:port, or a comma-separated list tried in order (a "
+                         "reconnect goes on from the host that was lost to the next)")
     ap.add_argument("--user", default="roll-lab")
     ap.add_argument("--password-file", default=os.path.join(STATE, "broker-password"))
     ap.add_argument("--timeout", type=positive_float, default=10.0,
@@ -161,6 +247,10 @@ def main() -> int:
                          "to SECONDS and go on; the messages in flight then are left out of the "
                          "ids file (default 0: fail)")
     a = ap.parse_args()
+    if a.count is None and not a.until_stopped:
+        ap.error("--count N or --until-stopped")
+    if a.until_stopped:
+        a.count = sys.maxsize
 
     try:
         with open(a.password_file) as f:
@@ -181,7 +271,9 @@ def main() -> int:
         signal.signal(sig, lambda *_: stopping.append(True))
 
     ids_out = open(a.ids_file, "w", buffering=1) if a.ids_file else None
-    cf = Confirms(ids_out)
+    per_second = PerSecond(a.per_second) if a.per_second else None
+    cf = Confirms(ids_out, per_second)
+    host_at = [0]  # index in a.host of the current connection
     sent = 0
     dt = 0.0
     t_start = time.monotonic()
@@ -190,19 +282,11 @@ def main() -> int:
     outages = []     # (seconds, messages in flight whose confirm was lost)
 
     def connect():
-        c = amqp.Connection(
-            host=a.host, userid=a.user, password=password, virtual_host=a.vhost,
-            confirm_publish=False, connect_timeout=a.timeout, read_timeout=a.timeout,
-            write_timeout=a.timeout,
-            client_properties={"connection_name": "roll-lab publish",
-                               "product": "roll-lab publish"})
-        c.connect()
-        ch = c.channel()
-        ch.events["basic_return"].add(cf.on_return)
-        ch.events["basic_ack"].add(cf.on_ack)
-        ch.events["basic_nack"].add(cf.on_nack)
-        ch.confirm_select()
-        return c, ch
+        host_at[0], cc = connect_any(a.host, host_at[0], connect_to)
+        return cc
+
+    def connect_to(host):
+        return confirm_channel(host, a, password, cf, "roll-lab publish")
 
     def reconnect(err):
         """After a lost connection (--reconnect): the messages in flight are not confirmed
@@ -211,15 +295,12 @@ def main() -> int:
         nonlocal conn
         cf.pending.clear()
         cf.next_tag = 1
-        try:
-            conn.close()
-        except Exception:
-            pass
+        close_quietly(conn)
         conn = None
+        host_at[0] = (host_at[0] + 1) % len(a.host)  # the next host first
         t0 = time.monotonic()
-        if not a.quiet:
-            print(f"publish: connection lost ({type(err).__name__}: {err}); reconnecting",
-                  file=sys.stderr, flush=True)
+        print(f"publish: connection lost ({type(err).__name__}: {err}); reconnecting",
+              file=sys.stderr, flush=True)
         while True:
             try:
                 return connect()
@@ -233,6 +314,8 @@ def main() -> int:
         conn, ch = connect()
         t_start = time.monotonic()
         while i <= a.count:
+            if a.stop_file and i % 10 == 1 and os.path.exists(a.stop_file):
+                stopping.append(True)
             if stopping:
                 break
             try:
@@ -262,7 +345,10 @@ def main() -> int:
                 sent += 1
                 i += 1
                 if not a.quiet and (sent % max(1, int(a.rate) * 5) == 0):
-                    print(f"publish: {sent}/{a.count} ({cf.confirmed} confirmed)", flush=True)
+                    print(f"publish: {sent}/{'-' if a.until_stopped else a.count} "
+                          f"({cf.confirmed} confirmed)", flush=True)
+                if per_second is not None and sent % max(1, int(a.rate)) == 0:
+                    per_second.write()
             except (OSError, amqp.exceptions.ConnectionError, amqp.exceptions.RecoverableConnectionError,
                     amqp.exceptions.ConnectionForced) as e:
                 if not a.reconnect:
@@ -285,11 +371,9 @@ def main() -> int:
     finally:
         if ids_out:
             ids_out.close()
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        if per_second is not None:
+            per_second.write()
+        close_quietly(conn)
     if outages:
         print(f"publish: {len(outages)} connection losses, reconnected after "
               f"{', '.join(f'{s:.1f}s' for s, _ in outages)}; "
@@ -305,14 +389,16 @@ def main() -> int:
         print(f"publish: FAILED after {sent}/{a.count} messages ({cf.confirmed} confirmed) to "
               f"{a.vhost}/{a.exchange}: {'; '.join(failures)}", file=sys.stderr)
         return 1
+    gap = f", longest gap without a confirm {per_second.longest_gap()}s" if per_second else ""
     if stopping:
-        print(f"published {sent} messages (stopped by a signal) to {a.vhost}/{a.exchange} "
+        print(f"published {sent} messages (stopped) to {a.vhost}/{a.exchange} "
               f"topic {a.topic} in {dt:.1f}s ({rate:.1f} msg/s), ids {prefix}-000001.."
-              f"{prefix}-{sent:06d}")
+              f"{prefix}-{sent:06d}{gap}")
         return 0
     print(f"published {sent}/{a.count} messages to {a.vhost}/{a.exchange} topic {a.topic} "
           f"in {dt:.1f}s ({rate:.1f} msg/s), ids {prefix}-000001.."
-          f"{prefix}-{a.count:06d}" + (f", {len(cf.returned)} unroutable" if cf.returned else ""))
+          f"{prefix}-{a.count:06d}" + (f", {len(cf.returned)} unroutable" if cf.returned else "")
+          + gap)
     return 0
 
 
