@@ -30,7 +30,7 @@ LAB_CELERY_HOSTS=(cw1:celery cw2:celery cw3:celery cw4:celery)
 LAB_ALL_HOSTS=("${LAB_HOSTS[@]}" "${LAB_CELERY_HOSTS[@]}")
 LAB_CELERY_VERSION=5.4.0
 LAB_CELERY_SPEC=("celery==5.4.0" "kombu>=5.3,<5.4")     # what a celery host's venv gets
-LAB_CELERY_TARGET_SPEC=("celery==5.5.3")                 # the next release (its own kombu 5.5)
+LAB_CELERY_TARGET_SPEC=("celery==5.5.3" "kombu>=5.5,<5.6")  # the next release (its own kombu 5.5)
 LAB_CELERY_WHEELS=$LAB_CACHE/celery-wheels
 LAB_CELERY_FILES=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../playbooks/files/celery" 2>/dev/null && pwd)
 LAB_CELERY_QUEUE=tasks
