@@ -312,7 +312,7 @@ fn write_files(
         format!(
             "[defaults.ssh]\n{ssh}\n\n\
              [defaults.broker]\nmanagement_url = {}\namqp_url = {}\nuser = \"roll-lab\"\n\
-             password_file = {PASSWORD_FILE:?}\nreconnect_deadline = \"20s\"\n\n\
+             password_file = {PASSWORD_FILE:?}\nreconnect_deadline = \"30s\"\n\n\
              [groups.fo]\nbroker.vhost = {vhost:?}\nhosts = [\n{}]\n",
             urls(mgmt_url),
             urls(amqp_url),
