@@ -479,6 +479,7 @@ impl<P: Planned> Engine<P> {
         // there, however often the broker answers again in between (one that answers its
         // health check but fails every step must not keep the run going for ever).
         let mut first_outage: Option<Instant> = None;
+        let mut retries: u32 = 0;
         loop {
             if let Err(err) = self.begin(host, step).await {
                 self.not_started(host, step, &err);
@@ -517,6 +518,14 @@ impl<P: Planned> Engine<P> {
             }
             let since = *first_outage.get_or_insert_with(Instant::now);
             self.wait_out(host, step, err, since).await?;
+            // Failed again though the broker answered (a node that runs again but has not
+            // recovered its queues yet): tries are paced, 0.25 s, 0.5 s, ... up to 4 s apart,
+            // rather than made (and journaled) as fast as the step fails.
+            if retries > 0 {
+                let pause = Duration::from_millis(250 << (retries - 1).min(4));
+                tokio::time::sleep(pause).await;
+            }
+            retries += 1;
         }
     }
 
@@ -725,13 +734,34 @@ impl<P: Planned> Engine<P> {
             None => "the broker to answer again".to_string(),
         };
         loop {
-            if self.actions.broker_up(self).await
+            let up = self.actions.broker_up(self).await
                 && match node {
                     Some(node) => self.actions.node_up(self, node).await,
                     None => true,
-                }
-            {
+                };
+            let over = Instant::now() >= deadline;
+            if up && !over {
                 return Ok(());
+            }
+            if over {
+                let detail = match (up, node) {
+                    // It answers, yet the step keeps failing for want of it.
+                    (true, _) => format!(
+                        "the step still failed for want of the broker {}s after it first did, \
+                         though the broker answers (reconnect_deadline)",
+                        limit.as_secs()
+                    ),
+                    (false, Some(node)) => format!(
+                        "the broker's node {node} did not run again within {}s \
+                         (reconnect_deadline)",
+                        limit.as_secs()
+                    ),
+                    (false, None) => format!(
+                        "the broker did not answer again within {}s (reconnect_deadline)",
+                        limit.as_secs()
+                    ),
+                };
+                return Err(StepError::new(Cause::BrokerUnavailable, detail));
             }
             if said.elapsed() >= self.still_running_every {
                 said = Instant::now();
@@ -744,22 +774,6 @@ impl<P: Planned> Engine<P> {
                     )),
                 };
                 self.progress(host, step, running);
-            }
-            if Instant::now() >= deadline {
-                return Err(StepError::new(
-                    Cause::BrokerUnavailable,
-                    match node {
-                        Some(node) => format!(
-                            "the broker's node {node} did not run again within {}s \
-                             (reconnect_deadline)",
-                            limit.as_secs()
-                        ),
-                        None => format!(
-                            "the broker did not answer again within {}s (reconnect_deadline)",
-                            limit.as_secs()
-                        ),
-                    },
-                ));
             }
             // Often: every second the run waits once the broker is back is in the window.
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -650,6 +650,38 @@ fn a_stopped_node_that_stays_down_stops_the_run_at_the_step() {
     );
 }
 
+/// A step that keeps failing for want of the broker though the broker answers (a node that
+/// runs again but has not recovered its queues yet) is tried again at a pace, not as fast as
+/// it fails, and no longer than the broker's `reconnect_deadline`: then the run stops there.
+#[test]
+fn a_step_failing_while_the_broker_answers_is_paced_and_stops_at_the_deadline() {
+    let plan = plan(Half::A, false, 1);
+    let fake = Fake::failing("px1", Step::Stop, Cause::BrokerUnavailable);
+    for _ in 0..200 {
+        fake.failures
+            .lock()
+            .unwrap()
+            .push(("px1".into(), Step::Stop, Cause::BrokerUnavailable));
+    }
+    *fake.detail.lock().unwrap() =
+        Some("home node 'rabbit@c1' of durable queue 'q' in vhost 'ops' is down".into());
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = Journal::create(dir.path(), "ops", &plan.run_id).unwrap();
+    journal.append(started(&plan)).unwrap();
+    let mut engine = bare_engine(&plan, &fake, journal, &[]);
+    engine.group.broker.reconnect_deadline = Duration::from_millis(1500);
+    let outcome = tokio_test(Arc::new(engine).run());
+    let failure = outcome.failure.expect("the run stopped");
+    assert_eq!(failure.cause, Cause::BrokerUnavailable, "{failure:?}");
+    assert!(
+        failure.detail.contains("though the broker answers"),
+        "{failure:?}"
+    );
+    // Tries at 0, 0, 0.25, 0.75, 1.75 s: five at most within 1.5 s.
+    let stops = fake.of("px1").iter().filter(|s| **s == Step::Stop).count();
+    assert!((3..=5).contains(&stops), "{stops} tries");
+}
+
 /// What a rollback planned, did and swapped.
 struct RolledBack {
     plan: RollbackPlan,

@@ -206,29 +206,34 @@ impl Drop for Scratch {
     }
 }
 
-/// An AMQP connection to the scratch vhost of `config` through c2 alone, and a channel on it.
-async fn on_c2(config: &BrokerConfig, purpose: &str) -> (lapin::Connection, lapin::Channel) {
-    let c2 = BrokerConfig {
-        amqp_urls: vec![amqp_url(2)],
+/// An AMQP connection to the scratch vhost of `config` through node `node` alone, and a
+/// channel on it.
+async fn on_node(
+    config: &BrokerConfig,
+    node: usize,
+    purpose: &str,
+) -> (lapin::Connection, lapin::Channel) {
+    let one = BrokerConfig {
+        amqp_urls: vec![amqp_url(node)],
         ..config.clone()
     };
-    let connection = roll::broker::amqp::connect(&c2, &password(), purpose)
+    let connection = roll::broker::amqp::connect(&one, &password(), purpose)
         .await
-        .expect("connect to c2");
+        .expect("connect to the node");
     let channel = connection.create_channel().await.expect("channel");
     (connection, channel)
 }
 
-/// Declares `queue` (classic, durable) in the scratch vhost through c2 with `messages`
-/// persistent messages, bound to `xpublic`.
-async fn queue_with_messages(config: &BrokerConfig, queue: &str, messages: usize) {
+/// Declares `queue` (classic, durable: it lives on that node) in the scratch vhost through
+/// node `node` with `messages` persistent messages, bound to `xpublic`.
+async fn queue_with_messages(config: &BrokerConfig, node: usize, queue: &str, messages: usize) {
     use lapin::BasicProperties;
     use lapin::options::{
         BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
         QueueDeclareOptions,
     };
     use lapin::types::FieldTable;
-    let (connection, channel) = on_c2(config, "failover test").await;
+    let (connection, channel) = on_node(config, node, "failover test").await;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
@@ -307,7 +312,7 @@ fn write_files(
         format!(
             "[defaults.ssh]\n{ssh}\n\n\
              [defaults.broker]\nmanagement_url = {}\namqp_url = {}\nuser = \"roll-lab\"\n\
-             password_file = {PASSWORD_FILE:?}\nreconnect_deadline = \"20s\"\n\n\
+             password_file = {PASSWORD_FILE:?}\nreconnect_deadline = \"30s\"\n\n\
              [groups.fo]\nbroker.vhost = {vhost:?}\nhosts = [\n{}]\n",
             urls(mgmt_url),
             urls(amqp_url),
@@ -377,7 +382,7 @@ fn serial_read_only_commands_go_through_the_next_node_when_c1_is_down() {
     let config = cluster_broker(&scratch.name, &[1, 2, 3]);
     scratch
         .runtime
-        .block_on(queue_with_messages(&config, "fo.h1.q", 3));
+        .block_on(queue_with_messages(&config, 2, "fo.h1.q", 3));
     let dir = tempfile::tempdir().expect("temp dir");
     let (inventory, playbook) = files(dir.path(), &scratch.name);
 
@@ -648,7 +653,7 @@ async fn publish(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> (Vec<String>, usize) {
     use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-    let (connection, channel) = on_c2(&config, "failover publisher").await;
+    let (connection, channel) = on_node(&config, 2, "failover publisher").await;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await
@@ -689,7 +694,7 @@ async fn publish(
 /// Every message of `queue` (taken off it through c2), by body.
 async fn drain(config: &BrokerConfig, queue: &str) -> Vec<String> {
     use lapin::options::BasicGetOptions;
-    let (connection, channel) = on_c2(config, "failover drain").await;
+    let (connection, channel) = on_node(config, 2, "failover drain").await;
     let mut bodies = vec![];
     while let Some(message) = channel
         .basic_get(queue.into(), BasicGetOptions { no_ack: true })
@@ -768,23 +773,26 @@ fn journals(state: &Path) -> String {
 }
 
 /// c1, the node every connection of roll's uses, lost in the middle of runs of a light
-/// release on a group of the cluster, under a steady publisher (through c2): at half a's
-/// canary gate (its queue already recreated and released), the run goes on through c2 with
-/// its lock taken again there; in the middle of half b's first move, the run waits, then
-/// either goes on through c2 or stops at a step boundary with the reason journaled, and once
-/// c1 is back `resume` completes. Every message the broker confirmed is in its queue at the
-/// end (drained through c2).
+/// release on a group of the cluster, under a steady publisher (through c2). Half a (its
+/// queue on c2): at the canary's gate, c1 lost for good: the run goes on through c2 at once,
+/// its lock taken again there. Half b (its queue on c1, where a service declared it): in the
+/// middle of its first move c1 stops and is back 5 s later: the run waits for c1 (the queue's
+/// home) and goes on; at its recreation c1 is lost for good: the run waits, then stops at that
+/// step with the reason journaled, and once c1 is back `resume` completes. Every message the
+/// broker confirmed is in its queue at the end (drained through c2), and no more are there
+/// twice than roll's account says.
 #[test]
 fn serial_c1_lost_mid_run_the_run_goes_on_through_c2_or_stops_and_resume_completes() {
     let scratch = Scratch::new("roll-test-failover-run");
     let _light = LightHosts::keep();
     let config = cluster_broker(&scratch.name, &[1, 2, 3]);
     let queues = ["fo.rb-b001.q", "fo.rb-b002.q"];
-    for queue in queues {
+    for (queue, node) in queues.iter().zip([2, 1]) {
         scratch
             .runtime
-            .block_on(queue_with_messages(&config, queue, 2000));
+            .block_on(queue_with_messages(&config, node, queue, 2000));
     }
+    assert_eq!(scratch.queue_node("fo.rb-b002.q"), Some(node_name(1)));
     let dir = tempfile::tempdir().expect("temp dir");
     let (inventory, playbook) = run_files(dir.path(), &scratch.name);
     let state = dir.path().join("state");
@@ -811,14 +819,14 @@ fn serial_c1_lost_mid_run_the_run_goes_on_through_c2_or_stops_and_resume_complet
     eprintln!("half a went on through c2: {took:?} from c1's stop to the run's end");
     drop(stopped);
 
-    // Half b: c1 lost in the middle of the first move of b002's queue (into its holding
-    // queue, on c1), back 5 s later: the run waits for c1 and goes on. Then c1 lost for good
-    // when the held messages are to be released: the run waits, then stops at that step
-    // with the reason journaled; once c1 is back, `resume` completes.
+    // Half b: c1 lost in the middle of the first move of b002's queue (on c1), back 5 s
+    // later: the run waits for c1 and goes on. Then c1 lost for good at the queue's
+    // recreation: the run waits, then stops at that step with the reason journaled; once c1
+    // is back, `resume` completes.
     let (stopped, run, took) = stopping_c1_at(
         dir.path(),
         upgrade("b"),
-        "move=fo.rb-b002,release=fo.rb-b002",
+        "move=fo.rb-b002,recreate=fo.rb-b002",
         &[Some(Duration::from_secs(5)), None],
     );
     let half_b = json(&run);
@@ -839,7 +847,7 @@ fn serial_c1_lost_mid_run_the_run_goes_on_through_c2_or_stops_and_resume_complet
     // Stopped: a failure (1), or a partial run (3) when a host was through.
     assert!([1, 3].contains(&run.code), "{run:#?}");
     let failure = half_b["outcome"]["failure"].clone();
-    assert_eq!(failure["step"], "release fo.rb-b002.q", "{failure}");
+    assert_eq!(failure["step"], "recreate fo.rb-b002.q", "{failure}");
     assert_eq!(failure["cause"], "broker-unavailable", "{failure}");
     let detail = failure["detail"].as_str().expect("detail");
     assert!(
