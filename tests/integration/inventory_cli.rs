@@ -76,7 +76,7 @@ fn lab_inventory_table_names_every_lab_host() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("14 hosts"), "{}", run.stdout);
+    assert!(run.stdout.contains("22 hosts"), "{}", run.stdout);
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn the_lab_as_an_ansible_inventory_imports_to_what_lab_toml_lists() {
             .arg(to.display().to_string())
             .run();
         assert_eq!(import.code, 0, "{import:#?}");
-        assert!(import.stderr.contains("imported 14 hosts"), "{import:#?}");
+        assert!(import.stderr.contains("imported 22 hosts"), "{import:#?}");
         let written = std::fs::read_to_string(&to).expect("the TOML written");
         assert!(written.contains("user = \"rl-{name}\""), "{written}");
         let listed = Roll::list_inventory().inventory(&to).json().run();
@@ -192,7 +192,7 @@ fn the_lab_as_an_ansible_inventory_imports_to_what_lab_toml_lists() {
         let check = Roll::check().inventory(&to).json().run();
         assert_eq!(check.code, 0, "{source}: {check:#?}");
         let rows = json(&check);
-        assert_eq!(rows.as_array().map(Vec::len), Some(14 + 3), "{rows:#}");
+        assert_eq!(rows.as_array().map(Vec::len), Some(22 + 5), "{rows:#}");
     }
 }
 

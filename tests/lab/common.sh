@@ -254,14 +254,24 @@ cluster_node_launch() {
       </dev/null >>"$d/launch.log" 2>&1 )
 }
 
-# Wait (bounded) until node i's rabbit application runs.
+# Wait (bounded) until node i's rabbit application runs. A node whose VM runs but whose
+# application was stopped (rabbitmqctl stop_app: a fault test) has it started again.
 cluster_node_await() {
-  local i=$1 limit=${2:-180} deadline
+  local i=$1 limit=${2:-180} deadline state
   deadline=$((SECONDS + limit))
-  until cluster_ctl "$i" --timeout 50 await_startup >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || { warn "$(cluster_node "$i") did not start within $limit s; its log ends with:"
-      tail -n 15 "/var/log/rabbitmq/$(cluster_node "$i").log" >&2 2>/dev/null; return 1; }
-    cluster_beam_alive "$i" || sleep 1
+  while :; do
+    state=$(cluster_ctl "$i" --timeout 15 eval 'rabbit_boot_state:get().' 2>/dev/null) || state=
+    case $state in
+      ready) return 0 ;;
+      stopped)
+        say "cluster: $(cluster_node "$i")'s application is stopped: starting it"
+        cluster_ctl "$i" --timeout 60 start_app >/dev/null 2>&1 || true ;;
+    esac
+    if ((SECONDS >= deadline)); then
+      warn "$(cluster_node "$i") did not start within $limit s (state: ${state:-no answer}); its log ends with:"
+      tail -n 15 "/var/log/rabbitmq/$(cluster_node "$i").log" >&2 2>/dev/null
+      return 1
+    fi
     sleep 1
   done
 }
