@@ -8,23 +8,9 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{Roll, json, lab, repo, require_lab};
+use crate::support::{ClusterResetOnDrop, Roll, json, lab, repo, require_lab};
 
 const CELERY: &str = "playbooks/celery-quorum.toml";
-
-/// Puts the cluster's groups back as `tests/lab/up` made them, when dropped.
-struct ClusterResetOnDrop;
-
-impl Drop for ClusterResetOnDrop {
-    fn drop(&mut self) {
-        let status = Command::new(repo("tests/lab/reset"))
-            .arg("--cluster")
-            .stdout(Stdio::null())
-            .status()
-            .expect("tests/lab/reset runs");
-        assert!(status.success(), "tests/lab/reset --cluster failed");
-    }
-}
 
 /// A lab script run in the background until [`Background::stop`] (SIGTERM: it waits for its
 /// last confirms and writes what it recorded).
@@ -174,8 +160,13 @@ fn assert_half(state: &str, half: &str, version: &str, service: &str) {
 /// One run of the celery group; its JSON report.
 fn run(state: &str, roll: Roll) -> Value {
     let run = roll.state(state).playbook(CELERY).yes().json().run();
-    assert_eq!(run.code, 0, "{run:#?}");
-    json(&run)
+    let report = json(&run);
+    assert_eq!(
+        run.code, 0,
+        "{}\noutcome: {:#}",
+        run.stderr, report["outcome"]
+    );
+    report
 }
 
 #[test]

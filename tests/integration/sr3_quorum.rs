@@ -7,24 +7,12 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{Roll, cluster_get, host_queue_part, json, lab, repo, require_lab, sr3_on};
+use crate::support::{
+    ClusterResetOnDrop, Roll, cluster_get, host_queue_part, json, lab, repo, require_lab, sr3_on,
+};
 
 const QUORUM: &str = "playbooks/sr3-quorum.toml";
 const SHARED: &str = "q_roll-lab.subscribe.cluster.quorum";
-
-/// Puts the cluster's groups back as `tests/lab/up` made them, when dropped.
-struct ClusterResetOnDrop;
-
-impl Drop for ClusterResetOnDrop {
-    fn drop(&mut self) {
-        let status = Command::new(repo("tests/lab/reset"))
-            .arg("--cluster")
-            .stdout(Stdio::null())
-            .status()
-            .expect("tests/lab/reset runs");
-        assert!(status.success(), "tests/lab/reset --cluster failed");
-    }
-}
 
 /// Messages published to vhost quorum all along (through c2, then c3), ids in `ids`.
 struct Traffic(Child);

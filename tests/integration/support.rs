@@ -410,13 +410,30 @@ pub fn json(run: &Run) -> serde_json::Value {
         .unwrap_or_else(|err| panic!("stdout is not JSON ({err}): {run:#?}"))
 }
 
-/// Puts the lab back as a fresh `tests/lab/up` makes it.
+/// Puts the single node's groups (dev, stage, ops) back as a fresh `tests/lab/up` makes
+/// them; the cluster's are left alone (see [`ClusterResetOnDrop`]).
 pub fn reset_lab() {
+    lab_reset("--single");
+}
+
+/// `tests/lab/reset` with one option.
+fn lab_reset(option: &str) {
     let status = Command::new(repo("tests/lab/reset"))
+        .arg(option)
         .stdout(Stdio::null())
         .status()
         .expect("tests/lab/reset runs");
-    assert!(status.success(), "tests/lab/reset failed");
+    assert!(status.success(), "tests/lab/reset {option} failed");
+}
+
+/// Puts the cluster's groups (quorum, celery) back as `tests/lab/up` made them, and starts a
+/// node a test stopped, when dropped: whether the test passes or fails.
+pub struct ClusterResetOnDrop;
+
+impl Drop for ClusterResetOnDrop {
+    fn drop(&mut self) {
+        lab_reset("--cluster");
+    }
 }
 
 /// Resets the lab when dropped, so that a test that changes it leaves it as it found it,
