@@ -92,7 +92,11 @@ fn check_passes_on_the_cluster_groups() {
             .iter()
             .find(|r| r["kind"] == "broker")
             .expect("broker row");
-        assert_eq!(broker["name"], format!("roll-lab@127.0.0.1:15681/{group}"));
+        // The cluster's nodes, in the order roll tries them.
+        assert_eq!(
+            broker["name"],
+            format!("roll-lab@127.0.0.1:15681,127.0.0.1:15682,127.0.0.1:15683/{group}")
+        );
     }
 }
 

@@ -14,7 +14,8 @@
 //!   `{name}`), the others to the host.
 //! - **roll's own** variables: `roll_half`, `roll_role`, `roll_pair`, `roll_requires` and
 //!   `roll_broker_<key>` (management_url, amqp_url, vhost, user, password_file,
-//!   password_env, reconnect_deadline, listing_timeout).
+//!   password_env, reconnect_deadline, listing_timeout); a cluster's URLs comma-separated,
+//!   in the order they are tried.
 //! - **Halves**: `--half-by var:NAME` (the host's variable, `a` or `b`), `first-half` (the
 //!   first half of the group's hosts in order), `odd-even` (alternating); without it,
 //!   `roll_half` when every host has it, else `odd-even`, said in a comment.
@@ -688,7 +689,7 @@ fn write_defaults(
         );
     }
     for (key, value) in &defaults.broker {
-        out.line(&format!("{key} = {}", literal(value)));
+        out.line(&format!("{key} = {}", broker_literal(key, value)));
     }
     defaults
 }
@@ -708,6 +709,22 @@ fn ssh_literal(key: &str, value: &str) -> String {
         "port" => value.to_string(),
         "strict_host_key_checking" => value.to_string(),
         _ => literal(value),
+    }
+}
+
+/// A broker setting: `management_url` and `amqp_url` with commas are a cluster's nodes, in
+/// order (`roll_broker_amqp_url=amqp://c1:5672,amqp://c2:5672`), written as an array.
+fn broker_literal(key: &str, value: &str) -> String {
+    if matches!(key, "management_url" | "amqp_url") && value.contains(',') {
+        let items: Vec<String> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(literal)
+            .collect();
+        format!("[{}]", items.join(", "))
+    } else {
+        literal(value)
     }
 }
 
@@ -809,7 +826,7 @@ fn write_group(
     if !group_broker.is_empty() {
         let fields: Vec<String> = group_broker
             .iter()
-            .map(|(k, v)| format!("{k} = {}", literal(v)))
+            .map(|(k, v)| format!("{k} = {}", broker_literal(k, v)))
             .collect();
         out.line(&format!("broker = {{ {} }}", fields.join(", ")));
     }
