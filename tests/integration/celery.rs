@@ -242,7 +242,15 @@ fn serial_celery_moves_its_queue_to_quorum_half_a_then_b_under_load_with_a_rollb
     load.stop();
     steady.stop();
     let audit = celery_audit(&ids);
-    eprintln!("celery audit: {audit:#}");
+    eprintln!(
+        "celery audit: published {}, executed {}, queued {}, lost {}, executed twice {}, by version {}",
+        audit["published"],
+        audit["executed"],
+        audit["queued"],
+        audit["lost"],
+        audit["executed_twice"],
+        audit["executions_by_version"]
+    );
     assert!(audit["published"].as_u64() > Some(500), "{audit:#}");
     assert_eq!(audit["lost"], 0, "{audit:#}");
     assert_eq!(audit["executed_twice"], 0, "{audit:#}");
@@ -255,9 +263,159 @@ fn serial_celery_moves_its_queue_to_quorum_half_a_then_b_under_load_with_a_rollb
     );
     // The listeners were never suspended: vhost steady kept getting confirms all along.
     let (silence, seconds) = longest_silence(&per_second);
+    eprintln!("steady vhost: longest silence {silence} s of {seconds} s");
     assert!(seconds > 30, "only {seconds} s of steady publishing");
     assert!(
         silence < 5,
         "the steady vhost had {silence} s without a confirm (of {seconds} s)"
     );
+}
+
+/// The lab inventory with the celery group's management API tried through c2 first (the
+/// holding queue and the recreated queue are declared there, so c2 leads them), its AMQP
+/// connections through c1 first as in the lab's: the node that leads a holding queue is not
+/// the node of the run's connections.
+fn inventory_through_c2(dir: &Path) -> PathBuf {
+    let lab = std::fs::read_to_string(repo("inventory/lab.toml")).expect("lab inventory");
+    let from = "broker.vhost = \"celery\"\nbroker.management_url = [\"http://127.0.0.1:15681\", \"http://127.0.0.1:15682\", \"http://127.0.0.1:15683\"]";
+    assert!(
+        lab.contains(from),
+        "inventory/lab.toml's celery group changed"
+    );
+    let to = "broker.vhost = \"celery\"\nbroker.management_url = [\"http://127.0.0.1:15682\", \"http://127.0.0.1:15681\", \"http://127.0.0.1:15683\"]";
+    let path = dir.join("lab-c2.toml");
+    std::fs::write(&path, lab.replace(from, to)).expect("inventory copy");
+    path
+}
+
+/// The node (1, 2 or 3) that leads the run's holding queue in vhost celery.
+fn holding_leader() -> usize {
+    let queues = crate::support::cluster_get("/api/queues/celery?columns=name,type,leader,node");
+    let held = queues
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|q| {
+            q["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("roll.hold."))
+        })
+        .unwrap_or_else(|| panic!("no holding queue in {queues:#}"))
+        .clone();
+    assert_eq!(
+        held["type"], "quorum",
+        "a holding queue on a cluster: {held}"
+    );
+    let leader = held["leader"]
+        .as_str()
+        .or(held["node"].as_str())
+        .unwrap_or("?");
+    eprintln!("holding queue {} led by {leader}", held["name"]);
+    ["roll-c1@", "roll-c2@", "roll-c3@"]
+        .iter()
+        .position(|p| leader.starts_with(p))
+        .map(|i| i + 1)
+        .unwrap_or_else(|| panic!("leader {leader} is no lab node"))
+}
+
+fn cluster_node(action: &str, node: usize) {
+    let status = Command::new(repo("tests/lab/cluster"))
+        .args([action, &format!("c{node}")])
+        .stdout(Stdio::null())
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "tests/lab/cluster {action} c{node} failed"
+    );
+}
+
+/// In the middle of half a's critical window (the queue's tasks and those published since in
+/// the holding queue), the node leading the holding queue stops. The quorum holding queue
+/// keeps its tasks on the other two nodes: the run goes on, or stops at a step and `roll
+/// resume` finishes once the node is back; either way every task is executed once.
+#[test]
+fn serial_celery_the_node_leading_the_holding_queue_stops_mid_window_and_no_task_is_lost() {
+    use crate::support::{Next, failpoint_of, release_failpoint, run_watching};
+    require_lab();
+    let _reset = ClusterResetOnDrop; // starts the stopped node again, whatever happens
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().display().to_string();
+    let inventory = inventory_through_c2(dir.path());
+    let ids: PathBuf = dir.path().join("tasks.ids");
+    let load = task_load(&ids, 20);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+
+    let waits = dir.path().join("points");
+    std::fs::create_dir_all(&waits).expect("points dir");
+    let mut stopped = None;
+    let mut restart = None;
+    let roll = Roll::upgrade("celery", "a")
+        .inventory(&inventory)
+        .state(&state)
+        .playbook(CELERY)
+        .yes()
+        .json()
+        .env("ROLL_FAILPOINTS", "recreate=tasks")
+        .env("ROLL_FAILPOINT_DIR", &waits);
+    let run = run_watching(&roll, std::time::Duration::from_secs(600), |line| {
+        if let Some(point) = failpoint_of(line) {
+            let leader = holding_leader();
+            cluster_node("stop", leader);
+            stopped = Some(leader);
+            release_failpoint(&waits, &point);
+            // Back after 15 s (a classic queue on it is waited for meanwhile).
+            restart = Some(std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(15));
+                cluster_node("start", leader);
+            }));
+        }
+        Next::Go
+    });
+    eprintln!("{}", run.stderr);
+    eprintln!("exit {}", run.code);
+    let leader = stopped.expect("the run never reached the recreation of tasks");
+    assert_eq!(leader, 2, "the holding queue was declared through c2");
+    if let Some(restart) = restart {
+        restart.join().expect("the node started again");
+    }
+    if run.code != 0 {
+        // Stopped cleanly at a step, saying so; the node back, resume finishes the run.
+        assert!(run.stderr.contains("roll resume"), "{}", run.stderr);
+        let resumed = Roll::resume("celery")
+            .inventory(&inventory)
+            .state(&state)
+            .json()
+            .run();
+        assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    }
+    let queue = tasks_queue();
+    assert_eq!(queue_type(&queue), "quorum", "{queue:#}");
+    assert_half(&state, "a", "5.5.3", "running");
+    let leftovers = crate::support::cluster_get("/api/queues/celery?columns=name");
+    assert!(
+        !leftovers
+            .as_array()
+            .expect("queues")
+            .iter()
+            .any(|q| q["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("roll.hold."))),
+        "a holding queue was left: {leftovers:#}"
+    );
+
+    load.stop();
+    let audit = celery_audit(&ids);
+    eprintln!(
+        "celery audit: published {}, executed {}, queued {}, lost {}, executed twice {}, by version {}",
+        audit["published"],
+        audit["executed"],
+        audit["queued"],
+        audit["lost"],
+        audit["executed_twice"],
+        audit["executions_by_version"]
+    );
+    assert!(audit["published"].as_u64() > Some(100), "{audit:#}");
+    assert_eq!(audit["lost"], 0, "{audit:#}");
+    assert_eq!(audit["executed_twice"], 0, "{audit:#}");
+    assert_eq!(audit["ok"], true, "{audit:#}");
 }
