@@ -443,16 +443,30 @@ impl Management {
         name: &str,
         settings: &crate::broker::equivalence::QueueSettings,
     ) -> Result<(), BrokerError> {
+        self.declare_queue_on(name, settings, None).await
+    }
+
+    /// [`declare_queue`](Self::declare_queue) on a cluster node: a classic queue lives there,
+    /// a quorum queue has its leader there (with `None`, the node that answers the call).
+    pub async fn declare_queue_on(
+        &self,
+        name: &str,
+        settings: &crate::broker::equivalence::QueueSettings,
+        node: Option<&str>,
+    ) -> Result<(), BrokerError> {
         let path = format!(
             "queues/{}/{}",
             segment(&self.vhost),
             named(&self.name, name)?
         );
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "durable": settings.durable,
             "auto_delete": settings.auto_delete,
             "arguments": settings.arguments,
         });
+        if let Some(node) = node {
+            body["node"] = serde_json::Value::from(node);
+        }
         self.send(
             reqwest::Method::PUT,
             &path,
@@ -699,8 +713,7 @@ impl Management {
 }
 
 /// The columns `roll` reads of a queue.
-const QUEUE_COLUMNS: &str =
-    "name,type,durable,auto_delete,exclusive,arguments,messages,messages_persistent,consumers";
+const QUEUE_COLUMNS: &str = "name,type,node,leader,durable,auto_delete,exclusive,arguments,messages,messages_persistent,consumers";
 /// The columns of a queue listing: what a queue's equivalence and message count need. The
 /// listing is asked without the broker's message statistics (see
 /// [`Management::stream_queues`]), which leaves `messages_persistent` and `consumers` out.

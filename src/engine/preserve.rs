@@ -356,11 +356,18 @@ impl<P: Planned> Engine<P> {
                  (is a service of the group still running?)"
             )));
         }
+        // Where the queue lives (a classic queue's node, a quorum queue's leader): declared
+        // again there, not on the node roll happens to talk to. A cluster's services connect
+        // to chosen nodes; a classic queue moved to another one goes down with that node.
+        let home = match counts {
+            Some(_) => m.queue(queue).await?.and_then(|q| q.leader.or(q.node)),
+            None => None,
+        };
         self.route_through(queue, counts.is_some()).await?;
         m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
         crate::failpoint::reach("recreate", queue).await;
         let moved = self.empty_into(queue, queue, &h.holding).await?;
-        m.declare_queue(queue, settings).await?;
+        m.declare_queue_on(queue, settings, home.as_deref()).await?;
         m.bind(&binding(&h.exchange, queue, "queue", "")).await?;
         Ok(Done::new(format!(
             "{moved} messages held in {}; {queue} declared again",

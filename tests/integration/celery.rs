@@ -132,6 +132,15 @@ fn queue_type(queue: &Value) -> &str {
     queue["type"].as_str().unwrap_or("?")
 }
 
+/// Where a queue lives: a classic queue's node, a quorum queue's leader.
+fn home_of(queue: &Value) -> String {
+    queue["leader"]
+        .as_str()
+        .or(queue["node"].as_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
 /// `roll status` of the celery group, as rows by host.
 fn celery_status(state: &str) -> std::collections::BTreeMap<String, Value> {
     let run = Roll::status("celery")
@@ -175,7 +184,11 @@ fn serial_celery_moves_its_queue_to_quorum_half_a_then_b_under_load_with_a_rollb
     let _reset = ClusterResetOnDrop;
     let dir = tempfile::tempdir().expect("temp dir");
     let state = dir.path().display().to_string();
-    assert_eq!(queue_type(&tasks_queue()), "classic");
+    let first = tasks_queue();
+    assert_eq!(queue_type(&first), "classic");
+    // The workers declared it on the node they connect to (c2 or c3); roll talks to c1 first.
+    let home = home_of(&first);
+    assert!(!home.starts_with("roll-c1@"), "{first:#}");
     assert_half(&state, "a", "5.4.0", "running");
     assert_half(&state, "b", "5.4.0", "running");
 
@@ -200,6 +213,8 @@ fn serial_celery_moves_its_queue_to_quorum_half_a_then_b_under_load_with_a_rollb
     let queue = tasks_queue();
     assert_eq!(queue_type(&queue), "quorum", "{queue:#}");
     assert_eq!(queue["arguments"]["x-queue-type"], "quorum", "{queue:#}");
+    // Recreated where it lived: its leader is the classic queue's node, not roll's c1.
+    assert_eq!(home_of(&queue), home, "{queue:#}");
     assert_half(&state, "a", "5.5.3", "running");
     assert_half(&state, "b", "5.4.0", "stopped");
 
@@ -211,6 +226,7 @@ fn serial_celery_moves_its_queue_to_quorum_half_a_then_b_under_load_with_a_rollb
     }
     let queue = tasks_queue();
     assert_eq!(queue_type(&queue), "classic", "{queue:#}");
+    assert_eq!(home_of(&queue), home, "{queue:#}");
     assert_half(&state, "a", "5.4.0", "running");
 
     // Then the release for good: half a, then half b (the queue is quorum already: its hosts
