@@ -367,7 +367,20 @@ impl<P: Planned> Engine<P> {
         m.unbind(&binding(&h.exchange, queue, "queue", "")).await?;
         crate::failpoint::reach("recreate", queue).await;
         let moved = self.empty_into(queue, queue, &h.holding).await?;
-        m.declare_queue_on(queue, settings, home.as_deref()).await?;
+        match (
+            m.declare_queue_on(queue, settings, home.as_deref()).await,
+            &home,
+        ) {
+            (Ok(()), _) => {}
+            // Its node cannot take it (stopped since): anywhere is better than nowhere.
+            (Err(err), Some(node)) => {
+                tracing::warn!(
+                    "{queue}: not declared on {node} ({err}); declared where roll is connected"
+                );
+                m.declare_queue(queue, settings).await?;
+            }
+            (Err(err), None) => return Err(err.into()),
+        }
         m.bind(&binding(&h.exchange, queue, "queue", "")).await?;
         Ok(Done::new(format!(
             "{moved} messages held in {}; {queue} declared again",
