@@ -116,3 +116,24 @@ fn serial_lab_up_deletes_a_scratch_vhost_a_killed_run_left() {
         guard.name
     );
 }
+
+/// The audit's frame reader tells a delivery flagged redelivered (a subscriber had fetched the
+/// message and not acknowledged it: the audit's own stop of the subscribers gives such a batch
+/// back to the queue) from a copy that was in the queue twice (tests/lab/audit_test.py). Before,
+/// such a batch counted as duplicates.
+#[test]
+fn the_audit_tells_a_message_given_back_unacknowledged_from_a_duplicate() {
+    require_lab();
+    let python = std::path::Path::new("/var/lib/roll-lab/tools-venv/bin/python3");
+    let out = std::process::Command::new(python)
+        .arg(repo("tests/lab/audit_test.py"))
+        .output()
+        .expect("the tools venv's python runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("2 flagged redelivered"), "{text}");
+}

@@ -45,8 +45,10 @@ lab's password file, never shown):
   (sr3's "lost connection to broker", "stop_signal", or a new connection's
   "getSetup connecting to" / "_queueDeclare queue declared"): the broker gives
   back what a consumer had fetched and not yet acknowledged, to it or to another
-  subscriber of a shared queue, AMQP's at-least-once delivery; duplicates: the
-  others, copies that were in the queue twice.
+  subscriber of a shared queue, AMQP's at-least-once delivery; also an id received
+  and still queued whose queued copy the peek got flagged redelivered (a subscriber
+  had fetched it and not acknowledged it, e.g. when the audit stopped it);
+  duplicates: the others, copies that were in the queue twice.
 
 Table by default, --json for a JSON document. Exit 0 when nothing is missing
 and no check was inconclusive, 1 otherwise, 2 on usage errors.
@@ -261,18 +263,21 @@ def read_deliveries(sock, want, idle):
     """Read frames straight from the socket until `want` messages came: py-amqp
     builds a Message object per delivery (~25k/s); this only splits frames and
     finds the id in each body (~150k/s). Returns (Counter of ids, count,
-    bytes read past the last whole message, error or None)."""
+    bytes read past the last whole message, error or None, Counter of the ids
+    whose delivery was flagged redelivered: the broker had given that message to a
+    consumer before, which did not acknowledge it)."""
     ids, seen, buf, pos = Counter(), 0, b"", 0
     body_left, parts = None, []
+    redelivered, flagged = Counter(), False
     sock.settimeout(idle)
     while seen < want:
         if len(buf) - pos < 8 or len(buf) - pos < 8 + int.from_bytes(buf[pos + 3:pos + 7], "big"):
             try:
                 chunk = sock.recv(1 << 20)
             except socket.timeout:
-                return ids, seen, buf[pos:], f"only {seen} of {want} messages came"
+                return ids, seen, buf[pos:], f"only {seen} of {want} messages came", redelivered
             if not chunk:
-                return ids, seen, b"", "connection closed by the broker"
+                return ids, seen, b"", "connection closed by the broker", redelivered
             buf = buf[pos:] + chunk
             pos = 0
             continue
@@ -283,7 +288,10 @@ def read_deliveries(sock, want, idle):
         if ftype == 1:       # method: only basic.deliver is expected
             if payload[:4] != b"\x00\x3c\x00\x3c":
                 # hand it back to py-amqp (e.g. a channel.close with the reason)
-                return ids, seen, buf[pos - 8 - size:], "unexpected method frame"
+                return ids, seen, buf[pos - 8 - size:], "unexpected method frame", redelivered
+            # basic.deliver: consumer-tag (shortstr), delivery-tag (8), redelivered (bit)
+            at = 4 + 1 + payload[4] + 8
+            flagged = len(payload) > at and bool(payload[at] & 1)
         elif ftype == 2:     # content header: class, weight, body size
             body_left = int.from_bytes(payload[4:12], "big")
             parts = []
@@ -294,15 +302,18 @@ def read_deliveries(sock, want, idle):
             mid = body_id(b"".join(parts))
             if mid:
                 ids[mid] += 1
+                if flagged:
+                    redelivered[mid] += 1
             seen += 1
             body_left = None
-    return ids, seen, buf[pos:], None
+    return ids, seen, buf[pos:], None, redelivered
 
 
 def peek(args):
     """Every message of an idle queue, left in place: ids Counter + counts."""
     qname, amqp_host, user, password, vhost = args
-    res = {"queue": qname, "ids": None, "before": None, "after": None, "seen": 0, "error": None}
+    res = {"queue": qname, "ids": None, "before": None, "after": None, "seen": 0, "error": None,
+           "redelivered": {}}
     conn = None
     try:
         conn = amqp.Connection(host=amqp_host, userid=user, password=password,
@@ -317,14 +328,14 @@ def peek(args):
         if consumers:
             res["error"] = f"{consumers} consumer(s) now"
             return res
-        ids, seen = Counter(), 0
+        ids, seen, redelivered = Counter(), 0, Counter()
         if before:
             ch.basic_qos(0, 0, False)  # no prefetch limit: the broker sends them all
             # messages past `before` (published meanwhile) reach this callback
             ch.basic_consume(qname, callback=lambda m: None, no_ack=False)
             # py-amqp read exactly up to consume-ok: the socket is at a frame start
             t = conn.transport
-            ids, seen, rest, err = read_deliveries(t.sock, before, PEEK_IDLE_S)
+            ids, seen, rest, err, redelivered = read_deliveries(t.sock, before, PEEK_IDLE_S)
             t.sock.settimeout(30)
             t._read_buffer = rest + t._read_buffer  # the rest goes back to py-amqp
             if err:
@@ -333,7 +344,7 @@ def peek(args):
         ch2 = conn.channel()
         _, after, _ = ch2.queue_declare(qname, passive=True)
         ch2.close()
-        res.update(ids=dict(ids), after=after, seen=seen)
+        res.update(ids=dict(ids), after=after, seen=seen, redelivered=dict(redelivered))
     except Exception as e:  # reported per queue
         res["error"] = f"{type(e).__name__}: {e}"
     finally:
@@ -511,9 +522,12 @@ def audit(a, ids, password, only=()):
                "messages_ready": q.get("messages_ready"),
                "messages_unacknowledged": q.get("messages_unacknowledged"),
                "published": len(want), "received": len(got)}
+        redelivered = Counter()
         if st == "settled":
             queued = Counter()
         elif st == "peeked":
+            redelivered = Counter({k: v for k, v in (peeks[n].get("redelivered") or {}).items()
+                                   if k in want})
             queued = Counter({k: v for k, v in peeks[n]["ids"].items() if k in want})
             row["peek"] = {k: peeks[n][k] for k in ("before", "after", "seen")}
         else:
@@ -523,10 +537,13 @@ def audit(a, ids, password, only=()):
         twice = [i for i in (got.keys() | queued_c.keys()) if got[i] + queued_c[i] > 1]
         # An extra copy is a refetch when the connection of a subscriber that had received it
         # ended afterwards (the broker gives back what a consumer had not acknowledged, to it
-        # again or, on a shared queue, to another subscriber, or keeps it queued). Any other
-        # extra copy was in the queue twice.
+        # again or, on a shared queue, to another subscriber, or keeps it queued), and when a
+        # queued copy came to the peek flagged redelivered (a subscriber had fetched it and
+        # not acknowledged it: the audit's own stop of the subscribers gives such a batch
+        # back). Any other extra copy was in the queue twice.
         def extra(i):
-            return max(got[i] + queued_c[i] - 1 - refetched[i] - after_last[i], 0)
+            return max(got[i] + queued_c[i] - 1 - refetched[i] - after_last[i]
+                       - redelivered[i], 0)
         row["received_twice"] = len(twice)
         row["refetched"] = sum(1 for i in twice if extra(i) == 0)
         row["duplicates"] = sum(1 for i in twice if extra(i) > 0)
