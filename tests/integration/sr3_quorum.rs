@@ -113,7 +113,8 @@ fn upgrade(state: &str, half: &str) -> Value {
 }
 
 #[test]
-fn serial_sr3_on_the_cluster_moves_to_quorum_queues_half_a_then_b_and_loses_no_message() {
+fn serial_sr3_on_the_cluster_moves_to_quorum_queues_with_a_kill_a_resume_and_a_rollback_losing_no_message()
+ {
     require_lab();
     let _reset = ClusterResetOnDrop;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -128,8 +129,18 @@ fn serial_sr3_on_the_cluster_moves_to_quorum_queues_half_a_then_b_and_loses_no_m
     std::thread::sleep(std::time::Duration::from_secs(2));
 
     // Half a: its own queues and the shared one become quorum queues (a critical window);
-    // half b's own queues stay classic.
-    let report = upgrade(&state, "a");
+    // half b's own queues stay classic. Killed as messages start moving into a holding
+    // queue (a quorum queue on the cluster), then resumed.
+    crate::support::kill_at(
+        &Roll::upgrade("quorum", "a")
+            .state(&state)
+            .playbook(QUORUM)
+            .yes(),
+        &["broker", "moving"],
+    );
+    let resumed = Roll::resume("quorum").state(&state).json().run();
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let report = json(&resumed);
     let outcome = &report["outcome"];
     assert!(
         outcome["critical_window_seconds"].as_f64() > Some(0.0),
@@ -176,6 +187,39 @@ fn serial_sr3_on_the_cluster_moves_to_quorum_queues_half_a_then_b_and_loses_no_m
     for row in json(&rows).as_array().expect("rows") {
         assert_eq!(row["version"], "3.3.1", "{row}");
         assert_eq!(row["service"], "running", "{row}");
+    }
+
+    // The rollback of half b's run: its own queues are classic again, with their messages,
+    // and 3.2 is back; the shared queue keeps what half a's run made it (quorum), which
+    // 3.2's declare (classic) is refused: the rollback's verification says so, naming it.
+    let run = Roll::rollback("quorum")
+        .state(&state)
+        .playbook(QUORUM)
+        .yes()
+        .json()
+        .run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = json(&run);
+    let failure = &report["outcome"]["failure"];
+    assert_eq!(failure["step"], "verify again", "{failure}");
+    let detail = failure["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("PRECONDITION_FAILED") && detail.contains(SHARED),
+        "{failure}"
+    );
+    for account in report["outcome"]["queues"].as_array().into_iter().flatten() {
+        assert_eq!(account["lost"], 0, "{account}");
+    }
+    let types = queue_types();
+    for (name, kind) in &types {
+        let expect = match owner_half(name) {
+            Some("b") => "classic",
+            _ => "quorum",
+        };
+        assert_eq!(
+            kind, expect,
+            "{name} after the rollback of half b: {types:#?}"
+        );
     }
 
     traffic.stop();
