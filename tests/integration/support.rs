@@ -716,6 +716,20 @@ pub fn audit_clean_with(traffic: Traffic, only: &[(String, PathBuf)]) {
     assert!(published > 500, "only {published} messages published");
     let audit = audit_with(&ids, only);
     eprintln!("audit totals: {}", audit["totals"]);
+    if audit_counts(&audit) != (0, 0)
+        && let Some(keep) = std::env::var_os("ROLL_TEST_KEEP_LOGS")
+    {
+        // For a diagnosis: the subscribers' logs and the ids, before the lab is reset.
+        let keep = PathBuf::from(keep);
+        let _ = std::fs::create_dir_all(&keep);
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg("for h in /home/rl-*; do mkdir -p \"$1/${h##*/}\" && cp -a \"$h/.cache/sr3/log/.\" \"$1/${h##*/}/\" 2>/dev/null; done; cp \"$2\" \"$1/\"")
+            .args(["keep-logs", &keep.display().to_string(), &ids.display().to_string()])
+            .status();
+        let _ = std::fs::write(keep.join("audit.json"), audit.to_string());
+        eprintln!("logs kept in {}", keep.display());
+    }
     assert_eq!(audit_counts(&audit), (0, 0), "{audit:#}");
     assert_eq!(
         audit["leftover_holding_queues"].as_array().map(Vec::len),
