@@ -114,13 +114,7 @@ fn celery_audit(ids: &Path) -> Value {
         .args(["--timeout", "180"])
         .output()
         .expect("tests/lab/celery_audit runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "celery_audit printed no JSON ({e}): {text}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    crate::support::script_json("celery_audit", &output)
 }
 
 /// The queue `tasks` of vhost celery, as the cluster's c2 shows it.

@@ -2,89 +2,32 @@
 //! with `queueType quorum`, half a then half b, under traffic through c2 and c3, every
 //! message received by each queue's subscribers or still queued.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
 use serde_json::Value;
 
 use crate::support::{
-    ClusterResetOnDrop, Roll, cluster_get, host_queue_part, json, lab, repo, require_lab, sr3_on,
+    ClusterResetOnDrop, Roll, Traffic, audit_of, cluster_get, host_queue_part, json, lab,
+    require_lab,
 };
 
 const QUORUM: &str = "playbooks/sr3-quorum.toml";
 const SHARED: &str = "q_roll-lab.subscribe.cluster.quorum";
 
-/// Messages published to vhost quorum all along (through c2, then c3), ids in `ids`.
-struct Traffic(Child);
-
-impl Traffic {
-    fn start(ids: &Path) -> Traffic {
-        let child = Command::new(repo("tests/lab/publish"))
-            .args([
-                "--vhost",
-                "quorum",
-                "--host",
-                "127.0.0.1:5682,127.0.0.1:5683",
-            ])
-            .args(["--rate", "50", "--until-stopped", "--quiet"])
-            .args(["--id-prefix", "quorum", "--reconnect", "120"])
-            .arg("--ids-file")
-            .arg(ids)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("tests/lab/publish starts");
-        Traffic(child)
-    }
-
-    /// SIGTERM: the publisher waits for its last confirms and writes every confirmed id.
-    fn stop(mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The audit of `ids` in vhost quorum, its subscribers stopped first (JSON).
-fn audit(ids: &Path) -> Value {
-    let stopped = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let children: Vec<(String, Child)> = lab()
-        .hosts("quorum")
-        .into_iter()
-        .map(|h| {
-            let child = sr3_on(&h, "stop");
-            (h, child)
-        })
-        .collect();
-    for (host, mut child) in children {
-        let status = child.wait().expect("ssh ends");
-        assert!(status.success(), "sr3 stop on {host} failed: {status}");
-    }
-    let output = Command::new(repo("tests/lab/audit"))
-        .args(["--vhost", "quorum", "--mgmt-url", "http://127.0.0.1:15682"])
-        .args(["--host", "127.0.0.1:5682", "--settle", "60", "--json"])
-        .arg("--ids-file")
-        .arg(ids)
-        .args(["--ignore-after", &format!("{stopped:.3}")])
-        .output()
-        .expect("tests/lab/audit runs");
-    let text = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "audit printed no JSON ({e}): {text}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
+/// The options of `tests/lab/publish` and `tests/lab/audit` for vhost quorum: through c2,
+/// then c3 (never c1 first, which roll uses).
+const PUBLISH_IN: [&str; 4] = [
+    "--vhost",
+    "quorum",
+    "--host",
+    "127.0.0.1:5682,127.0.0.1:5683",
+];
+const AUDIT_IN: [&str; 6] = [
+    "--vhost",
+    "quorum",
+    "--mgmt-url",
+    "http://127.0.0.1:15682",
+    "--host",
+    "127.0.0.1:5682",
+];
 
 /// The queues of vhost quorum with their type, by name.
 fn queue_types() -> std::collections::BTreeMap<String, String> {
@@ -124,8 +67,7 @@ fn serial_sr3_on_the_cluster_moves_to_quorum_queues_with_a_kill_a_resume_and_a_r
         before.values().all(|t| t == "classic") && before.contains_key(SHARED),
         "{before:#?}"
     );
-    let ids = dir.path().join("quorum.ids");
-    let traffic = Traffic::start(&ids);
+    let traffic = Traffic::start_in(dir.path(), "quorum", 50, &PUBLISH_IN);
     std::thread::sleep(std::time::Duration::from_secs(2));
 
     // Half a: its own queues and the shared one become quorum queues (a critical window);
@@ -222,8 +164,10 @@ fn serial_sr3_on_the_cluster_moves_to_quorum_queues_with_a_kill_a_resume_and_a_r
         );
     }
 
-    traffic.stop();
-    let audit = audit(&ids);
+    let ids = traffic.ids.clone();
+    let published = traffic.stop();
+    assert!(published > 500, "only {published} messages published");
+    let audit = audit_of("quorum", &AUDIT_IN, &ids, &[]);
     eprintln!("audit totals: {}", audit["totals"]);
     assert_eq!(audit["totals"]["missing"], 0, "{audit:#}");
     assert_eq!(audit["totals"]["duplicates"], 0, "{audit:#}");

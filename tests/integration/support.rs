@@ -537,8 +537,15 @@ pub struct Traffic {
 impl Traffic {
     /// Starts publishing `rate` messages a second to ops, ids prefixed with `prefix`.
     pub fn start(dir: &Path, prefix: &str, rate: u32) -> Traffic {
+        Traffic::start_in(dir, prefix, rate, &[])
+    }
+
+    /// [`Traffic::start`] with more options for `tests/lab/publish`: another vhost and
+    /// broker nodes (`--vhost quorum --host 127.0.0.1:5682,...`).
+    pub fn start_in(dir: &Path, prefix: &str, rate: u32, options: &[&str]) -> Traffic {
         let ids = dir.join(format!("{prefix}.ids"));
         let child = Command::new(repo("tests/lab/publish"))
+            .args(options)
             .args([
                 "--rate",
                 &rate.to_string(),
@@ -599,12 +606,23 @@ pub fn audit(ids: &Path) -> serde_json::Value {
 /// [`audit`], with ids published to some queues only: `(word, ids file)`, those ids expected
 /// in the queues whose name contains the word.
 pub fn audit_with(ids: &Path, only: &[(String, PathBuf)]) -> serde_json::Value {
+    audit_of("ops", &[], ids, only)
+}
+
+/// [`audit_with`] of a group's vhost: its subscribers stopped first, `options` for
+/// `tests/lab/audit` (another vhost and broker: `--vhost quorum --mgmt-url ... --host ...`).
+pub fn audit_of(
+    group: &str,
+    options: &[&str],
+    ids: &Path,
+    only: &[(String, PathBuf)],
+) -> serde_json::Value {
     // The subscribers' own stop for the audit explains no id received twice.
     let stopped = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    stop_ops_subscribers();
+    stop_subscribers(group);
     let only: Vec<String> = only
         .iter()
         .flat_map(|(word, file)| {
@@ -615,6 +633,7 @@ pub fn audit_with(ids: &Path, only: &[(String, PathBuf)]) -> serde_json::Value {
         })
         .collect();
     let output = Command::new(repo("tests/lab/audit"))
+        .args(options)
         .args(&only)
         .args([
             "--ids-file",
@@ -627,10 +646,15 @@ pub fn audit_with(ids: &Path, only: &[(String, PathBuf)]) -> serde_json::Value {
         ])
         .output()
         .expect("tests/lab/audit runs");
+    script_json("audit", &output)
+}
+
+/// The JSON document a lab script printed on stdout; fails with what it printed otherwise.
+pub fn script_json(script: &str, output: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(&text).unwrap_or_else(|e| {
         panic!(
-            "audit printed no JSON ({e}): {text}\n{}",
+            "{script} printed no JSON ({e}): {text}\n{}",
             String::from_utf8_lossy(&output.stderr)
         )
     })
@@ -659,11 +683,11 @@ pub fn holding_leftovers() -> Vec<String> {
     names
 }
 
-/// Stops sr3 on every ops host of the lab (in parallel, through the lab's sshd), so that
+/// Stops sr3 on every host of a lab group (in parallel, through the lab's sshd), so that
 /// every message not yet received is back in its queue for [`audit`] to see.
-pub fn stop_ops_subscribers() {
+pub fn stop_subscribers(group: &str) {
     let children: Vec<(String, Child)> = lab()
-        .hosts("ops")
+        .hosts(group)
         .into_iter()
         .map(|h| {
             let child = sr3_on(&h, "stop");
