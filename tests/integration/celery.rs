@@ -117,6 +117,28 @@ fn celery_audit(ids: &Path) -> Value {
     crate::support::script_json("celery_audit", &output)
 }
 
+/// Stops the task load and audits its tasks: more than `at_least` published, every one
+/// executed once or still queued, none lost, returned or executed twice. The audit (JSON).
+fn every_task_executed_once(load: Background, ids: &Path, at_least: u64) -> Value {
+    load.stop();
+    let audit = celery_audit(ids);
+    eprintln!(
+        "celery audit: published {}, executed {}, queued {}, lost {}, executed twice {}, by version {}",
+        audit["published"],
+        audit["executed"],
+        audit["queued"],
+        audit["lost"],
+        audit["executed_twice"],
+        audit["executions_by_version"]
+    );
+    assert!(audit["published"].as_u64() > Some(at_least), "{audit:#}");
+    assert_eq!(audit["lost"], 0, "{audit:#}");
+    assert_eq!(audit["executed_twice"], 0, "{audit:#}");
+    assert_eq!(audit["returned"], 0, "{audit:#}");
+    assert_eq!(audit["ok"], true, "{audit:#}");
+    audit
+}
+
 /// The queue `tasks` of vhost celery, as the cluster's c2 shows it.
 fn tasks_queue() -> Value {
     crate::support::cluster_get("/api/queues/celery/tasks")
@@ -249,23 +271,8 @@ fn serial_celery_moves_its_queue_to_quorum_half_a_then_b_under_load_with_a_rollb
         }
     }
 
-    load.stop();
     steady.stop();
-    let audit = celery_audit(&ids);
-    eprintln!(
-        "celery audit: published {}, executed {}, queued {}, lost {}, executed twice {}, by version {}",
-        audit["published"],
-        audit["executed"],
-        audit["queued"],
-        audit["lost"],
-        audit["executed_twice"],
-        audit["executions_by_version"]
-    );
-    assert!(audit["published"].as_u64() > Some(500), "{audit:#}");
-    assert_eq!(audit["lost"], 0, "{audit:#}");
-    assert_eq!(audit["executed_twice"], 0, "{audit:#}");
-    assert_eq!(audit["returned"], 0, "{audit:#}");
-    assert_eq!(audit["ok"], true, "{audit:#}");
+    let audit = every_task_executed_once(load, &ids, 500);
     let versions = &audit["executions_by_version"];
     assert!(
         versions["5.4.0"].as_u64() > Some(0) && versions["5.5.3"].as_u64() > Some(0),
@@ -328,17 +335,6 @@ fn holding_leader() -> usize {
         .unwrap_or_else(|| panic!("leader {leader} is no lab node"))
 }
 
-fn cluster_node(action: &str, node: usize) {
-    let status = Command::new(repo("tests/lab/cluster"))
-        .args([action, &format!("c{node}")])
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        status.is_ok_and(|s| s.success()),
-        "tests/lab/cluster {action} c{node} failed"
-    );
-}
-
 /// In the middle of half a's critical window (the queue's tasks and those published since in
 /// the holding queue), the node leading the holding queue stops. The quorum holding queue
 /// keeps its tasks on the other two nodes: the run goes on, or stops at a step and `roll
@@ -370,13 +366,13 @@ fn serial_celery_the_node_leading_the_holding_queue_stops_mid_window_and_no_task
     let run = run_watching(&roll, std::time::Duration::from_secs(600), |line| {
         if let Some(point) = failpoint_of(line) {
             let leader = holding_leader();
-            cluster_node("stop", leader);
+            crate::support::cluster_node("stop", leader);
             stopped = Some(leader);
             release_failpoint(&waits, &point);
             // Back after 15 s (a classic queue on it is waited for meanwhile).
             restart = Some(std::thread::spawn(move || {
                 std::thread::sleep(std::time::Duration::from_secs(15));
-                cluster_node("start", leader);
+                crate::support::cluster_node("start", leader);
             }));
         }
         Next::Go
@@ -413,19 +409,5 @@ fn serial_celery_the_node_leading_the_holding_queue_stops_mid_window_and_no_task
         "a holding queue was left: {leftovers:#}"
     );
 
-    load.stop();
-    let audit = celery_audit(&ids);
-    eprintln!(
-        "celery audit: published {}, executed {}, queued {}, lost {}, executed twice {}, by version {}",
-        audit["published"],
-        audit["executed"],
-        audit["queued"],
-        audit["lost"],
-        audit["executed_twice"],
-        audit["executions_by_version"]
-    );
-    assert!(audit["published"].as_u64() > Some(100), "{audit:#}");
-    assert_eq!(audit["lost"], 0, "{audit:#}");
-    assert_eq!(audit["executed_twice"], 0, "{audit:#}");
-    assert_eq!(audit["ok"], true, "{audit:#}");
+    every_task_executed_once(load, &ids, 100);
 }

@@ -14,7 +14,7 @@ use roll::broker::management::{Management, segment};
 use roll::inventory::{BrokerConfig, Secret, SecretRef};
 use serde_json::Value;
 
-use crate::support::{Roll, Run, json, repo};
+use crate::support::{Roll, Run, json};
 
 /// The lab's broker password file (the cluster has the same user and password).
 const PASSWORD_FILE: &str = "/var/lib/roll-lab/broker-password";
@@ -91,45 +91,20 @@ async fn running_nodes() -> Vec<String> {
         .collect()
 }
 
-/// `tests/lab/cluster ACTION cN` when the lab has it, else the node's application stopped
-/// or started with `rabbitmqctl` (the node's listeners close with it, its connections end,
-/// the others see it leave).
-fn node_action(action: &str, node: usize) {
-    let script = repo("tests/lab/cluster");
-    let status = if script.exists() {
-        Command::new(&script)
-            .args([action, &format!("c{node}")])
-            .status()
-    } else {
-        let command = if action == "stop" {
-            "stop_app"
-        } else {
-            "start_app"
-        };
-        Command::new("rabbitmqctl")
-            .args(["-q", "-n", &node_name(node), command])
-            .status()
-    };
-    assert!(
-        status.is_ok_and(|s| s.success()),
-        "{action} of c{node} failed"
-    );
-}
-
 /// A cluster node stopped by the test: started again when dropped (also when the test
 /// fails), which waits until the cluster sees all three nodes running.
 struct Stopped(usize);
 
 impl Stopped {
     fn new(node: usize) -> Stopped {
-        node_action("stop", node);
+        crate::support::cluster_node("stop", node);
         Stopped(node)
     }
 }
 
 impl Drop for Stopped {
     fn drop(&mut self) {
-        node_action("start", self.0);
+        crate::support::cluster_node("start", self.0);
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let deadline = Instant::now() + NODE_LIMIT;
         loop {

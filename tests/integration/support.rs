@@ -1353,3 +1353,16 @@ pub fn cluster_get(path: &str) -> serde_json::Value {
     }
     panic!("no cluster node answered GET {path}");
 }
+
+/// `tests/lab/cluster stop|start cN`: a node of the lab cluster stopped, or started again
+/// (which returns once it rejoined and its management API answers).
+pub fn cluster_node(action: &str, node: usize) {
+    let status = Command::new(repo("tests/lab/cluster"))
+        .args([action, &format!("c{node}")])
+        .stdout(Stdio::null())
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "tests/lab/cluster {action} c{node} failed"
+    );
+}
